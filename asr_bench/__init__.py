@@ -1,0 +1,43 @@
+"""asr-bench: a comparative benchmark suite for arbitrary-scale super-resolution.
+
+Public API (everything else is internal)::
+
+    import asr_bench as ab
+    model = ab.build_model("liif", "edsr-baseline", checkpoint="edsr-baseline-liif.pth")
+    sr = model.upscale(lr, scale=3.5)
+    ab.metrics.psnr(sr, hr, crop=4, y_channel=True)
+    ab.data.imresize(img, scale=1 / 4)
+
+Submodules are imported on first use, so importing the package is cheap and one broken part cannot
+break the others.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import UnsupportedScale, UserError
+from .registry import build_model, list_methods
+from .upsampler import Upsampler
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "metrics": ("asr_bench.metrics", None),
+    "data": ("asr_bench.data", None),
+    "ops": ("asr_bench.ops", None),
+    "list_encoders": ("asr_bench.encoders", "list_encoders"),
+    "list_datasets": ("asr_bench.data.catalogue", "list_datasets"),
+    "list_protocols": ("asr_bench.protocols", "list_protocols"),
+    "list_metrics": ("asr_bench.metrics", "list_metrics"),
+}
+
+__all__ = ["build_model", "list_methods", "Upsampler", "UserError", "UnsupportedScale", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'asr_bench' has no attribute '{name}'")
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    return module if attr is None else getattr(module, attr)

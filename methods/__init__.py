@@ -1,0 +1,1 @@
+"""Built-in method plugins: each module defines `METHODS`, a list of `asr_bench.registry.MethodSpec`."""
