@@ -70,3 +70,10 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Tolerate extra keys written by newer versions: read only the fields this version knows."""
     known = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a label: 'LIIF (edsr-baseline)' -> 'liif_edsr-baseline'."""
+    import re
+
+    return re.sub(r"[^a-z0-9.+-]+", "_", text.lower()).strip("_") or "unnamed"
