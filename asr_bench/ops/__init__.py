@@ -1,0 +1,27 @@
+"""Custom ops with one front each and interchangeable backends (cuda > cpp > torch reference).
+
+    from asr_bench.ops import rasterize, meta_upscale, live_backends
+
+The fronts share their module's name, so each is bound here as the function (not the submodule). The
+meta-upscale front is imported on first use, so a broken op module never breaks the other op.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .build import backend_status, live_backends
+from .rasterize import rasterize
+
+_LAZY = {"meta_upscale": ("asr_bench.ops.meta_upscale", "meta_upscale")}
+
+__all__ = ["rasterize", "live_backends", "backend_status", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'asr_bench.ops' has no attribute '{name}'")
+    module_name, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module_name), attr)
+    globals()[name] = value  # importing the submodule bound the module object under this name: rebind it
+    return value

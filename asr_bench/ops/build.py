@@ -1,0 +1,317 @@
+"""Compile, cache and choose the compiled backends of the custom ops (rasterize, meta_upscale, ...).
+
+Every op `<op>` may have two compiled backends beside its PyTorch reference ("torch"):
+  "cpp"  from csrc/<op>/cpu.cpp  (C++/OpenMP, -O3 -fopenmp)
+  "cuda" from csrc/<op>/cuda.cu  (needs nvcc and a GPU at run time)
+Headers in csrc/<op>/ (e.g. a shared binning.h) are on the include path and part of the cache key.
+
+Each extension is compiled once, at first use, with `torch.utils.cpp_extension.load` into
+`$TORCH_EXTENSIONS_DIR/asr_bench/` or `~/.cache/asr_bench/extensions/`, in a folder named after a hash of its
+sources, flags, torch and Python versions and CPU: a changed source gets a new build and an unchanged one is
+just loaded. The extension module must be named by `TORCH_EXTENSION_NAME` (PYBIND11_MODULE(TORCH_EXTENSION_NAME,
+m)) because the name carries the hash.
+
+`resolve_backend(op, requested, device)` is what an op's front calls: "auto" takes the best live backend for the
+tensors' device (cuda > cpp > torch) and, when a compiled one cannot be had (no compiler, no GPU, a compile
+error), falls back to the next with ONE warning per process; an explicit backend that cannot be had is a
+UserError saying why.
+
+CLI: `python -m asr_bench.ops.build --check-cuda` compiles every csrc/**/*.cu with nvcc (sm_90) to an object
+file, so CI catches CUDA syntax and type errors without a GPU; `--status` prints what `backend_status` sees.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from ..errors import UnknownName, UserError
+
+CSRC = Path(__file__).resolve().parents[2] / "csrc"
+BACKENDS = ("cuda", "cpp", "torch")  # order of preference for "auto"
+SOURCE_OF_BACKEND = {"cpp": "cpu.cpp", "cuda": "cuda.cu"}
+CXX_FLAGS = ["-O3", "-fopenmp", "-march=native", "-ffp-contract=off", "-std=c++17"]
+LD_FLAGS = ["-fopenmp"]
+NVCC_FLAGS = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+CHECK_ARCH = "sm_90"  # Hopper: the arch `--check-cuda` compiles for
+
+_loaded: dict[tuple[str, str], ModuleType] = {}
+_failed: dict[tuple[str, str], str] = {}
+_warned: set[tuple[str, str]] = set()
+
+
+class ExtensionUnavailable(UserError):
+    """A compiled backend that cannot be used here (no compiler, no GPU, compile error, no source)."""
+
+
+@dataclass(frozen=True)
+class Extension:
+    """Where one op's backend comes from and where its build is cached."""
+
+    op: str
+    backend: str
+    sources: tuple[Path, ...]
+    key: str
+
+    @property
+    def name(self) -> str:
+        return f"asr_bench_{self.op}_{self.backend}_{self.key}"
+
+    @property
+    def build_dir(self) -> Path:
+        return cache_root() / self.name
+
+    @property
+    def is_cached(self) -> bool:
+        return any(self.build_dir.glob(f"{self.name}*.so"))
+
+
+def cache_root() -> Path:
+    """The folder holding every compiled extension of this package."""
+    base = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if base:
+        return Path(base) / "asr_bench"
+    return Path.home() / ".cache" / "asr_bench" / "extensions"
+
+
+def list_ops(root: Path = CSRC) -> list[str]:
+    """Ops that have a folder under csrc/."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def _cpu_signature() -> str:
+    """CPU flags, so a cache shared between machines never loads a -march=native build on the wrong CPU."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def extension(op: str, backend: str, root: Path = CSRC) -> Extension | None:
+    """The extension description for (op, backend), or None when the op has no source for that backend."""
+    source = root / op / SOURCE_OF_BACKEND[backend]
+    if not source.is_file():
+        return None
+    digest = hashlib.sha256()
+    for path in [source, *sorted((root / op).glob("*.h")), *sorted((root / op).glob("*.cuh"))]:
+        digest.update(path.name.encode() + path.read_bytes())
+    flags = CXX_FLAGS + LD_FLAGS + (NVCC_FLAGS if backend == "cuda" else [])
+    digest.update(" ".join([*flags, torch.__version__, sys.version, _cpu_signature()]).encode())
+    return Extension(op, backend, (source,), digest.hexdigest()[:12])
+
+
+def has_compiler() -> bool:
+    return shutil.which(os.environ.get("CXX", "c++")) is not None
+
+
+def has_cuda_toolchain() -> bool:
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    return torch.cuda.is_available() and (CUDA_HOME is not None or shutil.which("nvcc") is not None)
+
+
+def _why_not_buildable(ext: Extension) -> str | None:
+    if not has_compiler():
+        return "no C++ compiler found (set CXX or install g++)"
+    if ext.backend == "cuda" and not has_cuda_toolchain():
+        return "no CUDA device or no nvcc/CUDA_HOME"
+    return None
+
+
+def load_extension(op: str, backend: str) -> ModuleType:
+    """The compiled module of (op, backend), compiling it on first use; ExtensionUnavailable says why not."""
+    if backend not in SOURCE_OF_BACKEND:
+        raise UnknownName("compiled backend", backend, SOURCE_OF_BACKEND)
+    cache_key = (op, backend)
+    if cache_key in _loaded:
+        return _loaded[cache_key]
+    if cache_key in _failed:
+        raise ExtensionUnavailable(_failed[cache_key])
+    try:
+        module = _compile(op, backend)
+    except ExtensionUnavailable as error:
+        _failed[cache_key] = str(error)
+        raise
+    _loaded[cache_key] = module
+    return module
+
+
+def _compile(op: str, backend: str) -> ModuleType:
+    ext = extension(op, backend)
+    if ext is None:
+        raise ExtensionUnavailable(
+            f"op '{op}' has no {backend} backend (no csrc/{op}/{SOURCE_OF_BACKEND[backend]}); use backend='torch'."
+        )
+    reason = _why_not_buildable(ext)
+    if reason:
+        raise ExtensionUnavailable(f"cannot build the {backend} backend of '{op}': {reason}; use backend='torch'.")
+    from torch.utils.cpp_extension import load
+
+    ext.build_dir.mkdir(parents=True, exist_ok=True)
+    include = [str(CSRC / op)]
+    try:
+        return load(
+            name=ext.name,
+            sources=[str(s) for s in ext.sources],
+            extra_cflags=CXX_FLAGS,
+            extra_cuda_cflags=NVCC_FLAGS,
+            extra_ldflags=LD_FLAGS,
+            extra_include_paths=include,
+            build_directory=str(ext.build_dir),
+            verbose=os.environ.get("ASR_BENCH_VERBOSE_BUILD") == "1",
+        )
+    except Exception as error:  # compiler errors arrive as RuntimeError/CalledProcessError/ImportError
+        first = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise ExtensionUnavailable(
+            f"compiling the {backend} backend of '{op}' failed ({first}); build log in {ext.build_dir}, "
+            "rerun with ASR_BENCH_VERBOSE_BUILD=1 to see it, or use backend='torch'."
+        ) from error
+
+
+def backend_status(compile: bool = False, root: Path = CSRC) -> dict[str, dict[str, str]]:
+    """Per op and backend: 'live', 'cached' (built, not loaded), 'compilable', 'failed: ...' or 'absent: ...'.
+
+    With compile=False nothing is compiled (cheap, for `doctor`); with compile=True every buildable backend is
+    compiled and loaded, so the answer is 'live' or 'failed: why'.
+    """
+    status: dict[str, dict[str, str]] = {}
+    for op in list_ops(root):
+        status[op] = {}
+        for backend in ("cuda", "cpp"):
+            ext = extension(op, backend, root)
+            if ext is None:
+                status[op][backend] = f"absent: no csrc/{op}/{SOURCE_OF_BACKEND[backend]}"
+            elif (op, backend) in _loaded:
+                status[op][backend] = "live"
+            elif (op, backend) in _failed:
+                status[op][backend] = f"failed: {_failed[(op, backend)]}"
+            elif (reason := _why_not_buildable(ext)) is not None:
+                status[op][backend] = f"absent: {reason}"
+            elif compile:
+                try:
+                    load_extension(op, backend)
+                    status[op][backend] = "live"
+                except ExtensionUnavailable as error:
+                    status[op][backend] = f"failed: {error}"
+            else:
+                status[op][backend] = "cached" if ext.is_cached else "compilable"
+        status[op]["torch"] = "live"
+    return status
+
+
+def live_backends(compile: bool = True) -> dict[str, list[str]]:
+    """Per op, the backends that work here, best first; compile=False counts cached builds and compiles nothing."""
+    usable = {"live", "cached"}
+    return {
+        op: [b for b in BACKENDS if states[b] in usable]
+        for op, states in backend_status(compile=compile).items()
+    }
+
+
+def _warn_once(op: str, backend: str, reason: str, fallback: str) -> None:
+    if (op, backend) in _warned:
+        return
+    _warned.add((op, backend))
+    warnings.warn(f"{op}: the {backend} backend is unavailable ({reason}); using {fallback}.", RuntimeWarning, 2)
+
+
+def resolve_backend(op: str, requested: str, device: torch.device) -> tuple[str, ModuleType | None]:
+    """(backend name, compiled module or None for 'torch') to run `op` on tensors living on `device`."""
+    if requested not in ("auto", *BACKENDS):
+        raise UnknownName("backend", requested, ("auto", *BACKENDS))
+    on_cuda = device.type == "cuda"
+    if requested == "torch":
+        return "torch", None
+    if requested != "auto":
+        if (requested == "cuda") != on_cuda:
+            raise UserError(
+                f"backend '{requested}' cannot run {op} on {device.type} tensors; use backend='auto' or move the "
+                f"tensors to {'cuda' if requested == 'cuda' else 'cpu'}."
+            )
+        return requested, load_extension(op, requested)
+    candidates = ["cuda"] if on_cuda else (["cpp"] if device.type == "cpu" else [])
+    for backend in candidates:
+        try:
+            return backend, load_extension(op, backend)
+        except ExtensionUnavailable as error:
+            _warn_once(op, backend, str(error), "the torch reference")
+    return "torch", None
+
+
+# ------------------------------------------------------------------ CUDA syntax check (CI, no GPU needed)
+
+
+def _nvcc_command(source: Path, output: Path, nvcc: str) -> list[str]:
+    from torch.utils.cpp_extension import include_paths
+
+    includes = [*include_paths(), sysconfig.get_paths()["include"], str(source.parent)]
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    return [
+        nvcc, "-c", str(source), "-o", str(output), f"-arch={CHECK_ARCH}", *NVCC_FLAGS,
+        "-Xcompiler", "-fPIC", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-DTORCH_EXTENSION_NAME=asr_bench_check",
+        "-DTORCH_API_INCLUDE_EXTENSION_H", "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
+        "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
+        *[f"-I{p}" for p in includes],
+    ]
+
+
+def check_cuda(root: Path = CSRC, nvcc: str | None = None) -> int:
+    """Compile every .cu under `root` to an object file; 0 if all compile, 1 otherwise (naming each failure)."""
+    sources = sorted(root.glob("**/*.cu"))
+    if not sources:
+        print(f"check-cuda: no .cu files under {root}; nothing to check.")
+        return 0
+    nvcc = nvcc or shutil.which("nvcc") or "/usr/local/bin/nvcc"
+    if not Path(nvcc).exists() and shutil.which(nvcc) is None:
+        print(f"check-cuda: nvcc not found (looked on PATH and at {nvcc}); install the CUDA toolkit.", file=sys.stderr)
+        return 1
+    failed = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for source in sources:
+            result = subprocess.run(
+                _nvcc_command(source, Path(scratch) / (source.stem + ".o"), nvcc), capture_output=True, text=True
+            )
+            if result.returncode == 0:
+                print(f"check-cuda: ok     {source}")
+            else:
+                failed.append(source)
+                print(f"check-cuda: FAILED {source}\n{result.stdout}{result.stderr}", file=sys.stderr)
+    if failed:
+        print(f"check-cuda: {len(failed)} of {len(sources)} file(s) failed: {', '.join(map(str, failed))}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m asr_bench.ops.build", description=__doc__.split("\n")[0])
+    parser.add_argument("--check-cuda", action="store_true", help="compile every csrc/**/*.cu with nvcc (no GPU)")
+    parser.add_argument("--root", type=Path, default=CSRC, help="the csrc folder (default: the repository's)")
+    parser.add_argument("--status", action="store_true", help="print each op's backends (compiles nothing)")
+    parser.add_argument("--compile", action="store_true", help="compile every buildable backend now")
+    args = parser.parse_args(argv)
+    if args.check_cuda:
+        return check_cuda(args.root)
+    for op, states in backend_status(compile=args.compile, root=args.root).items():
+        for backend, state in states.items():
+            print(f"{op:14s} {backend:6s} {state}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
