@@ -1,0 +1,115 @@
+"""Cases = methods x datasets x scales, in a fixed order, with stable ids.
+
+The case id "<label>|<dataset>|<scale>" is the key the store resumes by, so it depends only on what the
+user wrote (label, dataset name, scale), never on a hash or on the order of the config.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..config import ALL, Config, MethodEntry
+from ..errors import MissingFile, UnknownName, UserError
+from ..sizes import Scale, format_scale
+
+
+@dataclass(frozen=True)
+class Case:
+    entry: MethodEntry          # resolved: encoder and label filled in
+    dataset: str
+    scale: Scale
+
+    @property
+    def label(self) -> str:
+        return self.entry.display()
+
+    @property
+    def scale_label(self) -> str:
+        return format_scale(self.scale)
+
+    @property
+    def case_id(self) -> str:
+        return f"{self.label}|{self.dataset}|{self.scale_label}"
+
+
+def load_plugins(plugins: tuple[str, ...] | list[str]) -> None:
+    """Register the `METHODS` of extra modules (import names or .py files) named in the config."""
+    from ..registry import register
+
+    for plugin in plugins:
+        path = Path(plugin)
+        if plugin.endswith(".py"):
+            if not path.is_file():
+                raise MissingFile("plugin file", path, "Check the `plugins:` entry in the config.")
+            name = f"asr_bench_plugin_{path.stem}"
+            module = sys.modules.get(name)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+                sys.modules[name] = module
+                spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            try:
+                module = importlib.import_module(plugin)
+            except ModuleNotFoundError as exc:
+                raise UserError(f"plugin module '{plugin}' could not be imported ({exc}); "
+                                "install it or give the path of a .py file in `plugins:`.") from None
+        for spec_ in getattr(module, "METHODS", []):
+            register(spec_)
+
+
+def resolve_methods(config: Config) -> list[MethodEntry]:
+    """Expand `methods: all`, fill in default encoders and labels, and check names against the registry."""
+    from ..registry import get_method, method_specs
+
+    load_plugins(config.plugins)
+    if config.methods == ALL:
+        entries = [MethodEntry(method=spec.name) for spec in method_specs()]
+    else:
+        entries = list(config.methods)  # type: ignore[arg-type]
+    resolved = []
+    for i, entry in enumerate(entries):
+        spec = get_method(entry.method)
+        encoder = entry.encoder
+        if encoder is None:
+            preset = spec.presets.get(entry.preset) if entry.preset else None
+            encoder = preset.encoder if preset else spec.encoders[0]
+        if encoder not in spec.encoders:
+            raise UnknownName(f"encoder for {entry.method} (methods[{i}].encoder)", encoder, spec.encoders)
+        if entry.preset is not None and entry.preset not in spec.presets:
+            raise UnknownName(f"preset of {entry.method} (methods[{i}].preset)", entry.preset, spec.presets)
+        if entry.checkpoint is not None and not Path(entry.checkpoint).is_file():
+            raise MissingFile(f"checkpoint of methods[{i}] ({entry.method})", entry.checkpoint,
+                              "Check the path, or remove `checkpoint:` to benchmark random weights.")
+        label = entry.label or (spec.name if len(spec.encoders) <= 1 and encoder == spec.encoders[0]
+                                and not spec.needs_weights else f"{spec.name} ({encoder})")
+        resolved.append(replace(entry, encoder=encoder, label=label))
+    labels = [e.label for e in resolved]
+    duplicates = sorted({x for x in labels if labels.count(x) > 1})
+    if duplicates:
+        raise UserError(f"two methods share the label '{duplicates[0]}'; give each a distinct `label:` in the config.")
+    return resolved
+
+
+def plan_cases(config: Config) -> list[Case]:
+    """Every (method, dataset, scale), methods outermost so one model serves a run of cases."""
+    entries = resolve_methods(config)
+    return [Case(entry, dataset, scale) for entry in entries for dataset in config.datasets for scale in config.scales]
+
+
+def check_names(config: Config) -> None:
+    """Fail before the first case on any unknown dataset, protocol or metric (methods: `resolve_methods`)."""
+    from ..data.catalogue import resolve_dataset
+    from ..metrics import list_metrics
+    from ..protocols import get_protocol
+
+    get_protocol(config.protocol.name, **config.protocol.overrides)
+    known = list_metrics()
+    for metric in config.metrics:
+        if metric not in known:
+            raise UnknownName("metric (config key 'metrics')", metric, known)
+    for name in config.datasets:
+        resolve_dataset(name, data_root=config.data_root)

@@ -1,0 +1,80 @@
+"""What the numbers were measured on: stored in run.json beside the results, shown by `doctor`."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda when available, else cpu; an unavailable cuda is a user error, not a crash mid-run."""
+    from ..errors import UserError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"config key 'device' is '{name}' but this machine has no usable CUDA device "
+                        f"(torch {torch.__version__}); use --set device=cpu or device: auto.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"device '{name}' does not exist; this machine has {torch.cuda.device_count()} CUDA device(s).")
+    return device
+
+
+def git_commit() -> str | None:
+    """The checkout's commit (+ '-dirty' when files differ), or None outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def live_backends() -> dict[str, Any]:
+    """The custom ops' backends that work on this machine ({} until the ops package provides them)."""
+    try:
+        from ..ops.build import live_backends as probe
+    except ImportError:
+        return {}
+    try:
+        return dict(probe(compile=False))  # what is built; a run compiles on first use of an op
+    except Exception as exc:  # noqa: BLE001 - a broken build must not stop a run; it is recorded instead
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {"device": str(device)}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
+                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+    else:
+        info.update(cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
+                    torch_threads=torch.get_num_threads())
+    return info
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Versions, device, backends live, git commit: everything that may change a time or a number."""
+    from .. import __version__
+
+    return {
+        "asr_bench": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        **device_info(device),
+        "git_commit": git_commit(),
+        "op_backends": live_backends(),
+    }
