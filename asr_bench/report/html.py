@@ -1,0 +1,240 @@
+"""render_report: a run folder -> tables (md, tex, csv), plots (png) and ONE self-contained report.html.
+
+Everything the HTML needs is inside it (CSS inline, images as base64 data URIs, no scripts, fonts or
+CDNs), so the file works offline and can be mailed or archived with the run.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from .model import (
+    AccuracyTable, Cell, CostRow, accuracy_tables, cost_rows, dataset_title, decimals, fmt, fmt_delta,
+    lower_better, metric_title, ordered_unique, scale_title,
+)
+from .plots import all_plots
+from .published import load_published
+from .reading import RunData, read_run
+from .tables import (
+    accuracy_csv, accuracy_latex, accuracy_markdown, cost_csv, cost_header, cost_latex, cost_markdown,
+    published_csv, published_latex, published_markdown, published_rows,
+)
+from .visuals import visual_rows
+
+_CONFIG_KEYS = ("config", "resolved_config")
+_PLOT_TITLES = {"accuracy_vs_scale": "Accuracy vs scale", "time_vs_mpix": "Time vs output megapixels",
+                "memory_vs_scale": "Memory vs scale"}
+
+
+def _environment(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """run.json minus the config, flattened one level ('environment.torch' -> 'torch') for a key/value table."""
+    items: list[tuple[str, str]] = []
+
+    def add(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                add(f"{prefix}.{key}" if prefix else str(key), sub)
+        elif isinstance(value, (list, tuple)):
+            items.append((prefix, ", ".join(str(v) for v in value) if all(not isinstance(v, (dict, list)) for v in value)
+                          else json.dumps(value)))
+        else:
+            items.append((prefix, "" if value is None else str(value)))
+
+    for key, value in run.items():
+        if key in _CONFIG_KEYS:
+            continue
+        add("" if key in ("environment", "env") else key, value)
+    return items
+
+
+def _config_yaml(run: dict[str, Any]) -> str:
+    for key in _CONFIG_KEYS:
+        if key in run:
+            return yaml.safe_dump(run[key], sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return ""
+
+
+class _Footnotes:
+    """Numbers error messages once each, so a cell can say 'error [2]' and the list below explains it."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], int] = {}
+
+    def number(self, label: str, message: str) -> int:
+        return self.items.setdefault((label, message), len(self.items) + 1)
+
+    def listing(self) -> list[dict[str, Any]]:
+        return [{"n": n, "label": label, "message": message} for (label, message), n in self.items.items()]
+
+
+def _cell_view(cell: Cell, metric: str, label: str, notes: _Footnotes) -> dict[str, Any]:
+    view: dict[str, Any] = {"text": cell.text, "kind": cell.kind, "best": cell.best, "title": "", "footnote": None,
+                            "published": []}
+    if cell.kind == "error":
+        view["footnote"] = notes.number(label, cell.message)
+        view["title"] = cell.message
+    places = decimals(metric)
+    for match in cell.published:
+        better = (match.delta < 0) if lower_better(metric) else (match.delta > 0)
+        view["published"].append({
+            "value": f"{match.row.value:.{places}f}", "delta": fmt_delta(match.delta, places),
+            "sign": "same" if round(match.delta, places) == 0 else ("better" if better else "worse"),
+            "same_protocol": match.same_protocol, "protocol": match.row.protocol,
+            "title": f"published: {match.row.value} ({match.row.source}; protocol {match.row.protocol or '?'})",
+        })
+    return view
+
+
+MAX_HTML_COLUMNS = 12  # metric columns per stacked HTML table: fits a 1400 px window without sideways scrolling
+
+
+def _chunks(table: AccuracyTable) -> list[tuple[str, list[tuple[str, int]]]]:
+    """(dataset, [(scale, width), ...]) pieces: one per dataset, split further when wider than MAX_HTML_COLUMNS."""
+    pieces: list[tuple[str, list[tuple[str, int]]]] = []
+    for dataset, scale, width in table.groups():
+        last = pieces[-1] if pieces else None
+        if last and last[0] == dataset and sum(w for _, w in last[1]) + width <= MAX_HTML_COLUMNS:
+            last[1].append((scale, width))
+        else:
+            pieces.append((dataset, [(scale, width)]))
+    return pieces
+
+
+def _accuracy_part(table: AccuracyTable, dataset: str, groups: list[tuple[str, int]],
+                   notes: _Footnotes) -> dict[str, Any]:
+    """Some scales of one dataset: the HTML stacks these so the page does not scroll sideways."""
+    scales = {s for s, _ in groups}
+    indices = [i for i, col in enumerate(table.columns) if col.dataset == dataset and col.scale in scales]
+    columns = [table.columns[i] for i in indices]
+    starts, index = set(), 0
+    for _, width in groups:
+        starts.add(index)
+        index += width
+    return {
+        "dataset": dataset_title(dataset),
+        "groups": [{"title": f"{dataset_title(dataset)} {scale_title(s)}", "span": n} for s, n in groups],
+        "metrics": [{"title": metric_title(c.metric), "arrow": "↓" if lower_better(c.metric) else "↑"} for c in columns],
+        "starts": starts,
+        "rows": [{"label": row.label, "cells": [_cell_view(row.cells[i], table.columns[i].metric, row.label, notes)
+                                               for i in indices]}
+                 for row in table.rows],
+    }
+
+
+def _accuracy_view(table: AccuracyTable, notes: _Footnotes) -> dict[str, Any]:
+    return {
+        "protocol": table.protocol,
+        "parts": [_accuracy_part(table, d, groups, notes) for d, groups in _chunks(table)],
+        "has_published": any(c.published for r in table.rows for c in r.cells),
+    }
+
+
+def _cost_view(rows: Sequence[CostRow], notes: _Footnotes) -> dict[str, Any]:
+    kinds = ordered_unique(r.memory_kind for r in rows if r.memory_kind)
+    protocols = ordered_unique(r.protocol for r in rows)
+    view_rows = []
+    previous = None
+    for r in rows:
+        mem_title = r.memory_kind
+        group = (r.dataset, r.scale, r.protocol)
+        view_rows.append({
+            "group_start": previous is not None and group != previous,
+            "label": r.label + (f" [{r.protocol}]" if len(protocols) > 1 else ""),
+            "dataset": dataset_title(r.dataset), "scale": scale_title(r.scale),
+            "reason": r.reason, "footnote": notes.number(r.label, r.message) if r.reason == "error" else None,
+            "mpix": fmt(r.output_mpix, 3), "time": fmt(r.time_ms, 1), "fps": fmt(r.fps, 1),
+            "memory": fmt(r.memory_mb, 1), "memory_title": mem_title,
+            "params": fmt(r.params / 1e6 if r.params is not None else None, 3),
+            "flops": fmt(r.flops / 1e9 if r.flops is not None else None, 2),
+            "best_time": r.best_time, "best_memory": r.best_memory,
+        })
+        previous = group
+    settings = ordered_unique(f"median of {r.time_repeats} repeats after {r.time_warmup} warm-up runs"
+                              for r in rows if r.time_repeats)
+    return {"header": cost_header(rows), "rows": view_rows, "protocols": protocols, "kinds": kinds,
+            "timing": "; ".join(settings), "devices": ordered_unique(f"{r.device} {r.precision}" for r in rows)}
+
+
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"], default_for_string=True, default=True),
+        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+    )
+    return env.get_template("report.html.j2")
+
+
+def render_html(data: RunData, tables: Sequence[AccuracyTable], cost: Sequence[CostRow],
+                published: Sequence[dict[str, Any]], plots: dict[str, bytes]) -> str:
+    """The report page as one string; everything embedded."""
+    notes = _Footnotes()
+    accuracy = [_accuracy_view(t, notes) for t in tables]
+    cost_view = _cost_view(cost, notes)
+    published_view = []
+    for e in published:
+        places = decimals(str(e["metric"]))
+        published_view.append({**e, "dataset": dataset_title(str(e["dataset"])), "scale": scale_title(str(e["scale"])),
+                               "metric": metric_title(str(e["metric"])), "ours": fmt(e["ours"], places),
+                               "published": fmt(e["published"], places), "delta": fmt_delta(float(e["delta"]), places)})
+    return _template().render(
+        title=f"asr-bench report — {data.run_dir.name}",
+        run_name=data.run_dir.name,
+        protocols=ordered_unique(c.protocol for c in data.cases),
+        n_cases=len(data.cases),
+        statuses={s: sum(c.status == s for c in data.cases) for s in ordered_unique(c.status for c in data.cases)},
+        environment=_environment(data.run),
+        config_yaml=_config_yaml(data.run),
+        accuracy=accuracy,
+        cost=cost_view,
+        published=published_view,
+        plots=[{"title": _PLOT_TITLES.get(name, name),
+                "uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii")} for name, png in plots.items()],
+        visuals=visual_rows(data.run_dir, data.cases, data.images),
+        footnotes=notes.listing(),
+    )
+
+
+def _write(path: Path, text: str | bytes) -> Path:
+    """Write via a temporary file and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if isinstance(text, bytes):
+        tmp.write_bytes(text)
+    else:
+        tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str, Path]:
+    """Render every table, plot and the HTML of a run folder from its store alone; returns name -> path.
+
+    Names: 'accuracy.md|tex|csv', 'cost.md|tex|csv', 'published.md|tex|csv' (when a published folder is
+    given), 'plots/<name>.png', 'report.html'.
+    """
+    data = read_run(Path(run_dir))
+    published_numbers = load_published(published_dir)
+    tables = accuracy_tables(data.cases, published_numbers)
+    cost = cost_rows(data.cases)
+    published = published_rows(tables)
+    plots = all_plots(data.cases)
+    out: dict[str, Path] = {}
+    tables_dir = data.run_dir / "tables"
+    texts = {"accuracy.md": accuracy_markdown(tables), "accuracy.tex": accuracy_latex(tables),
+             "accuracy.csv": accuracy_csv(tables), "cost.md": cost_markdown(cost), "cost.tex": cost_latex(cost),
+             "cost.csv": cost_csv(cost)}
+    if published_dir is not None:
+        texts |= {"published.md": published_markdown(published), "published.tex": published_latex(published),
+                  "published.csv": published_csv(published)}
+    for name, text in texts.items():
+        out[name] = _write(tables_dir / name, text)
+    for name, png in plots.items():
+        out[f"plots/{name}.png"] = _write(data.run_dir / "plots" / f"{name}.png", png)
+    out["report.html"] = _write(data.run_dir / "report.html", render_html(data, tables, cost, published, plots))
+    return out

@@ -1,0 +1,175 @@
+"""render_report: files written, HTML self-contained and escaped, re-render identical, visuals faithful,
+plots valid, run metadata shown; and (when Chromium is installed) the page really renders."""
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from test_report_store import RUN_JSON, make_cases, make_run
+
+from asr_bench.engine.records import ERROR, slug
+from asr_bench.report import render_report
+from asr_bench.report.visuals import zoom_factor
+
+
+class _Tags(HTMLParser):
+    """Every start tag with its attributes, plus the text of <pre> blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.pre: list[str] = []
+        self._in_pre = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, {k: v or "" for k, v in attrs}))
+        self._in_pre = tag == "pre"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_pre = False if tag == "pre" else self._in_pre
+
+    def handle_data(self, data: str) -> None:
+        if self._in_pre:
+            self.pre.append(data)
+
+
+def _parse(html: str) -> _Tags:
+    parser = _Tags()
+    parser.feed(html)
+    return parser
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
+    run = tmp_path_factory.mktemp("report") / "run"
+    make_run(run)
+    return run, render_report(run)
+
+
+def test_render_writes_tables_plots_and_one_html(rendered: tuple[Path, dict[str, Path]]) -> None:
+    run, paths = rendered
+    expected = {f"{t}.{e}" for t in ("accuracy", "cost") for e in ("md", "tex", "csv")} | {"report.html"}
+    assert expected <= set(paths)
+    assert {p for p in paths if p.startswith("plots/")} == {"plots/accuracy_vs_scale.png", "plots/time_vs_mpix.png",
+                                                            "plots/memory_vs_scale.png"}
+    for name, path in paths.items():
+        assert path.exists() and path.stat().st_size > 0
+        assert path.parent in (run, run / "tables", run / "plots")
+    assert "published.md" not in paths  # only when a published folder is given
+    for name in ("accuracy_vs_scale", "time_vs_mpix", "memory_vs_scale"):
+        with Image.open(paths[f"plots/{name}.png"]) as image:
+            assert image.format == "PNG" and min(image.size) > 200
+
+
+def test_html_is_self_contained(rendered: tuple[Path, dict[str, Path]]) -> None:
+    html = rendered[1]["report.html"].read_text()
+    tags = _parse(html).tags
+    assert not [t for t, _ in tags if t in ("script", "link", "iframe", "object", "embed")]
+    for tag, attrs in tags:
+        for key in ("src", "href"):
+            value = attrs.get(key, "")
+            assert not re.match(r"\s*(https?:)?//", value), (tag, key, value)
+            if tag == "img":
+                assert attrs["src"].startswith("data:image/png;base64,")
+            if tag == "a" and key == "href" and value:
+                assert value.startswith("#")
+    assert "@import" not in html and "url(" not in html
+    images = [a["src"] for t, a in tags if t == "img"]
+    assert len(images) == 3 + 6 + 5  # plots + two visual rows (GT, bicubic and the methods that ran)
+
+
+def test_rendering_again_from_the_store_gives_the_same_files(rendered: tuple[Path, dict[str, Path]], tmp_path: Path) -> None:
+    run, paths = rendered
+    copy = tmp_path / "run"  # same folder name: the page title names the run
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("tables", "plots", "report.html"))
+    again = render_report(copy)
+    for name in paths:
+        assert again[name].read_bytes() == paths[name].read_bytes(), name
+
+
+def test_accuracy_cells_in_html_show_best_na_and_error_with_its_message(rendered: tuple[Path, dict[str, Path]]) -> None:
+    html = rendered[1]["report.html"].read_text()
+    error = next(c for c in make_cases() if c.status == ERROR).error
+    assert f'title="{error}"' in html
+    assert re.search(r'<li id="fn1"><span class="label">GSASR \(edsr\)</span>: ' + re.escape(error), html)
+    assert 'href="#fn1"' in html
+    assert "n/a (unsupported scale)" in html and "n/a (no weights)" in html
+    assert html.count('class="value best') > 0
+    assert "Protocol: gsasr" in html
+
+
+def test_run_metadata_and_resolved_config_are_shown(rendered: tuple[Path, dict[str, Path]]) -> None:
+    html = rendered[1]["report.html"].read_text()
+    env = RUN_JSON["environment"]
+    for key in ("torch", "device", "git_commit", "config_hash"):
+        assert f'<td class="key">{key}</td><td>{env[key]}</td>' in html
+    assert '<td class="key">backends.rasterize</td><td>cuda</td>' in html
+    (pre,) = _parse(html).pre
+    assert yaml.safe_load(pre) == RUN_JSON["config"]
+
+
+def _decode(uri: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
+
+
+def test_visual_rows_are_nearest_neighbour_zooms_of_the_stored_crops_in_method_order(
+        rendered: tuple[Path, dict[str, Path]]) -> None:
+    run, paths = rendered
+    html = paths["report.html"].read_text()
+    imgs = [a for t, a in _parse(html).tags if t == "img" and "alt" in a][3:]  # skip the three plots
+    cases = make_cases()
+    ran = [c.label for c in cases if c.dataset == "set5" and c.scale == "4" and c.status == "ok" and c.method != "bicubic"]
+    assert [a["alt"] for a in imgs[:6]] == ["GT", "Bicubic", *ran]
+    folder = run / "visuals" / "set5" / "4" / "butterfly"
+    for attrs, stem in zip(imgs[:6], ["GT", "bicubic", *(slug(label) for label in ran)]):
+        source = np.asarray(Image.open(folder / f"{stem}.png").convert("RGB"))
+        factor = zoom_factor((source.shape[1], source.shape[0]))
+        assert factor == 4  # 48 px crop -> 192 px
+        expected = source.repeat(factor, axis=0).repeat(factor, axis=1)
+        assert np.array_equal(_decode(attrs["src"]), expected)
+        assert attrs["width"] == str(source.shape[1] * factor)
+    liif = next(c for c in cases if c.label == ran[0] and c.dataset == "set5" and c.scale == "4")
+    assert f"PSNR {liif.metrics['psnr']:.2f} / SSIM {liif.metrics['ssim']:.4f}" in html
+
+
+def test_text_from_the_store_is_escaped(tmp_path: Path) -> None:
+    cases = make_cases()
+    cases[0].label = "<script>alert(1)</script>"
+    cases[0].case_id = cases[0].label + "|set5|2"
+    make_run(tmp_path / "run", cases, visuals=False)
+    html = render_report(tmp_path / "run")["report.html"].read_text()
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_a_run_without_run_json_or_visuals_still_renders(tmp_path: Path) -> None:
+    make_run(tmp_path / "run", visuals=False)
+    (tmp_path / "run" / "run.json").unlink()
+    html = render_report(tmp_path / "run")["report.html"].read_text()
+    assert "no run.json" in html and "Visual comparison" not in html
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs headless Chromium (apt-get install chromium)")
+def test_the_page_renders_in_headless_chromium(rendered: tuple[Path, dict[str, Path]], tmp_path: Path) -> None:
+    shot = tmp_path / "shot.png"
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={shot}", "--window-size=1400,2400", rendered[1]["report.html"].as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (2400, 1400)
+    dark = pixels < 128
+    assert dark.mean() > 0.01  # text and tables were drawn, not a blank page
+    columns = np.flatnonzero(dark.any(axis=0))
+    assert columns.min() > 20 and columns.max() < 1380  # inside the page margins: nothing runs off the right edge
