@@ -1,0 +1,78 @@
+"""The shared feature encoders: one implementation each, used by every method.
+
+```python
+from asr_bench.encoders import build_encoder, list_encoders, load_encoder_state, encoder_keys
+enc = build_encoder("edsr-baseline", global_skip=False)   # GSASR's EDSRNOUP
+load_encoder_state(enc, sd, scheme="gsasr")              # strict, official key names
+feat = enc(x)                                            # (B, enc.out_channels, h, w), LR resolution
+```
+
+Names: `edsr-baseline` (64 ch, 16 blocks), `edsr` (256 ch, 32 blocks, res_scale 0.1), `rdn` (config B: D16 C8
+G64; `config="A"`), `swinir` (classical: 180 dims, 6x6 blocks, window 8; `out_features=64` for GSASR's head).
+Design: each module uses one canonical naming (BasicSR's for EDSR, the shared RDN names, the official SwinIR
+names) and `keymaps.py` maps it to each checkpoint naming ("scheme"): see `schemes_for(encoder)`.
+No encoder normalises its input: normalisation belongs to the method's preset.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from ..errors import UnknownName, UserError
+from .edsr import EDSR, edsr, edsr_baseline
+from .keymaps import (encoder_keys, export_encoder_state, load_encoder_state, schemes_for,
+                      split_encoder_state)
+from .rdn import RDN, rdn
+from .swinir import SwinIR, swinir
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    name: str
+    builder: Callable[..., nn.Module]
+    description: str
+
+
+_ENCODERS = {
+    spec.name: spec
+    for spec in (
+        EncoderSpec("edsr-baseline", edsr_baseline, "EDSR-baseline, 64 ch, 16 res blocks (1.2 M params)"),
+        EncoderSpec("edsr", edsr, "EDSR, 256 ch, 32 res blocks, res_scale 0.1 (38 M params)"),
+        EncoderSpec("rdn", rdn, "RDN config B (D16 C8 G64, 22 M params); config='A' for D20 C6 G32"),
+        EncoderSpec("swinir", swinir, "SwinIR classical body, 180 dims, 6x6 Swin blocks, window 8 (11.5 M)"),
+    )
+}
+
+
+def list_encoders() -> list[str]:
+    """The registered encoder names."""
+    return sorted(_ENCODERS)
+
+
+def encoder_description(name: str) -> str:
+    return _spec(name).description
+
+
+def _spec(name: str) -> EncoderSpec:
+    if name not in _ENCODERS:
+        raise UnknownName("encoder", name, _ENCODERS)
+    return _ENCODERS[name]
+
+
+def build_encoder(name: str, **kwargs: Any) -> nn.Module:
+    """A freshly initialised encoder; the module has `.out_channels` and returns LR-resolution features."""
+    spec = _spec(name)
+    try:
+        return spec.builder(**kwargs)
+    except TypeError as exc:  # an option this encoder does not have
+        raise UserError(f"encoder '{name}' got an unknown option ({exc}); "
+                        f"see asr_bench.encoders.{spec.builder.__name__} for its options.") from exc
+
+
+__all__ = [
+    "EDSR", "RDN", "SwinIR", "build_encoder", "list_encoders", "encoder_description", "load_encoder_state",
+    "encoder_keys", "export_encoder_state", "schemes_for", "split_encoder_state",
+]

@@ -1,0 +1,149 @@
+"""Official key names of each encoder in each checkpoint naming ("scheme"), and the strict loader.
+
+Our modules use one canonical naming (BasicSR's for EDSR, the common RDN names, the official SwinIR names).
+A scheme maps every canonical key to its official name, and may add *extra* official keys that the official
+model registers but never uses (LIIF's EDSR `sub_mean`/`add_mean` MeanShift convs): a strict load in that scheme
+requires them with the right shapes and then drops them; `export_encoder_state` writes them with the official
+constant values so that a state dict round-trips.
+
+Schemes:
+- EDSR: `liif` (head.0, body.i.body.0/2, body.<n>, sub_mean/add_mean) and `basicsr` = `igconv` = `gsasr`
+  (conv_first, body.i.conv1/2, conv_after_body).
+- RDN: `liif` = `metasr` = `basicsr` = `igconv` = `gsasr` (SFENet1/2, RDBs.d.convs.c.conv.0, LFF, GFF.0/1). For
+  Meta-RDN the `sub_mean`/`add_mean` convs (learned, applied at 0..255) are input/output normalisation, so they
+  belong to the Meta-SR method, not to the encoder.
+- SwinIR: `swinir` = `basicsr` = `igconv` = `gsasr` (official names, including the persistent
+  `relative_position_index` and `attn_mask` buffers; `conv_before_upsample.0` when built with `out_features`).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+from ..checkpoints import load_strict
+from ..errors import UnknownName, UserError
+from .edsr import EDSR
+from .rdn import RDN
+from .swinir import SwinIR
+
+MEAN_RGB = (0.4488, 0.4371, 0.4040)  # DIV2K mean used by EDSR's MeanShift (rgb_range 1)
+
+
+def _identity(encoder: nn.Module) -> dict[str, str]:
+    return {k: k for k in encoder.state_dict()}
+
+
+def _edsr_liif(encoder: nn.Module) -> dict[str, str]:
+    """BasicSR names -> LIIF/EDSR-PyTorch names: conv_first=head.0, convK=body.i.body.{0,2}, conv_after_body=body.<n>."""
+    names = {}
+    for key in encoder.state_dict():
+        parts = key.split(".")
+        if parts[0] == "conv_first":
+            names[key] = "head.0." + parts[-1]
+        elif parts[0] == "conv_after_body":
+            names[key] = f"body.{encoder.n_blocks}.{parts[-1]}"
+        else:  # body.<i>.conv1|conv2.<param>
+            names[key] = f"body.{parts[1]}.body.{0 if parts[2] == 'conv1' else 2}.{parts[3]}"
+    return names
+
+
+def _edsr_liif_extras(encoder: nn.Module) -> dict[str, torch.Tensor]:
+    """The unused MeanShift convs LIIF's EDSR registers: weight eye(3) (std 1), bias -/+ mean (rgb_range 1)."""
+    eye = torch.eye(3).view(3, 3, 1, 1)
+    mean = torch.tensor(MEAN_RGB)
+    return {"sub_mean.weight": eye.clone(), "sub_mean.bias": -mean,
+            "add_mean.weight": eye.clone(), "add_mean.bias": mean.clone()}
+
+
+def _no_extras(encoder: nn.Module) -> dict[str, torch.Tensor]:
+    return {}
+
+
+Scheme = tuple[Callable[[nn.Module], dict[str, str]], Callable[[nn.Module], dict[str, torch.Tensor]], bool]
+# (canonical->official names, extra official keys with their official values, extras come first in the file)
+_SCHEMES: dict[type, dict[str, Scheme]] = {
+    EDSR: {
+        "liif": (_edsr_liif, _edsr_liif_extras, True),
+        "basicsr": (_identity, _no_extras, False),
+        "igconv": (_identity, _no_extras, False),
+        "gsasr": (_identity, _no_extras, False),
+    },
+    RDN: {name: (_identity, _no_extras, False) for name in ("liif", "metasr", "basicsr", "igconv", "gsasr")},
+    SwinIR: {name: (_identity, _no_extras, False) for name in ("swinir", "basicsr", "igconv", "gsasr")},
+}
+
+
+def schemes_for(encoder: nn.Module) -> list[str]:
+    """The checkpoint namings this encoder can load."""
+    return sorted(_scheme_table(encoder))
+
+
+def _scheme_table(encoder: nn.Module) -> dict[str, Scheme]:
+    for cls, table in _SCHEMES.items():
+        if isinstance(encoder, cls):
+            return table
+    raise UserError(f"{type(encoder).__name__} is not one of our encoders (EDSR, RDN, SwinIR); "
+                    "build it with asr_bench.encoders.build_encoder.")
+
+
+def _scheme(encoder: nn.Module, scheme: str) -> Scheme:
+    table = _scheme_table(encoder)
+    if scheme not in table:
+        raise UnknownName(f"checkpoint naming for {type(encoder).__name__}", scheme, table)
+    return table[scheme]
+
+
+def encoder_keys(encoder: nn.Module, scheme: str) -> list[str]:
+    """Every official key (parameters, buffers and unused extras) of this encoder in `scheme`, in file order."""
+    names, extras, extras_first = _scheme(encoder, scheme)
+    own = list(names(encoder).values())
+    extra = list(extras(encoder))
+    return extra + own if extras_first else own + extra
+
+
+def export_encoder_state(encoder: nn.Module, scheme: str) -> dict[str, torch.Tensor]:
+    """The encoder's state dict under its official names in `scheme` (what the official code would save)."""
+    names, extras, extras_first = _scheme(encoder, scheme)
+    own_sd = encoder.state_dict()
+    own = {official: own_sd[canonical].detach().clone() for canonical, official in names(encoder).items()}
+    extra = extras(encoder)
+    return {**extra, **own} if extras_first else {**own, **extra}
+
+
+def load_encoder_state(encoder: nn.Module, state_dict: Mapping[str, torch.Tensor], scheme: str) -> None:
+    """Load an official encoder state dict strictly: every official key consumed, every parameter filled.
+
+    Raises a one-line `UserError` naming missing, unexpected and misshaped keys otherwise.
+    """
+    names, extras, _ = _scheme(encoder, scheme)
+    mapping = names(encoder)
+    wanted = {official: tuple(t.shape) for official, t in export_shapes(encoder, mapping, extras(encoder)).items()}
+    missing = [k for k in wanted if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in wanted]
+    misshaped = [f"{k} {tuple(state_dict[k].shape)} vs {wanted[k]}"
+                 for k in wanted if k in state_dict and tuple(state_dict[k].shape) != wanted[k]]
+    what = f"{type(encoder).__name__} state dict ({scheme} naming)"
+    if missing or unexpected or misshaped:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
+            if items:
+                parts.append(f"{len(items)} {label} (e.g. {', '.join(items[:3])})")
+        raise UserError(f"{what} does not match the encoder: {'; '.join(parts)}. "
+                        "Check the encoder name, its options (e.g. config, out_features) and the scheme.")
+    load_strict(encoder, {canonical: state_dict[official] for canonical, official in mapping.items()}, what)
+
+
+def export_shapes(encoder: nn.Module, mapping: Mapping[str, str],
+                  extras: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    own_sd = encoder.state_dict()
+    return {**{official: own_sd[canonical] for canonical, official in mapping.items()}, **extras}
+
+
+def split_encoder_state(state_dict: Mapping[str, torch.Tensor], prefix: str
+                        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(keys under `prefix` with the prefix removed, the other keys): e.g. LIIF's 'encoder.' part and the rest."""
+    inside = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    outside = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
+    return inside, outside
