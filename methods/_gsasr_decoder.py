@@ -1,0 +1,421 @@
+"""GSASR's Fea2GS decoder: LR features -> 16 raw Gaussian parameter vectors per LR pixel.
+
+One class covers both official variants (research/gsasr.md §3):
+- paper (`rope=False`, C=180): relative-position bias; the cross-attention bias index is a non-standard,
+  colliding table that official checkpoints carry as a persistent buffer, so it is loaded, never recomputed;
+- enhanced / ultra (`rope=True`, C=192): mixed learnable 2-D RoPE, SDPA, a 3x3 conv closing every block and a
+  `conv_final` + residual before the up-sampling net.
+Parameter and buffer names equal the official ones, so official state dicts load strictly.
+The output is the raw (B, N, 9) tensor [sigma(2), rho, alpha, rgb(3), mean(2)]; activations happen at render time.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+# ----------------------------------------------------------------------------- layout helpers
+def tokens_to_image(x: torch.Tensor, hc: int, wc: int, side: int) -> torch.Tensor:
+    """(B*hc*wc, side*side, C) window tokens -> (B, C, hc*side, wc*side) image."""
+    c = x.shape[-1]
+    b = x.shape[0] // (hc * wc)
+    x = x.reshape(b, hc, wc, side, side, c).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(b, c, hc * side, wc * side)
+
+
+def image_to_tokens(img: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, C, hc*side, wc*side) image -> (B*hc*wc, side*side, C) window tokens (window-major, row-major inside)."""
+    b, c, h, w = img.shape
+    hc, wc = h // side, w // side
+    x = img.reshape(b, c, hc, side, wc, side).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(b * hc * wc, side * side, c)
+
+
+def roll_tokens(x: torch.Tensor, hc: int, wc: int, side: int, shift: int) -> torch.Tensor:
+    """Cyclically roll the window tokens' full grid by `shift` on both axes (channels-last)."""
+    c = x.shape[-1]
+    b = x.shape[0] // (hc * wc)
+    grid = x.reshape(b, hc, wc, side, side, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hc * side, wc * side, c)
+    grid = torch.roll(grid, shifts=(shift, shift), dims=(1, 2))
+    grid = grid.reshape(b, hc, side, wc, side, c).permute(0, 1, 3, 2, 4, 5)
+    return grid.reshape(b * hc * wc, side * side, c)
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B_, N, C) -> (B_, heads, N, C/heads): head h owns channels [h*C/heads, (h+1)*C/heads)."""
+    b_, n, c = x.shape
+    return x.reshape(b_, n, heads, c // heads).permute(0, 2, 1, 3)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    b_, heads, n, d = x.shape
+    return x.transpose(1, 2).reshape(b_, n, heads * d)
+
+
+# ----------------------------------------------------------------------------- position encodings
+def swin_relative_index(side: int) -> torch.Tensor:
+    """The standard Swin relative-position index over a side x side window (GSSelfAttn)."""
+    ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    ys, xs = ys.flatten(), xs.flatten()
+    dy = ys[:, None] - ys[None, :] + side - 1
+    dx = xs[:, None] - xs[None, :] + side - 1
+    return dy * (2 * side - 1) + dx
+
+
+def cross_relative_index(seeds_side: int, window: int) -> torch.Tensor:
+    """The official cross-attention index for fresh models (checkpoints carry their own copy).
+
+    Deltas between seed centres ((i+0.5)*window) and pixel centres ((j+0.5)*seeds_side) are numbered by their
+    position in CPython's iteration order of a set of floats (deterministic for float hashes), and rows use the
+    number of unique deltas minus one as stride, so indices collide: research/gsasr.md §3.2 lists both orders.
+    """
+    src = [(i + 0.5) * window for i in range(seeds_side)]
+    tgt = [(j + 0.5) * seeds_side for j in range(window)]
+    deltas = sorted({s - t for s in src for t in tgt})
+    order = list(set(deltas))
+    position = {d: k for k, d in enumerate(order)}
+    stride = len(order) - 1
+    sy, sx = torch.meshgrid(torch.tensor(src, dtype=torch.float64), torch.tensor(src, dtype=torch.float64),
+                            indexing="ij")
+    ty, tx = torch.meshgrid(torch.tensor(tgt, dtype=torch.float64), torch.tensor(tgt, dtype=torch.float64),
+                            indexing="ij")
+    dy = sy.flatten()[:, None] - ty.flatten()[None, :]
+    dx = sx.flatten()[:, None] - tx.flatten()[None, :]
+    lookup = lambda t: torch.tensor([position[v] for v in t.flatten().tolist()]).reshape(t.shape)  # noqa: E731
+    return lookup(dy) * stride + lookup(dx)
+
+
+def rope_positions(side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token t of a side-wide grid sits at column t mod side, row t div side (float32 buffers)."""
+    t = torch.arange(side * side, dtype=torch.float32)
+    return t % side, torch.div(t, side, rounding_mode="floor")
+
+
+def random_mixed_freqs(head_dim: int, heads: int, theta: float = 10.0) -> torch.Tensor:
+    """RoPE-Mixed initial frequencies, 2 x heads x head_dim/2 (trained values come from the checkpoint)."""
+    mag = 1 / (theta ** (torch.arange(0, head_dim, 4)[: head_dim // 4].float() / head_dim))
+    fx, fy = [], []
+    for _ in range(heads):
+        a = torch.rand(1) * 2 * torch.pi
+        fx.append(torch.cat([mag * torch.cos(a), mag * torch.cos(torch.pi / 2 + a)]))
+        fy.append(torch.cat([mag * torch.sin(a), mag * torch.sin(torch.pi / 2 + a)]))
+    return torch.stack([torch.stack(fx), torch.stack(fy)])
+
+
+def rope_cis(freqs: torch.Tensor, t_x: torch.Tensor, t_y: torch.Tensor) -> torch.Tensor:
+    """heads x N x head_dim/2 unit complex rotations, always float32 (no autocast: angles reach ~100 rad)."""
+    with torch.autocast(device_type=freqs.device.type, enabled=False):
+        angle = t_x[None, :, None] * freqs[0][:, None, :] + t_y[None, :, None] * freqs[1][:, None, :]
+        return torch.polar(torch.ones_like(angle), angle)
+
+
+def apply_rope(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent channel pairs (2f, 2f+1) of (B_, heads, N, d) by cis[:, :N]; float32 inside."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    out = torch.view_as_real(pairs * cis[None, :, : x.shape[2]]).flatten(3)
+    return out.to(x.dtype)
+
+
+# ----------------------------------------------------------------------------- building blocks
+class MLP(nn.Module):
+    """fc1 -> ReLU -> fc2 (official class `MLP`, hidden = C)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, dim)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def mlp_seq(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim_in, hidden), nn.ReLU(), nn.Linear(hidden, dim_out))
+
+
+def head_mlp(dim: int, out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim * 4), nn.ReLU(),
+                         nn.Linear(dim * 4, out))
+
+
+class ScaleAttention(nn.Module):
+    """The official `nn.MultiheadAttention(C, heads)` from Gaussian queries to the scale embedding.
+
+    Every key and value is the same scale embedding e, so the softmax is uniform and the output is
+    out_proj(W_v e + b_v) for every query; computing that once per image is exact up to float rounding
+    (research/gsasr.md §9.4) and saves a full attention per layer. Names match nn.MultiheadAttention.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, scale_embedding: torch.Tensor) -> torch.Tensor:
+        """(B, C) -> (B, C): the value every query of image b receives."""
+        c = scale_embedding.shape[-1]
+        v = F.linear(scale_embedding, self.in_proj_weight[2 * c:], self.in_proj_bias[2 * c:])
+        return self.out_proj(v)
+
+
+def add_per_image(x: torch.Tensor, per_image: torch.Tensor) -> torch.Tensor:
+    """x (B*windows, N, C) + per_image (B, C), image b's windows being contiguous (batch-major)."""
+    b = per_image.shape[0]
+    return (x.reshape(b, -1, x.shape[-1]) + per_image[:, None, :]).reshape(x.shape)
+
+
+class WindowCrossAttn(nn.Module):
+    """Seeds of one window attend to the (rolled) feature pixels of that window."""
+
+    def __init__(self, dim: int, heads: int, window: int, seeds_side: int, rope: bool) -> None:
+        super().__init__()
+        self.heads, self.window, self.seeds_side, self.rope = heads, window, seeds_side, rope
+        self.scale = (dim // heads) ** -0.5
+        if rope:
+            t_x, t_y = rope_positions(max(seeds_side, window))
+            self.register_buffer("rope_t_x", t_x)
+            self.register_buffer("rope_t_y", t_y)
+            self.rope_freqs = nn.Parameter(random_mixed_freqs(dim // heads, heads))
+        else:
+            table = (2 * max(seeds_side, window) - 1) ** 2
+            self.relative_position_bias_table = nn.Parameter(torch.empty(table, heads))
+            nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+            self.register_buffer("relative_position_index", cross_relative_index(seeds_side, window))
+        self.qhead = nn.Linear(dim, dim)
+        self.khead = nn.Linear(dim, dim)
+        self.vhead = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def bias(self) -> torch.Tensor:
+        n_q, n_k = self.seeds_side ** 2, self.window ** 2
+        table = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        return table.view(n_q, n_k, -1).permute(2, 0, 1)
+
+    def forward(self, gs: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+        q = split_heads(self.qhead(gs), self.heads)
+        k = split_heads(self.khead(feat), self.heads)
+        v = split_heads(self.vhead(feat), self.heads)
+        if self.rope:
+            cis = rope_cis(self.rope_freqs, self.rope_t_x, self.rope_t_y)
+            q, k = apply_rope(q, cis), apply_rope(k, cis)
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias().to(q.dtype), scale=self.scale)
+        return self.proj(merge_heads(out))
+
+
+class GSSelfAttn(nn.Module):
+    """Self-attention among the seeds of one window (Swin bias in the paper, RoPE in the enhanced version)."""
+
+    def __init__(self, dim: int, heads: int, side: int, rope: bool) -> None:
+        super().__init__()
+        self.heads, self.side, self.rope = heads, side, rope
+        self.scale = (dim // heads) ** -0.5
+        self.proj = nn.Linear(dim, dim)
+        if rope:
+            t_x, t_y = rope_positions(side)
+            self.register_buffer("rope_t_x", t_x)
+            self.register_buffer("rope_t_y", t_y)
+            self.rope_freqs = nn.Parameter(random_mixed_freqs(dim // heads, heads))
+        else:
+            self.relative_position_bias_table = nn.Parameter(torch.empty((2 * side - 1) ** 2, heads))
+            nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+            self.register_buffer("relative_position_index", swin_relative_index(side))
+        self.qhead = nn.Linear(dim, dim)
+        self.khead = nn.Linear(dim, dim)
+        self.vhead = nn.Linear(dim, dim)
+
+    def forward(self, gs: torch.Tensor) -> torch.Tensor:
+        q, k, v = (split_heads(f(gs), self.heads) for f in (self.qhead, self.khead, self.vhead))
+        if self.rope:
+            cis = rope_cis(self.rope_freqs, self.rope_t_x, self.rope_t_y)
+            q, k = apply_rope(q, cis), apply_rope(k, cis)
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            n = self.side ** 2
+            bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.permute(2, 0, 1).to(q.dtype),
+                                                 scale=self.scale)
+        return self.proj(merge_heads(out))
+
+
+class WindowCrossAttnLayer(nn.Module):
+    """Condition injection: scale attention + MLP, then window cross-attention to the features + MLP."""
+
+    def __init__(self, dim: int, heads: int, window: int, seeds_side: int, shift: int, rope: bool) -> None:
+        super().__init__()
+        self.gs_cross_attn_scale = ScaleAttention(dim)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm3, self.norm4 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.shift, self.window = shift, window
+        self.window_cross_attn = WindowCrossAttn(dim, heads, window, seeds_side, rope)
+        self.mlp_crossattn_scale = MLP(dim)
+        self.mlp_crossattn_feature = MLP(dim)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        x = add_per_image(x, self.gs_cross_attn_scale(e))
+        x = x + self.mlp_crossattn_scale(self.norm2(x))
+        # The feature map is rolled, the queries are not, and nothing is rolled back (official behaviour).
+        shifted = torch.roll(feat, shifts=(-self.shift, -self.shift), dims=(2, 3)) if self.shift else feat
+        x = x + self.window_cross_attn(self.norm3(x) + pos, image_to_tokens(shifted, self.window))
+        return x + self.mlp_crossattn_feature(self.norm4(x))
+
+
+class GSSelfAttnLayer(nn.Module):
+    """Gaussian interaction: scale attention + MLP, then shifted-window self-attention (no mask) + MLP."""
+
+    def __init__(self, dim: int, heads: int, side: int, shift: int, rope: bool) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm3, self.norm4 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.gs_self_attn = GSSelfAttn(dim, heads, side, rope)
+        self.mlp_selfattn = MLP(dim)
+        self.side, self.shift = side, shift
+        self.gs_cross_attn_scale = ScaleAttention(dim)
+        self.mlp_crossattn = MLP(dim)
+
+    def forward(self, x: torch.Tensor, hc: int, wc: int, e: torch.Tensor) -> torch.Tensor:
+        x = add_per_image(x, self.gs_cross_attn_scale(e))
+        x = x + self.mlp_crossattn(self.norm4(x))
+        y = self.norm1(x)
+        if self.shift:
+            y = roll_tokens(y, hc, wc, self.side, -self.shift)
+        y = self.gs_self_attn(y)
+        if self.shift:
+            y = roll_tokens(y, hc, wc, self.side, self.shift)
+        x = x + y
+        return x + self.mlp_selfattn(self.norm2(x))
+
+
+class WindowCrossAttnBlock(nn.Module):
+    """y = x + [conv](MLP(layers(LN(x)))); the conv (enhanced only) runs on the whole token image."""
+
+    def __init__(self, dim: int, heads: int, window: int, seeds_side: int, layers: int, rope: bool) -> None:
+        super().__init__()
+        self.mlp = mlp_seq(dim, dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.blocks = nn.ModuleList(
+            WindowCrossAttnLayer(dim, heads, window, seeds_side, 0 if i % 2 == 0 else window // 2, rope)
+            for i in range(layers))
+        self.side = seeds_side
+        if rope:
+            self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, feat: torch.Tensor, e: torch.Tensor,
+                hc: int, wc: int) -> torch.Tensor:
+        y = self.norm(x)
+        for layer in self.blocks:
+            y = layer(y, pos, feat, e)
+        y = self.mlp(y)
+        if hasattr(self, "conv"):
+            y = image_to_tokens(self.conv(tokens_to_image(y, hc, wc, self.side)), self.side)
+        return x + y
+
+
+class GSSelfAttnBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, side: int, layers: int, rope: bool) -> None:
+        super().__init__()
+        self.mlp = mlp_seq(dim, dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.blocks = nn.ModuleList(
+            GSSelfAttnLayer(dim, heads, side, 0 if i % 2 == 0 else side // 2, rope) for i in range(layers))
+        self.side = side
+        if rope:
+            self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor, hc: int, wc: int, e: torch.Tensor) -> torch.Tensor:
+        y = self.norm(x)
+        for layer in self.blocks:
+            y = layer(y, hc, wc, e)
+        y = self.mlp(y)
+        if hasattr(self, "conv"):
+            y = image_to_tokens(self.conv(tokens_to_image(y, hc, wc, self.side)), self.side)
+        return x + y
+
+
+# ----------------------------------------------------------------------------- the decoder
+class Fea2GS(nn.Module):
+    """Features (B, 64, H, W), H and W multiples of `window`, and scales (B,) -> raw Gaussians (B, 16HW, 9)."""
+
+    HEADS = (("sigma", 2), ("rho", 1), ("alpha", 1), ("rgb", 3), ("mean", 2))
+
+    def __init__(self, inchannel: int = 64, channel: int = 180, num_heads: int = 6, num_crossattn_blocks: int = 1,
+                 num_crossattn_layers: int = 2, num_selfattn_blocks: int = 6, num_selfattn_layers: int = 6,
+                 window_size: int = 12, rope: bool = False, head_chunk: int = 1 << 16) -> None:
+        super().__init__()
+        self.channel, self.window, self.rope = channel, window_size, rope
+        self.head_chunk = head_chunk
+        seeds = window_size * window_size  # one seed per LR pixel
+        self.gs_embedding = nn.Parameter(torch.randn(seeds, channel))
+        self.pos_embedding = nn.Parameter(torch.randn(seeds, channel))
+        self.img_feat_proj = nn.Sequential(nn.Conv2d(inchannel, channel, 3, 1, 1), nn.ReLU(),
+                                           nn.Conv2d(channel, channel, 3, 1, 1))
+        self.window_crossattn_blocks = nn.ModuleList(
+            WindowCrossAttnBlock(channel, num_heads, window_size, window_size, num_crossattn_layers, rope)
+            for _ in range(num_crossattn_blocks))
+        self.gs_selfattn_blocks = nn.ModuleList(
+            GSSelfAttnBlock(channel, num_heads, window_size, num_selfattn_layers, rope)
+            for _ in range(num_selfattn_blocks))
+        for name, k in self.HEADS:
+            setattr(self, f"mlp_block_{name}", head_mlp(channel, k))
+        self.scale_mlp = mlp_seq(1, channel * 4, channel)
+        if rope:
+            self.conv_final = nn.Conv2d(channel, channel, 3, 1, 1)
+        self.UPNet = nn.Sequential(nn.Conv2d(channel, channel * 4, 3, 1, 1), nn.PixelShuffle(2),
+                                   nn.Conv2d(channel, channel * 4, 3, 1, 1), nn.PixelShuffle(2))
+
+    def trunk(self, feat_in: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The token trunk, up to the (B, C, 4H, 4W) up-sampled map the heads read."""
+        b, _, h, w = feat_in.shape
+        ws = self.window
+        hc, wc = h // ws, w // ws
+        windows = b * hc * wc
+        query = self.gs_embedding.unsqueeze(0).expand(windows, -1, -1)
+        pos = self.pos_embedding.unsqueeze(0).expand(windows, -1, -1)
+        # The network sees 1/s (float32 reciprocal, as the official code feeds it).
+        e = self.scale_mlp((1 / scale).unsqueeze(1))
+        feat = self.img_feat_proj(feat_in)
+        for block in self.window_crossattn_blocks:
+            query = block(query, pos, feat, e, hc, wc)
+        resi = query
+        for block in self.gs_selfattn_blocks:
+            query = block(query, hc, wc, e)
+        if self.rope:
+            img = self.conv_final(tokens_to_image(query, hc, wc, ws)) + tokens_to_image(resi, hc, wc, ws)
+        else:
+            img = tokens_to_image(query + resi, hc, wc, ws)
+        return self.UPNet(img)
+
+    def heads(self, up: torch.Tensor) -> torch.Tensor:
+        """The five MLP heads on every position of the up-sampled map, in bounded row chunks -> (B, N, 7)."""
+        b, c, hg, wg = up.shape
+        flat = up.permute(0, 2, 3, 1).reshape(b, hg * wg, c)
+        parts = []
+        for start in range(0, hg * wg, self.head_chunk):
+            chunk = flat[:, start:start + self.head_chunk]
+            parts.append(torch.cat([getattr(self, f"mlp_block_{name}")(chunk) for name, _ in self.HEADS], dim=-1))
+        return torch.cat(parts, dim=1)
+
+    @staticmethod
+    def reference_points(hg: int, wg: int, device: torch.device) -> torch.Tensor:
+        """Centres of the hg x wg Gaussian grid in [0,1], (x, y) row-major; float32 linspace as the official."""
+        sy, sx = 1 / hg, 1 / wg
+        ry, rx = torch.meshgrid(torch.linspace(sy / 2, 1 - sy / 2, hg, dtype=torch.float32, device=device),
+                                torch.linspace(sx / 2, 1 - sx / 2, wg, dtype=torch.float32, device=device),
+                                indexing="ij")
+        return torch.stack((rx.reshape(-1), ry.reshape(-1)), -1)
+
+    def forward(self, feat: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        up = self.trunk(feat, scale)
+        b, _, hg, wg = up.shape
+        raw = self.heads(up)
+        divisor = torch.tensor([wg, hg], device=raw.device)  # int64, as the official: x by width, y by height
+        mean = raw[..., 7:9] / divisor + self.reference_points(hg, wg, raw.device)
+        return torch.cat([raw[..., :7].float(), mean.float()], dim=-1)

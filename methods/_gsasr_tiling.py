@@ -1,0 +1,69 @@
+"""GSASR's official tiled inference (research/gsasr.md §5), including its paste quirks.
+
+Tiles of T x T LR pixels overlap by `overlap` LR pixels; each is rendered at ceil(T*s) SR pixels and pasted in
+raster order into a zero canvas at a*(ceil(T*s) - ceil(overlap*s)); later tiles overwrite earlier ones, after
+skipping `crop` SR rows/columns on their top/left edge. There is no blending.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from asr_bench.errors import UserError
+
+
+def tile_counts(h: int, w: int, tile: int, overlap: int) -> tuple[int, int]:
+    return math.ceil((h - overlap) / (tile - overlap)), math.ceil((w - overlap) / (tile - overlap))
+
+
+def edges_to_skip(a: int, b: int, n_h: int, n_w: int, integer_scale: bool) -> tuple[bool, bool]:
+    """Whether tile (a, b) drops its first `crop` rows / columns when pasted.
+
+    The official integer-scale branch crops every edge shared with an earlier tile. Its non-integer branch has
+    two quirks that we reproduce: an inner-row tile of the last column keeps its rows, and a last-row tile of an
+    inner column keeps its columns.
+    """
+    rows, cols = a > 0, b > 0
+    if integer_scale or not (rows and cols):
+        return rows, cols
+    last_row, last_col = a == n_h - 1, b == n_w - 1
+    if last_col and not last_row:
+        return False, True
+    if last_row and not last_col:
+        return True, False
+    return True, True
+
+
+def tiled_upscale(lr: torch.Tensor, scale: float, tile: int, overlap: int, crop: int,
+                  render_tile: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
+    """The official canvas (1, 3, Hc, Wc) for one image; `render_tile(lr_tile, size_sr)` -> (3, size_sr, size_sr).
+
+    The caller crops the canvas top-left to the output size.
+    """
+    h, w = lr.shape[-2:]
+    if not 0 < overlap < tile // 2:
+        raise UserError(f"tile overlap {overlap} must be > 0 and < tile/2 = {tile // 2} LR px; "
+                        "use e.g. tile=480, tile_overlap=8 (the official defaults).")
+    n_h, n_w = tile_counts(h, w, tile, overlap)
+    pad_h = n_h * (tile - overlap) + overlap - h
+    pad_w = n_w * (tile - overlap) + overlap - w
+    if pad_h >= h or pad_w >= w:
+        raise UserError(f"tile size {tile} is too large for a {h}x{w} input (reflect padding of {pad_h}x{pad_w} "
+                        "must be smaller than the image); use a smaller tile or no tiling.")
+    padded = F.pad(lr, (0, pad_w, 0, pad_h), mode="reflect")
+    tile_sr, overlap_sr = math.ceil(tile * scale), math.ceil(overlap * scale)
+    stride_sr = tile_sr - overlap_sr
+    canvas = lr.new_zeros(lr.shape[0], 3, (n_h - 1) * stride_sr + tile_sr, (n_w - 1) * stride_sr + tile_sr)
+    integer = scale == int(scale)
+    for a in range(n_h):
+        for b in range(n_w):
+            y0, x0 = a * (tile - overlap), b * (tile - overlap)
+            out = render_tile(padded[:, :, y0:y0 + tile, x0:x0 + tile], tile_sr)
+            skip_rows, skip_cols = edges_to_skip(a, b, n_h, n_w, integer)
+            r, c = (crop if skip_rows else 0), (crop if skip_cols else 0)
+            ys, xs = a * stride_sr, b * stride_sr
+            canvas[:, :, ys + r:ys + tile_sr, xs + c:xs + tile_sr] = out[..., r:, c:]
+    return canvas
