@@ -79,23 +79,31 @@ class Layout:
 
 def detect_layout(folder: Path) -> Layout | None:
     """The layout of `folder`, or None when it holds neither a known layout nor images."""
+    found = detect_layouts(folder)
+    return found[0] if found else None
+
+
+def detect_layouts(folder: Path) -> list[Layout]:
+    """Every layout `folder` holds, most specific first (a DIV2K folder may hold both DIV2K and its 720 crops)."""
     folder = Path(folder)
+    found = []
     if (folder / "HR").is_dir():
-        return Layout("benchmark", folder / "HR",
-                      lambda i, s: [folder / "LR_bicubic" / f"X{s}" / f"{i}x{s}.png"])
+        found.append(Layout("benchmark", folder / "HR",
+                            lambda i, s: [folder / "LR_bicubic" / f"X{s}" / f"{i}x{s}.png"]))
     for gt in ("GTmod12", "GT"):
         if (folder / gt).is_dir():
-            return Layout("basicsr", folder / gt, lambda i, s: [folder / f"LRbicx{s}" / f"{i}.png"])
+            found.append(Layout("basicsr", folder / gt, lambda i, s: [folder / f"LRbicx{s}" / f"{i}.png"]))
+            break
     if (folder / "DIV2K_valid_HR").is_dir():
-        return Layout("div2k", folder / "DIV2K_valid_HR",
-                      lambda i, s: [folder / "DIV2K_valid_LR_bicubic" / f"X{s}" / f"{i}x{s}.png"])
+        found.append(Layout("div2k", folder / "DIV2K_valid_HR",
+                            lambda i, s: [folder / "DIV2K_valid_LR_bicubic" / f"X{s}" / f"{i}x{s}.png"]))
     if (folder / "DIV2K_GT720").is_dir():
-        return Layout("div2k-720", folder / "DIV2K_GT720",
-                      lambda i, s: [folder / "DIV2K_LR720" / f"X{s}" / f"{i}.png",
-                                    folder / "DIV2K_LR720" / f"X{s}" / f"{i}x{s}.png"])
-    if folder.is_dir() and _image_files(folder):
-        return Layout("plain", folder)
-    return None
+        found.append(Layout("div2k-720", folder / "DIV2K_GT720",
+                            lambda i, s: [folder / "DIV2K_LR720" / f"X{s}" / f"{i}.png",
+                                          folder / "DIV2K_LR720" / f"X{s}" / f"{i}x{s}.png"]))
+    if not found and folder.is_dir() and _image_files(folder):
+        found.append(Layout("plain", folder))
+    return found
 
 
 _LAYOUTS_FOR = {"div2k-val": ("div2k",), "div2k-720": ("div2k-720",)}
@@ -213,12 +221,11 @@ def _resolve_name(name: str, data_root: str | Path | None) -> Dataset:
             for folder in entry.folders:
                 candidate = (base / folder) if folder != "." else base
                 looked.append(str(candidate))
-                layout = detect_layout(candidate) if candidate.is_dir() else None
-                if layout is None or (wanted and layout.kind not in wanted):
-                    continue
-                if not wanted and layout.kind in ("div2k", "div2k-720"):
-                    continue
-                return Dataset(name, layout, str(candidate.resolve()))
+                layouts = detect_layouts(candidate) if candidate.is_dir() else []
+                usable = [lay for lay in layouts
+                          if (lay.kind in wanted if wanted else lay.kind not in ("div2k", "div2k-720"))]
+                if usable:
+                    return Dataset(name, usable[0], str(candidate.resolve()))
     unique = list(dict.fromkeys(looked))
     raise UserError(f"dataset '{name}' not found; looked in: {', '.join(unique)}. To get it: {entry.how_to_get} "
                     f"(or pass --data-root / set ${ENV_VAR}).")

@@ -1,0 +1,60 @@
+"""Image I/O: RGB uint8 in and out, greyscale expanded as the official readers do, clear errors."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from asr_bench.data import read_image, to_tensor, to_uint8, write_image
+from asr_bench.data.images import quantize
+from asr_bench.errors import UserError
+
+
+def test_real_file(set5):
+    img = read_image(set5 / "HR" / "woman.png")
+    assert img.shape == (344, 228, 3) and img.dtype == np.uint8
+    assert np.array_equal(img, np.asarray(Image.open(set5 / "HR" / "woman.png").convert("RGB")))
+
+
+def test_write_read_round_trip(tmp_path):
+    img = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    write_image(tmp_path / "sub" / "a.png", img)
+    assert np.array_equal(read_image(tmp_path / "sub" / "a.png"), img)
+    assert not list((tmp_path / "sub").glob(".*"))  # no temp file left behind
+
+
+def test_greyscale_is_replicated_to_three_channels(tmp_path):
+    grey = np.random.default_rng(1).integers(0, 256, (6, 5), dtype=np.uint8)
+    Image.fromarray(grey, mode="L").save(tmp_path / "bridge.png")
+    img = read_image(tmp_path / "bridge.png")
+    # cv2.imread(IMREAD_COLOR) and PIL convert('RGB') both copy the grey value into B, G and R
+    assert img.shape == (6, 5, 3) and all(np.array_equal(img[..., c], grey) for c in range(3))
+
+
+def test_alpha_is_dropped_and_palette_expanded(tmp_path):
+    rgba = np.random.default_rng(2).integers(0, 256, (4, 4, 4), dtype=np.uint8)
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "a.png")
+    assert np.array_equal(read_image(tmp_path / "a.png"), rgba[..., :3])
+    Image.fromarray(rgba[..., :3]).convert("P").save(tmp_path / "p.png")
+    assert read_image(tmp_path / "p.png").shape == (4, 4, 3)
+
+
+def test_missing_and_corrupt_files_name_the_file(tmp_path):
+    with pytest.raises(UserError, match="nothere.png"):
+        read_image(tmp_path / "nothere.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="broken.png"):
+        read_image(tmp_path / "broken.png")
+
+
+def test_tensor_conversions():
+    img = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    t = to_tensor(img)
+    assert t.shape == (1, 3, 16, 16) and t.dtype == torch.float32
+    assert torch.equal(t[0, 0], torch.from_numpy(img[..., 0]).float() / 255)
+    assert np.array_equal(to_uint8(t), img)
+    # to_uint8 clamps and rounds to nearest (BasicSR tensor2img)
+    odd = torch.tensor([-0.1, 0.4 / 255, 0.6 / 255, 1.2]).view(1, 1, 1, 4).expand(1, 3, 1, 4)
+    assert to_uint8(odd)[0, :, 0].tolist() == [0, 0, 1, 255]
+    assert torch.equal(quantize(odd) * 255, torch.tensor([0.0, 0, 1, 255]).view(1, 1, 1, 4).expand(1, 3, 1, 4))
+    with pytest.raises(UserError):
+        to_tensor(img.astype(np.float32))
