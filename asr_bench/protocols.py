@@ -71,7 +71,7 @@ class Protocol:
         """(LR (1,3,h,w), HR target (1,3,H,W)), floats in [0,1], made exactly as the protocol says."""
         sy, sx = _pair(scale)
         hr = dataset.hr(image_id)
-        lr = dataset.premade_lr(image_id, scale)
+        lr = dataset.premade_lr(image_id, scale) if self._uses_premade((sy, sx)) else None
         if lr is not None:
             return to_tensor(lr), to_tensor(self._crop_hr_to_lr(hr, lr.shape[:2], (sy, sx)))
         cache = self._cache_path(dataset, image_id, scale, cache_dir)
@@ -83,6 +83,10 @@ class Protocol:
             if cache is not None:
                 write_image(cache, lr)
         return to_tensor(lr), to_tensor(self._crop_hr_to_lr(hr_crop, lr.shape[:2], (sy, sx)))
+
+    def _uses_premade(self, scale: tuple[float, float]) -> bool:
+        """Premade files everywhere, except LIIF's x6+, which it always makes on the fly with PIL."""
+        return self.lr_recipe != "liif" or _liif_matlab_scale(scale)
 
     def _crop_hr_to_lr(self, hr: np.ndarray, lr_hw: tuple[int, int], scale: tuple[float, float]) -> np.ndarray:
         """Top-left crop of HR to the size the output will have (floor, or LIIF's round)."""

@@ -88,6 +88,18 @@ def test_liif_large_scales_use_pil_bicubic_on_its_crop(set5_ds, set5):
     assert get_protocol("liif").output_size((57, 38), (342, 228), 6) == (342, 228)
 
 
+def test_liif_ignores_premade_files_at_x6_and_up(tmp_path, set5):
+    (tmp_path / "HR").mkdir()
+    (tmp_path / "HR" / "head.png").write_bytes((set5 / "HR" / "head.png").read_bytes())
+    (tmp_path / "LR_bicubic" / "X6").mkdir(parents=True)
+    (tmp_path / "LR_bicubic" / "X6" / "headx6.png").write_bytes((set5 / "LR_bicubic" / "X4" / "headx4.png").read_bytes())
+    folder = resolve_dataset(str(tmp_path))
+    lr, _ = get_protocol("liif").lr_hr(folder, "head", 6, None)
+    assert lr.shape[-2:] == (46, 46)  # PIL from HR, not the 70x70 file
+    with pytest.raises(UserError, match="do not belong"):  # gsasr takes the file, and sees it cannot fit this HR
+        get_protocol("gsasr").lr_hr(folder, "head", 6, None)
+
+
 def test_liif_matlab_scales_without_premade_files_reproduce_them(tmp_path, set5):
     (tmp_path / "HR").mkdir()
     (tmp_path / "HR" / "head.png").write_bytes((set5 / "HR" / "head.png").read_bytes())
