@@ -70,10 +70,10 @@ class KernelField(nn.Module):
     # -- kernel generation (research/igconv.md §1.2) ---------------------------------------------------
     def generate(self, scale: int) -> torch.Tensor:
         """The conv weight for integer `scale`, computed afresh (no cache)."""
-        device = self.freq.device
+        device, dtype = self.freq.device, self.freq.dtype
         s = int(scale)
-        r = torch.ones(1, 1, s, s, device=device) / min(s, self.max_s) * 2  # "2 / r" as in LIIF/LTE
-        centres = cell_centres(s).to(device)
+        r = torch.ones(1, 1, s, s, device=device, dtype=dtype) / min(s, self.max_s) * 2  # "2 / r" as in LIIF/LTE
+        centres = cell_centres(s).to(device, dtype)
         x = centres.view(1, 1, 1, s)  # channel 0 of the grid: varies along the width
         y = centres.view(1, 1, s, 1)  # channel 1: varies along the height
         f1, f2 = self.freq.chunk(2, dim=1)
