@@ -90,7 +90,7 @@ class GSASR(Upsampler):
 
     def forward_size(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         h, w = lr.shape[-2:]
-        sy, sx = self._scale_hint or (size[0] / h, size[1] / w)
+        sy, sx = self._scale_hint or scale_for_size((h, w), size)
         if self.tile is not None and sy == sx and max(h, w) > self.tile:
             return self.forward_tiled(lr, sy, size)
         return self.forward_full(lr, (sy, sx), size)
@@ -123,6 +123,30 @@ class GSASR(Upsampler):
 
         canvas = tiled_upscale(lr, scale, self.tile, self.tile_overlap, self.tile_crop, render_tile)
         return canvas[:, :, : size[0], : size[1]]
+
+
+def scale_for_size(lr_hw: tuple[int, int], size: tuple[int, int], max_decimals: int = 6) -> tuple[float, float]:
+    """The scale a size was made from: the shortest decimal s with floor(s*h) = H (and floor(s*w) = W).
+
+    The official pipeline feeds s itself to the network and the renderer and renders floor(s * padded), so a
+    harness that passes only `size = floor(3.5*h)` must get 3.5 back, not H/h. One s for both axes when one
+    exists, else one per axis.
+    """
+    def interval(n: int, big: int) -> tuple[float, float]:
+        return big / n, (big + 1) / n
+
+    def shortest(lo: float, hi: float) -> float | None:
+        for d in range(max_decimals + 1):
+            candidate = math.ceil(lo * 10 ** d - 1e-9) / 10 ** d
+            if lo - 1e-12 <= candidate < hi:
+                return candidate
+        return None
+
+    (ly, hy), (lx, hx) = interval(lr_hw[0], size[0]), interval(lr_hw[1], size[1])
+    both = shortest(max(ly, lx), min(hy, hx)) if max(ly, lx) < min(hy, hx) else None
+    if both is not None:
+        return both, both
+    return shortest(ly, hy) or size[0] / lr_hw[0], shortest(lx, hx) or size[1] / lr_hw[1]
 
 
 def pad_to_multiple(x: torch.Tensor, d: int) -> torch.Tensor:

@@ -414,7 +414,22 @@ def test_pad_render_crop_sizes(monkeypatch):
     calls.clear()
     out = model.upscale(torch.rand(2, 3, 13, 30), size=(40, 71))
     assert out.shape == (2, 3, 40, 71) and len(calls) == 2
-    assert calls[0][:2] == (math.floor(40 / 13 * 24), math.floor(71 / 30 * 36))
+    sy, sx = calls[0][2]
+    assert (math.floor(sy * 13), math.floor(sx * 30)) == (40, 71)  # a scale that makes exactly this size
+    assert calls[0][:2] == (math.floor(sy * 24), math.floor(sx * 36))  # rendered at floor(s * padded)
+
+
+@pytest.mark.parametrize("hw, s", [((21, 23), 3.5), ((20, 22), 4), ((13, 30), 2.7), ((180, 180), 4),
+                                   ((48, 48), 30), ((57, 86), 1.6), ((7, 9), 3.3), ((64, 100), 2.25)])
+def test_size_from_a_protocol_gives_back_its_scale(hw, s):
+    """The harness passes size = floor(s*h) only; the official pipeline needs s itself (network input, render)."""
+    size = (math.floor(s * hw[0]), math.floor(s * hw[1]))
+    assert gsasr_module.scale_for_size(hw, size) == (s, s)
+
+
+def test_size_without_one_scale_gets_one_per_axis():
+    sy, sx = gsasr_module.scale_for_size((180, 300), (701, 1203))
+    assert sy != sx and math.floor(sy * 180) == 701 and math.floor(sx * 300) == 1203
 
 
 def test_official_paste_rules():
