@@ -1,0 +1,273 @@
+"""LIIF (Chen, Liu, Wang, CVPR 2021, "Learning Continuous Image Representation with Local Implicit Image
+Function"): an MLP decodes the RGB of any continuous coordinate from the nearest LR feature (3x3-unfolded),
+the relative coordinate and the cell size; four nearest features are blended by the areas of the opposite
+rectangles (local ensemble).
+
+Facts: research/liif.md. Every float operation of the official `query_rgb` is reproduced in the same order
+(coordinates, the 1e-6 shift, the clamps, nearest sampling by `grid_sample` itself, the 1e-9 area terms, the
+diagonal swap), so the output equals the official one bit for bit on CPU. Queries are decoded in chunks of
+`query_chunk` pixels (30000, as the official `batched_predict`), so memory is bounded at any output size.
+
+Checkpoints: the official `{'model': {'name': 'liif', 'args': ..., 'sd': ...}}` (its `args` set the encoder,
+the MLP widths and the three switches), or a bare `sd`. No SwinIR: the official repo has no SwinIR-LIIF.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asr_bench.checkpoints import Checkpoint, as_state_dict, load_strict
+from asr_bench.errors import UserError
+from asr_bench.registry import MethodSpec, Preset
+from asr_bench.upsampler import Upsampler
+
+ENCODERS = ("edsr-baseline", "edsr", "rdn")
+QUERY_CHUNK = 30000
+CITATION = ("Chen, Liu, Wang. Learning Continuous Image Representation with Local Implicit Image Function. "
+            "CVPR 2021. https://github.com/yinboc/liif")
+METHOD_OPTIONS = ("hidden_list", "local_ensemble", "feat_unfold", "cell_decode", "query_chunk")
+
+
+# ------------------------------------------------------------------------------------ shared with metasr
+
+
+class MLP(nn.Module):
+    """Linear/ReLU stack named like the official `models/mlp.py` (keys `layers.{0,2,4,...}`)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_list: Sequence[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        last = in_dim
+        for hidden in hidden_list:
+            layers += [nn.Linear(last, hidden), nn.ReLU()]
+            last = hidden
+        layers.append(nn.Linear(last, out_dim))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape[:-1]
+        return self.layers(x.reshape(-1, x.shape[-1])).view(*shape, -1)
+
+
+def make_coord(n: int, device: torch.device | None = None) -> torch.Tensor:
+    """Pixel-centre coordinates of one axis in [-1, 1], float32, with the official operation order."""
+    r = 2 / (2 * n)
+    return -1 + r + (2 * r) * torch.arange(n, device=device).float()
+
+
+def nearest_index(coord: torch.Tensor, n: int) -> torch.Tensor:
+    """The LR index grid_sample(mode='nearest', align_corners=False) picks on an axis of length n.
+
+    Asked of grid_sample itself (sampling an index ramp), so ties round exactly as in the official code.
+    """
+    ramp = torch.arange(n, device=coord.device, dtype=torch.float32).view(1, 1, n, 1)
+    grid = torch.stack([torch.zeros_like(coord), coord], dim=-1).view(1, -1, 1, 2)
+    return F.grid_sample(ramp, grid, mode="nearest", align_corners=False).view(-1).long()
+
+
+def liif_container(checkpoint: Checkpoint) -> tuple[Mapping[str, Any], dict[str, torch.Tensor]]:
+    """(model spec without 'sd', state dict) from `{'model': {name, args, sd}}` or a bare state dict."""
+    data = as_state_dict(checkpoint)
+    spec = data.get("model", data) if isinstance(data, Mapping) else data
+    if isinstance(spec, Mapping) and "sd" in spec:
+        return {k: v for k, v in spec.items() if k != "sd"}, dict(spec["sd"])
+    if isinstance(spec, Mapping) and all(isinstance(v, torch.Tensor) for v in spec.values()):
+        return {}, dict(spec)
+    raise UserError("checkpoint is neither a LIIF-repo file ({'model': {'name', 'args', 'sd'}}) nor a state dict; "
+                    "pass the official .pth file.")
+
+
+def check_container(spec: Mapping[str, Any], method: str, encoder: str) -> Mapping[str, Any]:
+    """The checkpoint's model args, after checking it is this method on this encoder."""
+    name = spec.get("name", method)
+    if name != method:
+        raise UserError(f"checkpoint holds a '{name}' model, not '{method}'; build_model('{name}', ...) instead.")
+    args = dict(spec.get("args", {}))
+    enc_name = args.get("encoder_spec", {}).get("name", encoder)
+    if enc_name != encoder:
+        raise UserError(f"checkpoint was trained with encoder '{enc_name}', not '{encoder}'; "
+                        f"pass encoder='{enc_name}'.")
+    return args
+
+
+def load_prefixed(model: nn.Module, sd: Mapping[str, torch.Tensor], encoder_scheme: str, what: str,
+                  parts: Mapping[str, str]) -> None:
+    """Strictly load `encoder.*` with the encoder's official naming and each `prefix -> attribute` part."""
+    from asr_bench.encoders import load_encoder_state, split_encoder_state
+
+    encoder_sd, rest = split_encoder_state(sd, "encoder.")
+    if not encoder_sd:
+        raise UserError(f"{what} has no 'encoder.' keys (it has e.g. {sorted(sd)[:3]}); is it a checkpoint of this method?")
+    load_encoder_state(model.encoder, encoder_sd, encoder_scheme)
+    for prefix, attribute in parts.items():
+        part_sd, rest = split_encoder_state(rest, prefix)
+        load_strict(getattr(model, attribute), part_sd, f"{what} ({prefix}*)")
+    if rest:
+        raise UserError(f"{what} has {len(rest)} unexpected keys (e.g. {', '.join(sorted(rest)[:3])}); "
+                        "check the method and encoder match the checkpoint.")
+
+
+# ------------------------------------------------------------------------------------------------ LIIF
+
+
+class LIIF(Upsampler):
+    """encoder -> LIIF decoder, with the official (x - 0.5) / 0.5 input and * 0.5 + 0.5 output."""
+
+    def __init__(self, encoder: nn.Module, hidden_list: Sequence[int] = (256, 256, 256, 256),
+                 local_ensemble: bool = True, feat_unfold: bool = True, cell_decode: bool = True,
+                 query_chunk: int | None = QUERY_CHUNK) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.local_ensemble, self.feat_unfold, self.cell_decode = local_ensemble, feat_unfold, cell_decode
+        in_dim = encoder.out_channels * (9 if feat_unfold else 1) + 2 + (2 if cell_decode else 0)
+        self.imnet = MLP(in_dim, 3, hidden_list)
+        self.query_chunk = query_chunk
+
+    def forward_size(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        feat = self.encoder((lr - 0.5) / 0.5)
+        return self.decode(feat, size) * 0.5 + 0.5
+
+    def decode(self, feat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The normalised RGB (B, 3, H, W) of every HR pixel centre, decoded in chunks of queries."""
+        batch, _, h, w = feat.shape
+        height, width = size
+        rows, cols = make_coord(height, feat.device), make_coord(width, feat.device)
+        cell = torch.ones(2, device=feat.device)
+        cell[0] *= 2 / height
+        cell[1] *= 2 / width
+        rel_cell = cell.clone()
+        rel_cell[0] *= h
+        rel_cell[1] *= w
+        shifts = self._shifts(rows, cols, h, w)
+        padded = F.pad(feat, (1, 1, 1, 1)).flatten(2)           # (B, C, (h+2)(w+2)): unfold's zero padding
+        taps = self._taps(w, feat.device)
+        n = height * width
+        chunk = self.query_chunk or n
+        out = feat.new_empty(batch, n, 3)
+        for start in range(0, n, chunk):
+            index = torch.arange(start, min(start + chunk, n), device=feat.device)
+            out[:, start:start + index.numel()] = self._query(padded, taps, shifts, index // width, index % width,
+                                                              rel_cell, w + 2)
+        return out.view(batch, height, width, 3).permute(0, 3, 1, 2).contiguous()
+
+    def _shifts(self, rows: torch.Tensor, cols: torch.Tensor, h: int, w: int) -> list[tuple[torch.Tensor, ...]]:
+        """Per ensemble member: the LR row/column each output row/column reads, and the relative coordinate.
+
+        Per axis is exact: the official per-pixel coordinate's row part depends on the row only.
+        """
+        if self.local_ensemble:
+            offsets, eps = [(-1, -1), (-1, 1), (1, -1), (1, 1)], 1e-6
+        else:
+            offsets, eps = [(0, 0)], 0
+        rx, ry = 2 / h / 2, 2 / w / 2
+        feat_rows, feat_cols = make_coord(h, rows.device), make_coord(w, rows.device)
+        members = []
+        for vx, vy in offsets:
+            row_q = rows.clone()
+            row_q += vx * rx + eps
+            row_q.clamp_(-1 + 1e-6, 1 - 1e-6)
+            col_q = cols.clone()
+            col_q += vy * ry + eps
+            col_q.clamp_(-1 + 1e-6, 1 - 1e-6)
+            row_index, col_index = nearest_index(row_q, h), nearest_index(col_q, w)
+            rel_rows = rows - feat_rows[row_index]
+            rel_rows *= h
+            rel_cols = cols - feat_cols[col_index]
+            rel_cols *= w
+            members.append((row_index, col_index, rel_rows, rel_cols))
+        return members
+
+    def _taps(self, w: int, device: torch.device) -> torch.Tensor:
+        """Flat offsets of the 3x3 neighbourhood in the padded map, in F.unfold's (ky, kx) order."""
+        if not self.feat_unfold:
+            return torch.tensor([w + 3], device=device)  # the centre (1, 1) of the padded map
+        ky, kx = torch.meshgrid(torch.arange(3, device=device), torch.arange(3, device=device), indexing="ij")
+        return (ky * (w + 2) + kx).flatten()
+
+    def _query(self, padded: torch.Tensor, taps: torch.Tensor, shifts: list, row: torch.Tensor, col: torch.Tensor,
+               rel_cell: torch.Tensor, padded_width: int) -> torch.Tensor:
+        """The official query_rgb for the pixels (row, col): four predictions blended by opposite areas."""
+        batch = padded.shape[0]
+        preds, areas = [], []
+        for row_index, col_index, rel_rows, rel_cols in shifts:
+            base = row_index[row] * padded_width + col_index[col]
+            q_feat = padded[:, :, base[:, None] + taps]                          # (B, C, Q, taps)
+            q_feat = q_feat.permute(0, 2, 1, 3).reshape(batch, row.numel(), -1)  # channel index c*9 + tap
+            rel = torch.stack([rel_rows[row], rel_cols[col]], dim=-1).expand(batch, -1, -1)
+            parts = [q_feat, rel]
+            if self.cell_decode:
+                parts.append(rel_cell.expand(batch, row.numel(), 2))
+            inp = torch.cat(parts, dim=-1)
+            preds.append(self.imnet(inp.view(batch * row.numel(), -1)).view(batch, row.numel(), -1))
+            areas.append(torch.abs(rel[:, :, 0] * rel[:, :, 1]) + 1e-9)
+        tot_area = torch.stack(areas).sum(dim=0)
+        if self.local_ensemble:
+            areas = [areas[3], areas[2], areas[1], areas[0]]
+        ret = 0
+        for pred, area in zip(preds, areas):
+            ret = ret + pred * (area / tot_area).unsqueeze(-1)
+        return ret
+
+    # ------------------------------------------------------------------------------------- checkpoints
+
+    def load_official(self, checkpoint: Checkpoint) -> None:
+        """Strictly load an official LIIF checkpoint (mean-shift keys of the EDSR encoder included)."""
+        _, sd = liif_container(checkpoint)
+        load_prefixed(self, sd, "liif", "LIIF checkpoint", {"imnet.": "imnet"})
+        self.weights_loaded = True
+
+    def official_state_dict(self) -> dict[str, torch.Tensor]:
+        """This model's weights under the official LIIF names (what the official code would save as 'sd')."""
+        from asr_bench.encoders import export_encoder_state
+
+        sd = {f"encoder.{k}": v for k, v in export_encoder_state(self.encoder, "liif").items()}
+        sd.update({f"imnet.{k}": v.detach().clone() for k, v in self.imnet.state_dict().items()})
+        return sd
+
+
+PRESETS = {
+    "liif.edsr-baseline": Preset("liif.edsr-baseline", "edsr-baseline", {}, {},
+                                 "official edsr-baseline-liif.pth: EDSR-baseline (no upsampling), MLP 4x256"),
+    "liif.edsr": Preset("liif.edsr", "edsr", {}, {}, "EDSR (256x32) encoder; no official checkpoint"),
+    "liif.rdn": Preset("liif.rdn", "rdn", {"config": "B"}, {}, "official rdn-liif.pth: RDN-B, MLP 4x256"),
+}
+
+
+def build(encoder: str, checkpoint: Checkpoint = None, preset: Preset | None = None, **kwargs: Any) -> LIIF:
+    """LIIF on `encoder`; the checkpoint's own args (MLP widths, switches) override the preset's."""
+    from asr_bench.encoders import build_encoder
+
+    unknown = sorted(set(kwargs) - set(METHOD_OPTIONS))
+    if unknown:
+        raise UserError(f"unknown option(s) {unknown} for liif; allowed: {', '.join(METHOD_OPTIONS)}.")
+    preset = preset or PRESETS[f"liif.{encoder}"]
+    options: dict[str, Any] = dict(preset.method_kwargs)
+    sd = None
+    if checkpoint is not None:
+        spec, sd = liif_container(checkpoint)
+        args = check_container(spec, "liif", preset.encoder)
+        options.update({k: args[k] for k in ("local_ensemble", "feat_unfold", "cell_decode") if k in args})
+        hidden = args.get("imnet_spec", {}).get("args", {}).get("hidden_list")
+        if hidden is not None:
+            options["hidden_list"] = tuple(hidden)
+    options.update(kwargs)
+    model = LIIF(build_encoder(preset.encoder, **preset.encoder_kwargs), **options)
+    if sd is not None:
+        model.load_official({"model": {"sd": sd}})
+    return model
+
+
+METHODS = [
+    MethodSpec(
+        name="liif",
+        builder=build,
+        encoders=ENCODERS,
+        presets=PRESETS,
+        description="LIIF: MLP on unfolded nearest feature + relative coordinate + cell, 4-neighbour area ensemble",
+        citation=CITATION,
+    ),
+]
