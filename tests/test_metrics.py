@@ -44,7 +44,7 @@ def bicubic_pair(set5, name: str, s: int) -> tuple[np.ndarray, np.ndarray]:
     return imresize(lr, scale=s, mode="float"), hr
 
 
-@pytest.mark.parametrize("name,s", [("baby", 2), ("butterfly", 3), ("woman", 4), ("head", 4)])
+@pytest.mark.parametrize("name,s", [("bird", 2), ("butterfly", 3), ("woman", 4)])
 def test_psnr_ssim_equal_the_formula_on_real_images(set5, name, s):
     sr, hr = bicubic_pair(set5, name, s)
     c = s

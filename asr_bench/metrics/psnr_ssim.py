@@ -35,28 +35,37 @@ def psnr(sr: torch.Tensor, hr: torch.Tensor, crop: int = 0, y_channel: bool = Tr
     return float("inf") if mse == 0 else 10.0 * math.log10(255.0 * 255.0 / mse)
 
 
-def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """cv2.getGaussianKernel(size, sigma) outer itself, float64."""
+def gaussian_1d(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """cv2.getGaussianKernel(size, sigma), float64."""
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x * x) / (2 * sigma * sigma))
-    g = g / g.sum()
+    return g / g.sum()
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """BasicSR's 2-D window: the 1-D kernel's outer product."""
+    g = gaussian_1d(size, sigma)
     return g[:, None] * g[None, :]
+
+
+def _blur_valid(x: torch.Tensor) -> torch.Tensor:
+    """(C,H,W) -> (C,H-10,W-10): the 11x11 Gaussian over the valid region, as two 1-D passes (same sums, 5x
+    fewer operations than the 2-D window; equal to float64 rounding)."""
+    c = x.shape[0]
+    g = gaussian_1d()
+    x = F.conv2d(x[None], g.view(1, 1, 11, 1).expand(c, 1, 11, 1), groups=c)
+    return F.conv2d(x, g.view(1, 1, 1, 11).expand(c, 1, 1, 11), groups=c)[0]
 
 
 def ssim(sr: torch.Tensor, hr: torch.Tensor, crop: int = 0, y_channel: bool = True) -> float:
     """BasicSR calculate_ssim: per-channel SSIM over the valid region, averaged."""
     a, b = _prepare(sr, hr, crop, y_channel)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    window = gaussian_window()[None, None].expand(a.shape[0], 1, 11, 11)
-
-    def blur(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x[None], window, groups=a.shape[0])[0]
-
-    mu1, mu2 = blur(a), blur(b)
+    mu1, mu2 = _blur_valid(a), _blur_valid(b)
     mu1_sq, mu2_sq, mu1_mu2 = mu1 * mu1, mu2 * mu2, mu1 * mu2
-    sigma1_sq = blur(a * a) - mu1_sq
-    sigma2_sq = blur(b * b) - mu2_sq
-    sigma12 = blur(a * b) - mu1_mu2
+    sigma1_sq = _blur_valid(a * a) - mu1_sq
+    sigma2_sq = _blur_valid(b * b) - mu2_sq
+    sigma12 = _blur_valid(a * b) - mu1_mu2
     ssim_map = ((2 * mu1_mu2 + c1) * (2 * sigma12 + c2)) / ((mu1_sq + mu2_sq + c1) * (sigma1_sq + sigma2_sq + c2))
     return float(ssim_map.mean(dim=(1, 2)).mean().item())
 
