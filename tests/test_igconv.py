@@ -338,3 +338,12 @@ def test_published_csv_equals_the_dossier_edsr_table():
     assert got == expected
     assert {r["protocol"] for r in rows} == {"gsasr"} and all(r["source"] for r in rows)
     assert all(0 < float(r["value"]) < 1 for r in rows if r["metric"] == "ssim")
+
+
+def test_batch_equals_images_one_by_one_and_x5_extrapolates():
+    model = randomised("igconv-plus", seed=3)
+    lr = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(3))
+    batch = model.upscale(lr, scale=5, clamp=False)
+    assert batch.shape == (2, 3, 25, 35)
+    for i in range(2):
+        assert torch.allclose(batch[i:i + 1], model.upscale(lr[i:i + 1], scale=5, clamp=False), atol=1e-6)
