@@ -19,8 +19,13 @@ from ..sizes import Scale, format_scale
 @dataclass(frozen=True)
 class Case:
     entry: MethodEntry          # resolved: encoder and label filled in
-    dataset: str
+    dataset: str                # the dataset's name in tables and ids (a folder's own name)
     scale: Scale
+    source: str = ""            # what the config named: catalogue name or folder path (default: `dataset`)
+
+    @property
+    def dataset_ref(self) -> str:
+        return self.source or self.dataset
 
     @property
     def label(self) -> str:
@@ -94,14 +99,18 @@ def resolve_methods(config: Config) -> list[MethodEntry]:
     return resolved
 
 
-def plan_cases(config: Config) -> list[Case]:
-    """Every (method, dataset, scale), methods outermost so one model serves a run of cases."""
+def plan_cases(config: Config, dataset_names: dict[str, str] | None = None) -> list[Case]:
+    """Every (method, dataset, scale), methods outermost; `dataset_names` maps config entries to table names."""
     entries = resolve_methods(config)
-    return [Case(entry, dataset, scale) for entry in entries for dataset in config.datasets for scale in config.scales]
+    names = dataset_names or {}
+    return [Case(entry, names.get(dataset, dataset), scale, source=dataset)
+            for entry in entries for dataset in config.datasets for scale in config.scales]
 
 
-def check_names(config: Config) -> None:
-    """Fail before the first case on any unknown dataset, protocol or metric (methods: `resolve_methods`)."""
+def check_names(config: Config) -> dict[str, str]:
+    """Fail before the first case on any unknown dataset, protocol or metric (methods: `resolve_methods`).
+
+    Returns each dataset entry's name for tables: the catalogue name, or a folder's own name."""
     from ..data.catalogue import resolve_dataset
     from ..metrics import list_metrics
     from ..protocols import get_protocol
@@ -111,5 +120,8 @@ def check_names(config: Config) -> None:
     for metric in config.metrics:
         if metric not in known:
             raise UnknownName("metric (config key 'metrics')", metric, known)
-    for name in config.datasets:
-        resolve_dataset(name, data_root=config.data_root)
+    names = {entry: resolve_dataset(entry, data_root=config.data_root).name for entry in config.datasets}
+    clash = sorted(n for n in set(names.values()) if list(names.values()).count(n) > 1)
+    if clash:
+        raise UserError(f"two datasets in the config are both named '{clash[0]}'; rename one of the folders.")
+    return names

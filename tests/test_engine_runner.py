@@ -1,0 +1,285 @@
+"""The runner end to end on small real inputs: statuses, stored values, resume, isolation, visuals.
+
+Methods come from a plugin file written here (the config's `plugins:` key), so these tests pin the engine's
+behaviour without depending on any particular method's code; the dataset is a folder of small PNGs.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from asr_bench.config import parse_config
+from asr_bench.data import imresize, read_image, to_tensor
+from asr_bench.engine.records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, slug
+from asr_bench.engine.runner import run_benchmark
+from asr_bench.errors import UserError
+from asr_bench.metrics import psnr, ssim
+from asr_bench.protocols import get_protocol
+
+REPO = Path(__file__).resolve().parent.parent
+
+PLUGIN = '''
+import time
+import torch
+import torch.nn.functional as F
+from asr_bench.registry import MethodSpec
+from asr_bench.upsampler import Upsampler
+
+CALLS = [0]
+
+
+class Smooth(Upsampler):
+    """1x1 conv (identity at init) + bilinear; options to sleep, allocate, fail, or lack weights."""
+
+    weights_loaded = True
+
+    def __init__(self, sleep=0.0, alloc_mb=0, fail=False, loaded=True, interrupt_at=0):
+        super().__init__()
+        self.calls, self.interrupt_at = 0, interrupt_at
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(3)[:, :, None, None])
+            self.conv.bias.zero_()
+        self.sleep, self.alloc_mb, self.fail, self.weights_loaded = sleep, alloc_mb, fail, loaded
+
+    def forward_size(self, lr, size):
+        CALLS[0] += 1
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt  # what Ctrl-C does in the middle of a case
+        if self.sleep:
+            time.sleep(self.sleep)
+        if self.alloc_mb:
+            torch.ones(self.alloc_mb * 2 ** 18).sum()
+        if self.fail:
+            raise RuntimeError("injected failure")
+        return F.interpolate(self.conv(lr), size=size, mode="bilinear", align_corners=False)
+
+
+class X2Only(Smooth):
+    scales = (2,)
+
+
+def build(encoder="none", checkpoint=None, preset=None, **kwargs):
+    return Smooth(**kwargs)
+
+
+def build_x2(encoder="none", checkpoint=None, preset=None, **kwargs):
+    return X2Only(**kwargs)
+
+
+def build_random(encoder="tiny", checkpoint=None, preset=None, **kwargs):
+    return Smooth(loaded=False, **kwargs)
+
+
+METHODS = [
+    MethodSpec("t-smooth", build, ("none",), needs_weights=False),
+    MethodSpec("t-smooth-x2", build_x2, ("none",), scales=(2,), needs_weights=False),
+    MethodSpec("t-random", build_random, ("tiny",), needs_weights=True),
+]
+'''
+
+
+@pytest.fixture(scope="session")
+def plugin(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plugin") / "engine_test_methods.py"
+    path.write_text(PLUGIN)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory):
+    """Three smooth-ish 8-bit images of different sizes (a plain-folder dataset)."""
+    folder = tmp_path_factory.mktemp("data") / "tiny"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"a": (36, 48), "b": (40, 30), "c": (24, 24)}.items():
+        noise = rng.random((h // 4 + 2, w // 4 + 2, 3))
+        img = np.asarray(Image.fromarray((noise * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC))
+        Image.fromarray(img).save(folder / f"{name}.png")
+    return str(folder)
+
+
+def make_config(tmp_path, plugin, images, **overrides):
+    raw = {"methods": ["t-smooth"], "datasets": [images], "scales": [2, 3.5], "metrics": ["psnr", "ssim"],
+           "device": "cpu", "profiling": {"warmup": 0, "repeats": 2, "memory": False, "flops": True},
+           "plugins": [plugin], "output": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache")}
+    raw.update(overrides)
+    return parse_config(raw, default_name="t")
+
+
+def rows(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_stored_values_equal_a_direct_computation(tmp_path, plugin, images):
+    result = run_benchmark(make_config(tmp_path, plugin, images), progress=False, render=False)
+    assert [c.status for c in result.cases] == [OK, OK]
+    case = result.cases[1]
+    assert (case.case_id, case.scale, case.n_images) == ("t-smooth|tiny|3.5", "3.5", 3)
+    # Independent: the protocol's LR (MATLAB bicubic, BasicSR float), bilinear upscaling, uint8 levels,
+    # then the metrics called directly on the Y channel with border int(3.5) = 3.
+    hr = to_tensor(read_image(Path(images) / "a.png"))
+    lr = to_tensor((imresize(read_image(Path(images) / "a.png"), scale=1 / 3.5, mode="float")))[..., :10, :13]
+    sr = torch.nn.functional.interpolate(lr, size=(35, 45), mode="bilinear", align_corners=False)
+    sr = (sr.clamp(0, 1) * 255).round() / 255
+    image = {r["image"]: r for r in rows(tmp_path / "run/images.jsonl") if r["case_id"] == case.case_id}["a"]
+    assert image["lr_size"] == [10, 13] and image["sr_size"] == [35, 45]
+    assert image["metrics"]["psnr"] == pytest.approx(psnr(sr, hr[..., :35, :45], crop=3, y_channel=True), abs=1e-6)
+    assert image["metrics"]["ssim"] == pytest.approx(ssim(sr, hr[..., :35, :45], crop=3, y_channel=True), abs=1e-6)
+    per_image = [r["metrics"]["psnr"] for r in rows(tmp_path / "run/images.jsonl") if r["case_id"] == case.case_id]
+    assert case.metrics["psnr"] == pytest.approx(np.mean(per_image), abs=1e-12)
+    # Cost: params of the 1x1 conv, FLOPs of one call on the first image (2*3*3 per LR pixel), timing fields.
+    assert case.params == 12 and case.flops == 2 * 3 * 3 * 10 * 13
+    assert case.time_ms > 0 and (case.time_repeats, case.time_warmup) == (2, 0)
+    assert case.output_mpix == pytest.approx(35 * 45 / 1e6)
+
+
+def test_statuses_unsupported_no_weights_and_error(tmp_path, plugin, images):
+    config = make_config(tmp_path, plugin, images, methods=[
+        "t-smooth-x2", "t-random", {"method": "t-smooth", "kwargs": {"fail": True}, "label": "broken"}, "t-smooth"])
+    result = run_benchmark(config, progress=False, render=False)
+    status = {c.case_id: c for c in result.cases}
+    assert status["t-smooth-x2|tiny|2"].status == OK
+    unsupported = status["t-smooth-x2|tiny|3.5"]
+    assert unsupported.status == UNSUPPORTED and unsupported.notes["psnr"] == "n/a (unsupported scale)"
+    assert unsupported.metrics == {"psnr": None, "ssim": None} and "x2" in unsupported.error
+    random = status["t-random (tiny)|tiny|2"]
+    assert random.status == NO_WEIGHTS and random.metrics["psnr"] is None
+    assert random.notes["psnr"] == "n/a (no weights)"
+    assert random.time_ms > 0 and random.params == 12 and random.flops > 0  # cost still measured
+    broken = status["broken|tiny|2"]
+    assert broken.status == ERROR and "injected failure" in broken.error and "\n" not in broken.error
+    assert status["t-smooth|tiny|3.5"].status == OK  # the run went on after the failure
+    assert result.failed == 2
+
+
+def test_rerun_recomputes_nothing_and_retry_errors_reruns_failures(tmp_path, plugin, images):
+    config = make_config(tmp_path, plugin, images, methods=[
+        "t-smooth", {"method": "t-smooth", "kwargs": {"fail": True}, "label": "broken"}])
+    run_benchmark(config, progress=False, render=False)
+    module = sys.modules["asr_bench_plugin_engine_test_methods"]
+    before = module.CALLS[0]
+    cases_text = (tmp_path / "run/cases.jsonl").read_text()
+    run_benchmark(config, progress=False, render=False)
+    assert module.CALLS[0] == before and (tmp_path / "run/cases.jsonl").read_text() == cases_text
+    run_benchmark(config, progress=False, retry_errors=True, render=False)
+    assert module.CALLS[0] > before  # only the failed cases ran again
+
+
+def test_changed_protocol_refuses_to_mix_with_stored_results(tmp_path, plugin, images):
+    run_benchmark(make_config(tmp_path, plugin, images, scales=[2]), progress=False, render=False)
+    with pytest.raises(UserError, match="different protocol"):
+        run_benchmark(make_config(tmp_path, plugin, images, scales=[2], protocol={"name": "gsasr", "crop": 1}),
+                      progress=False, render=False)
+
+
+def test_tiled_run_matches_untiled_at_integer_scale(tmp_path, plugin, images):
+    whole = run_benchmark(make_config(tmp_path, plugin, images, scales=[2]), progress=False, render=False)
+    tiled = run_benchmark(make_config(tmp_path, plugin, images, scales=[2], output=str(tmp_path / "tiled"),
+                                      tiling={"tile": 8, "overlap": 4}), progress=False, render=False)
+    assert tiled.cases[0].metrics["psnr"] == pytest.approx(whole.cases[0].metrics["psnr"], abs=1e-9)
+
+
+def test_visual_crops_share_one_box(tmp_path, plugin, images):
+    run_benchmark(make_config(tmp_path, plugin, images, scales=[2], visuals={"crop": 16}), progress=False, render=False)
+    folder = tmp_path / "run/visuals/tiny/2/a"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["GT.png", "bicubic.png", f"{slug('t-smooth')}.png"]
+    assert {read_image(folder / n).shape for n in names} == {(16, 16, 3)}
+    gt = read_image(Path(images) / "a.png")[10:26, 16:32]  # centre box of the 36x48 HR
+    assert np.array_equal(read_image(folder / "GT.png"), gt)
+
+
+def test_run_json_records_environment_and_config(tmp_path, plugin, images):
+    config = make_config(tmp_path, plugin, images, scales=[2])
+    run_benchmark(config, progress=False)
+    run = json.loads((tmp_path / "run/run.json").read_text())
+    assert run["config"]["scales"] == [2.0] and len(run["config_hash"]) == 16
+    assert run["cases"] == ["t-smooth|tiny|2"]
+    env = run["environment"]
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and "op_backends" in env
+    assert (tmp_path / "run/report.html").is_file()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fresh-process RSS peaks are measured on Linux")
+def test_cpu_memory_is_measured_in_a_fresh_process_per_case(tmp_path, plugin, images):
+    config = make_config(tmp_path, plugin, images, scales=[2], profiling={"warmup": 0, "repeats": 1, "memory": True},
+                         methods=[{"method": "t-smooth", "kwargs": {"alloc_mb": 48}, "label": "big"},
+                                  {"method": "t-smooth", "kwargs": {"alloc_mb": 8}, "label": "small"}])
+    result = run_benchmark(config, progress=False, render=False)
+    big, small = result.cases
+    assert big.memory_kind == "cpu peak RSS increase"
+    assert 44 <= big.memory_mb <= 80 and 6 <= small.memory_mb <= 30  # the bigger case does not hide the small one
+
+
+def comparable(path):
+    """The stored rows minus what legitimately changes between two runs: the measured time and memory."""
+    out = []
+    for row in rows(path):
+        for key in ("time_ms", "memory_mb"):
+            row.pop(key, None)
+        out.append(row)
+    return out
+
+
+def test_an_interrupted_run_resumes_mid_case_to_the_same_results(tmp_path, plugin, images):
+    """Ctrl-C inside a case (after its profile and first image are stored), rerun, compare with a clean run."""
+    def config(output, **kwargs):
+        return make_config(tmp_path, plugin, images, output=str(tmp_path / output), visuals={"crop": 0},
+                           profiling={"warmup": 0, "repeats": 1, "memory": False, "flops": True},
+                           methods=["t-random", {"method": "t-smooth", "label": "s", "kwargs": kwargs}])
+    with pytest.raises(KeyboardInterrupt):  # calls: timing, FLOPs, image a, image b <- interrupted
+        run_benchmark(config("resumed", interrupt_at=4), progress=False, render=False)
+    stored = rows(tmp_path / "resumed/images.jsonl")
+    assert [(r["case_id"], r["image"]) for r in stored] == [("s|tiny|2", "a")]
+    module = sys.modules["asr_bench_plugin_engine_test_methods"]
+    before = module.CALLS[0]
+    run_benchmark(config("resumed"), progress=False, render=False)
+    assert module.CALLS[0] - before == 2 + (2 + 3)  # s|2: images b, c only; s|3.5: profile (2) + 3 images
+    run_benchmark(config("clean"), progress=False, render=False)
+    for name in ("cases.jsonl", "images.jsonl"):
+        assert comparable(tmp_path / "resumed" / name) == comparable(tmp_path / "clean" / name)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_same_results(tmp_path, plugin, images):
+    """SIGKILL the whole run (main process and its case worker) mid-case, rerun, compare with an uninterrupted run."""
+    raw = {"methods": [{"method": "t-smooth", "kwargs": {"sleep": 0.15}}, "t-smooth-x2", "t-random"],
+           "datasets": [images], "scales": [2, 3.5], "metrics": ["psnr", "ssim"], "device": "cpu",
+           "profiling": {"warmup": 0, "repeats": 1, "memory": True, "flops": False}, "visuals": {"crop": 0},
+           "plugins": [plugin], "cache_dir": str(tmp_path / "cache")}
+    killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
+    config_path = tmp_path / "cfg.json"  # JSON is YAML
+    config_path.write_text(json.dumps({**raw, "output": str(killed_dir)}))
+    process = subprocess.Popen([sys.executable, str(REPO / "run_bench.py"), "--config", str(config_path), "--no-progress"],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    images_file = killed_dir / "images.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if images_file.exists() and len(images_file.read_text().splitlines()) >= 4:  # inside the second case
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the run finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)  # the main process only: its worker must die with it
+    process.wait()
+    time.sleep(1.0)
+    frozen = images_file.read_text()
+    time.sleep(0.5)
+    assert images_file.read_text() == frozen, "a worker kept writing after the run was killed"
+    assert len(rows(killed_dir / "cases.jsonl")) < 6
+    resumed = subprocess.run([sys.executable, str(REPO / "run_bench.py"), "--config", str(config_path), "--no-progress"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    run_benchmark(parse_config({**raw, "output": str(clean_dir)}), progress=False, render=False)
+    for name in ("cases.jsonl", "images.jsonl"):
+        assert comparable(killed_dir / name) == comparable(clean_dir / name)
+    assert len(rows(clean_dir / "cases.jsonl")) == 6
