@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asr_bench.checkpoints import Checkpoint, as_state_dict, load_strict, pick, strip_prefix
+from asr_bench.encoders import build_encoder, export_encoder_state, load_encoder_state
 from asr_bench.errors import UserError
 from asr_bench.registry import MethodSpec, Preset
 from asr_bench.upsampler import Upsampler
@@ -99,9 +100,7 @@ class IGConvSR(Upsampler):
     # -- official checkpoints ------------------------------------------------------------------------
     def load_official(self, checkpoint: Checkpoint) -> None:
         """Load an official `{'params', 'params_ema'}` checkpoint (or a bare state dict) strictly."""
-        from asr_bench.encoders import load_encoder_state
-
-        sd = official_state_dict(as_state_dict(checkpoint), self.param_keys)
+        sd = unwrap_checkpoint(as_state_dict(checkpoint), self.param_keys)
         head = {k[len(self.head_key) + 1:]: v for k, v in sd.items() if k.startswith(self.head_key + ".")}
         skip = {k[len("skip."):]: v for k, v in sd.items() if k.startswith("skip.")}
         rest = {k: v for k, v in sd.items() if not k.startswith((self.head_key + ".", "skip."))}
@@ -122,8 +121,6 @@ class IGConvSR(Upsampler):
 
     def official_state_dict(self) -> dict[str, torch.Tensor]:
         """This model's weights under the official key names (what the official code would save)."""
-        from asr_bench.encoders import export_encoder_state
-
         sd = dict(export_encoder_state(self.encoder, "igconv"))
         sd.update({f"{self.head_key}.{k}": v for k, v in self.upsample.state_dict().items()})
         if self.skip is not None:
@@ -131,7 +128,7 @@ class IGConvSR(Upsampler):
         return sd
 
 
-def official_state_dict(container: Mapping[str, Any], param_keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def unwrap_checkpoint(container: Mapping[str, Any], param_keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """The state dict inside a BasicSR checkpoint (`params_ema` / `params`, `module.` stripped) or a bare one."""
     if any(k in container for k in ("params", "params_ema")):
         sd = pick(container, *param_keys, what="IGConv checkpoint")
@@ -171,8 +168,6 @@ def _presets(method: str, plus: bool) -> dict[str, Preset]:
 
 def _builder(plus: bool):
     def build(encoder: str, checkpoint: Checkpoint = None, preset: Preset | None = None, **kwargs: Any) -> IGConvSR:
-        from asr_bench.encoders import build_encoder
-
         unknown = sorted(set(kwargs) - set(METHOD_OPTIONS))
         if unknown:
             raise UserError(f"unknown option(s) {unknown} for {'igconv-plus' if plus else 'igconv'}; "

@@ -347,3 +347,13 @@ def test_batch_equals_images_one_by_one_and_x5_extrapolates():
     assert batch.shape == (2, 3, 25, 35)
     for i in range(2):
         assert torch.allclose(batch[i:i + 1], model.upscale(lr[i:i + 1], scale=5, clamp=False), atol=1e-6)
+
+
+def test_checkpoint_file_with_module_prefix_loads(tmp_path):
+    sd = tsv_state_dict(research_file("igconv_keys_EDSRbaseline_IGConvPlus_classdefaults_NOTRELEASED.tsv"))
+    path = tmp_path / "EDSRbaseline_IGConvPlus.pth"
+    torch.save({"params_ema": {f"module.{k}": v for k, v in sd.items()}}, path)
+    model = ab.build_model("igconv-plus", "edsr-baseline", checkpoint=str(path))
+    assert model.weights_loaded and torch.equal(model.official_state_dict()["skip.convs.freq"], sd["skip.convs.freq"])
+    with pytest.raises(UserError, match="params"):
+        ab.build_model("igconv-plus", "edsr-baseline", checkpoint={"model": sd, "epoch": 3})
