@@ -1,5 +1,4 @@
 """Protocols: how LR/HR pairs are made, the border and colour rules, quantisation, and scoring."""
-import math
 
 import numpy as np
 import pytest
@@ -92,7 +91,8 @@ def test_liif_ignores_premade_files_at_x6_and_up(tmp_path, set5):
     (tmp_path / "HR").mkdir()
     (tmp_path / "HR" / "head.png").write_bytes((set5 / "HR" / "head.png").read_bytes())
     (tmp_path / "LR_bicubic" / "X6").mkdir(parents=True)
-    (tmp_path / "LR_bicubic" / "X6" / "headx6.png").write_bytes((set5 / "LR_bicubic" / "X4" / "headx4.png").read_bytes())
+    wrong = (set5 / "LR_bicubic" / "X4" / "headx4.png").read_bytes()
+    (tmp_path / "LR_bicubic" / "X6" / "headx6.png").write_bytes(wrong)
     folder = resolve_dataset(str(tmp_path))
     lr, _ = get_protocol("liif").lr_hr(folder, "head", 6, None)
     assert lr.shape[-2:] == (46, 46)  # PIL from HR, not the 70x70 file

@@ -157,13 +157,15 @@ def imresize(
     if mode not in MODES:
         raise UserError(f"imresize mode '{mode}' is unknown; use 'float' or 'uint8'.")
     if mode == "uint8" and not is_uint8:
-        raise UserError("imresize mode='uint8' needs uint8 input (0..255); convert with to_uint8() or use mode='float'.")
+        raise UserError("imresize mode='uint8' needs uint8 input (0..255); "
+                        "convert with to_uint8() or use mode='float'.")
     if img.ndim < 2:
         raise UserError(f"imresize needs an image, got shape {tuple(img.shape)}.")
 
     x = _to_channels_first(img) if is_numpy else img
     work_dtype = torch.float64 if is_uint8 else (x.dtype if x.is_floating_point() else torch.float32)
-    y = resize_tensor(x.to(work_dtype).contiguous(), scale, size, quantize_each_pass=(mode == "uint8"), antialias=antialias)
+    y = resize_tensor(x.to(work_dtype).contiguous(), scale, size,
+                      quantize_each_pass=(mode == "uint8"), antialias=antialias)
     if is_uint8:
         y = _saturate_uint8(y).to(torch.uint8)
     else:

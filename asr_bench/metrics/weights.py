@@ -45,7 +45,8 @@ class WeightsMissing(MissingFile):
         self.filename = filename
         where = ", ".join(looked) if looked else "weights_dir and $TORCH_HOME/hub/checkpoints"
         super().__init__("metric weights", filename,
-                         f"Looked in: {where}. Put the file there (torchvision's download cache) or pass --weights-dir.")
+                         f"Looked in: {where}. Put the file there (torchvision's download cache) "
+                         "or pass --weights-dir.")
 
 
 def torch_hub_checkpoints() -> Path:
