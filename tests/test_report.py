@@ -173,3 +173,19 @@ def test_the_page_renders_in_headless_chromium(rendered: tuple[Path, dict[str, P
     assert dark.mean() > 0.01  # text and tables were drawn, not a blank page
     columns = np.flatnonzero(dark.any(axis=0))
     assert columns.min() > 20 and columns.max() < 1380  # inside the page margins: nothing runs off the right edge
+
+
+def test_visual_folders_named_by_slug_map_back_to_dataset_labels_and_image_scores(tmp_path: Path) -> None:
+    from asr_bench.engine.records import CaseRecord, ImageRecord
+    from asr_bench.report.visuals import visual_rows
+
+    case = CaseRecord("My Net|My Photos|2", "My Net", "mynet", "", "My Photos", "2", "gsasr", metrics={"psnr": 30.0})
+    image = ImageRecord(case.case_id, "Holiday Pic", metrics={"psnr": 31.25, "ssim": 0.5})
+    folder = tmp_path / "visuals" / slug("My Photos") / "2" / slug("Holiday Pic")
+    folder.mkdir(parents=True)
+    for stem in ("GT", slug("My Net"), "bicubic"):
+        Image.fromarray(np.zeros((10, 30, 3), np.uint8)).save(folder / f"{stem}.png")
+    (row,) = visual_rows(tmp_path, [case], [image])
+    assert row.dataset == "My Photos"
+    assert [(t.name, t.caption, t.zoom) for t in row.tiles] == [("GT", "", 6), ("bicubic", "", 6),
+                                                               ("My Net", "PSNR 31.25 / SSIM 0.5000", 6)]

@@ -205,3 +205,13 @@ def test_summary_table_has_one_aligned_line_per_case_and_the_errors() -> None:
     assert "n/a (unsupported scale)" in text and "n/a (no weights)" in text
     assert next(c for c in cases if c.status == ERROR).error in text
     assert summary_table([]) == "(no cases)"
+
+
+def test_groups_where_nothing_was_scored_still_show_every_metric_with_the_reason() -> None:
+    ok = CaseRecord("A|set5|2", "A", "a", "", "set5", "2", "gsasr", metrics={"psnr": 30.0, "ssim": 0.9})
+    random_weights = CaseRecord("B|set5|4", "B", "b", "", "set5", "4", "gsasr", status=NO_WEIGHTS)
+    (table,) = accuracy_tables([ok, random_weights], metrics=["psnr", "ssim", "lpips"])
+    assert [c.title for c in table.columns] == [f"Set5 x{s} {m}" for s in ("2", "4") for m in ("PSNR", "SSIM", "LPIPS")]
+    cells = _md_cells(accuracy_markdown([table]))
+    assert cells["B"]["Set5 x4 LPIPS↓"] == "n/a (no weights)" and cells["A"]["Set5 x4 PSNR↑"] == "–"
+    assert cells["A"]["Set5 x2 LPIPS↓"] == "n/a"  # not measured and no note: plain n/a

@@ -15,7 +15,7 @@ import jinja2
 import yaml
 
 from .model import (
-    AccuracyTable, Cell, CostRow, accuracy_tables, cost_rows, dataset_title, decimals, fmt, fmt_delta,
+    AccuracyTable, Cell, CostRow, accuracy_tables, cost_rows, dataset_title, decimals, fmt, fmt_delta, fmt_rate,
     lower_better, metric_title, ordered_unique, scale_title,
 )
 from .plots import all_plots
@@ -28,6 +28,8 @@ from .tables import (
 from .visuals import visual_rows
 
 _CONFIG_KEYS = ("config", "resolved_config")
+_SKIPPED_KEYS = ("cases",)  # the engine's list of case ids: the tables already show every case
+_LONG_LIST = 12
 _PLOT_TITLES = {"accuracy_vs_scale": "Accuracy vs scale", "time_vs_mpix": "Time vs output megapixels",
                 "memory_vs_scale": "Memory vs scale"}
 
@@ -40,6 +42,8 @@ def _environment(run: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(value, dict):
             for key, sub in value.items():
                 add(f"{prefix}.{key}" if prefix else str(key), sub)
+        elif isinstance(value, (list, tuple)) and len(value) > _LONG_LIST:
+            items.append((prefix, f"{len(value)} entries"))
         elif isinstance(value, (list, tuple)):
             items.append((prefix, ", ".join(str(v) for v in value) if all(not isinstance(v, (dict, list)) for v in value)
                           else json.dumps(value)))
@@ -47,7 +51,7 @@ def _environment(run: dict[str, Any]) -> list[tuple[str, str]]:
             items.append((prefix, "" if value is None else str(value)))
 
     for key, value in run.items():
-        if key in _CONFIG_KEYS:
+        if key in _CONFIG_KEYS or key in _SKIPPED_KEYS:
             continue
         add("" if key in ("environment", "env") else key, value)
     return items
@@ -58,6 +62,15 @@ def _config_yaml(run: dict[str, Any]) -> str:
         if key in run:
             return yaml.safe_dump(run[key], sort_keys=False, allow_unicode=True, default_flow_style=False)
     return ""
+
+
+def configured_metrics(run: dict[str, Any]) -> list[str]:
+    """The metric names the run's config asked for (run.json), [] when it does not say."""
+    for key in _CONFIG_KEYS:
+        metrics = run.get(key, {}).get("metrics") if isinstance(run.get(key), dict) else None
+        if isinstance(metrics, list):
+            return [str(m) for m in metrics]
+    return []
 
 
 class _Footnotes:
@@ -148,7 +161,7 @@ def _cost_view(rows: Sequence[CostRow], notes: _Footnotes) -> dict[str, Any]:
             "label": r.label + (f" [{r.protocol}]" if len(protocols) > 1 else ""),
             "dataset": dataset_title(r.dataset), "scale": scale_title(r.scale),
             "reason": r.reason, "footnote": notes.number(r.label, r.message) if r.reason == "error" else None,
-            "mpix": fmt(r.output_mpix, 3), "time": fmt(r.time_ms, 1), "fps": fmt(r.fps, 1),
+            "mpix": fmt(r.output_mpix, 3), "time": fmt(r.time_ms, 1), "fps": fmt_rate(r.fps),
             "memory": fmt(r.memory_mb, 1), "memory_title": mem_title,
             "params": fmt(r.params / 1e6 if r.params is not None else None, 3),
             "flops": fmt(r.flops / 1e9 if r.flops is not None else None, 2),
@@ -220,7 +233,7 @@ def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str,
     """
     data = read_run(Path(run_dir))
     published_numbers = load_published(published_dir)
-    tables = accuracy_tables(data.cases, published_numbers)
+    tables = accuracy_tables(data.cases, published_numbers, configured_metrics(data.run))
     cost = cost_rows(data.cases)
     published = published_rows(tables)
     plots = all_plots(data.cases)

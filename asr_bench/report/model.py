@@ -92,6 +92,13 @@ def fmt(value: float | None, places: int) -> str:
     return MISSING if value is None else f"{value:.{places}f}"
 
 
+def fmt_rate(value: float | None) -> str:
+    """Frame rates span 0.01 (CPU, big images) to thousands: keep about three significant digits."""
+    if value is None:
+        return MISSING
+    return f"{value:.1f}" if value >= 100 else f"{value:.3g}"
+
+
 def fmt_delta(value: float, places: int) -> str:
     return f"{value:+.{places}f}"
 
@@ -195,20 +202,22 @@ def _mark_best(rows: list[Row], index: int, metric: str) -> None:
             cell.best = True
 
 
-def accuracy_tables(cases: Sequence[CaseRecord], published: Sequence[PublishedRow] = ()) -> list[AccuracyTable]:
-    """One table per protocol label; datasets and labels keep run order, scales sort numerically."""
+def accuracy_tables(cases: Sequence[CaseRecord], published: Sequence[PublishedRow] = (),
+                    metrics: Sequence[str] = ()) -> list[AccuracyTable]:
+    """One table per protocol label; datasets and labels keep run order, scales sort numerically.
+
+    Every dataset x scale group gets the same metric columns: those any case of the protocol has, plus
+    `metrics` (the run's configured list), so a group where nothing could be scored still shows why.
+    """
     tables = []
     for protocol in ordered_unique(c.protocol for c in cases):
         mine = [c for c in cases if c.protocol == protocol]
         by_key = {(c.label, c.dataset, c.scale): c for c in mine}
-        datasets = ordered_unique(c.dataset for c in mine)
+        names = sorted({*metrics, *(m for c in mine for m in [*c.metrics, *c.notes])}, key=metric_sort_key)
         columns = []
-        for dataset in datasets:
+        for dataset in ordered_unique(c.dataset for c in mine):
             scales = sorted(ordered_unique(c.scale for c in mine if c.dataset == dataset), key=scale_key)
-            for scale in scales:
-                group = [c for c in mine if c.dataset == dataset and c.scale == scale]
-                metrics = {m for c in group for m in [*c.metrics, *c.notes]}
-                columns += [Column(dataset, scale, m) for m in sorted(metrics, key=metric_sort_key)]
+            columns += [Column(dataset, scale, m) for scale in scales for m in names]
         rows = []
         for label in ordered_unique(c.label for c in mine):
             first = next(c for c in mine if c.label == label)

@@ -107,8 +107,11 @@ def time_plot(cases: Sequence[CaseRecord]) -> bytes | None:
         xs, ys = zip(*points)
         # markers only: points come from different datasets and scales, a line between them would suggest a trend
         ax.plot(xs, ys, linestyle="none", label=label, **_style(labels.index(label)))
-    if all(x > 0 for pts in data.values() for x, _ in pts) and all(y > 0 for pts in data.values() for _, y in pts):
+    xs_all = [x for pts in data.values() for x, _ in pts]
+    ys_all = [y for pts in data.values() for _, y in pts]
+    if min(xs_all) > 0 and max(xs_all) / min(xs_all) > 10:  # log only when the values span decades
         ax.set_xscale("log")
+    if min(ys_all) > 0 and max(ys_all) / min(ys_all) > 10:
         ax.set_yscale("log")
     ax.set_xlabel("output megapixels")
     ax.set_ylabel("time per image (ms)")

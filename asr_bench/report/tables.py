@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from ..engine.records import CaseRecord
 from .model import (
-    MISSING, AccuracyTable, Cell, CostRow, accuracy_tables, dataset_title, decimals, fmt, fmt_delta,
+    MISSING, AccuracyTable, Cell, CostRow, accuracy_tables, dataset_title, decimals, fmt, fmt_delta, fmt_rate,
     lower_better, metric_sort_key, metric_title, na_text, ordered_unique, scale_title,
 )
 
@@ -222,7 +222,7 @@ def _cost_cells(row: CostRow, bold: str = "**") -> list[str]:
     else:
         time_text = b(fmt(row.time_ms, 1), row.best_time)
     return [
-        fmt(row.output_mpix, 3), time_text, fmt(row.fps, 1),
+        fmt(row.output_mpix, 3), time_text, fmt_rate(row.fps),
         b(fmt(row.memory_mb, 1), row.best_memory),
         fmt(row.params / 1e6 if row.params is not None else None, 3),
         fmt(row.flops / 1e9 if row.flops is not None else None, 2),

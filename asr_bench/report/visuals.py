@@ -85,18 +85,20 @@ def visual_rows(run_dir: Path, cases: Sequence[CaseRecord], images: Sequence[Ima
     root = Path(run_dir) / "visuals"
     if not root.is_dir():
         return []
-    datasets = ordered_unique(c.dataset for c in cases)
+    # folder names are slugs (engine.visuals.visual_dir): map them back to the stored names
+    datasets = ordered_unique(slug(c.dataset) for c in cases)
+    dataset_names = {slug(c.dataset): c.dataset for c in cases}
     names = {slug(c.label): c.label for c in cases}
     label_slugs = ordered_unique(slug(c.label) for c in cases)
-    case_ids = {(c.dataset, c.scale, slug(c.label)): c.case_id for c in cases}
-    by_image = {(i.case_id, i.image): i for i in images}
+    case_ids = {(slug(c.dataset), c.scale, slug(c.label)): c.case_id for c in cases}
+    by_image = {(i.case_id, slug(i.image)): i for i in images}
     folders = sorted((p for p in root.glob("*/*/*") if p.is_dir()),
                      key=lambda p: (datasets.index(p.parts[-3]) if p.parts[-3] in datasets else len(datasets),
                                     p.parts[-3], scale_key(p.parts[-2]), p.parts[-1]))
     rows = []
     for folder in folders:
         dataset, scale, image = folder.parts[-3:]
-        row = VisualRow(dataset, scale, image)
+        row = VisualRow(dataset_names.get(dataset, dataset), scale, image)
         stems = [p.stem for p in folder.glob("*.png")]
         for stem in _order(stems, label_slugs):
             png, size, factor = zoomed_png(folder / f"{stem}.png", display)
