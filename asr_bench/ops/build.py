@@ -253,6 +253,23 @@ def resolve_backend(op: str, requested: str, device: torch.device) -> tuple[str,
     return "torch", None
 
 
+def load_meta_upscale() -> None:
+    """Register the compiled meta-upscale backends that load here (asr_bench.ops.meta_upscale calls this once)."""
+    from . import meta_upscale as op
+
+    for backend, devices in (("cuda", {"cuda"}), ("cpp", {"cpu"})):
+        if extension("meta_upscale", backend) is None:
+            continue
+        try:
+            module = load_extension("meta_upscale", backend)
+        except ExtensionUnavailable as error:
+            _warn_once("meta_upscale", backend, str(error), "the next backend")
+            continue
+        op.register_backend(
+            op.Backend(backend, frozenset(devices), module.forward, getattr(module, "backward", None))
+        )
+
+
 # ------------------------------------------------------------------ CUDA syntax check (CI, no GPU needed)
 
 

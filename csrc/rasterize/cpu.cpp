@@ -1,0 +1,262 @@
+// Gaussian rasterizer, C++/OpenMP CPU backend (forward + backward). Maths, cut-offs, binning and ABI: binning.h.
+//
+// Forward: Gaussians are binned into bands of kBandRows full-width rows; each band (one OpenMP task) adds its
+// Gaussians in ascending index order straight into its own rows of the output. No atomics, and every pixel's
+// sum has a fixed order, so the result is bit-identical whatever the number of threads.
+// Backward: every Gaussian owns its gradients; one task per Gaussian sums over its pixels in a fixed order
+// (double accumulators), again without atomics.
+// Work is O(sum over Gaussians of the pixels in box ∩ ellipse), never O(N * H * W).
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "binning.h"
+
+namespace {
+
+using asr_raster::Gaussian;
+
+constexpr int kBandRows = 8;
+constexpr int64_t kMaxPairsPerPass = int64_t(1) << 25;  // bounds the memory of the band lists
+
+// exp for the inner loops: a Cephes-style polynomial (about 1 ulp) that GCC vectorises, unlike libm's expf.
+// It is exactly 0 below -104 (where fp32 expf is 0 too) and keeps subnormal results (two-step scaling).
+inline float exp_approx(float x) {
+  const bool zero = x < -104.0f;
+  x = x < -104.0f ? -104.0f : (x > 88.0f ? 88.0f : x);
+  // n = round(x / ln 2) by the 1.5 * 2^23 trick (floorf would block vectorisation without -ffast-math).
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = (y * r) * r + r + 1.0f;
+  const int ni = static_cast<int>(n);
+  const int n1 = ni >> 1;  // n in [-150, 127]: both halves keep 2^k normal
+  const int n2 = ni - n1;
+  const float s1 = __builtin_bit_cast(float, (n1 + 127) << 23);
+  const float s2 = __builtin_bit_cast(float, (n2 + 127) << 23);
+  const float result = (y * s1) * s2;
+  return zero ? 0.0f : result;
+}
+
+inline float exp_of(float x) { return exp_approx(x); }
+inline double exp_of(double x) { return std::exp(x); }
+
+template <typename T>
+std::vector<Gaussian<T>> setup(const T* sx, const T* sy, const T* rho, const T* coords, int64_t n, int height,
+                               int width, double dmax) {
+  std::vector<Gaussian<T>> gs(n);
+#pragma omp parallel for schedule(static) num_threads(at::get_num_threads())
+  for (int64_t i = 0; i < n; ++i) {
+    gs[i] = asr_raster::make_gaussian<T>(sx[i], sy[i], rho[i], coords[2 * i], coords[2 * i + 1], dmax, height,
+                                         width);
+  }
+  return gs;
+}
+
+template <typename T>
+std::vector<T> pixel_axis(int n) {
+  std::vector<T> axis(n);
+  for (int i = 0; i < n; ++i) axis[i] = asr_raster::pixel_ndc<T>(i, n);
+  return axis;
+}
+
+// Adds Gaussians [begin, end) into the bands. Lists are built by counting sort in index order.
+template <typename T>
+void splat_pass(const std::vector<Gaussian<T>>& gs, int64_t begin, int64_t end, const T* colours,
+                const std::vector<T>& xs, const std::vector<T>& ys, int height, int width, T* out) {
+  const auto grid = asr_raster::make_grid(height, width, kBandRows, width);
+  std::vector<int64_t> start(grid.tiles_y + 1, 0);
+  for (int64_t i = begin; i < end; ++i) {
+    int ty0, ty1, tx0, tx1;
+    if (asr_raster::tile_range(gs[i], grid, &ty0, &ty1, &tx0, &tx1) == 0) continue;
+    for (int t = ty0; t <= ty1; ++t) ++start[t + 1];
+  }
+  for (int t = 0; t < grid.tiles_y; ++t) start[t + 1] += start[t];
+  std::vector<int32_t> ids(start[grid.tiles_y]);
+  std::vector<int64_t> fill(start.begin(), start.end() - 1);
+  for (int64_t i = begin; i < end; ++i) {
+    int ty0, ty1, tx0, tx1;
+    if (asr_raster::tile_range(gs[i], grid, &ty0, &ty1, &tx0, &tx1) == 0) continue;
+    for (int t = ty0; t <= ty1; ++t) ids[fill[t]++] = static_cast<int32_t>(i - begin);
+  }
+
+  const int64_t plane = int64_t(height) * width;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(at::get_num_threads())
+  for (int band = 0; band < grid.tiles_y; ++band) {
+    const int band_first = band * kBandRows;
+    const int band_last = std::min(height, band_first + kBandRows) - 1;
+    for (int64_t k = start[band]; k < start[band + 1]; ++k) {
+      const int64_t i = begin + ids[k];
+      const Gaussian<T>& g = gs[i];
+      const T cr = colours[3 * i], cg = colours[3 * i + 1], cb = colours[3 * i + 2];
+      const int r0 = std::max(g.row0, band_first), r1 = std::min(g.row1, band_last);
+      for (int h = r0; h <= r1; ++h) {
+        const T dy = ys[h] - g.y;
+        int c0, c1;
+        if (!asr_raster::row_columns(g, dy, width, &c0, &c1)) continue;
+        // Locals and restrict pointers: the output rows cannot alias the Gaussian, so the loop vectorises.
+        const T row_term = (g.inv_b2 * dy) * dy;
+        const T gx = g.x, limit = g.dmax, a2 = g.inv_a2, ab = g.two_rho_ab, nh = g.neg_half_inv;
+        const int first = c0, last = c1;  // copies: c0/c1 had their address taken
+        T* __restrict red = out + int64_t(h) * width;
+        T* __restrict green = red + plane;
+        T* __restrict blue = green + plane;
+        const T* __restrict x = xs.data();
+#pragma omp simd
+        for (int w = first; w <= last; ++w) {
+          const T dx = x[w] - gx;
+          const T v = exp_of(((a2 * dx) * dx - (ab * dx) * dy + row_term) * nh);  // binning.h power_at
+          const T value = v * static_cast<T>((dx <= limit) & (dx >= -limit));
+          red[w] += value * cr;
+          green[w] += value * cg;
+          blue[w] += value * cb;
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void forward_impl(const T* sx, const T* sy, const T* rho, const T* coords, const T* colours, int64_t n, int height,
+                  int width, double dmax, T* out) {
+  const auto gs = setup(sx, sy, rho, coords, n, height, width, dmax);
+  const auto xs = pixel_axis<T>(width);
+  const auto ys = pixel_axis<T>(height);
+  // Passes over consecutive index ranges keep each pixel's summation order (ascending index) intact.
+  int64_t begin = 0, pairs = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t bands = asr_raster::is_empty(gs[i]) ? 0 : gs[i].row1 / kBandRows - gs[i].row0 / kBandRows + 1;
+    if (pairs + bands > kMaxPairsPerPass && i > begin) {
+      splat_pass(gs, begin, i, colours, xs, ys, height, width, out);
+      begin = i;
+      pairs = 0;
+    }
+    pairs += bands;
+  }
+  if (begin < n) splat_pass(gs, begin, n, colours, xs, ys, height, width, out);
+}
+
+template <typename T>
+void backward_impl(const T* sx, const T* sy, const T* rho, const T* coords, const T* colours, const T* grad,
+                   int64_t n, int height, int width, double dmax, T* g_sx, T* g_sy, T* g_rho, T* g_coords,
+                   T* g_colours) {
+  const auto gs = setup(sx, sy, rho, coords, n, height, width, dmax);
+  const auto xs = pixel_axis<T>(width);
+  const auto ys = pixel_axis<T>(height);
+  const int64_t plane = int64_t(height) * width;
+#pragma omp parallel for schedule(dynamic, 64) num_threads(at::get_num_threads())
+  for (int64_t i = 0; i < n; ++i) {
+    const Gaussian<T>& g = gs[i];
+    const T cr = colours[3 * i], cg = colours[3 * i + 1], cb = colours[3 * i + 2];
+    // Colour sums and the moments of v*G (G = sum_c grad_c * colour_c) in dx, dy.
+    double s_r = 0, s_g = 0, s_b = 0, m_x = 0, m_y = 0, m_xx = 0, m_xy = 0, m_yy = 0;
+    if (!asr_raster::is_empty(g)) {
+      for (int h = g.row0; h <= g.row1; ++h) {
+        const T dy = ys[h] - g.y;
+        int c0, c1;
+        if (!asr_raster::row_columns(g, dy, width, &c0, &c1)) continue;
+        const T row_term = (g.inv_b2 * dy) * dy;
+        const T gx = g.x, limit = g.dmax, a2 = g.inv_a2, ab = g.two_rho_ab, nh = g.neg_half_inv;
+        const T* __restrict gr = grad + int64_t(h) * width;
+        const T* __restrict gg = gr + plane;
+        const T* __restrict gb = gg + plane;
+        const T* __restrict x = xs.data();
+        const double dyd = dy;
+#pragma omp simd reduction(+ : s_r, s_g, s_b, m_x, m_y, m_xx, m_xy, m_yy)
+        for (int w = c0; w <= c1; ++w) {
+          const T dx = x[w] - gx;
+          const T v = exp_of(((a2 * dx) * dx - (ab * dx) * dy + row_term) * nh);  // binning.h power_at
+          const T value = ((dx <= limit) & (dx >= -limit)) ? v : T(0);
+          s_r += static_cast<double>(value * gr[w]);
+          s_g += static_cast<double>(value * gg[w]);
+          s_b += static_cast<double>(value * gb[w]);
+          const double vg = static_cast<double>(value * (gr[w] * cr + gg[w] * cg + gb[w] * cb));
+          const double dxd = dx;
+          m_x += vg * dxd;
+          m_y += vg * dyd;
+          m_xx += vg * dxd * dxd;
+          m_xy += vg * dxd * dyd;
+          m_yy += vg * dyd * dyd;
+        }
+      }
+    }
+    // d value / d param = value * 2 w1 * (...) with w1 = -1/(2(1-rho^2)), w2 = 1/a^2, w3 = 1/(ab), w4 = 1/b^2
+    // (research/gsasr.md §4.4); the per-pixel factors are linear in the moments above.
+    const double a = sx[i], b = sy[i], r = rho[i];
+    const double w1 = static_cast<double>(g.neg_half_inv), two_w1 = 2.0 * w1;
+    const double w2 = 1.0 / (a * a), w3 = 1.0 / (a * b), w4 = 1.0 / (b * b);
+    const double sum_d = w2 * m_xx - 2.0 * r * w3 * m_xy + w4 * m_yy;
+    g_colours[3 * i] = static_cast<T>(s_r);
+    g_colours[3 * i + 1] = static_cast<T>(s_g);
+    g_colours[3 * i + 2] = static_cast<T>(s_b);
+    g_coords[2 * i] = static_cast<T>(two_w1 * (-w2 * m_x + r * w3 * m_y));
+    g_coords[2 * i + 1] = static_cast<T>(two_w1 * (-w4 * m_y + r * w3 * m_x));
+    g_sx[i] = static_cast<T>(two_w1 / a * (r * w3 * m_xy - w2 * m_xx));
+    g_sy[i] = static_cast<T>(two_w1 / b * (r * w3 * m_xy - w4 * m_yy));
+    g_rho[i] = static_cast<T>(-two_w1 * (two_w1 * r * sum_d + w3 * m_xy));
+  }
+}
+
+void check_inputs(const std::vector<torch::Tensor>& tensors, int64_t n) {
+  for (const auto& t : tensors) {
+    TORCH_CHECK(t.device().is_cpu(), "rasterize cpp backend: tensors must be on the CPU");
+    TORCH_CHECK(t.is_contiguous(), "rasterize cpp backend: tensors must be contiguous");
+    TORCH_CHECK(t.scalar_type() == tensors[0].scalar_type(), "rasterize cpp backend: mixed dtypes");
+    TORCH_CHECK(t.size(0) == n, "rasterize cpp backend: inputs disagree on the number of Gaussians");
+  }
+  TORCH_CHECK(n < (int64_t(1) << 31), "rasterize cpp backend: at most 2^31 - 1 Gaussians per call");
+}
+
+torch::Tensor forward(torch::Tensor sx, torch::Tensor sy, torch::Tensor rho, torch::Tensor coords,
+                      torch::Tensor colours, int64_t height, int64_t width, double dmax) {
+  const int64_t n = colours.size(0);
+  check_inputs({sx, sy, rho, coords, colours}, n);
+  TORCH_CHECK(height >= 2 && width >= 2, "rasterize: output must be at least 2x2");
+  auto out = torch::zeros({3, height, width}, colours.options());
+  AT_DISPATCH_FLOATING_TYPES(colours.scalar_type(), "rasterize_forward", [&] {
+    forward_impl<scalar_t>(sx.data_ptr<scalar_t>(), sy.data_ptr<scalar_t>(), rho.data_ptr<scalar_t>(),
+                           coords.data_ptr<scalar_t>(), colours.data_ptr<scalar_t>(), n, int(height), int(width),
+                           dmax, out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+std::vector<torch::Tensor> backward(torch::Tensor sx, torch::Tensor sy, torch::Tensor rho, torch::Tensor coords,
+                                    torch::Tensor colours, torch::Tensor grad, int64_t height, int64_t width,
+                                    double dmax) {
+  const int64_t n = colours.size(0);
+  check_inputs({sx, sy, rho, coords, colours}, n);
+  TORCH_CHECK(grad.is_contiguous() && grad.scalar_type() == colours.scalar_type() && grad.dim() == 3 &&
+                  grad.size(0) == 3 && grad.size(1) == height && grad.size(2) == width,
+              "rasterize cpp backend: grad must be a contiguous (3, H, W) tensor of the inputs' dtype");
+  auto g_sx = torch::empty_like(sx), g_sy = torch::empty_like(sy), g_rho = torch::empty_like(rho);
+  auto g_coords = torch::empty_like(coords), g_colours = torch::empty_like(colours);
+  AT_DISPATCH_FLOATING_TYPES(colours.scalar_type(), "rasterize_backward", [&] {
+    backward_impl<scalar_t>(sx.data_ptr<scalar_t>(), sy.data_ptr<scalar_t>(), rho.data_ptr<scalar_t>(),
+                            coords.data_ptr<scalar_t>(), colours.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), n,
+                            int(height), int(width), dmax, g_sx.data_ptr<scalar_t>(), g_sy.data_ptr<scalar_t>(),
+                            g_rho.data_ptr<scalar_t>(), g_coords.data_ptr<scalar_t>(),
+                            g_colours.data_ptr<scalar_t>());
+  });
+  return {g_sx, g_sy, g_rho, g_coords, g_colours};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "GSASR Gaussian rasterizer, CPU backend (see csrc/rasterize/binning.h)";
+  m.def("forward", &forward, "render (3, H, W)");
+  m.def("backward", &backward, "gradients w.r.t. sigma_x, sigma_y, rho, coords, colours");
+  m.def("exp_approx", [](double x) { return exp_approx(static_cast<float>(x)); }, "the vectorised expf (tests)");
+}

@@ -1,0 +1,201 @@
+"""The C++/OpenMP rasterizer against the torch reference: values, gradients, determinism, the exact cut."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from asr_bench.ops import rasterize
+from asr_bench.ops import build
+from asr_bench.ops.build import ExtensionUnavailable
+
+
+@pytest.fixture(scope="module")
+def cpp():
+    try:
+        return build.load_extension("rasterize", "cpp")
+    except ExtensionUnavailable as error:
+        pytest.skip(f"cpp backend unavailable: {error}")
+
+
+def gsasr_gaussians(lr_h: int, lr_w: int, scale: float, dtype=torch.float32, seed: int = 0, rho_spread=1.0,
+                    offset_spread=1.0):
+    """Kernel inputs laid out as GSASR makes them: 16 Gaussians per LR pixel (a 4x4 sub-grid), offsets of about
+    a cell, sigmas from 0.99999 sigmoid + 1e-6 converted to NDC (research/gsasr.md §3.2 step 9, §3.5, §4.1)."""
+    g = torch.Generator().manual_seed(seed)
+    hg, wg = 4 * lr_h, 4 * lr_w
+    height, width = math.floor(scale * lr_h), math.floor(scale * lr_w)
+    n = hg * wg
+    iy, ix = torch.meshgrid(torch.arange(hg), torch.arange(wg), indexing="ij")
+    u = ((ix.reshape(-1) + 0.5) + torch.randn(n, generator=g) * offset_spread) / wg
+    v = ((iy.reshape(-1) + 0.5) + torch.randn(n, generator=g) * offset_spread) / hg
+    x, y = u * 2 - 1, v * 2 - 1  # align_corners=False NDC, then the official remap to align_corners=True
+    x = (x + 1 - 1 / width) * width / (width - 1) - 1
+    y = (y + 1 - 1 / height) * height / (height - 1) - 1
+    step = 1.2 / scale
+    sigma_vertical = 0.99999 * torch.sigmoid(torch.randn(n, generator=g)) + 1e-6
+    sigma_horizontal = 0.99999 * torch.sigmoid(torch.randn(n, generator=g)) + 1e-6
+    sx = sigma_horizontal / step * 2 / (width - 1)
+    sy = sigma_vertical / step * 2 / (height - 1)
+    rho = 0.999999 * torch.tanh(torch.randn(n, generator=g) * rho_spread)
+    colours = torch.rand(n, 3, generator=g) * torch.rand(n, 1, generator=g)
+    params = [t.to(dtype) for t in (sx, sy, rho, torch.stack([x, y], 1), colours)]
+    return params, height, width
+
+
+def relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((ours.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
+
+
+CASES = [  # (lr_h, lr_w, scale, dmax): scales 2, 4, 12, 30, non-square, every dmax
+    (10, 7, 2, 0.1),
+    (6, 9, 4, 0.1),
+    (5, 8, 4, 0.05),
+    (4, 3, 12, 0.5),
+    (3, 4, 30, 0.1),
+    (7, 5, 3.5, 0.05),
+    (6, 6, 4, 0.5),
+]
+
+
+@pytest.mark.parametrize("lr_h,lr_w,scale,dmax", CASES)
+def test_forward_matches_reference(cpp, lr_h, lr_w, scale, dmax):
+    params, height, width = gsasr_gaussians(lr_h, lr_w, scale, seed=lr_h * 31 + lr_w)
+    ref = rasterize(*params, height, width, dmax, backend="torch")
+    ours = rasterize(*params, height, width, dmax, backend="cpp")
+    assert ref.abs().max() > 0.5
+    assert relative_error(ours, ref) < 1e-5
+
+
+def test_forward_border_extreme_rho_and_tiny_sigmas(cpp):
+    # Centres on and beyond the border, |rho| up to 0.999999 (where the ellipse cut is off), sigmas near 1e-6.
+    params, height, width = gsasr_gaussians(6, 8, 4, seed=7, rho_spread=4.0, offset_spread=3.0)
+    params[3] = params[3] * 1.15
+    params[0][::7] = 1e-6
+    params[1][::5] = 1e-6
+    for dmax in (0.05, 0.1, 0.5):
+        ref = rasterize(*params, height, width, dmax, backend="torch")
+        assert relative_error(rasterize(*params, height, width, dmax, backend="cpp"), ref) < 1e-5
+
+
+def test_float64_matches_reference_to_rounding(cpp):
+    params, height, width = gsasr_gaussians(5, 7, 4, dtype=torch.float64, seed=3)
+    for dmax in (0.1, 0.5):
+        ref = rasterize(*params, height, width, dmax, backend="torch")
+        assert relative_error(rasterize(*params, height, width, dmax, backend="cpp"), ref) < 1e-13
+
+
+def test_cut_skips_only_pixels_where_exp_is_zero(cpp):
+    # One Gaussian per render: no summation order, so a pixel the cut skipped shows as ours == 0 while the
+    # reference is non-zero. Allowed only where the reference is in fp32's underflow range.
+    g = torch.Generator().manual_seed(11)
+    for trial in range(40):
+        sx, sy = (torch.rand(2, generator=g) * 0.08 + 0.002).tolist()
+        rho = float(torch.rand(1, generator=g) * 1.98 - 0.99)
+        params = [torch.tensor([sx]), torch.tensor([sy]), torch.tensor([rho]),
+                  torch.rand(1, 2, generator=g) * 2 - 1, torch.ones(1, 3)]
+        ref = rasterize(*params, 41, 57, 0.5, backend="torch")
+        ours = rasterize(*params, 41, 57, 0.5, backend="cpp")
+        skipped = (ours == 0) & (ref != 0)
+        worst = ref[skipped].max().item() if skipped.any() else 0.0
+        assert worst < 1e-37, trial
+        assert relative_error(ours, ref) < 1e-6
+
+
+def test_exp_approx_accuracy(cpp):
+    for x in torch.linspace(-87.0, 0.0, 2001).tolist() + [-1e-7, -0.5, -20.25]:
+        expected = math.exp(float(torch.tensor(x)))
+        assert abs(cpp.exp_approx(x) - expected) <= 2.5e-7 * expected, x
+    assert cpp.exp_approx(-104.01) == 0.0 and cpp.exp_approx(-500.0) == 0.0
+    assert 0 < cpp.exp_approx(-100.0) < 1e-43  # subnormal results are kept
+
+
+def gradients(params, height, width, dmax, backend, weight, dtype=None):
+    leaves = [(p.to(dtype) if dtype else p).clone().requires_grad_() for p in params]
+    image = rasterize(*leaves, height, width, dmax, backend=backend)
+    (image * weight.to(image.dtype)).sum().backward()
+    return [leaf.grad for leaf in leaves]
+
+
+@pytest.mark.parametrize("dmax", [0.1, 0.5])
+def test_backward_equals_reference_autograd(cpp, dmax):
+    params, height, width = gsasr_gaussians(4, 6, 4, dtype=torch.float64, seed=5)
+    weight = torch.randn(3, height, width, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ref = gradients(params, height, width, dmax, "torch", weight)
+    ours = gradients(params, height, width, dmax, "cpp", weight)
+    for name, a, b in zip(("sigma_x", "sigma_y", "rho", "coords", "colours"), ours, ref):
+        assert relative_error(a, b) < 1e-10, name
+    # float32 C++ gradients against the float64 reference.
+    ours32 = gradients(params, height, width, dmax, "cpp", weight, dtype=torch.float32)
+    for name, a, b in zip(("sigma_x", "sigma_y", "rho", "coords", "colours"), ours32, ref):
+        assert relative_error(a, b) < 5e-5, name
+
+
+def test_gradcheck_float64(cpp):
+    params, height, width = gsasr_gaussians(1, 2, 4, dtype=torch.float64, seed=9)
+    leaves = [p.clone().requires_grad_() for p in params]
+    # dmax beyond the image: no pixel crosses a box edge under the finite differences.
+    assert torch.autograd.gradcheck(lambda *p: rasterize(*p, height, width, 3.0, backend="cpp"), leaves)
+
+
+def test_only_requested_gradients_are_returned(cpp):
+    params, height, width = gsasr_gaussians(2, 2, 4, seed=2)
+    colours = params[4].clone().requires_grad_()
+    rasterize(*params[:4], colours, height, width, 0.1, backend="cpp").sum().backward()
+    assert colours.grad is not None and colours.grad.abs().sum() > 0
+
+
+def test_deterministic_across_runs_and_thread_counts(cpp):
+    params, height, width = gsasr_gaussians(12, 10, 4, seed=4)
+    weight = torch.randn(3, height, width, generator=torch.Generator().manual_seed(2))
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n_threads in (threads, threads, 1, 3):
+            torch.set_num_threads(n_threads)
+            results.append((rasterize(*params, height, width, 0.1, backend="cpp"),
+                            gradients(params, height, width, 0.1, "cpp", weight)))
+    finally:
+        torch.set_num_threads(threads)
+    first_image, first_grads = results[0]
+    for image, grads in results[1:]:
+        assert torch.equal(image, first_image)
+        assert all(torch.equal(a, b) for a, b in zip(grads, first_grads))
+
+
+def test_auto_prefers_cpp_on_cpu(cpp, monkeypatch):
+    calls = []
+    original = cpp.forward
+    monkeypatch.setattr(build, "_loaded", {**build._loaded, ("rasterize", "cpp"): _Spy(cpp, calls)})
+    params, height, width = gsasr_gaussians(2, 3, 4, seed=1)
+    rasterize(*params, height, width, 0.1)
+    assert calls == ["forward"] and original is cpp.forward
+
+
+def test_auto_falls_back_to_torch_with_one_warning(monkeypatch):
+    monkeypatch.setattr(build, "_loaded", {})
+    monkeypatch.setattr(build, "_failed", {("rasterize", "cpp"): "no C++ compiler found"})
+    monkeypatch.setattr(build, "_warned", set())
+    params, height, width = gsasr_gaussians(2, 3, 4, seed=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = rasterize(*params, height, width, 0.1)
+        rasterize(*params, height, width, 0.1)
+    assert len([w for w in caught if "cpp backend is unavailable" in str(w.message)]) == 1
+    assert torch.equal(first, rasterize(*params, height, width, 0.1, backend="torch"))
+    with pytest.raises(ExtensionUnavailable, match="no C\\+\\+ compiler"):
+        rasterize(*params, height, width, 0.1, backend="cpp")
+
+
+class _Spy:
+    def __init__(self, module, calls):
+        self.module, self.calls = module, calls
+
+    def forward(self, *args):
+        self.calls.append("forward")
+        return self.module.forward(*args)
+
+    def backward(self, *args):
+        return self.module.backward(*args)
