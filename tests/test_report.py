@@ -59,8 +59,9 @@ def test_render_writes_tables_plots_and_one_html(rendered: tuple[Path, dict[str,
     run, paths = rendered
     expected = {f"{t}.{e}" for t in ("accuracy", "cost") for e in ("md", "tex", "csv")} | {"report.html"}
     assert expected <= set(paths)
-    assert {p for p in paths if p.startswith("plots/")} == {"plots/accuracy_vs_scale.png", "plots/time_vs_mpix.png",
-                                                            "plots/memory_vs_scale.png"}
+    assert {p for p in paths if p.startswith("plots/")} == {
+        "plots/accuracy_vs_scale.png", "plots/time_vs_mpix.png", "plots/memory_vs_scale.png",
+        "plots/visual_set5_x4_butterfly.png", "plots/visual_urban100_x3.5_img_004.png"}
     for name, path in paths.items():
         assert path.exists() and path.stat().st_size > 0
         assert path.parent in (run, run / "tables", run / "plots")
@@ -137,6 +138,10 @@ def test_visual_rows_are_nearest_neighbour_zooms_of_the_stored_crops_in_method_o
         expected = source.repeat(factor, axis=0).repeat(factor, axis=1)
         assert np.array_equal(_decode(attrs["src"]), expected)
         assert attrs["width"] == str(source.shape[1] * factor)
+    figure = np.asarray(Image.open(paths["plots/visual_set5_x4_butterfly.png"]).convert("RGB"))
+    gt = np.asarray(Image.open(folder / "GT.png").convert("RGB")).repeat(4, axis=0).repeat(4, axis=1)
+    assert figure.shape[1] == 6 * 192 + 7 * 8  # six tiles and their gaps
+    assert np.array_equal(figure[8:8 + 192, 8:8 + 192], gt)  # the paper figure holds the same zoomed crops
     liif = next(c for c in cases if c.label == ran[0] and c.dataset == "set5" and c.scale == "4")
     assert f"PSNR {liif.metrics['psnr']:.2f} / SSIM {liif.metrics['ssim']:.4f}" in html
 

@@ -14,6 +14,8 @@ from typing import Any
 import jinja2
 import yaml
 
+from ..engine.records import slug
+
 from .model import (
     AccuracyTable, Cell, CostRow, accuracy_tables, cost_rows, dataset_title, decimals, fmt, fmt_delta, fmt_rate,
     lower_better, metric_title, ordered_unique, scale_title,
@@ -25,7 +27,7 @@ from .tables import (
     accuracy_csv, accuracy_latex, accuracy_markdown, cost_csv, cost_header, cost_latex, cost_markdown,
     published_csv, published_latex, published_markdown, published_rows,
 )
-from .visuals import visual_rows
+from .visuals import VisualRow, figure_png, visual_rows
 
 _CONFIG_KEYS = ("config", "resolved_config")
 _SKIPPED_KEYS = ("cases",)  # the engine's list of case ids: the tables already show every case
@@ -184,7 +186,7 @@ def _template() -> jinja2.Template:
 
 
 def render_html(data: RunData, tables: Sequence[AccuracyTable], cost: Sequence[CostRow],
-                published: Sequence[dict[str, Any]], plots: dict[str, bytes]) -> str:
+                published: Sequence[dict[str, Any]], plots: dict[str, bytes], visuals: Sequence[VisualRow]) -> str:
     """The report page as one string; everything embedded."""
     notes = _Footnotes()
     accuracy = [_accuracy_view(t, notes) for t in tables]
@@ -208,7 +210,7 @@ def render_html(data: RunData, tables: Sequence[AccuracyTable], cost: Sequence[C
         published=published_view,
         plots=[{"title": _PLOT_TITLES.get(name, name),
                 "uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii")} for name, png in plots.items()],
-        visuals=visual_rows(data.run_dir, data.cases, data.images),
+        visuals=visuals,
         footnotes=notes.listing(),
     )
 
@@ -229,7 +231,8 @@ def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str,
     """Render every table, plot and the HTML of a run folder from its store alone; returns name -> path.
 
     Names: 'accuracy.md|tex|csv', 'cost.md|tex|csv', 'published.md|tex|csv' (when a published folder is
-    given), 'plots/<name>.png', 'report.html'.
+    given), 'plots/<name>.png' (including one 'visual_<dataset>_x<scale>_<image>.png' figure per crop
+    folder), 'report.html'.
     """
     data = read_run(Path(run_dir))
     published_numbers = load_published(published_dir)
@@ -249,5 +252,10 @@ def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str,
         out[name] = _write(tables_dir / name, text)
     for name, png in plots.items():
         out[f"plots/{name}.png"] = _write(data.run_dir / "plots" / f"{name}.png", png)
-    out["report.html"] = _write(data.run_dir / "report.html", render_html(data, tables, cost, published, plots))
+    visuals = visual_rows(data.run_dir, data.cases, data.images)
+    for row in visuals:
+        name = f"plots/visual_{slug(row.dataset)}_x{row.scale}_{row.image}.png"
+        out[name] = _write(data.run_dir / name, figure_png(row))
+    out["report.html"] = _write(data.run_dir / "report.html",
+                                render_html(data, tables, cost, published, plots, visuals))
     return out

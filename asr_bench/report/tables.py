@@ -52,6 +52,9 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "–": "--", "×": r"$\times$", "†": r"$^\dagger$"}
 
 
+WIDE_COLUMNS = 8  # wider accuracy tables are scaled to the text width (\resizebox, graphicx)
+
+
 def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
@@ -101,15 +104,16 @@ def accuracy_latex(tables: Sequence[AccuracyTable]) -> str:
         lines = [
             r"\begin{table}[t]", r"\centering",
             rf"\caption{{Accuracy (protocol: {latex_escape(table.protocol)}). Best per column in bold.}}",
+            *([r"\resizebox{\linewidth}{!}{%"] if n > WIDE_COLUMNS else []),
             rf"\begin{{tabular}}{{l{'c' * n}}}", r"\toprule",
             " & ".join(["Method", *spans]) + r" \\", " ".join(rules),
             " & ".join(["", *metrics]) + r" \\", r"\midrule",
         ]
         for row in table.rows:
             lines.append(" & ".join([latex_escape(row.label), *(_latex_cell(c) for c in row.cells)]) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        lines += [r"\bottomrule", r"\end{tabular}", *(["}"] if n > WIDE_COLUMNS else []), r"\end{table}"]
         parts.append("\n".join(lines))
-    return "% requires \\usepackage{booktabs}\n" + "\n\n".join(parts) + "\n"
+    return "% requires \\usepackage{booktabs} (and graphicx for \\resizebox on wide tables)\n" + "\n\n".join(parts) + "\n"
 
 
 def _csv_text(header: list[str], rows: list[list[object]]) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from ..engine.records import CaseRecord, ImageRecord, slug
 from .model import dataset_title, decimals, metric_title, ordered_unique, scale_key, scale_title
@@ -25,10 +25,14 @@ _FIXED = ("GT", "bicubic")
 @dataclass
 class Tile:
     name: str            # what the tile is labelled with
-    data_uri: str        # zoomed PNG, base64
+    png: bytes           # the zoomed crop
     size: tuple[int, int]  # (w, h) of the original crop
     zoom: int
     caption: str = ""    # e.g. "PSNR 32.51 / SSIM 0.8912"
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
 
 
 @dataclass
@@ -57,10 +61,6 @@ def zoomed_png(path: Path, display: int = DISPLAY_PX) -> tuple[bytes, tuple[int,
         buffer = io.BytesIO()
         big.save(buffer, format="PNG", optimize=True)
         return buffer.getvalue(), image.size, factor
-
-
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _order(stems: list[str], label_slugs: list[str]) -> list[str]:
@@ -103,7 +103,30 @@ def visual_rows(run_dir: Path, cases: Sequence[CaseRecord], images: Sequence[Ima
         for stem in _order(stems, label_slugs):
             png, size, factor = zoomed_png(folder / f"{stem}.png", display)
             record = by_image.get((case_ids.get((dataset, scale, stem)), image))
-            row.tiles.append(Tile(names.get(stem, stem), _data_uri(png), size, factor, _caption(record)))
+            row.tiles.append(Tile(names.get(stem, stem), png, size, factor, _caption(record)))
         if row.tiles:
             rows.append(row)
     return rows
+
+
+def figure_png(row: VisualRow, gap: int = 8, font_size: int = 14) -> bytes:
+    """The row as one labelled PNG (crops side by side, name and scores below): a figure to paste into a paper."""
+    font = ImageFont.load_default(size=font_size)
+    small = ImageFont.load_default(size=font_size - 2)
+    tiles = [Image.open(io.BytesIO(t.png)).convert("RGB") for t in row.tiles]
+    text_h = 2 * (font_size + 4) + 4
+    width = sum(t.width for t in tiles) + gap * (len(tiles) + 1)
+    height = max(t.height for t in tiles) + text_h + 2 * gap
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = gap
+    for tile, image in zip(row.tiles, tiles):
+        canvas.paste(image, (x, gap))
+        centre, y = x + image.width / 2, gap + image.height + 4
+        draw.text((centre, y), tile.name, fill="black", font=font, anchor="ma")
+        if tile.caption:
+            draw.text((centre, y + font_size + 4), tile.caption, fill=(90, 90, 90), font=small, anchor="ma")
+        x += image.width + gap
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
