@@ -234,22 +234,22 @@ def swin_reference(x: torch.Tensor, sd: dict, embed: int, depths, heads, ws: int
             def region(v, n):
                 return 0 if v < n - ws else (1 if v < n - shift else 2)
 
+            windows: dict[tuple[int, int], list[tuple[int, int]]] = {}
             for i in range(H):
                 for j in range(W):
-                    a, b = sy[i], sx[j]
-                    members = [(ii, jj) for ii in range(H) for jj in range(W)
-                               if sy[ii] // ws == a // ws and sx[jj] // ws == b // ws]
-                    idx = [ii * W + jj for ii, jj in members]
-                    q = qkv[i * W + j, 0] * hd ** -0.5                      # (heads, hd)
-                    k = qkv[idx, 1]                                         # (n, heads, hd)
-                    v = qkv[idx, 2]
-                    logits = torch.einsum("hd,nhd->hn", q, k)
-                    for m, (ii, jj) in enumerate(members):
-                        dy, dx = a - sy[ii], b - sx[jj]
-                        logits[:, m] += table[(dy + ws - 1) * (2 * ws - 1) + dx + ws - 1]
-                        if shift and (region(a, H), region(b, W)) != (region(sy[ii], H), region(sx[jj], W)):
-                            logits[:, m] += -100.0
-                    out[i * W + j] = torch.einsum("hn,nhd->hd", logits.softmax(-1), v)
+                    windows.setdefault((sy[i] // ws, sx[j] // ws), []).append((i, j))
+            for members in windows.values():
+                idx = [i * W + j for i, j in members]
+                q = qkv[idx, 0] * hd ** -0.5                                   # (n, heads, hd)
+                logits = torch.einsum("mhd,nhd->hmn", q, qkv[idx, 1])
+                for a, (i1, j1) in enumerate(members):
+                    for b, (i2, j2) in enumerate(members):
+                        dy, dx = sy[i1] - sy[i2], sx[j1] - sx[j2]
+                        logits[:, a, b] += table[(dy + ws - 1) * (2 * ws - 1) + dx + ws - 1]
+                        if shift and ((region(sy[i1], H), region(sx[j1], W))
+                                      != (region(sy[i2], H), region(sx[j2], W))):
+                            logits[:, a, b] += -100.0
+                out[idx] = torch.einsum("hmn,nhd->mhd", logits.softmax(-1), qkv[idx, 2])
             tok = tok + lin(out.reshape(H * W, embed), p + "attn.proj")
             tok = tok + lin(F.gelu(lin(ln(tok, p + "norm2"), p + "mlp.fc1")), p + "mlp.fc2")
         img = tok.T.reshape(1, embed, H, W)
@@ -303,10 +303,13 @@ def tiny_swin_rows(enc) -> list:
     return [(k, tuple(v.shape), str(v.dtype)) for k, v in enc.state_dict().items()]
 
 
-@pytest.mark.parametrize("size,out_features", [((13, 17), None), ((8, 8), 5), ((5, 11), None)])
-def test_swinir_matches_slow_reference_any_size(size, out_features):
-    """Tiny config (window 4, img_size 8): padding, shifts, masks and biases against the per-token reference."""
-    cfg = dict(img_size=8, window_size=4, embed_dim=12, depths=(2, 2), num_heads=(2, 3), mlp_ratio=2.0)
+@pytest.mark.parametrize("size,out_features,fused", [
+    ((13, 17), None, False), ((8, 8), 5, False), ((5, 11), None, False), ((13, 17), 5, True), ((8, 8), None, True)])
+def test_swinir_matches_slow_reference_any_size(size, out_features, fused):
+    """Tiny config (window 4, img_size 8): padding, shifts, masks and biases against the per-token reference;
+    also with the fused (scaled_dot_product_attention) path."""
+    cfg = dict(img_size=8, window_size=4, embed_dim=12, depths=(2, 2), num_heads=(2, 3), mlp_ratio=2.0,
+               fused_attention=fused)
     enc = build_encoder("swinir", out_features=out_features, **cfg).eval()
     rows = tiny_swin_rows(enc)
     # The stored mask must be what the region rule gives (the 8x8 case uses it directly).
@@ -321,12 +324,13 @@ def test_swinir_matches_slow_reference_any_size(size, out_features):
         if "norm" in k and k.endswith("weight"):
             sd[k] = 1 + sd[k]
     load_encoder_state(enc, sd, "swinir")
-    x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(6))
+    x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         ours = enc(x)
-    ref = swin_reference(x, sd, 12, (2, 2), (2, 3), 4, out_features)
-    assert ours.shape == (1, out_features or 12, *size)
-    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=2e-5)
+    assert ours.shape == (2, out_features or 12, *size)
+    for i in range(2):  # batch 2: windows of different images must not mix
+        ref = swin_reference(x[i:i + 1], sd, 12, (2, 2), (2, 3), 4, out_features)
+        torch.testing.assert_close(ours[i:i + 1], ref, rtol=1e-4, atol=2e-5)
 
 
 def test_swinir_rejects_mismatched_depths():

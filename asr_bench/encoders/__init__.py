@@ -22,11 +22,15 @@ from typing import Any
 from torch import nn
 
 from ..errors import UnknownName, UserError
-from .edsr import EDSR, edsr, edsr_baseline
+from .edsr import EDSR
+from .edsr import edsr as _edsr
+from .edsr import edsr_baseline as _edsr_baseline
 from .keymaps import (encoder_keys, export_encoder_state, load_encoder_state, schemes_for,
                       split_encoder_state)
-from .rdn import RDN, rdn
-from .swinir import SwinIR, swinir
+from .rdn import RDN
+from .rdn import rdn as _rdn
+from .swinir import SwinIR
+from .swinir import swinir as _swinir
 
 
 @dataclass(frozen=True)
@@ -39,10 +43,10 @@ class EncoderSpec:
 _ENCODERS = {
     spec.name: spec
     for spec in (
-        EncoderSpec("edsr-baseline", edsr_baseline, "EDSR-baseline, 64 ch, 16 res blocks (1.2 M params)"),
-        EncoderSpec("edsr", edsr, "EDSR, 256 ch, 32 res blocks, res_scale 0.1 (38 M params)"),
-        EncoderSpec("rdn", rdn, "RDN config B (D16 C8 G64, 22 M params); config='A' for D20 C6 G32"),
-        EncoderSpec("swinir", swinir, "SwinIR classical body, 180 dims, 6x6 Swin blocks, window 8 (11.5 M)"),
+        EncoderSpec("edsr-baseline", _edsr_baseline, "EDSR-baseline, 64 ch, 16 res blocks (1.2 M params)"),
+        EncoderSpec("edsr", _edsr, "EDSR, 256 ch, 32 res blocks, res_scale 0.1 (38 M params)"),
+        EncoderSpec("rdn", _rdn, "RDN config B (D16 C8 G64, 22 M params); config='A' for D20 C6 G32"),
+        EncoderSpec("swinir", _swinir, "SwinIR classical body, 180 dims, 6x6 Swin blocks, window 8 (11.5 M)"),
     )
 }
 
