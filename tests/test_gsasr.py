@@ -463,16 +463,26 @@ def test_tiles_land_at_the_official_offsets():
 
 
 @pytest.mark.slow
-def test_tiled_model_runs_and_matches_untiled_away_from_seams():
+@pytest.mark.parametrize("variant", ["paper_edsr", "enhanced_edsr"])
+def test_whole_model_equals_functional_decoder_and_per_pixel_render(variant):
+    """build_model + upscale(clamp=False) on official-format weights vs the rewrite above + splat_by_loop."""
+    encoder, preset = VARIANTS[variant]
+    ck = official_format(variant, seed=3)
+    with torch.no_grad():  # non-trivial Gaussians: widen sigma, spread colours
+        ck["decoder"]["params_ema"]["mlp_block_sigma.4.bias"] += 1.0
+    model = ab.build_model("gsasr", encoder, checkpoint=ck, preset=preset)
     torch.manual_seed(0)
-    model = ab.build_model("gsasr", "edsr-baseline", tile=24, tile_overlap=8)
-    full = ab.build_model("gsasr", "edsr-baseline")
-    full.load_state_dict(model.state_dict())
-    lr = torch.rand(1, 3, 36, 40)
-    a = model.upscale(lr, scale=2, clamp=False)
-    b = full.upscale(lr, scale=2, clamp=False)
-    assert a.shape == b.shape == (1, 3, 72, 80)
-    assert torch.isfinite(a).all()
+    lr = torch.rand(1, 3, 10, 9)
+    s = 3.5
+    got = model.upscale(lr, scale=s, clamp=False)
+    with torch.no_grad():
+        feat = model.encoder(F.pad(lr, (0, 3, 0, 2), mode="reflect")).double()  # padded to 12 x 12
+        sd = {k: v.double() if v.is_floating_point() else v for k, v in ck["decoder"]["params_ema"].items()}
+        raw = reference_fea2gs(sd, feat, torch.tensor([s], dtype=torch.float64), 12, 6, 1, 2, 6, 6,
+                               variant.startswith("enhanced"))[0]
+    want = splat_by_loop(raw, 42, 42, s, 0.1)[:, :35, :31]
+    assert got.shape == (1, 3, 35, 31)
+    assert torch.allclose(got[0].double(), want, atol=1e-4 * float(want.abs().max())), (got[0] - want).abs().max()
 
 
 def test_any_size_smoke():
