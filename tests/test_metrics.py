@@ -49,12 +49,12 @@ def test_psnr_ssim_equal_the_formula_on_real_images(set5, name, s):
     sr, hr = bicubic_pair(set5, name, s)
     c = s
     ys, yh = numpy_y(sr)[c:-c, c:-c], numpy_y(hr)[c:-c, c:-c]
-    assert psnr(to_tensor(sr), to_tensor(hr), crop=c, y_channel=True) == pytest.approx(numpy_psnr(ys, yh), abs=1e-6)
-    assert ssim(to_tensor(sr), to_tensor(hr), crop=c, y_channel=True) == pytest.approx(numpy_ssim(ys, yh), abs=1e-6)
+    assert psnr(to_tensor(sr), to_tensor(hr), crop=c, y_channel=True) == pytest.approx(numpy_psnr(ys, yh), abs=1e-9)
+    assert ssim(to_tensor(sr), to_tensor(hr), crop=c, y_channel=True) == pytest.approx(numpy_ssim(ys, yh), abs=1e-9)
     rs, rh = sr[c:-c, c:-c].astype(np.float64), hr[c:-c, c:-c].astype(np.float64)
-    assert psnr(to_tensor(sr), to_tensor(hr), crop=c, y_channel=False) == pytest.approx(numpy_psnr(rs, rh), abs=1e-6)
+    assert psnr(to_tensor(sr), to_tensor(hr), crop=c, y_channel=False) == pytest.approx(numpy_psnr(rs, rh), abs=1e-9)
     rgb_ssim = np.mean([numpy_ssim(rs[..., k], rh[..., k]) for k in range(3)])
-    assert ssim(to_tensor(sr), to_tensor(hr), crop=c, y_channel=False) == pytest.approx(rgb_ssim, abs=1e-6)
+    assert ssim(to_tensor(sr), to_tensor(hr), crop=c, y_channel=False) == pytest.approx(rgb_ssim, abs=1e-9)
 
 
 def test_liif_psnr_equals_its_formula(set5):

@@ -25,7 +25,17 @@ def _prepare(sr: torch.Tensor, hr: torch.Tensor, crop: int, y_channel: bool) -> 
         sr, hr = sr[:, crop:-crop, crop:-crop], hr[:, crop:-crop, crop:-crop]
     if y_channel:
         return y_basicsr(sr)[None], y_basicsr(hr)[None]
-    return sr.to(torch.float64) * 255.0, hr.to(torch.float64) * 255.0
+    return _levels(sr), _levels(hr)
+
+
+def _levels(rgb01: torch.Tensor) -> torch.Tensor:
+    """RGB on the 0..255 scale, float64; exact integers when the image holds uint8 levels (k/255 in float32),
+    as BasicSR sees a saved PNG, so RGB PSNR equals its value to the last digit."""
+    scaled = rgb01.to(torch.float64) * 255.0
+    levels = scaled.round()
+    if torch.equal(levels.to(torch.float32) / 255, rgb01.to(torch.float32)):
+        return levels
+    return scaled
 
 
 def psnr(sr: torch.Tensor, hr: torch.Tensor, crop: int = 0, y_channel: bool = True) -> float:
