@@ -37,6 +37,14 @@ def test_scale_spellings_match(scale: str) -> None:
     assert norm_scale(scale) == "4"
 
 
+def test_method_and_encoder_spellings_match() -> None:
+    from asr_bench.report.published import norm_encoder, norm_name
+
+    assert norm_name("IGConv+") == norm_name("igconv-plus") == norm_name("IGConv_plus")
+    assert norm_name("EDSR_baseline") == norm_name("edsr baseline") == "edsr-baseline"
+    assert norm_encoder("none") == norm_encoder("") == norm_encoder(" - ") == ""
+
+
 def test_asymmetric_and_fractional_scales_normalise_like_format_scale() -> None:
     assert norm_scale("3.50") == "3.5" and norm_scale("3x2.50") == "3x2.5" and norm_scale("x12") == "12"
 

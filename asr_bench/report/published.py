@@ -23,8 +23,9 @@ _NO_ENCODER = {"", "-", "none", "n/a"}
 
 
 def norm_name(text: str) -> str:
-    """Case-, space- and underscore-insensitive form: 'EDSR_baseline' == 'edsr-baseline'."""
-    return re.sub(r"[\s_]+", "-", str(text).strip().lower())
+    """Case-, space- and underscore-insensitive form: 'EDSR_baseline' == 'edsr-baseline', 'IGConv+' == 'igconv-plus'."""
+    name = re.sub(r"[\s_]+", "-", str(text).strip().lower())
+    return re.sub(r"-?\+$", "-plus", name)
 
 
 def norm_encoder(text: str) -> str:
