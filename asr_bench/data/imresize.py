@@ -78,10 +78,9 @@ def _resize_axis(
     indices = indices.to(x.device)
     shape = [1] * x.ndim
     shape[dim] = out_len
-    out = None
-    for k in range(weights.shape[1]):
-        term = x.index_select(dim, indices[:, k]) * weights[:, k].view(shape)
-        out = term if out is None else out + term
+    out = x.index_select(dim, indices[:, 0]).mul_(weights[:, 0].view(shape))
+    for k in range(1, weights.shape[1]):  # in place: peak memory is the output plus one tap
+        out.add_(x.index_select(dim, indices[:, k]).mul_(weights[:, k].view(shape)))
     return out
 
 
