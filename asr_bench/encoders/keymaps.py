@@ -119,7 +119,7 @@ def load_encoder_state(encoder: nn.Module, state_dict: Mapping[str, torch.Tensor
     """
     names, extras, _ = _scheme(encoder, scheme)
     mapping = names(encoder)
-    wanted = {official: tuple(t.shape) for official, t in export_shapes(encoder, mapping, extras(encoder)).items()}
+    wanted = {official: tuple(t.shape) for official, t in _official_tensors(encoder, mapping, extras(encoder)).items()}
     missing = [k for k in wanted if k not in state_dict]
     unexpected = [k for k in state_dict if k not in wanted]
     misshaped = [f"{k} {tuple(state_dict[k].shape)} vs {wanted[k]}"
@@ -135,7 +135,7 @@ def load_encoder_state(encoder: nn.Module, state_dict: Mapping[str, torch.Tensor
     load_strict(encoder, {canonical: state_dict[official] for canonical, official in mapping.items()}, what)
 
 
-def export_shapes(encoder: nn.Module, mapping: Mapping[str, str],
+def _official_tensors(encoder: nn.Module, mapping: Mapping[str, str],
                   extras: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     own_sd = encoder.state_dict()
     return {**{official: own_sd[canonical] for canonical, official in mapping.items()}, **extras}
