@@ -106,7 +106,7 @@ def _cell_view(cell: Cell, metric: str, label: str, notes: _Footnotes) -> dict[s
     return view
 
 
-MAX_HTML_COLUMNS = 12  # metric columns per stacked HTML table: fits a 1400 px window without sideways scrolling
+MAX_HTML_COLUMNS = 8  # metric columns per stacked HTML table: fits a 1400 px window without sideways scrolling
 
 
 def _chunks(table: AccuracyTable) -> list[tuple[str, list[tuple[str, int]]]]:
