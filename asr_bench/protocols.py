@@ -56,6 +56,7 @@ class Protocol:
     y_channel: bool = True
     div2k_rgb_extra: int | None = None   # EDSR-style: DIV2K scored on RGB with border s + this
     crop: int | None = None        # override: a fixed border
+    even_lr: bool = False          # RT4KSR's loader crops the LR to even h, w (and the HR to LR * s)
     overrides: tuple[tuple[str, object], ...] = ()
 
     @property
@@ -73,6 +74,7 @@ class Protocol:
         hr = dataset.hr(image_id)
         lr = dataset.premade_lr(image_id, scale) if self._uses_premade((sy, sx)) else None
         if lr is not None:
+            lr = self._even(lr)
             return to_tensor(lr), to_tensor(self._crop_hr_to_lr(hr, lr.shape[:2], (sy, sx)))
         cache = self._cache_path(dataset, image_id, scale, cache_dir)
         hr_crop = self._generation_hr(hr, (sy, sx))
@@ -82,7 +84,14 @@ class Protocol:
             lr = self._generate_lr(hr, hr_crop, (sy, sx))
             if cache is not None:
                 write_image(cache, lr)
+        lr = self._even(lr)
         return to_tensor(lr), to_tensor(self._crop_hr_to_lr(hr_crop, lr.shape[:2], (sy, sx)))
+
+    def _even(self, lr: np.ndarray) -> np.ndarray:
+        """Top-left crop to even sides where the protocol's loader does it (RT4KSR benchmark.py)."""
+        if not self.even_lr:
+            return lr
+        return lr[: lr.shape[0] // 2 * 2, : lr.shape[1] // 2 * 2]
 
     def _uses_premade(self, scale: tuple[float, float]) -> bool:
         """Premade files everywhere, except LIIF's x6+, which it always makes on the fly with PIL."""
@@ -220,8 +229,8 @@ PROTOCOLS: dict[str, Protocol] = {
                      "bicubic", "liif", "shave256", "scale", False, div2k_rgb_extra=6),
     "metasr": Protocol("metasr", "Meta-SR repo: Y/256, border ceil(s) (DIV2K: RGB, +6), uint8 output",
                        "matlab-uint8", "shave256", "ceil", True, div2k_rgb_extra=6),
-    "rt4ksr": Protocol("rt4ksr", "RT4KSR repo: BasicSR Y, no border, uint8 output", "matlab-uint8", "basicsr",
-                       "zero", True),
+    "rt4ksr": Protocol("rt4ksr", "RT4KSR repo: BasicSR Y, no border, uint8 output, LR cropped to even sides",
+                       "matlab-uint8", "basicsr", "zero", True, even_lr=True),
     "ntire": Protocol("ntire", "NTIRE challenges: RGB, border 4, uint8 output", "matlab-uint8", "basicsr", "four",
                       True, y_channel=False),
 }

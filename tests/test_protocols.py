@@ -159,3 +159,14 @@ def test_liif_protocol_reproduces_the_official_liif_number(set5_ds, liif_checkpo
         sr = p.finalize(model.upscale(lr, size=p.output_size(lr.shape[-2:], hr.shape[-2:], 4), clamp=False))
         values.append(p.score(sr, hr, 4, ["psnr"], "set5")[0]["psnr"])
     assert np.mean(values) == pytest.approx(32.2375, abs=2e-4)
+
+
+def test_rt4ksr_crops_lr_to_even_sides_and_hr_to_lr_times_scale(set5_ds, set5):
+    """RT4KSR's benchmark loader: butterfly x3 LR is 85x85 on disk -> 84x84, HR -> 252x252 (top-left)."""
+    lr, hr = get_protocol("rt4ksr").lr_hr(set5_ds, "butterfly", 3)
+    disk_lr = read_image(set5 / "LR_bicubic" / "X3" / "butterflyx3.png")
+    disk_hr = read_image(set5 / "HR" / "butterfly.png")
+    assert disk_lr.shape[:2] == (85, 85)
+    assert tuple(lr.shape[-2:]) == (84, 84) and tuple(hr.shape[-2:]) == (252, 252)
+    assert torch.equal(lr, to_tensor(disk_lr[:84, :84]))
+    assert torch.equal(hr, to_tensor(disk_hr[:252, :252]))
