@@ -19,7 +19,7 @@ Config reference (every key; all optional except `methods`):
 | `precision` | str | `fp32` | `fp32`, `fp16`, `bf16` (model and input cast; metrics always in float64) |
 | `tiling.tile` | int or null | null | LR tile size in pixels; null = whole image |
 | `tiling.overlap` | int | 8 | LR pixels shared by neighbouring tiles (each keeps its half) |
-| `profiling.warmup` | int >= 0 | 2 | untimed calls before timing |
+| `profiling.warmup` | int >= 0 | 2 | untimed calls before timing (the memory-measuring call counts as one) |
 | `profiling.repeats` | int >= 1 | 5 | timed calls; the median is reported |
 | `profiling.memory` | bool | true | peak memory (CUDA allocator peak; on CPU the peak RSS increase in a fresh worker process per case) |
 | `profiling.flops` | bool | true | FLOPs of one call via torch.utils.flop_counter |

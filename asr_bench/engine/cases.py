@@ -54,14 +54,18 @@ def load_plugins(plugins: tuple[str, ...] | list[str]) -> None:
             if module is None:
                 spec = importlib.util.spec_from_file_location(name, path)
                 module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+                try:
+                    spec.loader.exec_module(module)  # type: ignore[union-attr]
+                except Exception as exc:  # noqa: BLE001 - the user's file: say which and why, in one line
+                    raise UserError(f"plugin file {path} failed to import ({type(exc).__name__}: {exc}); "
+                                    "fix it or remove it from `plugins:`.") from exc
                 sys.modules[name] = module
-                spec.loader.exec_module(module)  # type: ignore[union-attr]
         else:
             try:
                 module = importlib.import_module(plugin)
-            except ModuleNotFoundError as exc:
-                raise UserError(f"plugin module '{plugin}' could not be imported ({exc}); "
-                                "install it or give the path of a .py file in `plugins:`.") from None
+            except Exception as exc:  # noqa: BLE001
+                raise UserError(f"plugin module '{plugin}' could not be imported ({type(exc).__name__}: {exc}); "
+                                "install or fix it, or give the path of a .py file in `plugins:`.") from exc
         for spec_ in getattr(module, "METHODS", []):
             register(spec_)
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import signal
+import os
 import statistics
 import sys
+import threading
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -120,15 +121,20 @@ def run_isolated(case: Case, config: Config, device: torch.device, store: RunSto
     """Run the case in a new worker process (CPU peak memory must not see earlier cases; a crash stays there)."""
     context = _context()
     receiver, sender = context.Pipe(duplex=False)
-    worker = context.Process(target=_worker_main, args=(case, config, str(device), str(store.run_dir), progress, sender))
+    lifeline, keep_alive = context.Pipe(duplex=False)  # the worker exits when this process's end closes
+    worker = context.Process(target=_worker_main,
+                             args=(case, config, str(device), str(store.run_dir), progress, sender, lifeline))
     worker.start()
     sender.close()
+    lifeline.close()
     try:
         worker.join()
     except BaseException:
         worker.terminate()
         worker.join()
         raise
+    finally:
+        keep_alive.close()
     try:
         message = receiver.recv() if receiver.poll() else None
     except EOFError:  # the worker died without a word (killed, or crashed outside the case)
@@ -165,8 +171,9 @@ def _context() -> Any:
     return context
 
 
-def _worker_main(case: Case, config: Config, device: str, run_dir: str, progress: bool, sender: Any) -> None:
-    _die_with_parent()
+def _worker_main(case: Case, config: Config, device: str, run_dir: str, progress: bool, sender: Any,
+                 lifeline: Any) -> None:
+    _exit_with_run(lifeline)
     try:
         load_plugins(config.plugins)
         execute_case(case, config, torch.device(device), RunStore(run_dir), progress)
@@ -175,14 +182,19 @@ def _worker_main(case: Case, config: Config, device: str, run_dir: str, progress
         sender.send(("user_error", str(exc)))
 
 
-def _die_with_parent() -> None:
-    """Linux: a killed run must not leave a worker writing to the store behind it."""
-    try:
-        import ctypes
+def _exit_with_run(lifeline: Any) -> None:
+    """A killed run must not leave its worker writing to the store: exit when the run's end of the pipe closes.
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    (The worker's parent is the fork server, which outlives a killed run while any worker lives, so a
+    parent-death signal is not enough.)"""
+    def wait() -> None:
+        try:
+            lifeline.recv()
+        except (EOFError, OSError):
+            pass
+        os._exit(1)
+
+    threading.Thread(target=wait, name="asr-bench-lifeline", daemon=True).start()
 
 
 # ---------------------------------------------------------------- one case
@@ -298,9 +310,11 @@ def measure_cost(model: torch.nn.Module, upscale: Any, lr: torch.Tensor, size: t
     """Peak memory (first, while the process is fresh), median time, FLOPs and params of one call."""
     call = lambda: upscale(lr, size)  # noqa: E731
     memory_mb, memory_kind = (None, "")
+    warmup = config.profiling.warmup
     if config.profiling.memory:
         memory_mb, memory_kind = peak_memory_mb(call, device)
-    times = time_call(call, device, config.profiling.warmup, config.profiling.repeats)
+        warmup = max(0, warmup - 1)  # the memory call was the first untimed call
+    times = time_call(call, device, warmup, config.profiling.repeats)
     return {
         "time_ms": median_ms(times),
         "time_repeats": config.profiling.repeats,
