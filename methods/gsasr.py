@@ -91,7 +91,9 @@ class GSASR(Upsampler):
     def forward_size(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         h, w = lr.shape[-2:]
         sy, sx = self._scale_hint or scale_for_size((h, w), size)
-        if self.tile is not None and sy == sx and max(h, w) > self.tile:
+        # Tiles only when the padded LR exceeds the tile on both axes, as the official evaluation does.
+        d = self.denominator
+        if self.tile is not None and sy == sx and min(-(-h // d) * d, -(-w // d) * d) > self.tile:
             return self.forward_tiled(lr, sy, size)
         return self.forward_full(lr, (sy, sx), size)
 
