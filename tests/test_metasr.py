@@ -173,6 +173,18 @@ def test_official_phase_arithmetic_keeps_the_float32_quirk():
     assert int(rows.source[69]) == 29 and float(rows.phase[69]) > 0.999
 
 
+def test_official_variant_recovers_the_asked_scale_from_an_output_size():
+    """The harness passes sizes: 13x16 from 6x7 is what scale=2.3 gives, and must use 1/2.3, not 13/6."""
+    from asr_bench.methods.metasr import official_scale
+
+    assert official_scale((6, 7), (13, 16)) == (2.3, 2.3)
+    assert official_scale((10, 10), (40, 40)) == (4, 4)
+    assert official_scale((6, 7), (13, 30)) == (13 / 6, 30 / 7)           # asymmetric: per-axis ratios
+    model = ab.build_model("metasr", "rdn", checkpoint=meta_rdn_state_dict())
+    lr = torch.rand(1, 3, 6, 7)
+    torch.testing.assert_close(model.upscale(lr, size=(13, 16)), model.upscale(lr, scale=2.3), atol=0, rtol=0)
+
+
 def test_weight_net_runs_once_per_distinct_phase_not_per_pixel():
     model = ab.build_model("metasr", "rdn", checkpoint=meta_rdn_state_dict())
     seen = []
