@@ -86,3 +86,15 @@ def test_aggregate_is_the_mean_and_na_propagates_with_its_reason():
               ImageRecord("c", "b", {"psnr": 33.0, "lpips": None}, {"lpips": "n/a (weights missing: x)"})]
     means, notes = aggregate(images, ("psnr", "lpips"))
     assert means == {"psnr": 31.5, "lpips": None} and notes == {"lpips": "n/a (weights missing: x)"}
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_timing_and_peak_memory():
+    device = torch.device("cuda")
+    held = torch.zeros(2**20, device=device)  # 4 MiB already allocated: part of the peak, as papers count it
+    mib, kind = peak_memory_mb(lambda: torch.ones(64 * 2**18, device=device).sum(), device)
+    assert kind == "cuda max_memory_allocated" and 68 <= mib <= 72
+    times = time_call(lambda: torch.ones(2**22, device=device).cumsum(0), device, warmup=1, repeats=3)
+    assert len(times) == 3 and all(t > 0 for t in times)
+    del held

@@ -42,8 +42,10 @@ class Smooth(Upsampler):
 
     weights_loaded = True
 
-    def __init__(self, sleep=0.0, alloc_mb=0, fail=False, loaded=True, interrupt_at=0, pid_file=None):
+    def __init__(self, sleep=0.0, alloc_mb=0, fail=False, loaded=True, interrupt_at=0, pid_file=None,
+                 wrong_size=False):
         super().__init__()
+        self.wrong_size = wrong_size
         self.calls, self.interrupt_at = 0, interrupt_at
         if pid_file:
             with open(pid_file, "a") as handle:
@@ -65,6 +67,8 @@ class Smooth(Upsampler):
             torch.ones(self.alloc_mb * 2 ** 18).sum()
         if self.fail:
             raise RuntimeError("injected failure")
+        if self.wrong_size:
+            size = (size[0] + 1, size[1])
         return F.interpolate(self.conv(lr), size=size, mode="bilinear", align_corners=False)
 
 
@@ -149,7 +153,8 @@ def test_stored_values_equal_a_direct_computation(tmp_path, plugin, images):
 
 def test_statuses_unsupported_no_weights_and_error(tmp_path, plugin, images):
     config = make_config(tmp_path, plugin, images, methods=[
-        "t-smooth-x2", "t-random", {"method": "t-smooth", "kwargs": {"fail": True}, "label": "broken"}, "t-smooth"])
+        "t-smooth-x2", "t-random", {"method": "t-smooth", "kwargs": {"fail": True}, "label": "broken"},
+        {"method": "t-smooth", "kwargs": {"wrong_size": True}, "label": "misfit"}, "t-smooth"])
     result = run_benchmark(config, progress=False, render=False)
     status = {c.case_id: c for c in result.cases}
     assert status["t-smooth-x2|tiny|2"].status == OK
@@ -162,8 +167,10 @@ def test_statuses_unsupported_no_weights_and_error(tmp_path, plugin, images):
     assert random.time_ms > 0 and random.params == 12 and random.flops > 0  # cost still measured
     broken = status["broken|tiny|2"]
     assert broken.status == ERROR and "injected failure" in broken.error and "\n" not in broken.error
-    assert status["t-smooth|tiny|3.5"].status == OK  # the run went on after the failure
-    assert result.failed == 2
+    misfit = status["misfit|tiny|2"]  # a method's own complaint (output size) fails its case, not the run
+    assert misfit.status == ERROR and "differs from the target" in misfit.error
+    assert status["t-smooth|tiny|3.5"].status == OK  # the run went on after the failures
+    assert result.failed == 4
 
 
 def test_rerun_recomputes_nothing_and_retry_errors_reruns_failures(tmp_path, plugin, images):

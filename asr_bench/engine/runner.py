@@ -11,6 +11,7 @@ raises (out of memory, a bug in one method) is stored as that case's error and t
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -18,6 +19,7 @@ import statistics
 import sys
 import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -242,6 +244,21 @@ def execute_case(case: Case, config: Config, device: torch.device, store: RunSto
     return record
 
 
+class CaseFailure(RuntimeError):
+    """A complaint raised while a method runs: it fails this case only (the input is fine for the others)."""
+
+
+@contextlib.contextmanager
+def method_failures() -> Iterator[None]:
+    """UserErrors raised by a method's call (other than an unsupported scale) become this case's error."""
+    try:
+        yield
+    except UnsupportedScale:
+        raise
+    except UserError as exc:
+        raise CaseFailure(str(exc)) from exc
+
+
 def unsupported(base: CaseRecord, config: Config, why: str) -> CaseRecord:
     return replace(base, status=UNSUPPORTED, error=why, metrics={m: None for m in config.metrics},
                    notes={m: UNSUPPORTED_NOTE for m in config.metrics})
@@ -251,6 +268,8 @@ def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
         return f"out of memory: {text}" if text else "out of memory"
+    if isinstance(exc, CaseFailure):
+        return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -275,7 +294,7 @@ def evaluate(case: Case, config: Config, device: torch.device, store: RunStore, 
 
     def upscale(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         call = lambda x, s: model.upscale(x, size=s, clamp=False)  # noqa: E731 - protocol finalizes
-        with torch.inference_mode():
+        with torch.inference_mode(), method_failures():
             return tiled_forward(call, lr, size, tile, overlap) if tile else call(lr, size)
 
     bar = progress_bar(case, len(ids) if scored else 0, progress)
@@ -353,7 +372,8 @@ def score_images(case: Case, config: Config, device: torch.device, store: RunSto
         lr, hr = protocol.lr_hr(dataset, image_id, case.scale, config.cache_dir)
         size = tuple(protocol.output_size(tuple(lr.shape[-2:]), tuple(hr.shape[-2:]), case.scale))
         sr = protocol.finalize(upscale(lr.to(device, dtype), size).float().cpu())
-        values, notes = protocol.score(sr, hr, case.scale, list(config.metrics), case.dataset, config.weights_dir)
+        with method_failures():  # e.g. an output of the wrong size: this method's fault, not the input's
+            values, notes = protocol.score(sr, hr, case.scale, list(config.metrics), case.dataset, config.weights_dir)
         if index == 0 and config.visuals.crop:
             save_crops(visual_dir(store.run_dir, case.dataset, case.scale_label, image_id), case.label,
                        sr, hr, lr, config.visuals.crop)
