@@ -198,9 +198,9 @@ class LIIF(Upsampler):
             q_feat = padded[:, :, base[:, None] + taps]                          # (B, C, Q, taps)
             q_feat = q_feat.permute(0, 2, 1, 3).reshape(batch, row.numel(), -1)  # channel index c*9 + tap
             rel = torch.stack([rel_rows[row], rel_cols[col]], dim=-1).expand(batch, -1, -1)
-            parts = [q_feat, rel]
+            parts = [q_feat, rel.to(q_feat.dtype)]      # coordinates stay float32 until here (fp16/bf16 runs)
             if self.cell_decode:
-                parts.append(rel_cell.expand(batch, row.numel(), 2))
+                parts.append(rel_cell.to(q_feat.dtype).expand(batch, row.numel(), 2))
             inp = torch.cat(parts, dim=-1)
             preds.append(self.imnet(inp.view(batch * row.numel(), -1)).view(batch, row.numel(), -1))
             areas.append(torch.abs(rel[:, :, 0] * rel[:, :, 1]) + 1e-9)
@@ -209,7 +209,7 @@ class LIIF(Upsampler):
             areas = [areas[3], areas[2], areas[1], areas[0]]
         ret = 0
         for pred, area in zip(preds, areas):
-            ret = ret + pred * (area / tot_area).unsqueeze(-1)
+            ret = ret + pred * (area / tot_area).unsqueeze(-1).to(pred.dtype)
         return ret
 
     # ------------------------------------------------------------------------------------- checkpoints

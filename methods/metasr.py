@@ -139,6 +139,7 @@ class MetaSR(Upsampler):
             py, px = row_phases.numel(), col_phases.numel()
             columns = order(row_phases.view(py, 1).expand(py, px), col_phases.view(1, px).expand(py, px))
             position = torch.stack([c.expand(py, px) for c in columns], dim=-1)
+            position = position.to(self.imnet.layers[0].weight.dtype)   # phases are float32; fp16/bf16 runs
             return self.imnet(position.view(py * px, 3)).view(py, px, channels * 9, 3)
 
         return weight_fn

@@ -129,6 +129,14 @@ def test_auto_prefers_a_live_compiled_backend_and_torch_forces_the_reference(fak
     assert fake_cpp == [1]
 
 
+def test_auto_falls_back_to_the_reference_for_dtypes_a_backend_does_not_declare(fake_cpp):
+    assert mu.select_backend("auto", torch.device("cpu"), torch.float32).name == "cpp"
+    assert mu.select_backend("auto", torch.device("cpu"), torch.bfloat16).name == "torch"
+    features, table = torch.randn(1, 1, 3, 3, dtype=torch.bfloat16), torch.randn(1, 1, 9, 3, dtype=torch.bfloat16)
+    out = mu.meta_upscale_table(features, table, *random_maps(3, 3, 6, 6, 1, 1))
+    assert out.dtype == torch.bfloat16 and fake_cpp == []
+
+
 def test_compiled_backend_without_backward_is_differentiated_through_the_reference(fake_cpp):
     features = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
     table = torch.randn(2, 3, 18, 3, dtype=torch.float64, requires_grad=True)

@@ -30,7 +30,8 @@ Backend contract (what `cpp` / `cuda` must satisfy; the `torch` backend here is 
 
 Agreement with the reference is to float rounding (the summation order over 9*C terms is free).
 Backends register themselves with `register_backend` (asr_bench.ops.build does this for the compiled ones);
-`backend="auto"` picks `cuda` > `cpp` > `torch` among the live ones that handle the tensor's device.
+`backend="auto"` picks `cuda` > `cpp` > `torch` among the live ones that handle the tensor's device and dtype
+(a `Backend` declares `dtypes`; float32/float64 unless it says otherwise; the reference takes fp16/bf16 too).
 """
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ class Backend:
     devices: frozenset[str]
     forward: Callable[..., torch.Tensor]
     backward: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+    dtypes: frozenset[torch.dtype] = frozenset({torch.float32, torch.float64})   # 'auto' skips it for others
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -105,11 +107,11 @@ def _discover() -> None:
             pass
 
 
-def select_backend(name: str, device: torch.device) -> Backend:
-    """The backend to run on `device`: the named one, or the best live one for 'auto'."""
+def select_backend(name: str, device: torch.device, dtype: torch.dtype = torch.float32) -> Backend:
+    """The backend to run on `device`: the named one, or the best live one for 'auto' (device and dtype)."""
     if name == "auto":
         for candidate in live_backends():
-            if device.type in BACKENDS[candidate].devices:
+            if device.type in BACKENDS[candidate].devices and dtype in BACKENDS[candidate].dtypes:
                 return BACKENDS[candidate]
         return BACKENDS["torch"]
     _discover()
@@ -170,7 +172,7 @@ def meta_upscale_table(
 ) -> torch.Tensor:
     """The op itself (gather + 3x3 dot product) on a ready weight table; differentiable in both tensors."""
     _check(features, table, row_source, row_phase, col_source, col_phase)
-    chosen = select_backend(backend, features.device)
+    chosen = select_backend(backend, features.device, features.dtype)
     args = (features, table, row_source, row_phase, col_source, col_phase)
     if chosen.name == "torch":
         return torch_forward(*args)
@@ -248,4 +250,5 @@ def torch_forward(
     return out
 
 
-register_backend(Backend("torch", frozenset({"cpu", "cuda", "mps"}), torch_forward))
+register_backend(Backend("torch", frozenset({"cpu", "cuda", "mps"}), torch_forward,
+                         dtypes=frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})))
