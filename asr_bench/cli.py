@@ -13,6 +13,7 @@ Every user mistake prints one line on stderr and exits with code 2; `--debug` sh
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="what this machine has")
     doctor.add_argument("--data-root", help="also check this data folder")
     doctor.add_argument("--weights-dir", help="also look for metric weights here")
+    doctor.add_argument("--build", action="store_true", help="compile the op backends now (minutes, once)")
     doctor.set_defaults(handler=cmd_doctor)
     return parser
 
@@ -124,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     for key, value in (("data_root", args.data_root), ("output", args.output), ("device", args.device)):
         if value is not None:
-            overrides.append(f"{key}={value}")
+            overrides.append(f"{key}={json.dumps(value)}")  # a quoted string: paths are never YAML-typed
     config = load_config(args.config, overrides)
     result = run_benchmark(config, progress=not args.no_progress, retry_errors=args.retry_errors)
     print(summary(result.cases))
@@ -245,7 +247,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .engine.doctor import doctor_report
 
-    print(doctor_report(data_root=args.data_root, weights_dir=args.weights_dir))
+    print(doctor_report(data_root=args.data_root, weights_dir=args.weights_dir, build=args.build))
     return 0
 
 

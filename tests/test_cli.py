@@ -161,3 +161,9 @@ def test_list_and_doctor(capsys):
     assert run_cli(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "torch" in out and "lpips" in out and "embedded: found" in out
+
+
+def test_bench_ops_delegates_its_arguments(capsys):
+    with pytest.raises(SystemExit) as info:
+        run_cli(["bench-ops", "--help"])
+    assert info.value.code == 0 and "bench-ops" in capsys.readouterr().out

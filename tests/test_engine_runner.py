@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 PLUGIN = '''
 import os
 import time
+import warnings
 import torch
 import torch.nn.functional as F
 from asr_bench.registry import MethodSpec
@@ -43,9 +44,9 @@ class Smooth(Upsampler):
     weights_loaded = True
 
     def __init__(self, sleep=0.0, alloc_mb=0, fail=False, loaded=True, interrupt_at=0, pid_file=None,
-                 wrong_size=False):
+                 wrong_size=False, warn=False):
         super().__init__()
-        self.wrong_size = wrong_size
+        self.wrong_size, self.warn = wrong_size, warn
         self.calls, self.interrupt_at = 0, interrupt_at
         if pid_file:
             with open(pid_file, "a") as handle:
@@ -67,6 +68,8 @@ class Smooth(Upsampler):
             torch.ones(self.alloc_mb * 2 ** 18).sum()
         if self.fail:
             raise RuntimeError("injected failure")
+        if self.warn:
+            warnings.warn("t-smooth says hi")
         if self.wrong_size:
             size = (size[0] + 1, size[1])
         return F.interpolate(self.conv(lr), size=size, mode="bilinear", align_corners=False)
@@ -222,14 +225,15 @@ def test_run_json_records_environment_and_config(tmp_path, plugin, images):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fresh-process RSS peaks are measured on Linux")
-def test_cpu_memory_is_measured_in_a_fresh_process_per_case(tmp_path, plugin, images):
+def test_cpu_memory_is_measured_in_a_fresh_process_per_case(tmp_path, plugin, images, capfd):
     config = make_config(tmp_path, plugin, images, scales=[2], profiling={"warmup": 0, "repeats": 1, "memory": True},
-                         methods=[{"method": "t-smooth", "kwargs": {"alloc_mb": 48}, "label": "big"},
-                                  {"method": "t-smooth", "kwargs": {"alloc_mb": 8}, "label": "small"}])
+                         methods=[{"method": "t-smooth", "kwargs": {"alloc_mb": 48, "warn": True}, "label": "big"},
+                                  {"method": "t-smooth", "kwargs": {"alloc_mb": 8, "warn": True}, "label": "small"}])
     result = run_benchmark(config, progress=False, render=False)
     big, small = result.cases
     assert big.memory_kind == "cpu peak RSS increase"
     assert 44 <= big.memory_mb <= 80 and 6 <= small.memory_mb <= 30  # the bigger case does not hide the small one
+    assert capfd.readouterr().err.count("t-smooth says hi") == 1  # the workers' warnings, shown once per run
 
 
 def comparable(path):

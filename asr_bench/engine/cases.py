@@ -93,8 +93,7 @@ def resolve_methods(config: Config) -> list[MethodEntry]:
         if entry.checkpoint is not None and not Path(entry.checkpoint).is_file():
             raise MissingFile(f"checkpoint of methods[{i}] ({entry.method})", entry.checkpoint,
                               "Check the path, or remove `checkpoint:` to benchmark random weights.")
-        label = entry.label or (spec.name if len(spec.encoders) <= 1 and encoder == spec.encoders[0]
-                                and not spec.needs_weights else f"{spec.name} ({encoder})")
+        label = entry.label or (spec.name if encoder == "none" else f"{spec.name} ({encoder})")
         resolved.append(replace(entry, encoder=encoder, label=label))
     labels = [e.label for e in resolved]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})

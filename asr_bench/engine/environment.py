@@ -74,6 +74,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "torch": torch.__version__,
         "cuda_available": torch.cuda.is_available(),
+        "torch_cuda": torch.version.cuda,
         **device_info(device),
         "git_commit": git_commit(),
         "op_backends": live_backends(),

@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import threading
+import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -29,7 +30,7 @@ import torch
 from ..config import Config, config_hash, results_key
 from ..errors import UnsupportedScale, UserError
 from .cases import Case, check_names, load_plugins, plan_cases, resolve_methods
-from .environment import environment, resolve_device
+from .environment import environment, live_backends, resolve_device
 from .memory import peak_memory_mb
 from .records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, ImageRecord
 from .store import RunStore
@@ -62,6 +63,7 @@ def run_benchmark(config: Config, progress: bool = True, retry_errors: bool = Fa
     store.write_run(run_json(config, device, cases))
     if isolate is None:
         isolate = config.profiling.memory and device.type == "cpu"
+    _SHOWN.clear()
     for case in cases:
         done = store.finished(case.case_id)
         if done is not None and retry_errors and done.status == ERROR:
@@ -73,6 +75,9 @@ def run_benchmark(config: Config, progress: bool = True, retry_errors: bool = Fa
         else:
             execute_case(case, config, device, store, progress)
     records = [store.cases[c.case_id] for c in cases]
+    finished = store.read_run()
+    finished.setdefault("environment", {})["op_backends"] = live_backends()  # what the cases compiled and used
+    store.write_run(finished)
     if render:
         render_run(store.run_dir)
     return RunResult(store.run_dir, records, sum(r.status == ERROR for r in records))
@@ -142,8 +147,10 @@ def run_isolated(case: Case, config: Config, device: torch.device, store: RunSto
     except EOFError:  # the worker died without a word (killed, or crashed outside the case)
         message = None
     store.reload()
-    if message is not None and message[0] == "user_error":
-        raise UserError(message[1])
+    if message is not None:
+        show_once(message[2])
+        if message[0] == "user_error":
+            raise UserError(message[1])
     if store.finished(case.case_id) is None:
         code = worker.exitcode
         why = (f"killed by signal {-code} (out of memory?)" if code is not None and code < 0
@@ -153,6 +160,15 @@ def run_isolated(case: Case, config: Config, device: torch.device, store: RunSto
 
 
 _PRELOADED = False
+_SHOWN: set[str] = set()
+
+
+def show_once(messages: list[str]) -> None:
+    """Warnings from case workers: each distinct one once per run, not once per case."""
+    for text in messages:
+        if text not in _SHOWN:
+            _SHOWN.add(text)
+            print(f"warning: {text}", file=sys.stderr)
 
 
 def _context() -> Any:
@@ -176,12 +192,15 @@ def _context() -> Any:
 def _worker_main(case: Case, config: Config, device: str, run_dir: str, progress: bool, sender: Any,
                  lifeline: Any) -> None:
     _exit_with_run(lifeline)
-    try:
-        load_plugins(config.plugins)
-        execute_case(case, config, torch.device(device), RunStore(run_dir), progress)
-        sender.send(("ok", ""))
-    except UserError as exc:
-        sender.send(("user_error", str(exc)))
+    with warnings.catch_warnings(record=True) as caught:  # handed to the run, which shows each one once
+        warnings.simplefilter("always")
+        try:
+            load_plugins(config.plugins)
+            execute_case(case, config, torch.device(device), RunStore(run_dir), progress)
+            message = ("ok", "")
+        except UserError as exc:
+            message = ("user_error", str(exc))
+    sender.send((*message, [f"{w.category.__name__}: {w.message}" for w in caught]))
 
 
 def _exit_with_run(lifeline: Any) -> None:
