@@ -67,3 +67,9 @@ def test_drop_case_forgets_its_images(tmp_path):
     store.drop_case("a|set5|4")
     again = RunStore(tmp_path)
     assert again.finished("a|set5|4") is None and [r.case_id for r in again.images] == ["b|set5|4"]
+
+
+def test_temp_files_of_an_interrupted_write_are_cleaned_on_open(tmp_path):
+    (tmp_path / ".images.jsonl.abc123.tmp").write_text('{"half": ')
+    RunStore(tmp_path)
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -58,6 +58,8 @@ class RunStore:
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.run_dir.glob(".*.tmp"):  # a write cut short by a kill; its target is intact
+            leftover.unlink(missing_ok=True)
         self.reload()
 
     def reload(self) -> None:
