@@ -10,10 +10,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .build import backend_status, live_backends
 from .rasterize import rasterize
 
-_LAZY = {"meta_upscale": ("asr_bench.ops.meta_upscale", "meta_upscale")}
+_LAZY = {
+    "meta_upscale": ("asr_bench.ops.meta_upscale", "meta_upscale"),
+    "live_backends": ("asr_bench.ops.build", "live_backends"),
+    "backend_status": ("asr_bench.ops.build", "backend_status"),
+}
 
 __all__ = ["rasterize", "live_backends", "backend_status", *_LAZY]
 

@@ -36,7 +36,6 @@ from types import ModuleType
 import torch
 from torch.autograd.function import once_differentiable
 
-from .build import resolve_backend
 from .rasterize_reference import rasterize_reference
 
 OP_NAME = "rasterize"
@@ -98,6 +97,8 @@ def rasterize(
     backend: str = "auto",
 ) -> torch.Tensor:
     """Render N 2-D Gaussians into a (3, H, W) image the way GSASR's CUDA op does (contract: module docstring)."""
+    from .build import resolve_backend  # here, so `python -m asr_bench.ops.build` runs a fresh module
+
     inputs = _checked(sigma_x, sigma_y, rho, coords, colours, height, width)
     name, module = resolve_backend(OP_NAME, backend, colours.device)
     if name != "torch" and colours.dtype not in _compiled_dtypes(name):
@@ -115,4 +116,6 @@ def _compiled_dtypes(backend: str) -> tuple[torch.dtype, ...]:
 
 def compiled_module(backend: str) -> ModuleType | None:
     """The compiled module for a backend name (None for 'torch'); for tests and benchmarks."""
+    from .build import resolve_backend
+
     return resolve_backend(OP_NAME, backend, torch.device("cuda" if backend == "cuda" else "cpu"))[1]
