@@ -165,6 +165,18 @@ def test_deterministic_across_runs_and_thread_counts(cpp):
         assert all(torch.equal(a, b) for a, b in zip(grads, first_grads))
 
 
+def test_passes_over_index_ranges_change_nothing(cpp):
+    # Large renders are split into passes of consecutive Gaussians; each pixel still sums in index order.
+    params, height, width = gsasr_gaussians(8, 6, 4, seed=8)
+    whole = rasterize(*params, height, width, 0.1, backend="cpp")
+    try:
+        cpp.set_max_pairs_per_pass(50)
+        split = rasterize(*params, height, width, 0.1, backend="cpp")
+    finally:
+        cpp.set_max_pairs_per_pass(1 << 25)
+    assert torch.equal(whole, split)
+
+
 def test_auto_prefers_cpp_on_cpu(cpp, monkeypatch):
     calls = []
     original = cpp.forward

@@ -22,7 +22,7 @@ namespace {
 using asr_raster::Gaussian;
 
 constexpr int kBandRows = 8;
-constexpr int64_t kMaxPairsPerPass = int64_t(1) << 25;  // bounds the memory of the band lists
+int64_t max_pairs_per_pass = int64_t(1) << 25;  // bounds the memory of the band lists (settable for tests)
 
 // exp for the inner loops: a Cephes-style polynomial (about 1 ulp) that GCC vectorises, unlike libm's expf.
 // It is exactly 0 below -104 (where fp32 expf is 0 too) and keeps subnormal results (two-step scaling).
@@ -137,7 +137,7 @@ void forward_impl(const T* sx, const T* sy, const T* rho, const T* coords, const
   int64_t begin = 0, pairs = 0;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t bands = asr_raster::is_empty(gs[i]) ? 0 : gs[i].row1 / kBandRows - gs[i].row0 / kBandRows + 1;
-    if (pairs + bands > kMaxPairsPerPass && i > begin) {
+    if (pairs + bands > max_pairs_per_pass && i > begin) {
       splat_pass(gs, begin, i, colours, xs, ys, height, width, out);
       begin = i;
       pairs = 0;
@@ -258,5 +258,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "GSASR Gaussian rasterizer, CPU backend (see csrc/rasterize/binning.h)";
   m.def("forward", &forward, "render (3, H, W)");
   m.def("backward", &backward, "gradients w.r.t. sigma_x, sigma_y, rho, coords, colours");
+  m.def("set_max_pairs_per_pass", [](int64_t limit) { max_pairs_per_pass = limit; },
+        "split the forward into passes of at most this many (band, Gaussian) pairs (tests)");
   m.def("exp_approx", [](double x) { return exp_approx(static_cast<float>(x)); }, "the vectorised expf (tests)");
 }
