@@ -98,3 +98,23 @@ def test_cuda_timing_and_peak_memory():
     times = time_call(lambda: torch.ones(2**22, device=device).cumsum(0), device, warmup=1, repeats=3)
     assert len(times) == 3 and all(t > 0 for t in times)
     del held
+
+
+def test_flops_are_counted_when_a_parameter_feeds_a_submodule_in_inference_mode():
+    class LearnedQuery(torch.nn.Module):  # GSASR-like: a learned embedding is a submodule's input
+        def __init__(self):
+            super().__init__()
+            self.query = torch.nn.Parameter(torch.rand(4, 8))
+            self.proj = torch.nn.Linear(8, 8, bias=False)
+
+        def forward(self, x):
+            return self.proj(self.query) + x
+
+    model = LearnedQuery()
+
+    def call():
+        with torch.inference_mode():
+            return model(torch.rand(4, 8))
+
+    assert count_flops(call, model) == 2 * 4 * 8 * 8
+    assert all(p.requires_grad for p in model.parameters())  # restored afterwards

@@ -360,21 +360,31 @@ def measure_cost(model: torch.nn.Module, upscale: Any, lr: torch.Tensor, size: t
         "memory_mb": memory_mb,
         "memory_kind": memory_kind,
         "params": sum(p.numel() for p in model.parameters()),
-        "flops": count_flops(call) if config.profiling.flops else None,
+        "flops": count_flops(call, model) if config.profiling.flops else None,
         "output_mpix": size[0] * size[1] / 1e6,
     }
 
 
-def count_flops(call: Any) -> float | None:
-    """FLOPs of one call (torch's counter: matmuls and convolutions; custom ops declare their own)."""
+def count_flops(call: Any, model: torch.nn.Module | None = None) -> float | None:
+    """FLOPs of one call (torch's counter: matmuls and convolutions; custom ops declare their own).
+
+    The counter's module tracker hooks the autograd graph of any input that requires grad, and a parameter
+    fed to a submodule (a learned query, say) has no graph in inference mode: parameters are frozen meanwhile.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
+    params = [p for p in (model.parameters() if model is not None else []) if p.requires_grad]
     try:
+        for p in params:
+            p.requires_grad_(False)
         with FlopCounterMode(display=False) as counter:
             call()
         return float(counter.get_total_flops())
     except Exception:  # noqa: BLE001 - an op the counter cannot trace leaves FLOPs unknown, not the case failed
         return None
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def score_images(case: Case, config: Config, device: torch.device, store: RunStore, protocol: Any, dataset: Any,
