@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -112,6 +113,66 @@ WORKLOADS: list[Workload] = [
 BACKENDS_OF: dict[str, Callable[[torch.device], list[str]]] = {"rasterize": _rasterize_backends}
 
 
+# ------------------------------------------------------------------------------------------ meta_upscale
+
+
+def _meta_upscale_case(scale: float, lr: int = 180, channels: int = 64) -> Callable[[torch.device], Any]:
+    """Meta-SR's head on a 180x180 LR map of 64 channels: each output line reads LR line floor(i*h/H) with the
+    weights of its phase, and the table holds the distinct phases (what the front hands a backend)."""
+
+    def make(device: torch.device):
+        g = torch.Generator().manual_seed(0)
+        size = math.floor(scale * lr)
+        i = torch.arange(size)
+        source = (i * lr) // size
+        phase = torch.unique((i * lr) % size, return_inverse=True)[1]
+        n_phases = int(phase.max()) + 1
+        features = torch.randn(1, channels, lr, lr, generator=g)
+        table = torch.randn(n_phases, n_phases, 9 * channels, 3, generator=g) / (9 * channels) ** 0.5
+        return [t.to(device) for t in (features, table, source, phase, source, phase)]
+
+    return make
+
+
+def _meta_upscale_forward(inputs, backend: str) -> Callable[[], Any]:
+    from .meta_upscale import meta_upscale_table
+
+    return lambda: meta_upscale_table(*inputs, backend=backend)
+
+
+def _meta_upscale_backward(inputs, backend: str) -> Callable[[], Any]:
+    from .meta_upscale import meta_upscale_table
+
+    features, table, *maps = inputs
+    leaves = [features.clone().requires_grad_(), table.clone().requires_grad_()]
+    out = meta_upscale_table(*leaves, *maps, backend=backend)
+    grad = torch.ones_like(out)
+    return lambda: torch.autograd.grad(out, leaves, grad, retain_graph=True)
+
+
+def _meta_upscale_backends(device: torch.device) -> list[str]:
+    from .meta_upscale import BACKENDS, live_backends  # (the package binds `meta_upscale` to the front function)
+
+    return ["torch", *[b for b in live_backends() if b != "torch" and device.type in BACKENDS[b].devices]]
+
+
+def _meta_upscale_cost(scale: float) -> float:
+    """Multiply-adds of the x`scale` head over 3e8 (x4 ~ 3, like the rasterizer's x4 720)."""
+    return math.floor(scale * 180) ** 2 * 9 * 64 * 3 / 3e8
+
+
+WORKLOADS += [
+    *[
+        Workload("meta_upscale", f"fwd x{s:g} 180x180 C64", _meta_upscale_case(s), _meta_upscale_forward,
+                 reference_cost=_meta_upscale_cost(s))
+        for s in (2, 3.5, 4, 12)
+    ],
+    Workload("meta_upscale", "bwd x4 180x180 C64", _meta_upscale_case(4), _meta_upscale_backward,
+             reference_cost=3 * _meta_upscale_cost(4)),
+]
+BACKENDS_OF["meta_upscale"] = _meta_upscale_backends
+
+
 # -------------------------------------------------------------------------------------------------- timing
 
 
@@ -134,15 +195,48 @@ def time_call(call: Callable[[], Any], device: torch.device, repeats: int, warmu
     return statistics.median(times)
 
 
+def peak_mb(workload: Workload, backend: str, device: torch.device, inputs: Any = None) -> float | None:
+    """MiB one timed call needs beyond its inputs. CUDA: max_memory_allocated over the allocated memory before
+    the call. CPU: the peak-RSS increase measured in a fresh Python process (tracemalloc does not see torch, and
+    in this process memory freed by earlier calls and kept by the allocator could hide a later call's)."""
+    if device.type == "cuda":
+        from ..engine.memory import cuda_peak_mb
+
+        call = workload.run(inputs if inputs is not None else workload.make(device), backend)
+        before = torch.cuda.memory_allocated(device) / 2**20
+        return cuda_peak_mb(call, device) - before
+    if device.type != "cpu":
+        return None
+    code = (f"import sys, torch; torch.set_num_threads({torch.get_num_threads()}); "
+            "from asr_bench.ops.bench import _child_peak_mb; "
+            f"print(_child_peak_mb({workload.op!r}, {workload.name!r}, {backend!r}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if result.returncode != 0:
+        return None
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def _child_peak_mb(op: str, name: str, backend: str) -> float:
+    """In a fresh process: build the workload's inputs, load the backends, then the peak of one call."""
+    from ..engine.memory import cpu_peak_increase_mb
+
+    device = torch.device("cpu")
+    workload = next(w for w in WORKLOADS if w.op == op and w.name == name)
+    BACKENDS_OF[op](device)  # compiled modules loaded before the measurement, not during it
+    call = workload.run(workload.make(device), backend)
+    return cpu_peak_increase_mb(call)
+
+
 def run(device: torch.device, only: str | None = None, repeats: int = 3, max_reference_cost: float = math.inf,
-        workload_filter: str | None = None) -> list[dict[str, Any]]:
-    """One row per (workload, backend): seconds (median) and speed-up over the torch reference."""
+        workload_filter: str | None = None, memory: bool = False) -> list[dict[str, Any]]:
+    """One row per (workload, backend): seconds (median) and speed-up over the torch reference; with `memory`,
+    also the call's peak memory (`peak_mb`) and its ratio to the reference's (`memory_vs_torch`)."""
     rows: list[dict[str, Any]] = []
     for workload in WORKLOADS:
         if (only and workload.op != only) or (workload_filter and workload_filter not in workload.name):
             continue
         inputs = workload.make(device)
-        reference = None
+        reference = reference_peak = None
         for backend in BACKENDS_OF[workload.op](device):
             row: dict[str, Any] = {"op": workload.op, "workload": workload.name, "backend": backend,
                                    "device": device.type, "repeats": repeats, "threads": torch.get_num_threads()}
@@ -161,16 +255,27 @@ def run(device: torch.device, only: str | None = None, repeats: int = 3, max_ref
                 continue
             reference = seconds if backend == "torch" else reference
             row.update(seconds=seconds, speedup=(reference / seconds) if reference else None, note="")
+            if memory:
+                peak = peak_mb(workload, backend, device, inputs)
+                reference_peak = peak if backend == "torch" else reference_peak
+                row.update(peak_mb=peak, memory_vs_torch=(peak / reference_peak) if peak is not None and
+                           reference_peak else None)
             rows.append(row)
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'op':10s} {'workload':30s} {'backend':7s} {'time':>10s} {'vs torch':>9s}  note"]
+    memory = any("peak_mb" in row for row in rows)
+    extra = f" {'peak':>10s} {'mem/torch':>9s}" if memory else ""
+    lines = [f"{'op':12s} {'workload':30s} {'backend':7s} {'time':>10s} {'vs torch':>9s}{extra}  note"]
     for row in rows:
         secs = "-" if row["seconds"] is None else f"{row['seconds'] * 1e3:9.1f}ms"
         ratio = "-" if row["speedup"] is None else f"{row['speedup']:8.1f}x"
-        lines.append(f"{row['op']:10s} {row['workload']:30s} {row['backend']:7s} {secs:>10s} {ratio:>9s}  {row['note']}")
+        if memory:
+            peak = "-" if row.get("peak_mb") is None else f"{row['peak_mb']:8.1f}MB"
+            share = "-" if row.get("memory_vs_torch") is None else f"{row['memory_vs_torch']:9.3f}"
+            ratio += f" {peak:>10s} {share:>9s}"
+        lines.append(f"{row['op']:12s} {row['workload']:30s} {row['backend']:7s} {secs:>10s} {ratio:>9s}  {row['note']}")
     return "\n".join(lines)
 
 
@@ -183,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-reference-cost", type=float, default=math.inf,
                         help="skip the torch reference on workloads costlier than this (x4 720 ~ 2.9)")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the peak-memory column (on CPU each peak is one more call in a fresh process)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench-ops: --device cuda asked but no CUDA device is visible; use --device cpu.", file=sys.stderr)
@@ -191,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only and args.only not in known_ops:
         print(f"bench-ops: unknown op '{args.only}'; known: {', '.join(known_ops)}.", file=sys.stderr)
         return 2
-    rows = run(torch.device(args.device), args.only, args.repeats, args.max_reference_cost, args.workload)
+    rows = run(torch.device(args.device), args.only, args.repeats, args.max_reference_cost, args.workload,
+               memory=not args.no_memory)
     print(json.dumps(rows, indent=1) if args.json else format_table(rows))
     return 0
 

@@ -101,8 +101,11 @@ inline void for_output_blocks(int64_t out_ch, Fn&& fn) {
 
 // Zero-padded channels-last copy of the features: (B, C, h, w) -> (B, h+2, w+2, C).
 torch::Tensor padded_channels_last(const torch::Tensor& features) {
-  auto padded = torch::constant_pad_nd(features, {1, 1, 1, 1}, 0);
-  return padded.permute({0, 2, 3, 1}).contiguous();
+  // Written in place (one LR-sized buffer; pad-then-permute would make two).
+  auto padded = torch::zeros({features.size(0), features.size(2) + 2, features.size(3) + 2, features.size(1)},
+                             features.options());
+  padded.narrow(1, 1, features.size(2)).narrow(2, 1, features.size(3)).copy_(features.permute({0, 2, 3, 1}));
+  return padded;
 }
 
 // (Py, Px, 9C, O) with row c*9+ky*3+kx  <->  (Py, Px, O, 3 [ky], 3 [kx], C): the layout the loops read.
