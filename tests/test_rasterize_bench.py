@@ -18,7 +18,7 @@ def test_bench_rows_and_ratios(monkeypatch, capsys):
         assert row["seconds"] > 0 and row["note"] == ""
         if row["backend"] == "torch":
             assert row["speedup"] == 1.0
-    assert bench.main(["--json", "--repeats", "1"]) == 0
+    assert bench.main(["--json", "--repeats", "1", "--no-memory"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert [r["workload"] for r in printed][:1] == ["fwd tiny"]
     assert bench.main(["--only", "nope"]) == 2
