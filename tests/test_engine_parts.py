@@ -118,3 +118,17 @@ def test_flops_are_counted_when_a_parameter_feeds_a_submodule_in_inference_mode(
 
     assert count_flops(call, model) == 2 * 4 * 8 * 8
     assert all(p.requires_grad for p in model.parameters())  # restored afterwards
+
+
+def test_a_checkpoint_folder_is_accepted_and_a_missing_one_named(tmp_path):
+    """Methods such as RT4KSR (x2 + x3 files) and GSASR (encoder + decoder) take a folder as checkpoint."""
+    from asr_bench.config import parse_config
+    from asr_bench.engine.cases import resolve_methods
+    from asr_bench.errors import MissingFile
+
+    (tmp_path / "weights").mkdir()
+    ok = parse_config({"methods": [{"method": "rt4ksr", "checkpoint": str(tmp_path / "weights")}]})
+    assert resolve_methods(ok)[0].checkpoint == str(tmp_path / "weights")
+    missing = parse_config({"methods": [{"method": "rt4ksr", "checkpoint": str(tmp_path / "nope")}]})
+    with pytest.raises(MissingFile, match="nope"):
+        resolve_methods(missing)

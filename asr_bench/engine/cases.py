@@ -90,7 +90,7 @@ def resolve_methods(config: Config) -> list[MethodEntry]:
             raise UnknownName(f"encoder for {entry.method} (methods[{i}].encoder)", encoder, spec.encoders)
         if entry.preset is not None and entry.preset not in spec.presets:
             raise UnknownName(f"preset of {entry.method} (methods[{i}].preset)", entry.preset, spec.presets)
-        if entry.checkpoint is not None and not Path(entry.checkpoint).is_file():
+        if entry.checkpoint is not None and not Path(entry.checkpoint).exists():  # a file, or a folder of files
             raise MissingFile(f"checkpoint of methods[{i}] ({entry.method})", entry.checkpoint,
                               "Check the path, or remove `checkpoint:` to benchmark random weights.")
         label = entry.label or (spec.name if encoder == "none" else f"{spec.name} ({encoder})")

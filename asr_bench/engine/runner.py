@@ -109,8 +109,13 @@ def render_run(run_dir: Path) -> dict[str, Any]:
         from ..report import render_report
     except ImportError:
         return {}
-    published = Path(__file__).resolve().parents[2] / "results" / "published"
-    return render_report(Path(run_dir), published_dir=published if published.is_dir() else None)
+    return render_report(Path(run_dir), published_dir=published_dir())
+
+
+def published_dir() -> Path | None:
+    """results/published of the current folder, else of the checkout this package runs from."""
+    candidates = (Path.cwd() / "results" / "published", Path(__file__).resolve().parents[2] / "results" / "published")
+    return next((p for p in candidates if p.is_dir()), None)
 
 
 def case_supported(case: Case) -> bool:
