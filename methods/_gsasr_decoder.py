@@ -10,6 +10,7 @@ The output is the raw (B, N, 9) tensor [sigma(2), rho, alpha, rgb(3), mean(2)]; 
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -34,14 +35,28 @@ def image_to_tokens(img: torch.Tensor, side: int) -> torch.Tensor:
     return x.reshape(b * hc * wc, side * side, c)
 
 
+def window_major_grid(hc: int, wc: int, side: int) -> torch.Tensor:
+    """(hc*side, wc*side) grid of each pixel's token number in the window-major, row-major-inside order."""
+    t = torch.arange(hc * wc * side * side).reshape(hc, wc, side, side)
+    return t.permute(0, 2, 1, 3).reshape(hc * side, wc * side)
+
+
+@functools.lru_cache(maxsize=64)
+def _roll_source(hc: int, wc: int, side: int, shift: int, device: torch.device) -> torch.Tensor:
+    grid = window_major_grid(hc, wc, side)
+    return image_to_tokens(torch.roll(grid, shifts=(shift, shift), dims=(0, 1))[None, None], side).reshape(-1).to(device)
+
+
 def roll_tokens(x: torch.Tensor, hc: int, wc: int, side: int, shift: int) -> torch.Tensor:
-    """Cyclically roll the window tokens' full grid by `shift` on both axes (channels-last)."""
+    """Cyclically roll the window tokens' full grid by `shift` on both axes (channels-last).
+
+    One gather with a cached source index instead of un-windowing, rolling and re-windowing (three copies);
+    pure data movement, so the values are bit-identical.
+    """
     c = x.shape[-1]
     b = x.shape[0] // (hc * wc)
-    grid = x.reshape(b, hc, wc, side, side, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hc * side, wc * side, c)
-    grid = torch.roll(grid, shifts=(shift, shift), dims=(1, 2))
-    grid = grid.reshape(b, hc, side, wc, side, c).permute(0, 1, 3, 2, 4, 5)
-    return grid.reshape(b * hc * wc, side * side, c)
+    src = _roll_source(hc, wc, side, shift, x.device)
+    return x.reshape(b, -1, c).index_select(1, src).reshape(x.shape)
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -357,7 +372,7 @@ class Fea2GS(nn.Module):
 
     def __init__(self, inchannel: int = 64, channel: int = 180, num_heads: int = 6, num_crossattn_blocks: int = 1,
                  num_crossattn_layers: int = 2, num_selfattn_blocks: int = 6, num_selfattn_layers: int = 6,
-                 window_size: int = 12, rope: bool = False, head_chunk: int = 1 << 16) -> None:
+                 window_size: int = 12, rope: bool = False, head_chunk: int = 8192) -> None:
         super().__init__()
         self.channel, self.window, self.rope = channel, window_size, rope
         self.head_chunk = head_chunk
@@ -403,14 +418,25 @@ class Fea2GS(nn.Module):
         return self.UPNet(img)
 
     def heads(self, up: torch.Tensor) -> torch.Tensor:
-        """The five MLP heads on every position of the up-sampled map, in bounded row chunks -> (B, N, 7)."""
+        """The five MLP heads on every position of the up-sampled map, in bounded row chunks -> (B, N, 9).
+
+        The heads' first layers read the same input, so they run as one (5C x C) matmul per chunk (the same dot
+        products, bit-identical); chunks of a few thousand rows keep the 4C-wide hidden layer in cache.
+        """
         b, c, hg, wg = up.shape
         flat = up.permute(0, 2, 3, 1).reshape(b, hg * wg, c)
-        parts = []
+        mlps = [getattr(self, f"mlp_block_{name}") for name, _ in self.HEADS]
+        w1 = torch.cat([m[0].weight for m in mlps])
+        b1 = torch.cat([m[0].bias for m in mlps])
+        out = flat.new_empty(b, hg * wg, sum(k for _, k in self.HEADS))
         for start in range(0, hg * wg, self.head_chunk):
-            chunk = flat[:, start:start + self.head_chunk]
-            parts.append(torch.cat([getattr(self, f"mlp_block_{name}")(chunk) for name, _ in self.HEADS], dim=-1))
-        return torch.cat(parts, dim=1)
+            rows = slice(start, start + self.head_chunk)
+            hidden = F.linear(flat[:, rows], w1, b1).relu_()
+            col = 0
+            for i, ((_, k), mlp) in enumerate(zip(self.HEADS, mlps)):
+                out[:, rows, col:col + k] = mlp[4](mlp[3](mlp[2](hidden[..., i * c:(i + 1) * c])))
+                col += k
+        return out
 
     @staticmethod
     def reference_points(hg: int, wg: int, device: torch.device) -> torch.Tensor:
