@@ -19,10 +19,17 @@ from torch import nn
 
 
 # ----------------------------------------------------------------------------- layout helpers
-def tokens_to_image(x: torch.Tensor, hc: int, wc: int, side: int) -> torch.Tensor:
-    """(B*hc*wc, side*side, C) window tokens -> (B, C, hc*side, wc*side) image."""
+def tokens_to_image(x: torch.Tensor, hc: int, wc: int, side: int, channels_last: bool = False) -> torch.Tensor:
+    """(B*hc*wc, side*side, C) window tokens -> (B, C, hc*side, wc*side) image.
+
+    `channels_last` returns the same values in NHWC memory: one copy fewer for the tokens, and the layout in
+    which oneDNN's CPU convolutions run fastest (and the heads then read the map without a transpose).
+    """
     c = x.shape[-1]
     b = x.shape[0] // (hc * wc)
+    if channels_last:
+        x = x.reshape(b, hc, wc, side, side, c).permute(0, 1, 3, 2, 4, 5)
+        return x.reshape(b, hc * side, wc * side, c).permute(0, 3, 1, 2)
     x = x.reshape(b, hc, wc, side, side, c).permute(0, 5, 1, 3, 2, 4)
     return x.reshape(b, c, hc * side, wc * side)
 
@@ -405,16 +412,20 @@ class Fea2GS(nn.Module):
         pos = self.pos_embedding.unsqueeze(0).expand(windows, -1, -1)
         # The network sees 1/s (float32 reciprocal, as the official code feeds it).
         e = self.scale_mlp((1 / scale).unsqueeze(1).to(self.scale_mlp[0].weight.dtype))
+        if feat_in.device.type == "cpu":
+            feat_in = feat_in.contiguous(memory_format=torch.channels_last)
         feat = self.img_feat_proj(feat_in)
         for block in self.window_crossattn_blocks:
             query = block(query, pos, feat, e, hc, wc)
         resi = query
         for block in self.gs_selfattn_blocks:
             query = block(query, hc, wc, e)
+        nhwc = query.device.type == "cpu"  # CUDA keeps its NCHW convolutions unchanged
         if self.rope:
-            img = self.conv_final(tokens_to_image(query, hc, wc, ws)) + tokens_to_image(resi, hc, wc, ws)
+            img = (self.conv_final(tokens_to_image(query, hc, wc, ws, nhwc))
+                   + tokens_to_image(resi, hc, wc, ws, nhwc))
         else:
-            img = tokens_to_image(query + resi, hc, wc, ws)
+            img = tokens_to_image(query + resi, hc, wc, ws, nhwc)
         return self.UPNet(img)
 
     def heads(self, up: torch.Tensor) -> torch.Tensor:
