@@ -255,11 +255,13 @@ def resolve_backend(op: str, requested: str, device: torch.device) -> tuple[str,
 
 def load_meta_upscale() -> None:
     """Register the compiled meta-upscale backends that load here (asr_bench.ops.meta_upscale calls this once)."""
-    from . import meta_upscale as op
+    import importlib
+
+    op = importlib.import_module("asr_bench.ops.meta_upscale")  # the package binds `meta_upscale` to the front
 
     for backend, devices in (("cuda", {"cuda"}), ("cpp", {"cpu"})):
-        if extension("meta_upscale", backend) is None:
-            continue
+        if extension("meta_upscale", backend) is None or (backend == "cuda" and not has_cuda_toolchain()):
+            continue  # no source, or no GPU here: nothing to warn about
         try:
             module = load_extension("meta_upscale", backend)
         except ExtensionUnavailable as error:
