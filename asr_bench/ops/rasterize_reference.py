@@ -39,9 +39,14 @@ def gaussian_constants(sigma_x: torch.Tensor, sigma_y: torch.Tensor, rho: torch.
     return inv_a2, inv_b2, two_rho_ab, neg_half_inv
 
 
+def _window_length(dmax: float, n: int) -> int:
+    """How many pixels (of n along an axis) surely hold the dmax box around any centre."""
+    return min(int(math.floor(dmax * (n - 1))) + 4, n)
+
+
 def _window(centre: torch.Tensor, dmax: float, n: int) -> tuple[torch.Tensor, int]:
     """First pixel index and length of a window of pixels that surely holds the dmax box around each centre."""
-    length = min(int(math.floor(dmax * (n - 1))) + 4, n)
+    length = _window_length(dmax, n)
     first = torch.floor((centre.detach().to(torch.float64) - dmax + 1.0) * ((n - 1) / 2.0)) - 1.0
     first = first.nan_to_num(0.0).clamp(0, n - length).to(torch.long)
     return first, length
@@ -91,8 +96,7 @@ def rasterize_reference(
     dmax: float,
 ) -> torch.Tensor:
     """The (3, H, W) image of the Gaussians (argument contract: `asr_bench.ops.rasterize`); differentiable."""
-    n_cols = min(int(math.floor(dmax * (width - 1))) + 4, width)
-    n_rows = min(int(math.floor(dmax * (height - 1))) + 4, height)
+    n_cols, n_rows = _window_length(dmax, width), _window_length(dmax, height)
     chunk = max(1, _CHUNK_ELEMENTS // (n_cols * n_rows))
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (sigma_x, sigma_y, rho, coords, colours)
