@@ -140,7 +140,8 @@ def _metric_names(records: list[Any]) -> list[str]:
     return names
 
 
-def _csv(header: list[str], rows: list[list[Any]]) -> str:
+def csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    """One CSV document ('\\n' line ends, csv-module quoting); also what asr_bench.report.tables writes with."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -158,7 +159,7 @@ def cases_csv(cases: list[CaseRecord]) -> str:
     header = scalar + metrics + [f"note_{m}" for m in metrics]
     rows = [[_cell(getattr(c, k)) for k in scalar] + [_cell(c.metrics.get(m)) for m in metrics]
             + [c.notes.get(m, "") for m in metrics] for c in cases]
-    return _csv(header, rows)
+    return csv_text(header, rows)
 
 
 def images_csv(images: list[ImageRecord]) -> str:
@@ -166,4 +167,4 @@ def images_csv(images: list[ImageRecord]) -> str:
     header = ["case_id", "image", "lr_h", "lr_w", "sr_h", "sr_w"] + metrics + [f"note_{m}" for m in metrics]
     rows = [[r.case_id, r.image, *r.lr_size, *r.sr_size] + [_cell(r.metrics.get(m)) for m in metrics]
             + [r.notes.get(m, "") for m in metrics] for r in images]
-    return _csv(header, rows)
+    return csv_text(header, rows)

@@ -6,11 +6,10 @@ CSV cells keep full precision (repr of the float) so a CSV round-trips to the st
 """
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 
 from ..engine.records import CaseRecord
+from ..engine.store import csv_text
 from .model import (
     MISSING, AccuracyTable, Cell, CostRow, accuracy_tables, dataset_title, decimals, fmt, fmt_delta, fmt_rate,
     lower_better, metric_sort_key, metric_title, na_text, ordered_unique, scale_title,
@@ -116,14 +115,6 @@ def accuracy_latex(tables: Sequence[AccuracyTable]) -> str:
     return "% requires \\usepackage{booktabs} (and graphicx for \\resizebox on wide tables)\n" + "\n\n".join(parts) + "\n"
 
 
-def _csv_text(header: list[str], rows: list[list[object]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _csv_value(value: object) -> object:
     return "" if value is None else (repr(value) if isinstance(value, float) else value)
 
@@ -141,7 +132,7 @@ def accuracy_csv(tables: Sequence[AccuracyTable]) -> str:
                         for col, cell in zip(table.columns, row.cells)}
             rows.append([table.protocol, row.label, row.method, row.encoder,
                          *(_csv_value(by_title.get(t, MISSING)) for t in titles)])
-    return _csv_text(["protocol", "label", "method", "encoder", *titles], rows)
+    return csv_text(["protocol", "label", "method", "encoder", *titles], rows)
 
 
 # ------------------------------------------------------------------------------------------ published
@@ -197,7 +188,7 @@ def published_latex(entries: Sequence[dict[str, object]]) -> str:
 def published_csv(entries: Sequence[dict[str, object]]) -> str:
     header = ["label", "dataset", "scale", "metric", "ours", "published", "delta", "protocol",
               "published_protocol", "same_protocol", "source"]
-    return _csv_text(header, [[_csv_value(e[h]) for h in header] for e in entries])
+    return csv_text(header, [[_csv_value(e[h]) for h in header] for e in entries])
 
 
 # ------------------------------------------------------------------------------------------ cost
@@ -284,7 +275,7 @@ def cost_csv(rows: Sequence[CostRow]) -> str:
     body = [[r.protocol, r.label, r.dataset, r.scale, r.reason or "ok", *(
         _csv_value(v) for v in (r.output_mpix, r.time_ms, r.fps, r.memory_mb, r.memory_kind, r.params, r.flops,
                                 r.device, r.precision, r.time_repeats, r.time_warmup))] for r in rows]
-    return _csv_text(header, body)
+    return csv_text(header, body)
 
 
 # ------------------------------------------------------------------------------------------ summary
