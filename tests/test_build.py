@@ -46,6 +46,14 @@ def test_cache_key_changes_with_sources_and_headers(tmp_path):
     assert build.extension("toy", "cuda", root) is None  # no cuda.cu
 
 
+def test_common_headers_are_in_every_key_and_not_an_op(tmp_path):
+    root = make_csrc(tmp_path, {"toy/cpu.cpp": "int f();", "toy/cuda.cu": "", "common/shared.h": "#pragma once"})
+    assert build.list_ops(root) == ["toy"]
+    before = {b: build.extension("toy", b, root).key for b in ("cpp", "cuda")}
+    (root / "common" / "shared.h").write_text("#pragma once\n// changed")
+    assert all(build.extension("toy", b, root).key != before[b] for b in before)
+
+
 def test_status_without_compiling(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
     root = make_csrc(tmp_path, {"toy/cpu.cpp": "int f();"})

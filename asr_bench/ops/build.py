@@ -3,7 +3,8 @@
 Every op `<op>` may have two compiled backends beside its PyTorch reference ("torch"):
   "cpp"  from csrc/<op>/cpu.cpp  (C++/OpenMP, -O3 -fopenmp)
   "cuda" from csrc/<op>/cuda.cu  (needs nvcc and a GPU at run time)
-Headers in csrc/<op>/ (e.g. a shared binning.h) are on the include path and part of the cache key.
+Headers in csrc/<op>/ (e.g. a shared binning.h) are on the include path and part of the cache key; so are the
+headers in csrc/common/ (shared by several ops, included as "common/<name>.h"), which is not an op.
 
 Each extension is compiled once, at first use, with `torch.utils.cpp_extension.load` into
 `$TORCH_EXTENSIONS_DIR/asr_bench/` or `~/.cache/asr_bench/extensions/`, in a folder named after a hash of its
@@ -46,6 +47,7 @@ CXX_FLAGS = ["-O3", "-fopenmp", "-march=native", "-ffp-contract=off", "-std=c++1
 LD_FLAGS = ["-fopenmp"]
 NVCC_FLAGS = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
 CHECK_ARCH = "sm_90"  # Hopper: the arch `--check-cuda` compiles for
+COMMON = "common"  # csrc/common/: headers shared by several ops (csrc/ is on the include path), not an op
 
 _loaded: dict[tuple[str, str], ModuleType] = {}
 _failed: dict[tuple[str, str], str] = {}
@@ -87,8 +89,12 @@ def cache_root() -> Path:
 
 
 def list_ops(root: Path = CSRC) -> list[str]:
-    """Ops that have a folder under csrc/."""
-    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    """Ops that have a folder under csrc/ (csrc/common/ holds shared headers, not an op)."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != COMMON) if root.is_dir() else []
+
+
+def _headers(folder: Path) -> list[Path]:
+    return [*sorted(folder.glob("*.h")), *sorted(folder.glob("*.cuh"))]
 
 
 def _cpu_signature() -> str:
@@ -108,8 +114,10 @@ def extension(op: str, backend: str, root: Path = CSRC) -> Extension | None:
     if not source.is_file():
         return None
     digest = hashlib.sha256()
-    for path in [source, *sorted((root / op).glob("*.h")), *sorted((root / op).glob("*.cuh"))]:
+    for path in [source, *_headers(root / op)]:
         digest.update(path.name.encode() + path.read_bytes())
+    for path in _headers(root / COMMON):
+        digest.update(f"{COMMON}/{path.name}".encode() + path.read_bytes())
     flags = CXX_FLAGS + LD_FLAGS + (NVCC_FLAGS if backend == "cuda" else [])
     digest.update(" ".join([*flags, torch.__version__, sys.version, _cpu_signature()]).encode())
     return Extension(op, backend, (source,), digest.hexdigest()[:12])
@@ -163,7 +171,7 @@ def _compile(op: str, backend: str) -> ModuleType:
     from torch.utils.cpp_extension import load
 
     ext.build_dir.mkdir(parents=True, exist_ok=True)
-    include = [str(CSRC / op)]
+    include = [str(CSRC / op), str(CSRC)]  # csrc/ so that "common/<name>.h" resolves
     try:
         return load(
             name=ext.name,
@@ -275,10 +283,11 @@ def load_meta_upscale() -> None:
 # ------------------------------------------------------------------ CUDA syntax check (CI, no GPU needed)
 
 
-def _nvcc_command(source: Path, output: Path, nvcc: str) -> list[str]:
+def _nvcc_command(source: Path, output: Path, nvcc: str, root: Path | None = None) -> list[str]:
     from torch.utils.cpp_extension import include_paths
 
-    includes = [*include_paths(), sysconfig.get_paths()["include"], str(source.parent)]
+    root = source.parent.parent if root is None else root  # csrc/, so that "common/<name>.h" resolves
+    includes = [*include_paths(), sysconfig.get_paths()["include"], str(source.parent), str(root)]
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     return [
         nvcc, "-c", str(source), "-o", str(output), f"-arch={CHECK_ARCH}", *NVCC_FLAGS,
@@ -303,7 +312,8 @@ def check_cuda(root: Path = CSRC, nvcc: str | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         for source in sources:
             result = subprocess.run(
-                _nvcc_command(source, Path(scratch) / (source.stem + ".o"), nvcc), capture_output=True, text=True
+                _nvcc_command(source, Path(scratch) / (source.stem + ".o"), nvcc, root), capture_output=True,
+                text=True,
             )
             if result.returncode == 0:
                 print(f"check-cuda: ok     {source}")
