@@ -187,23 +187,22 @@ def _builder(plus: bool):
     return build
 
 
+def _method(name: str, plus: bool, description: str) -> MethodSpec:
+    """IGConv and IGConv+ share encoders, scales and builder; `plus` picks the ensemble/skip variant."""
+    return MethodSpec(
+        name=name,
+        builder=_builder(plus=plus),
+        encoders=ENCODERS,
+        scales=SCALES,
+        presets=_presets(name, plus=plus),
+        description=description,
+        citation=CITATION,
+    )
+
+
 METHODS = [
-    MethodSpec(
-        name="igconv",
-        builder=_builder(plus=False),
-        encoders=ENCODERS,
-        scales=SCALES,
-        presets=_presets("igconv", plus=False),
-        description="IGConv: hyper-network generated sub-pixel conv per integer scale (no ensemble, no skip)",
-        citation=CITATION,
-    ),
-    MethodSpec(
-        name="igconv-plus",
-        builder=_builder(plus=True),
-        encoders=ENCODERS,
-        scales=SCALES,
-        presets=_presets("igconv-plus", plus=True),
-        description="IGConv+: IGConv with the 8-orientation kernel ensemble and the IGSample skip",
-        citation=CITATION,
-    ),
+    _method("igconv", plus=False,
+            description="IGConv: hyper-network generated sub-pixel conv per integer scale (no ensemble, no skip)"),
+    _method("igconv-plus", plus=True,
+            description="IGConv+: IGConv with the 8-orientation kernel ensemble and the IGSample skip"),
 ]
