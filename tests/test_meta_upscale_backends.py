@@ -172,19 +172,22 @@ def test_auto_picks_cpp_on_cpu_once_it_is_built(cpp):
     assert mu.select_backend("auto", torch.device("cpu")).name == "cpp"
 
 
+class TinyEncoder(torch.nn.Module):
+    """An 8-channel one-conv encoder, enough to drive a MetaSR head (also used by test_meta_upscale_cuda)."""
+
+    out_channels = 8
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
 @pytest.mark.parametrize("variant", ["liif", "official"])
 def test_metasr_gives_the_same_output_on_cpp_and_torch(cpp, variant):
     metasr = pytest.importorskip("asr_bench.methods.metasr")
-
-    class TinyEncoder(torch.nn.Module):
-        out_channels = 8
-
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-
-        def forward(self, x):
-            return self.conv(x)
 
     torch.manual_seed(9)
     model = metasr.MetaSR(TinyEncoder(), variant=variant).eval()

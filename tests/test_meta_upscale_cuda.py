@@ -4,6 +4,7 @@ import torch
 
 import asr_bench.ops.meta_upscale as mu
 from asr_bench.ops.build import ExtensionUnavailable, load_extension
+from test_meta_upscale_backends import TinyEncoder
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -118,16 +119,6 @@ def test_auto_picks_cuda_for_cuda_tensors(cuda_module):
 def test_metasr_on_cuda_equals_the_cpu_reference(cuda_module, variant, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # the encoder's conv in full float32
     metasr = pytest.importorskip("asr_bench.methods.metasr")
-
-    class TinyEncoder(torch.nn.Module):
-        out_channels = 8
-
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-
-        def forward(self, x):
-            return self.conv(x)
 
     torch.manual_seed(9)
     model = metasr.MetaSR(TinyEncoder(), variant=variant, backend="torch").eval()
