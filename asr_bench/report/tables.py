@@ -289,25 +289,29 @@ def summary_table(cases: Sequence[CaseRecord]) -> str:
     for table in accuracy_tables(cases):
         metrics += [c.metric for c in table.columns]
     metrics = sorted(ordered_unique(metrics), key=metric_sort_key)
-    header = ["method", "dataset", "scale", "protocol", *(metric_title(m) for m in metrics), "time ms", "mem MB"]
+    # The reason a case has no scores goes in a last column, so the metric columns stay narrow and aligned.
+    header = ["method", "dataset", "scale", "protocol", *(metric_title(m) for m in metrics), "time ms", "mem MB",
+              "note"]
     lines = []
     for case in cases:
         if case.status == "ok":
             values = [fmt(case.metrics.get(m), decimals(m)) if case.metrics.get(m) is not None
                       else ("n/a" if m in case.notes else MISSING) for m in metrics]
+            note = ""
         else:
-            values = [na_text(case)] + [""] * (len(metrics) - 1) if metrics else []
+            values, note = ["n/a"] * len(metrics), na_text(case)
         measured = case.status in ("ok", "no-weights")
         lines.append([case.label, case.dataset, scale_title(case.scale), case.protocol, *values,
-                      fmt(case.time_ms if measured else None, 1), fmt(case.memory_mb if measured else None, 1)])
+                      fmt(case.time_ms if measured else None, 1), fmt(case.memory_mb if measured else None, 1), note])
     widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
-    numeric = set(range(4, len(header)))
+    numeric = set(range(4, len(header) - 1))
 
-    def line(cells: list[str]) -> str:
-        return "  ".join(str(c).rjust(w) if i in numeric else str(c).ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    def line(cells: list[str], strip: bool = True) -> str:
+        text = "  ".join(str(c).rjust(w) if i in numeric else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+        return text.rstrip() if strip else text
 
     rule = "  ".join("-" * w for w in widths)
     errors = [f"  error in {c.label} {c.dataset} x{c.scale}: {c.error}" for c in cases if c.status == "error"]
-    return "\n".join([line(header), rule, *(line(r) for r in lines), *errors])
+    return "\n".join([line(header, strip=False), rule, *(line(r) for r in lines), *errors])
 
