@@ -182,4 +182,25 @@ RASTER_HD int tile_range(const Gaussian<T>& g, const TileGrid& grid, int* ty0, i
   return (*ty1 - *ty0 + 1) * (*tx1 - *tx0 + 1);
 }
 
+// Gradients of Gaussian i from the sums its backward accumulates over its pixels: the colour sums s_* and the
+// moments m_* of v*G in dx, dy (G = sum_c grad_c * colour_c). d value / d param = value * 2 w1 * (...) with
+// w1 = -1/(2(1-rho^2)), w2 = 1/a^2, w3 = 1/(ab), w4 = 1/b^2 (research/gsasr.md §4.4), linear in the moments.
+// One function for both backends, so the C++ and CUDA gradients can't drift apart.
+template <typename T>
+RASTER_HD void write_gradients(const Gaussian<T>& g, double a, double b, double r, double s_r, double s_g,
+                               double s_b, double m_x, double m_y, double m_xx, double m_xy, double m_yy,
+                               long long i, T* g_sx, T* g_sy, T* g_rho, T* g_coords, T* g_colours) {
+  const double two_w1 = 2.0 * static_cast<double>(g.neg_half_inv);
+  const double w2 = 1.0 / (a * a), w3 = 1.0 / (a * b), w4 = 1.0 / (b * b);
+  const double sum_d = w2 * m_xx - 2.0 * r * w3 * m_xy + w4 * m_yy;
+  g_colours[3 * i] = static_cast<T>(s_r);
+  g_colours[3 * i + 1] = static_cast<T>(s_g);
+  g_colours[3 * i + 2] = static_cast<T>(s_b);
+  g_coords[2 * i] = static_cast<T>(two_w1 * (-w2 * m_x + r * w3 * m_y));
+  g_coords[2 * i + 1] = static_cast<T>(two_w1 * (-w4 * m_y + r * w3 * m_x));
+  g_sx[i] = static_cast<T>(two_w1 / a * (r * w3 * m_xy - w2 * m_xx));
+  g_sy[i] = static_cast<T>(two_w1 / b * (r * w3 * m_xy - w4 * m_yy));
+  g_rho[i] = static_cast<T>(-two_w1 * (two_w1 * r * sum_d + w3 * m_xy));
+}
+
 }  // namespace asr_raster

@@ -191,20 +191,8 @@ void backward_impl(const T* sx, const T* sy, const T* rho, const T* coords, cons
         }
       }
     }
-    // d value / d param = value * 2 w1 * (...) with w1 = -1/(2(1-rho^2)), w2 = 1/a^2, w3 = 1/(ab), w4 = 1/b^2
-    // (research/gsasr.md §4.4); the per-pixel factors are linear in the moments above.
-    const double a = sx[i], b = sy[i], r = rho[i];
-    const double w1 = static_cast<double>(g.neg_half_inv), two_w1 = 2.0 * w1;
-    const double w2 = 1.0 / (a * a), w3 = 1.0 / (a * b), w4 = 1.0 / (b * b);
-    const double sum_d = w2 * m_xx - 2.0 * r * w3 * m_xy + w4 * m_yy;
-    g_colours[3 * i] = static_cast<T>(s_r);
-    g_colours[3 * i + 1] = static_cast<T>(s_g);
-    g_colours[3 * i + 2] = static_cast<T>(s_b);
-    g_coords[2 * i] = static_cast<T>(two_w1 * (-w2 * m_x + r * w3 * m_y));
-    g_coords[2 * i + 1] = static_cast<T>(two_w1 * (-w4 * m_y + r * w3 * m_x));
-    g_sx[i] = static_cast<T>(two_w1 / a * (r * w3 * m_xy - w2 * m_xx));
-    g_sy[i] = static_cast<T>(two_w1 / b * (r * w3 * m_xy - w4 * m_yy));
-    g_rho[i] = static_cast<T>(-two_w1 * (two_w1 * r * sum_d + w3 * m_xy));
+    asr_raster::write_gradients(g, sx[i], sy[i], rho[i], s_r, s_g, s_b, m_x, m_y, m_xx, m_xy, m_yy, i, g_sx, g_sy,
+                                g_rho, g_coords, g_colours);
   }
 }
 
