@@ -7,14 +7,13 @@ Every file is replaced whole (write a temp file beside it, then rename), so a re
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..results.csv_views import csv_text
 from .records import CaseRecord, ImageRecord
 
 FINAL_STATUSES = ("ok", "error", "unsupported", "no-weights")
@@ -138,15 +137,6 @@ def _metric_names(records: list[Any]) -> list[str]:
             if name not in names:
                 names.append(name)
     return names
-
-
-def csv_text(header: list[str], rows: list[list[Any]]) -> str:
-    """One CSV document ('\\n' line ends, csv-module quoting); also what asr_bench.report.tables writes with."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def _cell(value: Any) -> Any:

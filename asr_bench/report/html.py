@@ -14,7 +14,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from ..engine.records import slug
+from ..results.schema import slug
 
 from .model import (
     AccuracyTable, Cell, CostRow, accuracy_tables, cost_rows, dataset_title, decimals, fmt, fmt_delta, fmt_rate,

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..engine.records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord
+from ..results.schema import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord
 from .published import PublishedMatch, PublishedRow, match_published
 
 METRIC_ORDER = ("psnr", "ssim", "lpips", "dists")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..engine.records import NO_WEIGHTS, OK, CaseRecord
+from ..results.schema import NO_WEIGHTS, OK, CaseRecord
 from .model import dataset_title, metric_sort_key, metric_title, ordered_unique, scale_value
 
 _MARKERS = "osD^v<>pXh*"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.records import CaseRecord
+from ..results.schema import CaseRecord
 from ..errors import MissingFile, UserError
 
 COLUMNS = ("method", "encoder", "dataset", "scale", "protocol", "metric", "value", "source")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..engine.records import CaseRecord
-from ..engine.store import csv_text
+from ..results.schema import CaseRecord
+from ..results.csv_views import csv_text
 from .model import (
     MISSING, AccuracyTable, Cell, CostRow, accuracy_tables, dataset_title, decimals, fmt, fmt_delta, fmt_rate,
     lower_better, metric_sort_key, metric_title, na_text, ordered_unique, scale_title,

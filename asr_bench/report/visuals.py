@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ..engine.records import CaseRecord, ImageRecord, slug
+from ..results.schema import CaseRecord, ImageRecord, slug
 from .model import dataset_title, decimals, metric_title, ordered_unique, scale_key, scale_title
 
 DISPLAY_PX = 200  # crops are zoomed to about this size (integer factor)

@@ -1,0 +1,68 @@
+"""Read a run folder (the result store) for the report: run.json, cases.jsonl, images.jsonl.
+
+The report never reaches back into the engine: everything it shows comes from these files, so any past
+run can be re-rendered. A run that crashed mid-write may end with a truncated line; that line is skipped.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .schema import CaseRecord, ImageRecord
+from ..errors import MissingFile, UserError
+
+
+@dataclass
+class RunData:
+    run_dir: Path
+    run: dict[str, Any] = field(default_factory=dict)
+    cases: list[CaseRecord] = field(default_factory=list)
+    images: list[ImageRecord] = field(default_factory=list)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                continue  # an interrupted append: the rest of the store is intact
+            raise UserError(f"{path}:{number} is not valid JSON; the store is damaged there. "
+                            "Delete that line (the case will be re-run on resume) and render again.") from None
+    return rows
+
+
+def _last_per_key(records: list[Any], key: Any) -> list[Any]:
+    """A resumed run may append a case again; the latest record wins, first position kept."""
+    latest: dict[Any, Any] = {}
+    for record in records:
+        latest[key(record)] = record
+    return list(latest.values())
+
+
+def read_run(run_dir: Path) -> RunData:
+    """The store's contents; a folder without cases.jsonl is a UserError (it is not a run folder)."""
+    run_dir = Path(run_dir)
+    cases_path = run_dir / "cases.jsonl"
+    if not cases_path.exists():
+        raise MissingFile("run results (cases.jsonl)", cases_path,
+                          "Give the folder a run wrote (the one holding run.json and cases.jsonl).")
+    run: dict[str, Any] = {}
+    run_json = run_dir / "run.json"
+    if run_json.exists():
+        try:
+            run = json.loads(run_json.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise UserError(f"{run_json} is not valid JSON ({error}); restore it or delete it to render without run metadata.") from None
+    cases = _last_per_key([CaseRecord.from_dict(r) for r in _read_jsonl(cases_path)], lambda c: c.case_id)
+    images = _last_per_key([ImageRecord.from_dict(r) for r in _read_jsonl(run_dir / "images.jsonl")],
+                           lambda i: (i.case_id, i.image))
+    return RunData(run_dir, run if isinstance(run, dict) else {"run": run}, cases, images)

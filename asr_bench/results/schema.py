@@ -1,0 +1,84 @@
+"""The result store's record types: the one contract between the engine (writer) and the report (reader).
+
+They live outside `engine/` so the report (and any user tool) can read a run without importing the engine.
+`SCHEMA_VERSION` is stored with every run; a reader refuses a newer major version instead of misreading it.
+
+Records are flat, JSON-serialisable dataclasses. Per-image rows go to `images.jsonl` / `images.csv`,
+per-case rows to `cases.jsonl` / `cases.csv`, the environment to `run.json`. A metric value is a float,
+or None with the reason in `notes[metric]` (e.g. "n/a (weights missing: alexnet-owt-7be5be79.pth)").
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+SCHEMA_VERSION = 2
+
+# Case status values; the report turns them into the cell text.
+OK = "ok"
+ERROR = "error"                # the case raised; `error` holds the one-line message
+UNSUPPORTED = "unsupported"    # the method does not support this scale -> "n/a (unsupported scale)"
+NO_WEIGHTS = "no-weights"      # random weights: accuracy n/a, cost still measured -> "n/a (no weights)"
+
+
+@dataclass
+class ImageRecord:
+    case_id: str
+    image: str                 # image id within the dataset (file stem)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    lr_size: tuple[int, int] = (0, 0)
+    sr_size: tuple[int, int] = (0, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ImageRecord":
+        return _from_dict(cls, data)
+
+
+@dataclass
+class CaseRecord:
+    case_id: str               # stable hash-free key: "<label>|<dataset>|<scale>"
+    label: str                 # the row name in tables (config `label`, default "<method> (<encoder>)")
+    method: str
+    encoder: str
+    dataset: str
+    scale: str                 # sizes.format_scale: "4", "3.5", "3x2.5"
+    protocol: str              # protocol label with overrides, e.g. "gsasr (crop=4)"
+    status: str = OK
+    error: str = ""
+    n_images: int = 0
+    metrics: dict[str, float | None] = field(default_factory=dict)   # mean over images
+    notes: dict[str, str] = field(default_factory=dict)              # metric -> why it is n/a
+    time_ms: float | None = None        # median model-call time per image (first image's size)
+    time_repeats: int = 0
+    time_warmup: int = 0
+    memory_mb: float | None = None
+    memory_kind: str = ""               # "cuda max_memory_allocated" or "cpu peak RSS increase"
+    params: int | None = None
+    flops: float | None = None          # per image (first image), from torch.utils.flop_counter
+    output_mpix: float | None = None    # megapixels of the measured output
+    device: str = "cpu"
+    precision: str = "fp32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CaseRecord":
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Tolerate extra keys written by newer versions: read only the fields this version knows."""
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a label: 'LIIF (edsr-baseline)' -> 'liif_edsr-baseline'."""
+    import re
+
+    return re.sub(r"[^a-z0-9.+-]+", "_", text.lower()).strip("_") or "unnamed"
