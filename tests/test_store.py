@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+from pathlib import Path
 
 import pytest
 
