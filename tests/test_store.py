@@ -78,7 +78,6 @@ def test_temp_files_of_an_interrupted_write_are_cleaned_on_open(tmp_path):
 
 def test_results_load_gives_dataframes_of_what_was_stored(tmp_path: Path) -> None:
     """The public reading API: one DataFrame row per stored case/image, metrics as columns, n/a as NaN + note."""
-    import math
 
     from asr_bench.results import load
 
@@ -89,6 +88,6 @@ def test_results_load_gives_dataframes_of_what_was_stored(tmp_path: Path) -> Non
     store.add_image(ImageRecord(case_id="a|set5|4", image="baby", metrics={"psnr": 31.0}, lr_size=(2, 3), sr_size=(8, 12)))
     run = load(tmp_path)
     assert list(run.cases["case_id"]) == ["a|set5|4"]
-    assert run.cases.loc[0, "psnr"] == 30.5 and math.isnan(run.cases.loc[0, "lpips"])
+    assert run.cases.loc[0, "psnr"] == 30.5 and run.cases["lpips"].isna().all()
     assert run.cases.loc[0, "note_lpips"] == "n/a (weights missing: x.pth)"
     assert (run.images.loc[0, "sr_h"], run.images.loc[0, "sr_w"], run.images.loc[0, "psnr"]) == (8, 12, 31.0)
