@@ -73,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="cpu, cuda, cuda:N or auto (config device)")
     run.add_argument("--retry-errors", action="store_true", help="rerun cases that failed in an earlier run")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--shard", metavar="I/N", help="run the I-th of N deterministic parts of the cases into the "
+                     "same folder (default: from SLURM_ARRAY_TASK_ID/COUNT or torchrun's RANK/WORLD_SIZE)")
+    run.add_argument("--db-per-shard", action="store_true", default=None,
+                     help="one database file per shard (automatic on network file systems)")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local (default): supervised workers here; ray: one Ray task per case")
+    run.add_argument("--ray-address", help="Ray cluster address for --executor ray (default: start a local one)")
     run.set_defaults(handler=cmd_run)
 
     score = sub.add_parser("score", help="score a folder of SR images against GT")
@@ -128,7 +135,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")  # a quoted string: paths are never YAML-typed
     config = load_config(args.config, overrides)
-    result = run_benchmark(config, progress=not args.no_progress, retry_errors=args.retry_errors)
+    if args.ray_address and args.executor != "ray":
+        raise UserError("--ray-address is for --executor ray; add --executor ray or drop --ray-address.")
+    result = run_benchmark(config, progress=not args.no_progress, retry_errors=args.retry_errors, shard=args.shard,
+                           executor=args.executor, ray_address=args.ray_address, db_per_shard=args.db_per_shard)
     print(summary(result.cases))
     print(f"\nresults: {result.run_dir}/ (report.html, tables/, cases.csv, images.csv)")
     if result.failed:
@@ -235,8 +245,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .engine.runner import render_run
     from .report.reading import read_run
 
+    from .results.database import database_files
+
     run_dir = Path(args.run_dir)
     data = read_run(run_dir)
+    if database_files(run_dir):
+        from .engine.store import export_views
+
+        export_views(run_dir)  # the JSONL/CSV views, merged over every shard's database
     paths = render_run(run_dir)
     print(summary(data.cases))
     shown = paths.values() if isinstance(paths, dict) else paths

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from asr_bench.registry import MethodSpec
 from asr_bench.upsampler import Upsampler
 
-CALLS = [0]
+CALLS_FILE = 'CALLS_PATH'  # counted in a file: cases run in worker processes
+INTERRUPT_FILE = CALLS_FILE + '.interrupt'  # holds N: the N-th call raises KeyboardInterrupt (not a kwarg: kwargs are provenance)
 
 
 class Smooth(Upsampler):
@@ -58,9 +59,11 @@ class Smooth(Upsampler):
         self.sleep, self.alloc_mb, self.fail, self.weights_loaded = sleep, alloc_mb, fail, loaded
 
     def forward_size(self, lr, size):
-        CALLS[0] += 1
+        with open(CALLS_FILE, 'a') as handle:
+            handle.write('x')
         self.calls += 1
-        if self.calls == self.interrupt_at:
+        if self.calls == self.interrupt_at or (os.path.exists(INTERRUPT_FILE)
+                                               and self.calls == int(open(INTERRUPT_FILE).read())):
             raise KeyboardInterrupt  # what Ctrl-C does in the middle of a case
         if self.sleep:
             time.sleep(self.sleep)
@@ -91,7 +94,30 @@ def build_random(encoder="tiny", checkpoint=None, preset=None, **kwargs):
     return Smooth(loaded=False, **kwargs)
 
 
+def build_weighted(encoder="none", checkpoint=None, preset=None, **kwargs):
+    """Weights from a checkpoint holding one gain: another file, another number."""
+    model = Smooth(loaded=checkpoint is not None, **kwargs)
+    if checkpoint is not None:
+        gain = float(torch.load(checkpoint, map_location="cpu", weights_only=True)["gain"])
+        with torch.no_grad():
+            model.conv.weight.mul_(gain)
+    return model
+
+
+class Crash(Smooth):
+    def forward_size(self, lr, size):
+        import ctypes
+
+        ctypes.string_at(0)  # a segfault, as a broken compiled op would cause
+
+
+def build_crash(encoder="none", checkpoint=None, preset=None, **kwargs):
+    return Crash(**kwargs)
+
+
 METHODS = [
+    MethodSpec("t-weights", build_weighted, ("none",), needs_weights=True),
+    MethodSpec("t-crash", build_crash, ("none",), needs_weights=False),
     MethodSpec("t-smooth", build, ("none",), needs_weights=False),
     MethodSpec("t-smooth-x2", build_x2, ("none",), scales=(2,), needs_weights=False),
     MethodSpec("t-random", build_random, ("tiny",), needs_weights=True),
@@ -101,8 +127,9 @@ METHODS = [
 
 @pytest.fixture(scope="session")
 def plugin(tmp_path_factory):
-    path = tmp_path_factory.mktemp("plugin") / "engine_test_methods.py"
-    path.write_text(PLUGIN)
+    folder = tmp_path_factory.mktemp("plugin")
+    path = folder / "engine_test_methods.py"
+    path.write_text(PLUGIN.replace("CALLS_PATH", str(folder / "calls.txt")))
     return str(path)
 
 
@@ -125,6 +152,20 @@ def make_config(tmp_path, plugin, images, **overrides):
            "plugins": [plugin], "output": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache")}
     raw.update(overrides)
     return parse_config(raw, default_name="t")
+
+
+def calls(plugin):
+    """Model calls so far, by every process (the plugin counts them in a file beside itself)."""
+    path = Path(plugin).parent / "calls.txt"
+    return len(path.read_text()) if path.exists() else 0
+
+
+def stored_images(run_dir):
+    """(case id, image) rows in the run's database, finished case or not (read with sqlite3 directly)."""
+    import sqlite3
+
+    with sqlite3.connect(Path(run_dir) / "results.sqlite") as conn:
+        return conn.execute("SELECT case_id, image FROM images ORDER BY rowid").fetchall()
 
 
 def rows(path):
@@ -180,20 +221,27 @@ def test_rerun_recomputes_nothing_and_retry_errors_reruns_failures(tmp_path, plu
     config = make_config(tmp_path, plugin, images, methods=[
         "t-smooth", {"method": "t-smooth", "kwargs": {"fail": True}, "label": "broken"}])
     run_benchmark(config, progress=False, render=False)
-    module = sys.modules["asr_bench_plugin_engine_test_methods"]
-    before = module.CALLS[0]
+    before = calls(plugin)
     cases_text = (tmp_path / "run/cases.jsonl").read_text()
     run_benchmark(config, progress=False, render=False)
-    assert module.CALLS[0] == before and (tmp_path / "run/cases.jsonl").read_text() == cases_text
+    assert calls(plugin) == before and (tmp_path / "run/cases.jsonl").read_text() == cases_text
     run_benchmark(config, progress=False, retry_errors=True, render=False)
-    assert module.CALLS[0] > before  # only the failed cases ran again
+    assert calls(plugin) > before  # only the failed cases ran again
 
 
-def test_changed_protocol_refuses_to_mix_with_stored_results(tmp_path, plugin, images):
-    run_benchmark(make_config(tmp_path, plugin, images, scales=[2]), progress=False, render=False)
-    with pytest.raises(UserError, match="different protocol"):
-        run_benchmark(make_config(tmp_path, plugin, images, scales=[2], protocol={"name": "gsasr", "crop": 1}),
-                      progress=False, render=False)
+def test_a_changed_protocol_recomputes_the_case_never_mixes(tmp_path, plugin, images):
+    """The protocol is part of the provenance key: the stored case is recomputed, not kept or mixed."""
+    first = run_benchmark(make_config(tmp_path, plugin, images, scales=[2]), progress=False, render=False)
+    before = calls(plugin)
+    second = run_benchmark(make_config(tmp_path, plugin, images, scales=[2], protocol={"name": "gsasr", "crop": 1}),
+                           progress=False, render=False)
+    assert calls(plugin) > before
+    (old,), (new,) = first.cases, second.cases
+    assert old.protocol == "gsasr" and new.protocol == "gsasr (crop=1)" and new.case_key != old.case_key
+    assert new.metrics["psnr"] != old.metrics["psnr"]  # a smaller border: another number
+    stored = rows(tmp_path / "run/cases.jsonl")
+    assert [r["protocol"] for r in stored] == ["gsasr (crop=1)"]
+    assert {r["image"] for r in rows(tmp_path / "run/images.jsonl")} == {"a", "b", "c"}
 
 
 def test_tiled_run_matches_untiled_at_integer_scale(tmp_path, plugin, images):
@@ -252,14 +300,17 @@ def test_an_interrupted_run_resumes_mid_case_to_the_same_results(tmp_path, plugi
         return make_config(tmp_path, plugin, images, output=str(tmp_path / output), visuals={"crop": 0},
                            profiling={"warmup": 0, "repeats": 1, "memory": False, "flops": True},
                            methods=["t-random", {"method": "t-smooth", "label": "s", "kwargs": kwargs}])
-    with pytest.raises(KeyboardInterrupt):  # calls: timing, FLOPs, image a, image b <- interrupted
-        run_benchmark(config("resumed", interrupt_at=4), progress=False, render=False)
-    stored = rows(tmp_path / "resumed/images.jsonl")
-    assert [(r["case_id"], r["image"]) for r in stored] == [("s|tiny|2", "a")]
-    module = sys.modules["asr_bench_plugin_engine_test_methods"]
-    before = module.CALLS[0]
+    flag = Path(plugin).parent / "calls.txt.interrupt"
+    flag.write_text("4")
+    try:
+        with pytest.raises(KeyboardInterrupt):  # calls: timing, FLOPs, image a, image b <- interrupted
+            run_benchmark(config("resumed"), progress=False, render=False, isolate=False)
+    finally:
+        flag.unlink()
+    assert stored_images(tmp_path / "resumed") == [("s|tiny|2", "a")]
+    before = calls(plugin)
     run_benchmark(config("resumed"), progress=False, render=False)
-    assert module.CALLS[0] - before == 2 + (2 + 3)  # s|2: images b, c only; s|3.5: profile (2) + 3 images
+    assert calls(plugin) - before == 2 + (2 + 3)  # s|2: images b, c only; s|3.5: profile (2) + 3 images
     run_benchmark(config("clean"), progress=False, render=False)
     for name in ("cases.jsonl", "images.jsonl"):
         assert comparable(tmp_path / "resumed" / name) == comparable(tmp_path / "clean" / name)
@@ -288,10 +339,9 @@ def test_a_killed_run_resumes_to_the_same_results(tmp_path, plugin, images):
     config_path.write_text(json.dumps({**raw, "output": str(killed_dir)}))
     command = [sys.executable, str(REPO / "run_bench.py"), "--config", str(config_path), "--no-progress"]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    images_file = killed_dir / "images.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
-        if images_file.exists() and images_file.read_text().strip():  # first image of the first case stored
+        if (killed_dir / "results.sqlite").exists() and stored_images(killed_dir):  # first image stored
             break
         time.sleep(0.02)
     assert process.poll() is None, "the run finished before it could be killed"
@@ -302,7 +352,7 @@ def test_a_killed_run_resumes_to_the_same_results(tmp_path, plugin, images):
     while alive(worker) and time.time() < deadline:
         time.sleep(0.05)
     assert not alive(worker), "the case worker outlived the killed run"
-    assert len(rows(images_file)) < 3  # killed inside the first case
+    assert len(stored_images(killed_dir)) < 3  # killed inside the first case
     assert not (killed_dir / "cases.jsonl").exists() or not rows(killed_dir / "cases.jsonl")
     resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr

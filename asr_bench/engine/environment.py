@@ -13,12 +13,17 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> cuda when available, else cpu; an unavailable cuda is a user error, not a crash mid-run."""
+def resolve_device(name: str, shard: Any = None) -> torch.device:
+    """`auto` -> cuda when available, else cpu; an unavailable cuda is a user error, not a crash mid-run.
+
+    Under torchrun (`shard.local_rank` set) a device without an index is this process's GPU, cuda:LOCAL_RANK."""
     from ..errors import UserError
 
+    local_rank = getattr(shard, "local_rank", None)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank is not None:
+        name = f"cuda:{local_rank}"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"config key 'device' is '{name}' but this machine has no usable CUDA device "

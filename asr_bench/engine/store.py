@@ -1,28 +1,41 @@
-"""The result store: one run folder, written so that a crash at any moment leaves it readable.
+"""The engine's side of the result store: writing a run folder's SQLite database, claiming cases, exporting views.
 
-Layout (the report reads exactly this): `run.json` (environment, resolved config, config hash),
-`images.jsonl` + `images.csv` (ImageRecord rows), `cases.jsonl` + `cases.csv` (CaseRecord rows),
-`profiles.jsonl` (the engine's own resume notes: cost measured for a case not yet finished), `visuals/`.
-Every file is replaced whole (write a temp file beside it, then rename), so a reader never sees half a file.
+Layout of a run folder: `results.sqlite` (the truth; see `asr_bench.results.database`), `run.json` (the latest
+invocation's environment and config, exported), `cases.jsonl/csv` and `images.jsonl/csv` (views, refreshed after
+each case and by `report`), `visuals/`. A case is stored under its id ("<label>|<dataset>|<scale>") together with
+its provenance key (a hash of everything that can change its numbers); a rerun skips a case only when the stored
+key equals the planned one, and images or measured cost of another key are never reused.
+
+Several processes may write one folder at once: every write is one transaction, and a process computes a case
+only after claiming it (`claim`); a claim whose process is dead (same host: the pid is gone or was reused; another
+host: no heartbeat for `STALE_AFTER_S`) is taken over.
 """
 from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
+import threading
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..results.csv_views import csv_text
+from ..results.database import DB_NAME, connect, dumps, read_database, transaction
 from .records import CaseRecord, ImageRecord
 
 FINAL_STATUSES = ("ok", "error", "unsupported", "no-weights")
+STALE_AFTER_S = 600.0       # a claim from another host without a heartbeat for this long is taken over
+HEARTBEAT_S = 30.0
+TMP_PREFIX = ".asr-bench-"  # our own temp files: the only ones a store ever deletes
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write temp + fsync + rename: the old or the new contents, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
@@ -34,97 +47,213 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a damaged line (only possible if someone edited it) is skipped."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
 def jsonl(rows: list[dict[str, Any]]) -> str:
-    return "".join(json.dumps(row, sort_keys=False) + "\n" for row in rows)
+    return "".join(dumps(row) + "\n" for row in rows)
+
+
+def process_start(pid: int) -> str:
+    """The start time of a process (field 22 of /proc/<pid>/stat), so a reused pid is not mistaken for the claimer."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def process_alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return not start or not process_start(pid) or process_start(pid) == start
 
 
 class RunStore:
-    """In-memory mirror of a run folder; every change is written through at once."""
+    """A run folder's database, opened for writing by this process."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, db_name: str = DB_NAME) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.run_dir.glob(".*.tmp"):  # a write cut short by a kill; its target is intact
+        for leftover in self.run_dir.glob(f"{TMP_PREFIX}*.tmp"):  # our writes cut short by a kill; targets intact
             leftover.unlink(missing_ok=True)
-        self.reload()
-
-    def reload(self) -> None:
-        """Re-read the files (another process, e.g. a case worker, may have written them)."""
-        self.images: list[ImageRecord] = [ImageRecord.from_dict(r) for r in read_jsonl(self.path("images.jsonl"))]
-        cases: dict[str, CaseRecord] = {}
-        for row in read_jsonl(self.path("cases.jsonl")):
-            record = CaseRecord.from_dict(row)
-            cases[record.case_id] = record
-        self.cases = cases
-        self.profiles: dict[str, dict[str, Any]] = {r["case_id"]: r for r in read_jsonl(self.path("profiles.jsonl"))}
+        self.db_path = self.run_dir / db_name
+        self.conn = connect(self.db_path)
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.pid_start = process_start(self.pid)
+        self.run_seq: int | None = None
+        self._lock = threading.Lock()
+        self._heartbeat: threading.Thread | None = None
 
     def path(self, name: str) -> Path:
         return self.run_dir / name
 
+    def close(self) -> None:
+        self.conn.close()
+
     # ---- queries
 
-    def finished(self, case_id: str) -> CaseRecord | None:
-        record = self.cases.get(case_id)
-        return record if record is not None and record.status in FINAL_STATUSES else None
+    def record(self, case_id: str) -> tuple[str, CaseRecord] | None:
+        row = self.conn.execute("SELECT case_key, record FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+        return (row[0], CaseRecord.from_dict(json.loads(row[1]))) if row else None
 
-    def images_of(self, case_id: str) -> dict[str, ImageRecord]:
-        return {r.image: r for r in self.images if r.case_id == case_id}
+    def finished(self, case_id: str, case_key: str | None = None) -> CaseRecord | None:
+        """The stored final record of a case; with `case_key`, only if it was computed under that provenance."""
+        found = self.record(case_id)
+        if found is None or found[1].status not in FINAL_STATUSES:
+            return None
+        return found[1] if case_key is None or found[0] == case_key else None
 
-    def read_run(self) -> dict[str, Any]:
-        path = self.path("run.json")
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    def images_of(self, case_id: str, case_key: str) -> dict[str, ImageRecord]:
+        rows = self.conn.execute("SELECT image, record FROM images WHERE case_id = ? AND case_key = ?",
+                                 (case_id, case_key)).fetchall()
+        return {image: ImageRecord.from_dict(json.loads(text)) for image, text in rows}
 
-    # ---- writes
+    def profile_of(self, case_id: str, case_key: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT profile FROM profiles WHERE case_id = ? AND case_key = ?",
+                                (case_id, case_key)).fetchone()
+        return json.loads(row[0]) if row else None
 
-    def add_image(self, record: ImageRecord) -> None:
-        self.images = [r for r in self.images if (r.case_id, r.image) != (record.case_id, record.image)]
-        self.images.append(record)
-        atomic_write_text(self.path("images.jsonl"), jsonl([r.to_dict() for r in self.images]))
+    @property
+    def cases(self) -> dict[str, CaseRecord]:
+        return {case_id: CaseRecord.from_dict(json.loads(text))
+                for case_id, text in self.conn.execute("SELECT case_id, record FROM cases ORDER BY rowid")}
 
-    def put_case(self, record: CaseRecord) -> None:
-        """Store a case (replacing an earlier record of it in place), then refresh the CSV views."""
-        self.cases[record.case_id] = record
-        atomic_write_text(self.path("cases.jsonl"), jsonl([r.to_dict() for r in self.cases.values()]))
-        self.profiles.pop(record.case_id, None)
-        self.write_profiles()
-        self.write_csvs()
+    # ---- claims
+
+    def claim(self, case_id: str, case_key: str) -> bool:
+        """Take the case for this process unless a live process holds it or it is already stored under this key
+        (then False: nothing to compute). Rows of other keys are cleared, in the same transaction."""
+        now = time.time()
+        with self._lock, transaction(self.conn):
+            done = self.conn.execute("SELECT status FROM cases WHERE case_id = ? AND case_key = ?",
+                                     (case_id, case_key)).fetchone()
+            if done is not None and done[0] in FINAL_STATUSES:
+                return False
+            row = self.conn.execute("SELECT host, pid, pid_start, heartbeat FROM claims WHERE case_id = ?",
+                                    (case_id,)).fetchone()
+            if row is not None and not (row[0] == self.host and row[1] == self.pid):
+                host, pid, start, beat = row
+                alive = process_alive(pid, start) if host == self.host else now - beat < STALE_AFTER_S
+                if alive:
+                    return False
+            self.conn.execute("INSERT OR REPLACE INTO claims (case_id, case_key, host, pid, pid_start, heartbeat) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", (case_id, case_key, self.host, self.pid, self.pid_start, now))
+            # numbers of another provenance are never mixed into this one
+            self.conn.execute("DELETE FROM images WHERE case_id = ? AND case_key != ?", (case_id, case_key))
+            self.conn.execute("DELETE FROM profiles WHERE case_id = ? AND case_key != ?", (case_id, case_key))
+            self.conn.execute("DELETE FROM cases WHERE case_id = ? AND case_key != ?", (case_id, case_key))
+        return True
+
+    def claimed_elsewhere(self, case_id: str) -> str | None:
+        """'host pid N' of a live claim by another process, else None."""
+        row = self.conn.execute("SELECT host, pid, pid_start, heartbeat FROM claims WHERE case_id = ?",
+                                (case_id,)).fetchone()
+        if row is None or (row[0] == self.host and row[1] == self.pid):
+            return None
+        host, pid, start, beat = row
+        alive = process_alive(pid, start) if host == self.host else time.time() - beat < STALE_AFTER_S
+        return f"{host} pid {pid}" if alive else None
+
+    def release(self, case_id: str) -> None:
+        with self._lock, transaction(self.conn):
+            self.conn.execute("DELETE FROM claims WHERE case_id = ? AND host = ? AND pid = ?",
+                              (case_id, self.host, self.pid))
+
+    def start_heartbeat(self) -> None:
+        """Keep this process's claims fresh for processes on other hosts (shared folders)."""
+        if self._heartbeat is not None:
+            return
+
+        def beat() -> None:
+            while True:
+                time.sleep(HEARTBEAT_S)
+                try:
+                    with self._lock:
+                        self.conn.execute("UPDATE claims SET heartbeat = ? WHERE host = ? AND pid = ?",
+                                          (time.time(), self.host, self.pid))
+                except Exception:  # noqa: BLE001 - closed at exit; a missed beat only makes the claim older
+                    return
+
+        self._heartbeat = threading.Thread(target=beat, name="asr-bench-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    # ---- writes (each one transaction)
+
+    def add_image(self, record: ImageRecord, case_key: str) -> None:
+        with self._lock, transaction(self.conn):
+            self.conn.execute("INSERT INTO images (case_key, image, case_id, record) VALUES (?, ?, ?, ?) "
+                              "ON CONFLICT (case_id, case_key, image) DO UPDATE SET record = excluded.record",
+                              (case_key, record.image, record.case_id, dumps(record.to_dict())))
+
+    def put_profile(self, case_id: str, case_key: str, profile: dict[str, Any]) -> None:
+        with self._lock, transaction(self.conn):
+            self.conn.execute("INSERT OR REPLACE INTO profiles (case_id, case_key, profile) VALUES (?, ?, ?)",
+                              (case_id, case_key, dumps(profile)))
+
+    def put_case(self, record: CaseRecord, case_key: str | None = None, export: bool = True) -> None:
+        """Store a case's final record and release its claim (one transaction), then refresh the views."""
+        key = case_key if case_key is not None else (record.case_key or record.case_id)
+        if record.case_key != key:
+            record = replace(record, case_key=key)
+        with self._lock, transaction(self.conn):
+            self.conn.execute(
+                "INSERT INTO cases (case_id, case_key, status, record, updated, run_seq) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (case_id) DO UPDATE SET case_key = excluded.case_key, status = excluded.status, "
+                "record = excluded.record, updated = excluded.updated, run_seq = excluded.run_seq",
+                (record.case_id, key, record.status, dumps(record.to_dict()), time.time(), self.run_seq))
+            self.conn.execute("DELETE FROM profiles WHERE case_id = ?", (record.case_id,))
+            self.conn.execute("DELETE FROM claims WHERE case_id = ? AND host = ? AND pid = ?",
+                              (record.case_id, self.host, self.pid))
+        if export:
+            self.export_views()
 
     def drop_case(self, case_id: str) -> None:
         """Forget a case entirely (used to retry failed cases)."""
-        self.cases.pop(case_id, None)
-        self.images = [r for r in self.images if r.case_id != case_id]
-        self.profiles.pop(case_id, None)
-        atomic_write_text(self.path("cases.jsonl"), jsonl([r.to_dict() for r in self.cases.values()]))
-        atomic_write_text(self.path("images.jsonl"), jsonl([r.to_dict() for r in self.images]))
-        self.write_profiles()
-        self.write_csvs()
+        with self._lock, transaction(self.conn):
+            for table in ("cases", "images", "profiles"):
+                self.conn.execute(f"DELETE FROM {table} WHERE case_id = ?", (case_id,))
+        self.export_views()
 
-    def put_profile(self, case_id: str, profile: dict[str, Any]) -> None:
-        self.profiles[case_id] = {"case_id": case_id, **profile}
-        self.write_profiles()
+    def write_run(self, data: dict[str, Any], shard: str = "") -> None:
+        """Record this invocation (config, environment) and export run.json; a rerun adds a row, never edits one."""
+        with self._lock, transaction(self.conn):
+            if self.run_seq is None:
+                cursor = self.conn.execute("INSERT INTO runs (started, host, pid, shard, run_json) VALUES (?, ?, ?, ?, ?)",
+                                           (time.time(), self.host, self.pid, shard, dumps(data)))
+                self.run_seq = cursor.lastrowid
+            else:
+                self.conn.execute("UPDATE runs SET run_json = ? WHERE seq = ?", (dumps(data), self.run_seq))
+        self.export_run()
 
-    def write_profiles(self) -> None:
-        atomic_write_text(self.path("profiles.jsonl"), jsonl(list(self.profiles.values())))
+    def read_run_row(self) -> dict[str, Any]:
+        """This invocation's run record (as last written by `write_run`)."""
+        if self.run_seq is None:
+            return {}
+        row = self.conn.execute("SELECT run_json FROM runs WHERE seq = ?", (self.run_seq,)).fetchone()
+        return json.loads(row[0]) if row else {}
 
-    def write_run(self, data: dict[str, Any]) -> None:
-        atomic_write_text(self.path("run.json"), json.dumps(data, indent=2, sort_keys=True) + "\n")
+    # ---- exported views
 
-    def write_csvs(self) -> None:
-        atomic_write_text(self.path("cases.csv"), cases_csv(list(self.cases.values())))
-        atomic_write_text(self.path("images.csv"), images_csv(self.images))
+    def export_run(self) -> None:
+        run, _, _ = read_database(self.run_dir)
+        atomic_write_text(self.path("run.json"), json.dumps(run, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+    def export_views(self) -> None:
+        """cases/images as JSONL and CSV, from every database in the folder (other shards' too)."""
+        export_views(self.run_dir)
+
+
+def export_views(run_dir: Path) -> None:
+    run, case_rows, image_rows = read_database(run_dir)
+    cases = [CaseRecord.from_dict(r) for r in case_rows]
+    images = [ImageRecord.from_dict(r) for r in image_rows]
+    atomic_write_text(run_dir / "cases.jsonl", jsonl([c.to_dict() for c in cases]))
+    atomic_write_text(run_dir / "images.jsonl", jsonl([i.to_dict() for i in images]))
+    atomic_write_text(run_dir / "cases.csv", cases_csv(cases))
+    atomic_write_text(run_dir / "images.csv", images_csv(images))
 
 
 # ---------------------------------------------------------------- CSV views (flat: one column per metric)
@@ -140,6 +269,8 @@ def _metric_names(records: list[Any]) -> list[str]:
 
 
 def _cell(value: Any) -> Any:
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
     return "" if value is None else value
 
 

@@ -6,7 +6,7 @@ run can be re-rendered. A run that crashed mid-write may end with a truncated li
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +49,20 @@ def _last_per_key(records: list[Any], key: Any) -> list[Any]:
 
 
 def read_run(run_dir: Path) -> RunData:
-    """The store's contents; a folder without cases.jsonl is a UserError (it is not a run folder)."""
+    """The store's contents: the SQLite database(s) when present, else the JSONL files of an older run folder.
+
+    A folder with neither is a UserError (it is not a run folder)."""
+    from .database import database_files, read_database
+
     run_dir = Path(run_dir)
+    if database_files(run_dir):
+        run, case_rows, image_rows = read_database(run_dir)
+        return RunData(run_dir, run, [_record(CaseRecord, r, "case") for r in case_rows],
+                       [_record(ImageRecord, r, "image") for r in image_rows])
     cases_path = run_dir / "cases.jsonl"
     if not cases_path.exists():
-        raise MissingFile("run results (cases.jsonl)", cases_path,
-                          "Give the folder a run wrote (the one holding run.json and cases.jsonl).")
+        raise MissingFile("run results (results.sqlite or cases.jsonl)", run_dir / "results.sqlite",
+                          "Give the folder a run wrote (the one holding run.json and results.sqlite).")
     run: dict[str, Any] = {}
     run_json = run_dir / "run.json"
     if run_json.exists():
@@ -62,7 +70,23 @@ def read_run(run_dir: Path) -> RunData:
             run = json.loads(run_json.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise UserError(f"{run_json} is not valid JSON ({error}); restore it or delete it to render without run metadata.") from None
-    cases = _last_per_key([CaseRecord.from_dict(r) for r in _read_jsonl(cases_path)], lambda c: c.case_id)
-    images = _last_per_key([ImageRecord.from_dict(r) for r in _read_jsonl(run_dir / "images.jsonl")],
+    cases = _last_per_key([_record(CaseRecord, r, f"{cases_path.name} row") for r in _read_jsonl(cases_path)],
+                          lambda c: c.case_id)
+    images_path = run_dir / "images.jsonl"
+    images = _last_per_key([_record(ImageRecord, r, f"{images_path.name} row") for r in _read_jsonl(images_path)],
                            lambda i: (i.case_id, i.image))
     return RunData(run_dir, run if isinstance(run, dict) else {"run": run}, cases, images)
+
+
+def _record(cls: type, row: Any, what: str) -> Any:
+    """A stored row as a record; valid JSON that is not a record (a number, a list, keys missing) is named, not a traceback."""
+    required = [name for name, f in cls.__dataclass_fields__.items()
+                if f.default is MISSING and f.default_factory is MISSING]
+    if not isinstance(row, dict) or any(k not in row for k in required):
+        shown = json.dumps(row)[:60] if not isinstance(row, dict) else f"keys {sorted(row)[:6]}"
+        raise UserError(f"a {what} in the store is not a {cls.__name__} ({shown}); the store was edited by hand: "
+                        "remove that line (the case is re-run on resume) and render again.")
+    try:
+        return cls.from_dict(row)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"a {what} in the store is malformed ({exc}); remove it and render again.") from None

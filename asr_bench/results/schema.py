@@ -62,6 +62,9 @@ class CaseRecord:
     output_mpix: float | None = None    # megapixels of the measured output
     device: str = "cpu"
     precision: str = "fp32"
+    case_key: str = ""                  # hash of everything that can change the numbers (resume compares it)
+    provenance: dict[str, Any] = field(default_factory=dict)  # checkpoint sha256, dataset fingerprint, versions
+    backends: dict[str, str] = field(default_factory=dict)    # custom op -> backend that ran ("cpp", "torch", ...)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

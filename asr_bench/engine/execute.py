@@ -1,0 +1,313 @@
+"""One case, in this process: build the model, measure its cost, run and score every image, hand each result to a sink.
+
+Per case: build the model (seeded, so random weights are the same on a rerun), measure its cost on the first image
+(peak memory first, while the process is fresh; then warm-up + timed repeats; then FLOPs), then run and score
+every image at batch 1 through the protocol. Each result goes to a `Sink` the moment it exists: the run's store
+when the case runs in the run's own process, a pipe to the supervising process when it runs in a worker, a list
+when it runs on a Ray worker. The sink also says what an earlier, interrupted attempt already stored, so a resumed
+case measures and scores only what is missing.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import zlib
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any, Protocol
+
+import torch
+
+from ..config import Config
+from ..errors import UnsupportedScale, UserError
+from .cases import Case
+from .memory import peak_memory_mb
+from .records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, ImageRecord
+from .tiling import tiled_forward
+from .timing import median_ms, time_call
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+NO_WEIGHTS_NOTE = "n/a (no weights)"
+UNSUPPORTED_NOTE = "n/a (unsupported scale)"
+
+
+class Sink(Protocol):
+    """Where one case's results go, and what an earlier attempt of it already stored."""
+
+    case_key: str
+    run_dir: str
+
+    def done_images(self) -> dict[str, ImageRecord]: ...
+    def profile(self) -> dict[str, Any] | None: ...
+    def add_image(self, record: ImageRecord) -> None: ...
+    def put_profile(self, profile: dict[str, Any]) -> None: ...
+    def put_case(self, record: CaseRecord) -> None: ...
+
+
+class StoreSink:
+    """A case writing straight into the run's store (the case runs in the process that holds the store)."""
+
+    def __init__(self, store: Any, case_id: str, case_key: str) -> None:
+        self.store, self.case_id, self.case_key = store, case_id, case_key
+        self.run_dir = str(store.run_dir)
+
+    def done_images(self) -> dict[str, ImageRecord]:
+        return self.store.images_of(self.case_id, self.case_key)
+
+    def profile(self) -> dict[str, Any] | None:
+        return self.store.profile_of(self.case_id, self.case_key)
+
+    def add_image(self, record: ImageRecord) -> None:
+        self.store.add_image(record, self.case_key)
+
+    def put_profile(self, profile: dict[str, Any]) -> None:
+        self.store.put_profile(self.case_id, self.case_key, profile)
+
+    def put_case(self, record: CaseRecord) -> None:
+        self.store.put_case(record, self.case_key)
+
+
+def base_record(case: Case, config: Config, device: torch.device, protocol_label: str = "",
+                provenance: dict[str, Any] | None = None) -> CaseRecord:
+    entry = case.entry
+    provenance = provenance or {}
+    return CaseRecord(case_id=case.case_id, label=case.label, method=entry.method, encoder=entry.encoder or "",
+                      dataset=case.dataset, scale=case.scale_label,
+                      protocol=protocol_label or protocol_text(config), device=str(device),
+                      precision=config.precision, case_key=provenance.get("case_key", ""),
+                      provenance=dict(provenance))
+
+
+def protocol_text(config: Config) -> str:
+    extra = ", ".join(f"{k}={v}" for k, v in config.protocol.overrides.items())
+    return f"{config.protocol.name} ({extra})" if extra else config.protocol.name
+
+
+def make_protocol(config: Config) -> Any:
+    from ..protocols import get_protocol
+
+    return get_protocol(config.protocol.name, **config.protocol.overrides)
+
+
+def case_supported(case: Case) -> bool:
+    """Whether the method declares the case's scale (else the case is stored as unsupported, no worker needed)."""
+    from ..registry import get_method
+    from ..upsampler import supports
+
+    return supports(get_method(case.entry.method).scales, case.scale)
+
+
+def unsupported_record(case: Case, config: Config, device: torch.device,
+                       provenance: dict[str, Any] | None = None) -> CaseRecord:
+    from ..registry import get_method
+    from ..upsampler import supported_label
+
+    spec = get_method(case.entry.method)
+    base = base_record(case, config, device, make_protocol(config).label, provenance)
+    return unsupported(base, config, str(UnsupportedScale(spec.name, case.scale_label, supported_label(spec.scales))))
+
+
+def execute_case(case: Case, config: Config, device: torch.device, sink: Sink, progress: bool = True,
+                 provenance: dict[str, Any] | None = None) -> CaseRecord:
+    """Run one case to a final CaseRecord, handed to the sink before returning."""
+    protocol = make_protocol(config)
+    base = base_record(case, config, device, protocol.label, provenance)
+    if not case_supported(case):
+        record = unsupported_record(case, config, device, provenance)
+    else:
+        try:
+            record = evaluate(case, config, device, sink, protocol, base, progress)
+        except UnsupportedScale as exc:
+            record = unsupported(base, config, str(exc))
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one failing case is data, not the end of the run
+            record = replace(base, status=ERROR, error=one_line(exc))
+    sink.put_case(record)
+    return record
+
+
+class CaseFailure(RuntimeError):
+    """A complaint raised while a method runs: it fails this case only (the input is fine for the others)."""
+
+
+@contextlib.contextmanager
+def method_failures() -> Iterator[None]:
+    """UserErrors raised by a method's call (other than an unsupported scale) become this case's error."""
+    try:
+        yield
+    except UnsupportedScale:
+        raise
+    except UserError as exc:
+        raise CaseFailure(str(exc)) from exc
+
+
+def unsupported(base: CaseRecord, config: Config, why: str) -> CaseRecord:
+    return replace(base, status=UNSUPPORTED, error=why, metrics={m: None for m in config.metrics},
+                   notes={m: UNSUPPORTED_NOTE for m in config.metrics})
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's CUDA OOM, Python's MemoryError, and the CPU allocator's RuntimeError are all out of memory."""
+    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("DefaultCPUAllocator: can't allocate memory" in text
+                                              or "CUDA out of memory" in text)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if is_out_of_memory(exc):
+        return f"out of memory: {text}" if text else "out of memory"
+    if isinstance(exc, CaseFailure):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def evaluate(case: Case, config: Config, device: torch.device, sink: Sink, protocol: Any,
+             base: CaseRecord, progress: bool) -> CaseRecord:
+    from ..data.catalogue import resolve_dataset
+    from ..registry import build_model, get_method
+
+    entry = case.entry
+    dtype = DTYPES[config.precision]
+    torch.manual_seed(zlib.crc32(case.case_id.encode()))  # random weights: identical on every (re)run
+    model = build_model(entry.method, entry.encoder, checkpoint=entry.checkpoint, device=str(device),
+                        preset=entry.preset, **entry.kwargs)
+    if dtype != torch.float32:
+        model = model.to(dtype)
+    scored = not (get_method(entry.method).needs_weights and not getattr(model, "weights_loaded", False))
+    dataset = resolve_dataset(case.dataset_ref, data_root=config.data_root)
+    ids = list(dataset.image_ids())
+    if not ids:
+        raise UserError(f"dataset '{case.dataset}' has no images; put PNG/JPEG files in it or remove it from `datasets:`.")
+    tile, overlap = config.tiling.tile, config.tiling.overlap
+
+    def upscale(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        call = lambda x, s: model.upscale(x, size=s, clamp=False)  # noqa: E731 - protocol finalizes
+        with torch.inference_mode(), method_failures():
+            return tiled_forward(call, lr, size, tile, overlap) if tile else call(lr, size)
+
+    bar = progress_bar(case, len(ids) if scored else 0, progress)
+    try:
+        profile = sink.profile()
+        if profile is None:
+            bar.set_postfix_str("profiling")
+            lr, hr = protocol.lr_hr(dataset, ids[0], case.scale, config.cache_dir)
+            size = tuple(protocol.output_size(tuple(lr.shape[-2:]), tuple(hr.shape[-2:]), case.scale))
+            profile = measure_cost(model, upscale, lr.to(device, dtype), size, config, device)
+            sink.put_profile(profile)
+        if scored:
+            done = score_images(case, config, device, sink, protocol, dataset, ids, upscale, dtype, bar)
+    finally:
+        bar.close()
+    cost = {k: v for k, v in profile.items() if k in CaseRecord.__dataclass_fields__}
+    if not scored:
+        return replace(base, status=NO_WEIGHTS, n_images=0, metrics={m: None for m in config.metrics},
+                       notes={m: NO_WEIGHTS_NOTE for m in config.metrics}, **cost)
+    metrics, notes = aggregate([done[i] for i in ids], config.metrics)
+    return replace(base, status=OK, n_images=len(ids), metrics=metrics, notes=notes, **cost)
+
+
+def progress_bar(case: Case, total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=case.case_id, unit="img", disable=not enabled, leave=True, dynamic_ncols=True)
+
+
+def measure_cost(model: torch.nn.Module, upscale: Any, lr: torch.Tensor, size: tuple[int, int],
+                 config: Config, device: torch.device) -> dict[str, Any]:
+    """Peak memory (first, while the process is fresh), median time, FLOPs and params of one call."""
+    call = lambda: upscale(lr, size)  # noqa: E731
+    memory_mb, memory_kind = (None, "")
+    warmup = config.profiling.warmup
+    if config.profiling.memory:
+        memory_mb, memory_kind = peak_memory_mb(call, device)
+        warmup = max(0, warmup - 1)  # the memory call was the first untimed call
+    times = time_call(call, device, warmup, config.profiling.repeats)
+    return {
+        "time_ms": median_ms(times),
+        "time_repeats": config.profiling.repeats,
+        "time_warmup": config.profiling.warmup,
+        "memory_mb": memory_mb,
+        "memory_kind": memory_kind,
+        "params": sum(p.numel() for p in model.parameters()),
+        "flops": count_flops(call, model) if config.profiling.flops else None,
+        "output_mpix": size[0] * size[1] / 1e6,
+    }
+
+
+def count_flops(call: Any, model: torch.nn.Module | None = None) -> float | None:
+    """FLOPs of one call (torch's counter: matmuls and convolutions; custom ops declare their own).
+
+    The counter's module tracker hooks the autograd graph of any input that requires grad, and a parameter
+    fed to a submodule (a learned query, say) has no graph in inference mode: parameters are frozen meanwhile.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = [p for p in (model.parameters() if model is not None else []) if p.requires_grad]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        with FlopCounterMode(display=False) as counter:
+            call()
+        return float(counter.get_total_flops())
+    except Exception:  # noqa: BLE001 - an op the counter cannot trace leaves FLOPs unknown, not the case failed
+        return None
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def score_images(case: Case, config: Config, device: torch.device, sink: Sink, protocol: Any, dataset: Any,
+                 ids: list[str], upscale: Any, dtype: torch.dtype, bar: Any) -> dict[str, ImageRecord]:
+    """Run and score every image not already stored; each result is handed on as soon as it exists."""
+    from pathlib import Path
+
+    from .visuals import save_crops, visual_dir
+
+    done = dict(sink.done_images())
+    bar.update(sum(i in done for i in ids))
+    bar.set_postfix_str("")
+    for index, image_id in enumerate(ids):
+        if image_id in done:
+            continue
+        lr, hr = protocol.lr_hr(dataset, image_id, case.scale, config.cache_dir)
+        size = tuple(protocol.output_size(tuple(lr.shape[-2:]), tuple(hr.shape[-2:]), case.scale))
+        sr = protocol.finalize(upscale(lr.to(device, dtype), size).float().cpu())
+        with method_failures():  # e.g. an output of the wrong size: this method's fault, not the input's
+            values, notes = protocol.score(sr, hr, case.scale, list(config.metrics), case.dataset, config.weights_dir)
+        if index == 0 and config.visuals.crop:
+            save_crops(visual_dir(Path(sink.run_dir), case.dataset, case.scale_label, image_id), case.label,
+                       sr, hr, lr, config.visuals.crop)
+        record = finite_record(ImageRecord(case_id=case.case_id, image=image_id, metrics=dict(values),
+                                           notes=dict(notes), lr_size=tuple(lr.shape[-2:]), sr_size=tuple(sr.shape[-2:])))
+        sink.add_image(record)
+        done[image_id] = record
+        bar.update(1)
+    return done
+
+
+def finite_record(record: ImageRecord) -> ImageRecord:
+    """A metric that came out NaN or infinite is stored as n/a with the value named (JSON has no NaN)."""
+    for metric, value in list(record.metrics.items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            record.metrics[metric] = None
+            record.notes.setdefault(metric, f"n/a (not finite: {value})")
+    return record
+
+
+def aggregate(images: list[ImageRecord], metrics: tuple[str, ...]) -> tuple[dict[str, float | None], dict[str, str]]:
+    """Mean over images per metric; a metric any image could not compute is n/a with that image's reason."""
+    means: dict[str, float | None] = {}
+    notes: dict[str, str] = {}
+    for metric in metrics:
+        values = [r.metrics.get(metric) for r in images]
+        if values and all(v is not None and math.isfinite(v) for v in values):
+            means[metric] = statistics.fmean(values)  # type: ignore[arg-type]
+        else:
+            means[metric] = None
+            notes[metric] = next((r.notes[metric] for r in images if r.notes.get(metric)), "n/a")
+    return means, notes

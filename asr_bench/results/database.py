@@ -1,0 +1,149 @@
+"""The run folder's database: one SQLite file (stdlib `sqlite3`), the single source of truth of a run.
+
+Why SQLite: appends are O(1) transactions (the JSONL store rewrote whole files per image), several processes can
+write one run folder at once (WAL, busy timeout, unique keys), and a claim row lets each case be computed once.
+The engine writes it (`asr_bench.engine.store`); the report and users read it through `asr_bench.results.load`.
+`cases.jsonl/csv` and `images.jsonl/csv` are views exported from it.
+
+Files: `results.sqlite`, or one `results.shard-<i>-of-<n>.sqlite` per shard where the folder is on a network file
+system whose locking SQLite cannot trust; readers merge every `results*.sqlite` in the folder.
+
+Tables (schema version in `meta`):
+  runs      one row per invocation (run.json contents, host, pid, shard)
+  cases     one row per case id: the latest record, its provenance key (`case_key`) and status
+  images    one row per (case id, case_key, image): rows of an older key are never shown for a newer one
+  profiles  cost measured for a case that has not finished (resume without measuring again)
+  claims    which process is computing which case (taken over when that process is dead)
+"""
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .schema import SCHEMA_VERSION
+
+DB_NAME = "results.sqlite"
+DB_GLOB = "results*.sqlite"
+BUSY_TIMEOUT_S = 60.0
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, started REAL NOT NULL, host TEXT, pid INTEGER, shard TEXT,
+    run_json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cases (
+    case_id TEXT PRIMARY KEY, case_key TEXT NOT NULL, status TEXT NOT NULL, record TEXT NOT NULL,
+    updated REAL NOT NULL, run_seq INTEGER);
+CREATE TABLE IF NOT EXISTS images (
+    case_key TEXT NOT NULL, image TEXT NOT NULL, case_id TEXT NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (case_id, case_key, image));
+CREATE INDEX IF NOT EXISTS images_by_case ON images (case_id);
+CREATE TABLE IF NOT EXISTS profiles (
+    case_id TEXT NOT NULL, case_key TEXT NOT NULL, profile TEXT NOT NULL, PRIMARY KEY (case_id, case_key));
+CREATE TABLE IF NOT EXISTS claims (
+    case_id TEXT PRIMARY KEY, case_key TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
+    pid_start TEXT NOT NULL, heartbeat REAL NOT NULL);
+"""
+
+
+def connect(path: Path, create: bool = True) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL journal, a generous busy timeout."""
+    if not create and not path.is_file():
+        raise UserError(f"{path} does not exist")
+    try:
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = %d" % int(BUSY_TIMEOUT_S * 1000))
+        if create:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            with transaction(conn):
+                for statement in filter(str.strip, DDL.split(";")):
+                    conn.execute(statement)
+                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+        check_schema(conn, path)
+        return conn
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{path} is not a readable results database ({exc}); move it away to start the run "
+                        "folder afresh, or restore it from a copy.") from None
+
+
+def check_schema(conn: sqlite3.Connection, path: Path) -> None:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise UserError(f"{path} was written by a newer asr-bench (schema {version}, this one reads up to "
+                        f"{SCHEMA_VERSION}); upgrade asr-bench to read it.")
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT: the write lock is taken up front, so two writers never deadlock on upgrade."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def finite(value: Any) -> Any:
+    """NaN/Infinity are not JSON: stored as null (the record's note says why a metric is n/a)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(finite(data), allow_nan=False, sort_keys=False)
+
+
+def database_files(run_dir: Path) -> list[Path]:
+    """Every results database of a run folder (one, or one per shard), in a stable order."""
+    return sorted(p for p in Path(run_dir).glob(DB_GLOB) if p.is_file())
+
+
+def read_database(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(run.json of the latest invocation + every invocation, case rows, image rows) merged over all files.
+
+    Images are those of each case's current provenance key only; where two files hold one case id, the one
+    updated last wins."""
+    cases: dict[str, tuple[float, dict[str, Any]]] = {}
+    keys: dict[str, str] = {}
+    images: dict[tuple[str, str, str], dict[str, Any]] = {}
+    runs: list[tuple[float, dict[str, Any]]] = []
+    for path in database_files(run_dir):
+        conn = connect(path, create=False)
+        try:
+            for started, text in conn.execute("SELECT started, run_json FROM runs ORDER BY seq"):
+                runs.append((started, json.loads(text)))
+            for case_id, key, record, updated in conn.execute(
+                    "SELECT case_id, case_key, record, updated FROM cases ORDER BY rowid"):
+                if case_id not in cases or updated >= cases[case_id][0]:
+                    cases[case_id] = (updated, json.loads(record))
+                    keys[case_id] = key
+            for case_id, key, image, record in conn.execute(
+                    "SELECT case_id, case_key, image, record FROM images ORDER BY rowid"):
+                images[(case_id, key, image)] = json.loads(record)
+        finally:
+            conn.close()
+    run: dict[str, Any] = {}
+    if runs:
+        runs.sort(key=lambda r: r[0])
+        run = dict(runs[-1][1])
+        run["invocations"] = [{k: r.get(k) for k in ("started", "config_hash", "shard", "host", "name")}
+                              for _, r in runs]
+    case_rows = [record for _, record in cases.values()]
+    image_rows = [row for (case_id, key, _), row in images.items() if keys.get(case_id) == key]
+    return run, case_rows, image_rows
