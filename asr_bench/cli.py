@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", help="folder holding the datasets (config data_root)")
     run.add_argument("--output", "-o", help="run folder (config output); default results/<config name>")
     run.add_argument("--device", help="cpu, cuda, cuda:N or auto (config device)")
+    run.add_argument("--trust-checkpoints", action="store_true",
+                     help="load checkpoints that need full pickle (they can run code; config trust_checkpoints)")
     run.add_argument("--retry-errors", action="store_true", help="rerun cases that failed in an earlier run")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(handler=cmd_run)
@@ -127,6 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for key, value in (("data_root", args.data_root), ("output", args.output), ("device", args.device)):
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")  # a quoted string: paths are never YAML-typed
+    if args.trust_checkpoints:
+        overrides.append("trust_checkpoints=true")
     config = load_config(args.config, overrides)
     result = run_benchmark(config, progress=not args.no_progress, retry_errors=args.retry_errors)
     print(summary(result.cases))

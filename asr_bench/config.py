@@ -29,6 +29,7 @@ Config reference (every key; all optional except `methods`):
 | `cache_dir` | str | `.cache/asr_bench` | generated LR images |
 | `weights_dir` | str or null | null | perceptual-metric weights (LPIPS/DISTS); null = the metrics' default search |
 | `plugins` | list of str | `[]` | extra method modules (import names or .py files) whose `METHODS` are registered |
+| `trust_checkpoints` | bool | false | allow checkpoints that only full pickle can read (they can run code); default: such files are refused |
 
 `--set key=value` overrides any key (dotted keys such as `profiling.repeats=3` or `methods.0.checkpoint=x.pth`;
 values are parsed as YAML, so `3` is an int and `[2, 4]` a list).
@@ -52,7 +53,7 @@ ALL = "all"
 DEVICES = "auto, cpu, cuda, cuda:N"
 PRECISIONS = ("fp32", "fp16", "bf16")
 TOP_KEYS = ("name", "methods", "datasets", "scales", "protocol", "metrics", "device", "precision", "tiling",
-            "profiling", "visuals", "output", "data_root", "cache_dir", "weights_dir", "plugins")
+            "profiling", "visuals", "output", "data_root", "cache_dir", "weights_dir", "plugins", "trust_checkpoints")
 METHOD_KEYS = ("method", "encoder", "checkpoint", "preset", "kwargs", "label")
 DEFAULT_CACHE = ".cache/asr_bench"
 
@@ -118,6 +119,7 @@ class Config:
     cache_dir: str = DEFAULT_CACHE
     weights_dir: str | None = None
     plugins: tuple[str, ...] = ()
+    trust_checkpoints: bool = False  # plugins are code and run as such; checkpoints are data unless trusted
 
     def run_dir(self) -> Path:
         """Stable per config, so a rerun finds (and resumes) its own results."""
@@ -237,6 +239,7 @@ def parse_config(raw: dict[str, Any], default_name: str = "run") -> Config:
         cache_dir=as_path(raw.get("cache_dir"), "cache_dir") or DEFAULT_CACHE,
         weights_dir=as_path(raw.get("weights_dir"), "weights_dir"),
         plugins=tuple(as_text(p, f"plugins[{i}]") for i, p in enumerate(as_list(raw.get("plugins", []), "plugins"))),
+        trust_checkpoints=as_bool(raw.get("trust_checkpoints", False), "trust_checkpoints"),
     )
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ..checkpoints import trusting_checkpoints
 from ..config import Config, config_hash, results_key
 from ..errors import UnsupportedScale, UserError
 from .cases import Case, check_names, load_plugins, plan_cases, resolve_methods
@@ -257,7 +258,8 @@ def execute_case(case: Case, config: Config, device: torch.device, store: RunSto
         record = unsupported(base, config, str(UnsupportedScale(spec.name, case.scale_label, supported_label(spec.scales))))
     else:
         try:
-            record = evaluate(case, config, device, store, protocol, base, progress)
+            with trusting_checkpoints(config.trust_checkpoints):  # the run's setting, in-process and in workers
+                record = evaluate(case, config, device, store, protocol, base, progress)
         except UnsupportedScale as exc:
             record = unsupported(base, config, str(exc))
         except UserError:
