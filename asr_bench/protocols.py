@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from .data.catalogue import Dataset
+from .data.fingerprint import image_sha256
 from .data.images import quantize, read_image, to_tensor, write_image
 from .data.imresize import imresize
 from .errors import UnknownName, UserError
@@ -39,6 +40,8 @@ from .metrics import METRICS, WeightsMissing, dists, lpips, psnr, psnr_shave, ss
 from .sizes import Scale, format_scale
 
 LR_RECIPES = ("basicsr-float", "matlab-uint8", "liif")
+# Bump a recipe's version whenever its output changes: cached LR files of the old version are then not reused.
+LR_RECIPE_VERSIONS = {"basicsr-float": 1, "matlab-uint8": 1, "liif": 1}
 PSNR_STYLES = ("basicsr", "shave256")
 OVERRIDABLE = ("crop", "y_channel", "quantize", "lr")
 
@@ -131,10 +134,14 @@ class Protocol:
         return np.ascontiguousarray(lr[:h_lr, :w_lr])
 
     def _cache_path(self, dataset: Dataset, image_id: str, scale: Scale, cache_dir: Path | None) -> Path | None:
+        """`<cache>/lr/<recipe>-v<version>/<scale>/<sha256 of the HR file>.png`: keyed by what the LR is made
+        from (the HR's bytes, the recipe, the scale), never by a name, so a replaced image or another data root
+        with the same catalogue name gets its own LR."""
         if cache_dir is None:
             return None
-        recipe = self.name if "lr" not in dict(self.overrides) else f"{self.name}-lr={self.lr_recipe}"
-        return Path(cache_dir) / "lr" / dataset.cache_key / recipe / format_scale(scale) / f"{image_id}.png"
+        digest = image_sha256(dataset, image_id, index_dir=cache_dir)
+        recipe = f"{self.lr_recipe}-v{LR_RECIPE_VERSIONS[self.lr_recipe]}"
+        return Path(cache_dir) / "lr" / recipe / format_scale(scale) / f"{digest}.png"
 
     # ----- sizes and output ---------------------------------------------------------------------------
     def output_size(self, lr_hw: Sequence[int], hr_hw: Sequence[int], scale: Scale) -> tuple[int, int]:

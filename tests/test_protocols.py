@@ -1,5 +1,6 @@
 """Protocols: how LR/HR pairs are made, the border and colour rules, quantisation, and scoring."""
 
+import hashlib
 import numpy as np
 import pytest
 import torch
@@ -62,10 +63,11 @@ def test_gsasr_generates_missing_lr_like_its_script_and_caches_it(set5_ds, set5,
     expect = imresize(hr_full, scale=1 / 3.5, mode="float")[:98, :65]  # uncropped HR, then crop floor(H/s)
     assert np.array_equal((lr[0].permute(1, 2, 0) * 255).round().byte().numpy(), expect)
     assert hr.shape[-2:] == (343, 227) and torch.equal(hr, to_tensor(hr_full[:343, :227]))
-    cached = tmp_path / "lr" / "set5" / "gsasr" / "3.5" / "woman.png"
+    digest = hashlib.sha256((set5 / "HR" / "woman.png").read_bytes()).hexdigest()  # keyed by the HR's bytes
+    cached = tmp_path / "lr" / "basicsr-float-v1" / "3.5" / f"{digest}.png"
     assert np.array_equal(read_image(cached), expect)
     cached.write_bytes(b"")  # a second call reads the cache (an empty file would be an error)
-    with pytest.raises(UserError, match="woman.png"):
+    with pytest.raises(UserError, match=digest):
         p.lr_hr(set5_ds, "woman", 3.5, tmp_path)
 
 
