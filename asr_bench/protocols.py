@@ -75,9 +75,9 @@ class Protocol:
         """(LR (1,3,h,w), HR target (1,3,H,W)), floats in [0,1], made exactly as the protocol says."""
         sy, sx = _pair(scale)
         hr = dataset.hr(image_id)
-        lr = dataset.premade_lr(image_id, scale) if self._uses_premade((sy, sx)) else None
-        if lr is not None:
-            lr = self._even(lr)
+        lr_path = dataset.premade_lr_path(image_id, scale) if self._uses_premade((sy, sx)) else None
+        if lr_path is not None:
+            lr = self._even(_premade_of_size(lr_path, hr.shape[:2], int(sy)))
             return to_tensor(lr), to_tensor(self._crop_hr_to_lr(hr, lr.shape[:2], (sy, sx)))
         cache = self._cache_path(dataset, image_id, scale, cache_dir)
         hr_crop = self._generation_hr(hr, (sy, sx))
@@ -217,6 +217,19 @@ class Protocol:
         if name == "lpips":
             return lpips(sr_c, hr_c, weights_dir)
         return dists(sr_c, hr_c, weights_dir)
+
+
+def _premade_of_size(path: Path, hr_hw: tuple[int, int], s: int) -> np.ndarray:
+    """The premade LR file, which must be floor(HR / s) (made from the HR cropped to a multiple of s): a file
+    of another size (X4 files under X2, another dataset's files) would be scored against a crop of the HR."""
+    lr = read_image(path)
+    expected = (hr_hw[0] // s, hr_hw[1] // s)
+    if lr.shape[:2] != expected:
+        raise UserError(f"premade LR {path} is {lr.shape[0]}x{lr.shape[1]} (h x w) but at scale {s} the HR "
+                        f"({hr_hw[0]}x{hr_hw[1]}) needs {expected[0]}x{expected[1]}; the file belongs to another "
+                        "scale or image: replace it (e.g. `prepare --hr <HR folder> --out <dataset folder>`) or "
+                        "remove it to generate the LR.")
+    return lr
 
 
 def _crop(image: torch.Tensor, border: int) -> torch.Tensor:
