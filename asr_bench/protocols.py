@@ -44,6 +44,7 @@ LR_RECIPES = ("basicsr-float", "matlab-uint8", "liif")
 LR_RECIPE_VERSIONS = {"basicsr-float": 1, "matlab-uint8": 1, "liif": 1}
 PSNR_STYLES = ("basicsr", "shave256")
 OVERRIDABLE = ("crop", "y_channel", "quantize", "lr")
+SSIM_WINDOW = 11  # BasicSR's gaussian window, valid convolution: smaller images have no SSIM
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,19 @@ class Protocol:
         self, dataset: Dataset, image_id: str, scale: Scale, cache_dir: Path | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(LR (1,3,h,w), HR target (1,3,H,W)), floats in [0,1], made exactly as the protocol says."""
-        sy, sx = _pair(scale)
+        lr, hr = self._lr_hr_arrays(dataset, image_id, _pair(scale), cache_dir)
+        self._check_scorable(dataset, image_id, hr.shape[:2], scale)
+        return to_tensor(lr), to_tensor(hr)
+
+    def _lr_hr_arrays(self, dataset: Dataset, image_id: str, scale: tuple[float, float],
+                      cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+        sy, sx = scale
         hr = dataset.hr(image_id)
+        self._check_lr_size(dataset, image_id, hr.shape[:2], scale)
         lr_path = dataset.premade_lr_path(image_id, scale) if self._uses_premade((sy, sx)) else None
         if lr_path is not None:
             lr = self._even(_premade_of_size(lr_path, hr.shape[:2], int(sy)))
-            return to_tensor(lr), to_tensor(self._crop_hr_to_lr(hr, lr.shape[:2], (sy, sx)))
+            return lr, self._crop_hr_to_lr(hr, lr.shape[:2], (sy, sx))
         cache = self._cache_path(dataset, image_id, scale, cache_dir)
         hr_crop = self._generation_hr(hr, (sy, sx))
         if cache is not None and cache.is_file():
@@ -88,7 +96,25 @@ class Protocol:
             if cache is not None:
                 write_image(cache, lr)
         lr = self._even(lr)
-        return to_tensor(lr), to_tensor(self._crop_hr_to_lr(hr_crop, lr.shape[:2], (sy, sx)))
+        return lr, self._crop_hr_to_lr(hr_crop, lr.shape[:2], (sy, sx))
+
+    def _check_lr_size(self, dataset: Dataset, image_id: str, hr_hw: tuple[int, int],
+                       scale: tuple[float, float]) -> None:
+        """An HR smaller than the scale has no LR (0 pixels): say so instead of dividing by zero later."""
+        h, w = (math.floor(n / s + 1e-9) for n, s in zip(hr_hw, scale))
+        least = 2 if self.even_lr else 1
+        if min(h, w) < least:
+            raise UserError(f"image {_where(dataset, image_id)} is {hr_hw[0]}x{hr_hw[1]} (h x w): too small for scale "
+                            f"{format_scale(scale)} (its LR would be {h}x{w} px); remove it from the dataset or "
+                            "drop that scale.")
+
+    def _check_scorable(self, dataset: Dataset, image_id: str, hr_hw: tuple[int, int], scale: Scale) -> None:
+        """The border the metrics exclude must leave pixels to score."""
+        border = self.border(scale, dataset.name)
+        if min(hr_hw) <= 2 * border:
+            raise UserError(f"image {_where(dataset, image_id)}: its {hr_hw[0]}x{hr_hw[1]} target at scale "
+                            f"{format_scale(scale)} is all border (protocol {self.label} excludes {border} px per "
+                            "side), so nothing is left to score; remove it from the dataset or drop that scale.")
 
     def _even(self, lr: np.ndarray) -> np.ndarray:
         """Top-left crop to even sides where the protocol's loader does it (RT4KSR benchmark.py)."""
@@ -199,6 +225,9 @@ class Protocol:
         for name in metrics:
             if name not in METRICS:
                 raise UnknownName("metric", name, METRICS)
+            if name == "ssim" and min(hr.shape[-2:]) - 2 * border < SSIM_WINDOW:
+                values[name], notes[name] = None, f"n/a (image smaller than SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window)"
+                continue
             try:
                 values[name] = self._metric(name, sr, hr, border, use_y, weights_dir)
             except WeightsMissing as missing:
@@ -217,6 +246,11 @@ class Protocol:
         if name == "lpips":
             return lpips(sr_c, hr_c, weights_dir)
         return dists(sr_c, hr_c, weights_dir)
+
+
+def _where(dataset: Dataset, image_id: str) -> str:
+    path = dataset.hr_path(image_id)
+    return str(path) if path is not None else f"'{image_id}' of dataset {dataset.name}"
 
 
 def _premade_of_size(path: Path, hr_hw: tuple[int, int], s: int) -> np.ndarray:

@@ -29,7 +29,7 @@ import torch
 
 from ..checkpoints import trusting_checkpoints
 from ..config import Config, config_hash, results_key
-from ..errors import UnsupportedScale, UserError
+from ..errors import UnsupportedScale, UserError, cannot_write
 from .cases import Case, check_names, load_plugins, plan_cases, resolve_methods
 from .environment import environment, live_backends, resolve_device
 from .memory import peak_memory_mb
@@ -206,6 +206,10 @@ def _worker_main(case: Case, config: Config, device: str, run_dir: str, progress
             message = ("ok", "")
         except UserError as exc:
             message = ("user_error", str(exc))
+        except OSError as exc:
+            if cannot_write(exc) is None:
+                raise
+            message = ("user_error", str(cannot_write(exc)))
     sender.send((*message, [f"{w.category.__name__}: {w.message}" for w in caught]))
 
 
@@ -264,6 +268,10 @@ def execute_case(case: Case, config: Config, device: torch.device, store: RunSto
             record = unsupported(base, config, str(exc))
         except UserError:
             raise
+        except OSError as exc:
+            if cannot_write(exc) is not None:  # a full or read-only disk stops the run, it is not this case's
+                raise
+            record = replace(base, status=ERROR, error=one_line(exc))
         except Exception as exc:  # noqa: BLE001 - one failing case is data, not the end of the run
             record = replace(base, status=ERROR, error=one_line(exc))
     store.put_case(record)

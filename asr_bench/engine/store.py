@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from ..results.csv_views import csv_text
 from .records import CaseRecord, ImageRecord
 
@@ -85,7 +86,11 @@ class RunStore:
 
     def read_run(self) -> dict[str, Any]:
         path = self.path("run.json")
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path} is damaged ({exc}); delete it (the results beside it are kept and the run "
+                            "rewrites it) or write elsewhere with --output.") from None
 
     # ---- writes
 
