@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, cannot_write
 
 COMMANDS = ("run", "score", "prepare", "list", "report", "doctor", "bench-ops")
 
@@ -44,6 +45,12 @@ def run_cli(argv: list[str]) -> int:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
+        return UserError.exit_code
+    except OSError as exc:  # an unwritable, read-only or full output place: the user's to fix, in one line
+        problem = cannot_write(exc)
+        if problem is None or debug:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
         return UserError.exit_code
     except KeyboardInterrupt:
         if debug:
@@ -71,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", help="folder holding the datasets (config data_root)")
     run.add_argument("--output", "-o", help="run folder (config output); default results/<config name>")
     run.add_argument("--device", help="cpu, cuda, cuda:N or auto (config device)")
+    run.add_argument("--trust-checkpoints", action="store_true",
+                     help="load checkpoints that need full pickle (they can run code; config trust_checkpoints)")
     run.add_argument("--retry-errors", action="store_true", help="rerun cases that failed in an earlier run")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--shard", metavar="I/N", help="run the I-th of N deterministic parts of the cases into the "
@@ -134,7 +143,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for key, value in (("data_root", args.data_root), ("output", args.output), ("device", args.device)):
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")  # a quoted string: paths are never YAML-typed
+    if args.trust_checkpoints:
+        overrides.append("trust_checkpoints=true")
     config = load_config(args.config, overrides)
+    must_be_folder(config.run_dir(), "run folder (--output / config output)")
     if args.ray_address and args.executor != "ray":
         raise UserError("--ray-address is for --executor ray; add --executor ray or drop --ray-address.")
     result = run_benchmark(config, progress=not args.no_progress, retry_errors=args.retry_errors, shard=args.shard,
@@ -149,6 +161,12 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def must_be_folder(path: Path, what: str) -> None:
+    """An output folder that is an existing file fails late and cryptically; say so first."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a folder; give a folder path (it is created if missing).")
 
 
 def summary(cases: list[Any]) -> str:
@@ -167,6 +185,8 @@ def cmd_score(args: argparse.Namespace) -> int:
                            suffix=args.suffix, weights_dir=args.weights_dir, dataset=args.dataset)
     text = to_json(result) if args.format == "json" else to_csv(result)
     if args.out:
+        if Path(args.out).is_dir():
+            raise UserError(f"--out {args.out} is a folder; give a file name, e.g. --out {Path(args.out) / 'scores.json'}.")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text, encoding="utf-8")
         print(f"wrote {args.out} ({len(result['images'])} images)")
@@ -184,9 +204,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     hr, out = Path(args.hr), Path(args.out)
     if not hr.is_dir():
         raise UserError(f"HR folder not found: {hr}. Give --hr the folder that holds the HR images.")
+    must_be_folder(out, "--out")
     for scale in args.scales or []:
-        if not scale > 1:
-            raise UserError(f"--scales {scale:g}: every scale must be greater than 1, e.g. --scales 2 3 4.")
+        if not (scale > 1 and math.isfinite(scale)):
+            raise UserError(f"--scales {scale:g}: every scale must be a finite number greater than 1, "
+                            "e.g. --scales 2 3 4.")
     if args.target == "div2k-720":
         written = prepare.prepare_div2k_720(hr, out, *([args.scales] if args.scales else []))
     else:

@@ -15,7 +15,7 @@ Config reference (every key; all optional except `methods`):
 | `scales` | list | `[4]` | numbers > 1 (2, 3.5, 12) or `[sy, sx]` pairs |
 | `protocol` | str or mapping | `gsasr` | a protocol name, or `{name: gsasr, crop: 4}` / `{name: gsasr, overrides: {crop: 4}}` |
 | `metrics` | list of str | `[psnr, ssim]` | `psnr ssim lpips dists` (perceptual ones read n/a without weights) |
-| `device` | str | `auto` | `auto` (cuda if available), `cpu`, `cuda`, `cuda:N` |
+| `device` | str | `auto` | `auto` (cuda if available), `cpu`, `cuda`, `cuda:N`, `mps` (Apple silicon) |
 | `precision` | str | `fp32` | `fp32`, `fp16`, `bf16` (model and input cast; metrics always in float64) |
 | `tiling.tile` | int or null | null | LR tile size in pixels; null = whole image |
 | `tiling.overlap` | int | 8 | LR pixels shared by neighbouring tiles (each keeps its half) |
@@ -29,6 +29,7 @@ Config reference (every key; all optional except `methods`):
 | `cache_dir` | str | `.cache/asr_bench` | generated LR images |
 | `weights_dir` | str or null | null | perceptual-metric weights (LPIPS/DISTS); null = the metrics' default search |
 | `plugins` | list of str | `[]` | extra method modules (import names or .py files) whose `METHODS` are registered |
+| `trust_checkpoints` | bool | false | allow checkpoints that only full pickle can read (they can run code); default: such files are refused |
 
 `--set key=value` overrides any key (dotted keys such as `profiling.repeats=3` or `methods.0.checkpoint=x.pth`;
 values are parsed as YAML, so `3` is an int and `[2, 4]` a list).
@@ -49,10 +50,10 @@ from .errors import MissingFile, UserError, closest
 from .sizes import Scale, as_pair
 
 ALL = "all"
-DEVICES = "auto, cpu, cuda, cuda:N"
+DEVICES = "auto, cpu, cuda, cuda:N, mps"
 PRECISIONS = ("fp32", "fp16", "bf16")
 TOP_KEYS = ("name", "methods", "datasets", "scales", "protocol", "metrics", "device", "precision", "tiling",
-            "profiling", "visuals", "output", "data_root", "cache_dir", "weights_dir", "plugins")
+            "profiling", "visuals", "output", "data_root", "cache_dir", "weights_dir", "plugins", "trust_checkpoints")
 METHOD_KEYS = ("method", "encoder", "checkpoint", "preset", "kwargs", "label")
 DEFAULT_CACHE = ".cache/asr_bench"
 
@@ -118,6 +119,7 @@ class Config:
     cache_dir: str = DEFAULT_CACHE
     weights_dir: str | None = None
     plugins: tuple[str, ...] = ()
+    trust_checkpoints: bool = False  # plugins are code and run as such; checkpoints are data unless trusted
 
     def run_dir(self) -> Path:
         """Stable per config, so a rerun finds (and resumes) its own results."""
@@ -149,7 +151,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise MissingFile("config file", path, "Check the path; the shipped configs are in configs/ (e.g. configs/quick.yml).")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config {path} is not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}); "
+                        "save it as UTF-8.") from None
+    except DuplicateKey as exc:
+        raise UserError(f"config {path}: {exc.problem}, or the second silently replaces the first.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -164,6 +171,27 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
+class DuplicateKey(yaml.constructor.ConstructorError):
+    """A mapping names one key twice."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error (PyYAML keeps the last one
+    silently, so `scales: [2]` ... `scales: [3]` would run x3 only, without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                first = seen[key].start_mark.line + 1
+                raise DuplicateKey(
+                    None, None, f"key '{key}' is given twice (lines {first} and {key_node.start_mark.line + 1}); "
+                    "keep one", key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
 def apply_override(raw: dict[str, Any], item: str) -> None:
     """`a.b.c=value` (value parsed as YAML) into the raw mapping; list items by index (`methods.0.label=x`)."""
     key, sep, text = item.partition("=")
@@ -171,7 +199,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     if not sep or not key:
         raise UserError(f"--set expects key=value (e.g. --set profiling.repeats=3), got '{item}'.")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = yaml.load(text, Loader=UniqueKeyLoader) if text.strip() else None  # noqa: S506
     except yaml.YAMLError:
         value = text
     parts = key.split(".")
@@ -210,6 +238,9 @@ def parse_config(raw: dict[str, Any], default_name: str = "run") -> Config:
     if "methods" not in raw or raw["methods"] in (None, [], ""):
         raise UserError("config key 'methods' is missing or empty; give `methods: all` or a list such as "
                         "`methods: [bicubic, {method: liif, encoder: edsr-baseline, checkpoint: liif.pth}]`.")
+    if raw.get("datasets", ["embedded"]) in (None, [], ""):
+        raise UserError("config key 'datasets' is empty; give at least one catalogue name or folder, e.g. "
+                        "`datasets: [set5]`, or remove the key to use the built-in `embedded` images.")
     tiling = as_mapping(raw.get("tiling"), "tiling")
     profiling = as_mapping(raw.get("profiling"), "profiling")
     visuals = as_mapping(raw.get("visuals"), "visuals")
@@ -237,6 +268,7 @@ def parse_config(raw: dict[str, Any], default_name: str = "run") -> Config:
         cache_dir=as_path(raw.get("cache_dir"), "cache_dir") or DEFAULT_CACHE,
         weights_dir=as_path(raw.get("weights_dir"), "weights_dir"),
         plugins=tuple(as_text(p, f"plugins[{i}]") for i, p in enumerate(as_list(raw.get("plugins", []), "plugins"))),
+        trust_checkpoints=as_bool(raw.get("trust_checkpoints", False), "trust_checkpoints"),
     )
 
 
@@ -268,6 +300,7 @@ def parse_scales(value: Any) -> tuple[Scale, ...]:
     scales: list[Scale] = []
     for i, item in enumerate(as_list(value, "scales")):
         where = f"scales[{i}]"
+        item = _number(item)  # YAML 1.1 reads 1e9 (no dot) as a string
         if isinstance(item, bool) or not isinstance(item, (int, float, list, tuple)):
             raise UserError(f"config key '{where}' is {item!r}; a scale is a number > 1 (e.g. 4 or 3.5) "
                             "or an [sy, sx] pair such as [3.5, 2.25].")
@@ -279,6 +312,18 @@ def parse_scales(value: Any) -> tuple[Scale, ...]:
     if not scales:
         raise UserError("config key 'scales' is empty; give at least one scale, e.g. `scales: [2, 3, 4]`.")
     return tuple(scales)
+
+
+def _number(value: Any) -> Any:
+    """A string that reads as a number ('1e9') as that number; lists element-wise; anything else unchanged."""
+    if isinstance(value, list):
+        return [_number(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def parse_protocol(value: Any) -> ProtocolEntry:

@@ -54,3 +54,34 @@ def closest(name: str, known: Iterable[str]) -> str | None:
     """The registered name closest to `name`, for "did you mean" hints."""
     match = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.5)
     return match[0] if match else None
+
+
+# errno values that mean "this place cannot be written" (not a bug of ours): permissions, a read-only
+# filesystem, a full disk or quota, a file where a folder should be (or the reverse).
+_WRITE_ERRNOS = {"EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "ENOTDIR", "EEXIST", "EISDIR", "EFBIG"}
+
+
+class CannotWrite(UserError, OSError):
+    """An output file or folder could not be written (permissions, read-only, disk full ...)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def cannot_write(exc: OSError) -> CannotWrite | None:
+    """The one-line user error for an OSError that means an output place is unwritable; None for any other."""
+    import errno
+    import os
+
+    name = errno.errorcode.get(exc.errno or -1, "")
+    if name not in _WRITE_ERRNOS:
+        return None
+    where = exc.filename if exc.filename is not None else "the output folder"
+    why = exc.strerror or os.strerror(exc.errno or 0)
+    if name in ("ENOSPC", "EDQUOT", "EFBIG"):
+        fix = "free some space (or raise the quota), or write elsewhere (--output / --out)"
+    elif name in ("ENOTDIR", "EEXIST", "EISDIR"):
+        fix = "a file is where a folder should be (or the reverse); give another path"
+    else:
+        fix = "check its permissions (or that the filesystem is not read-only), or write elsewhere (--output / --out)"
+    return CannotWrite(f"cannot write {where}: {why} [{name}]; {fix}. Results stored so far are kept.")

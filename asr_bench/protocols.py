@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from .data.catalogue import Dataset
+from .data.fingerprint import image_sha256
 from .data.images import quantize, read_image, to_tensor, write_image
 from .data.imresize import imresize
 from .errors import UnknownName, UserError
@@ -39,8 +40,11 @@ from .metrics import METRICS, WeightsMissing, dists, lpips, psnr, psnr_shave, ss
 from .sizes import Scale, format_scale
 
 LR_RECIPES = ("basicsr-float", "matlab-uint8", "liif")
+# Bump a recipe's version whenever its output changes: cached LR files of the old version are then not reused.
+LR_RECIPE_VERSIONS = {"basicsr-float": 1, "matlab-uint8": 1, "liif": 1}
 PSNR_STYLES = ("basicsr", "shave256")
 OVERRIDABLE = ("crop", "y_channel", "quantize", "lr")
+SSIM_WINDOW = 11  # BasicSR's gaussian window, valid convolution: smaller images have no SSIM
 
 
 @dataclass(frozen=True)
@@ -70,12 +74,19 @@ class Protocol:
         self, dataset: Dataset, image_id: str, scale: Scale, cache_dir: Path | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(LR (1,3,h,w), HR target (1,3,H,W)), floats in [0,1], made exactly as the protocol says."""
-        sy, sx = _pair(scale)
+        lr, hr = self._lr_hr_arrays(dataset, image_id, _pair(scale), cache_dir)
+        self._check_scorable(dataset, image_id, hr.shape[:2], scale)
+        return to_tensor(lr), to_tensor(hr)
+
+    def _lr_hr_arrays(self, dataset: Dataset, image_id: str, scale: tuple[float, float],
+                      cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+        sy, sx = scale
         hr = dataset.hr(image_id)
-        lr = dataset.premade_lr(image_id, scale) if self._uses_premade((sy, sx)) else None
-        if lr is not None:
-            lr = self._even(lr)
-            return to_tensor(lr), to_tensor(self._crop_hr_to_lr(hr, lr.shape[:2], (sy, sx)))
+        self._check_lr_size(dataset, image_id, hr.shape[:2], scale)
+        lr_path = dataset.premade_lr_path(image_id, scale) if self._uses_premade((sy, sx)) else None
+        if lr_path is not None:
+            lr = self._even(_premade_of_size(lr_path, hr.shape[:2], int(sy)))
+            return lr, self._crop_hr_to_lr(hr, lr.shape[:2], (sy, sx))
         cache = self._cache_path(dataset, image_id, scale, cache_dir)
         hr_crop = self._generation_hr(hr, (sy, sx))
         if cache is not None and cache.is_file():
@@ -85,7 +96,25 @@ class Protocol:
             if cache is not None:
                 write_image(cache, lr)
         lr = self._even(lr)
-        return to_tensor(lr), to_tensor(self._crop_hr_to_lr(hr_crop, lr.shape[:2], (sy, sx)))
+        return lr, self._crop_hr_to_lr(hr_crop, lr.shape[:2], (sy, sx))
+
+    def _check_lr_size(self, dataset: Dataset, image_id: str, hr_hw: tuple[int, int],
+                       scale: tuple[float, float]) -> None:
+        """An HR smaller than the scale has no LR (0 pixels): say so instead of dividing by zero later."""
+        h, w = (math.floor(n / s + 1e-9) for n, s in zip(hr_hw, scale))
+        least = 2 if self.even_lr else 1
+        if min(h, w) < least:
+            raise UserError(f"image {_where(dataset, image_id)} is {hr_hw[0]}x{hr_hw[1]} (h x w): too small for scale "
+                            f"{format_scale(scale)} (its LR would be {h}x{w} px); remove it from the dataset or "
+                            "drop that scale.")
+
+    def _check_scorable(self, dataset: Dataset, image_id: str, hr_hw: tuple[int, int], scale: Scale) -> None:
+        """The border the metrics exclude must leave pixels to score."""
+        border = self.border(scale, dataset.name)
+        if min(hr_hw) <= 2 * border:
+            raise UserError(f"image {_where(dataset, image_id)}: its {hr_hw[0]}x{hr_hw[1]} target at scale "
+                            f"{format_scale(scale)} is all border (protocol {self.label} excludes {border} px per "
+                            "side), so nothing is left to score; remove it from the dataset or drop that scale.")
 
     def _even(self, lr: np.ndarray) -> np.ndarray:
         """Top-left crop to even sides where the protocol's loader does it (RT4KSR benchmark.py)."""
@@ -131,10 +160,14 @@ class Protocol:
         return np.ascontiguousarray(lr[:h_lr, :w_lr])
 
     def _cache_path(self, dataset: Dataset, image_id: str, scale: Scale, cache_dir: Path | None) -> Path | None:
+        """`<cache>/lr/<recipe>-v<version>/<scale>/<sha256 of the HR file>.png`: keyed by what the LR is made
+        from (the HR's bytes, the recipe, the scale), never by a name, so a replaced image or another data root
+        with the same catalogue name gets its own LR."""
         if cache_dir is None:
             return None
-        recipe = self.name if "lr" not in dict(self.overrides) else f"{self.name}-lr={self.lr_recipe}"
-        return Path(cache_dir) / "lr" / dataset.cache_key / recipe / format_scale(scale) / f"{image_id}.png"
+        digest = image_sha256(dataset, image_id, index_dir=cache_dir)
+        recipe = f"{self.lr_recipe}-v{LR_RECIPE_VERSIONS[self.lr_recipe]}"
+        return Path(cache_dir) / "lr" / recipe / format_scale(scale) / f"{digest}.png"
 
     # ----- sizes and output ---------------------------------------------------------------------------
     def output_size(self, lr_hw: Sequence[int], hr_hw: Sequence[int], scale: Scale) -> tuple[int, int]:
@@ -192,6 +225,9 @@ class Protocol:
         for name in metrics:
             if name not in METRICS:
                 raise UnknownName("metric", name, METRICS)
+            if name == "ssim" and min(hr.shape[-2:]) - 2 * border < SSIM_WINDOW:
+                values[name], notes[name] = None, f"n/a (image smaller than SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window)"
+                continue
             try:
                 values[name] = self._metric(name, sr, hr, border, use_y, weights_dir)
             except WeightsMissing as missing:
@@ -210,6 +246,24 @@ class Protocol:
         if name == "lpips":
             return lpips(sr_c, hr_c, weights_dir)
         return dists(sr_c, hr_c, weights_dir)
+
+
+def _where(dataset: Dataset, image_id: str) -> str:
+    path = dataset.hr_path(image_id)
+    return str(path) if path is not None else f"'{image_id}' of dataset {dataset.name}"
+
+
+def _premade_of_size(path: Path, hr_hw: tuple[int, int], s: int) -> np.ndarray:
+    """The premade LR file, which must be floor(HR / s) (made from the HR cropped to a multiple of s): a file
+    of another size (X4 files under X2, another dataset's files) would be scored against a crop of the HR."""
+    lr = read_image(path)
+    expected = (hr_hw[0] // s, hr_hw[1] // s)
+    if lr.shape[:2] != expected:
+        raise UserError(f"premade LR {path} is {lr.shape[0]}x{lr.shape[1]} (h x w) but at scale {s} the HR "
+                        f"({hr_hw[0]}x{hr_hw[1]}) needs {expected[0]}x{expected[1]}; the file belongs to another "
+                        "scale or image: replace it (e.g. `prepare --hr <HR folder> --out <dataset folder>`) or "
+                        "remove it to generate the LR.")
+    return lr
 
 
 def _crop(image: torch.Tensor, border: int) -> torch.Tensor:

@@ -114,10 +114,26 @@ def _load() -> None:
         return
     _LOADED = True
     for module in _builtin_modules() + _entry_point_modules():
-        for spec in getattr(module, "METHODS", []):
+        try:
+            specs = plugin_methods(module, module.__name__)
+        except UserError as exc:
+            _BROKEN[module.__name__] = str(exc)
+            continue
+        for spec in specs:
             register(spec)
     for name, why in _BROKEN.items():
         warnings.warn(f"method plugin '{name}' failed to import and was skipped ({why})", stacklevel=2)
+
+
+def plugin_methods(module: ModuleType, where: str) -> list[MethodSpec]:
+    """A plugin module's `METHODS`, checked: a list (or tuple) of MethodSpec; anything else is a one-line error."""
+    methods = getattr(module, "METHODS", [])
+    if not isinstance(methods, (list, tuple)) or not all(isinstance(m, MethodSpec) for m in methods):
+        found = type(methods).__name__ if not isinstance(methods, (list, tuple)) else \
+            f"a {type(methods).__name__} holding {next(type(m).__name__ for m in methods if not isinstance(m, MethodSpec))}"
+        raise UserError(f"plugin {where}: METHODS must be a list of MethodSpec, got {found} ({methods!r:.40}); "
+                        "write METHODS = [MethodSpec(name=..., builder=..., encoders=(...))].")
+    return list(methods)
 
 
 def register(spec: MethodSpec) -> None:

@@ -15,7 +15,11 @@ Scale = float | tuple[float, float]
 
 def as_pair(scale: Scale) -> tuple[float, float]:
     """(sy, sx) from a scalar or a pair, validated: every factor must be > 1."""
-    pair = tuple(float(s) for s in scale) if isinstance(scale, Sequence) else (float(scale), float(scale))
+    try:
+        pair = tuple(float(s) for s in scale) if isinstance(scale, Sequence) and not isinstance(scale, str) \
+            else (float(scale), float(scale))
+    except (TypeError, ValueError):  # [2, x], a mapping, None ...
+        pair = ()
     if len(pair) != 2 or not all(math.isfinite(s) for s in pair):
         raise UserError(f"scale {scale!r} is not a number or an (sy, sx) pair; use e.g. scale=4 or scale=(3.5, 2.25).")
     if min(pair) <= 1:

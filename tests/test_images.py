@@ -58,3 +58,37 @@ def test_tensor_conversions():
     assert torch.equal(quantize(odd) * 255, torch.tensor([0.0, 0, 1, 255]).view(1, 1, 1, 4).expand(1, 3, 1, 4))
     with pytest.raises(UserError):
         to_tensor(img.astype(np.float32))
+
+
+def _png16(path, array):
+    """A 16-bit-per-channel PNG written from the spec (Pillow cannot write 16-bit RGB)."""
+    import struct
+    import zlib
+
+    h, w, c = array.shape
+    raw = b"".join(b"\x00" + array[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    header = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 3: 2, 4: 6}[c], 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4], ids=["grey16", "rgb16", "rgba16"])
+def test_every_16_bit_image_is_refused_alike_in_one_line(tmp_path, channels):
+    values = np.random.default_rng(0).integers(0, 65536, (6, 5, channels), dtype=np.uint16)
+    _png16(tmp_path / "deep.png", values)
+    with pytest.raises(UserError, match="more than 8 bits per channel") as info:
+        read_image(tmp_path / "deep.png")
+    assert "\n" not in str(info.value) and "deep.png" in str(info.value)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "1"])
+def test_8_bit_images_of_every_mode_still_read(tmp_path, mode):
+    rgb = np.random.default_rng(1).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    image = Image.fromarray(rgb).convert(mode)
+    image.save(tmp_path / "x.png")
+    image.convert("RGB").save(tmp_path / "x.jpg", quality=95)
+    assert np.array_equal(read_image(tmp_path / "x.png"), np.asarray(image.convert("RGB")))
+    assert read_image(tmp_path / "x.jpg").shape == (6, 5, 3)

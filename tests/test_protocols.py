@@ -1,5 +1,6 @@
 """Protocols: how LR/HR pairs are made, the border and colour rules, quantisation, and scoring."""
 
+import hashlib
 import numpy as np
 import pytest
 import torch
@@ -62,10 +63,11 @@ def test_gsasr_generates_missing_lr_like_its_script_and_caches_it(set5_ds, set5,
     expect = imresize(hr_full, scale=1 / 3.5, mode="float")[:98, :65]  # uncropped HR, then crop floor(H/s)
     assert np.array_equal((lr[0].permute(1, 2, 0) * 255).round().byte().numpy(), expect)
     assert hr.shape[-2:] == (343, 227) and torch.equal(hr, to_tensor(hr_full[:343, :227]))
-    cached = tmp_path / "lr" / "set5" / "gsasr" / "3.5" / "woman.png"
+    digest = hashlib.sha256((set5 / "HR" / "woman.png").read_bytes()).hexdigest()  # keyed by the HR's bytes
+    cached = tmp_path / "lr" / "basicsr-float-v1" / "3.5" / f"{digest}.png"
     assert np.array_equal(read_image(cached), expect)
     cached.write_bytes(b"")  # a second call reads the cache (an empty file would be an error)
-    with pytest.raises(UserError, match="woman.png"):
+    with pytest.raises(UserError, match=digest):
         p.lr_hr(set5_ds, "woman", 3.5, tmp_path)
 
 
@@ -96,7 +98,7 @@ def test_liif_ignores_premade_files_at_x6_and_up(tmp_path, set5):
     folder = resolve_dataset(str(tmp_path))
     lr, _ = get_protocol("liif").lr_hr(folder, "head", 6, None)
     assert lr.shape[-2:] == (46, 46)  # PIL from HR, not the 70x70 file
-    with pytest.raises(UserError, match="do not belong"):  # gsasr takes the file, and sees it cannot fit this HR
+    with pytest.raises(UserError, match="is 70x70 .* needs 46x46"):  # gsasr takes the file: the wrong size
         get_protocol("gsasr").lr_hr(folder, "head", 6, None)
 
 
@@ -170,3 +172,39 @@ def test_rt4ksr_crops_lr_to_even_sides_and_hr_to_lr_times_scale(set5_ds, set5):
     assert tuple(lr.shape[-2:]) == (84, 84) and tuple(hr.shape[-2:]) == (252, 252)
     assert torch.equal(lr, to_tensor(disk_lr[:84, :84]))
     assert torch.equal(hr, to_tensor(disk_hr[:252, :252]))
+
+
+def _package_with_wrong_lr(tmp_path):
+    """An EDSR-layout dataset whose LR_bicubic/X2 holds the x4 files (a copy mistake)."""
+    root = tmp_path / "Set5"
+    (root / "HR").mkdir(parents=True)
+    (root / "LR_bicubic" / "X2").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    hr = (rng.random((40, 44, 3)) * 255).astype(np.uint8)
+    Image.fromarray(hr).save(root / "HR" / "pic.png")
+    Image.fromarray(imresize(hr, scale=1 / 4, mode="uint8")).save(root / "LR_bicubic" / "X2" / "picx2.png")
+    return root
+
+
+@pytest.mark.parametrize("name", ["gsasr", "liif", "rt4ksr"])
+def test_premade_lr_of_the_wrong_size_is_a_one_line_error(tmp_path, name):
+    root = _package_with_wrong_lr(tmp_path)
+    ds = resolve_dataset("set5", tmp_path)
+    with pytest.raises(UserError) as info:
+        get_protocol(name).lr_hr(ds, "pic", 2, None)
+    message = str(info.value)
+    assert str(root / "LR_bicubic" / "X2" / "picx2.png") in message and "\n" not in message
+    assert "is 10x11" in message and "needs 20x22" in message  # found, and floor(40/2) x floor(44/2) expected
+
+
+def test_premade_lr_of_the_wrong_size_stops_the_run_with_exit_2(tmp_path, capsys):
+    from asr_bench.cli import run_cli
+
+    _package_with_wrong_lr(tmp_path)
+    config = tmp_path / "c.yml"
+    config.write_text(f"methods: [bicubic]\ndatasets: [set5]\nscales: [2]\nmetrics: [psnr]\ndevice: cpu\n"
+                      f"profiling: {{warmup: 0, repeats: 1, memory: false, flops: false}}\n"
+                      f"data_root: {tmp_path}\noutput: {tmp_path / 'out'}\n")
+    assert run_cli(["--config", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: premade LR ") and err.count("\n") == 1 and "picx2.png" in err

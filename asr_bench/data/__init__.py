@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 from .catalogue import Dataset, list_datasets, resolve_dataset
+from .fingerprint import dataset_fingerprint, file_sha256
 from .images import IMAGE_SUFFIXES, quantize, read_image, to_tensor, to_uint8, write_image
 from .imresize import imresize
 
 __all__ = [
-    "Dataset", "IMAGE_SUFFIXES", "imresize", "list_datasets", "quantize", "read_image", "resolve_dataset",
+    "Dataset", "IMAGE_SUFFIXES", "dataset_fingerprint", "file_sha256", "imresize", "list_datasets", "quantize", "read_image", "resolve_dataset",
     "to_tensor", "to_uint8", "write_image",
 ]

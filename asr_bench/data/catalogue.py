@@ -155,19 +155,29 @@ class Dataset:
         """HxWx3 uint8 RGB."""
         if self.layout.kind == "embedded":
             return _embedded_image(image_id)
+        return read_image(self.hr_path(image_id))  # type: ignore[arg-type]
+
+    def hr_path(self, image_id: str) -> Path | None:
+        """The HR image's file (None for embedded images, which have none)."""
+        if self.layout.kind == "embedded":
+            if image_id not in EMBEDDED_IMAGES:
+                raise UnknownName("image of dataset embedded", image_id, EMBEDDED_IMAGES)
+            return None
         if image_id not in self._files:
             raise UnknownName(f"image of dataset {self.name}", image_id, self._files)
-        return read_image(self._files[image_id])
+        return self._files[image_id]
 
-    def premade_lr(self, image_id: str, scale: float | tuple[float, float]) -> np.ndarray | None:
+    def premade_lr_path(self, image_id: str, scale: float | tuple[float, float]) -> Path | None:
         """The layout's LR file for this image at an integer scale, or None (then the protocol generates it)."""
         label = _integer_label(scale)
         if label is None:
             return None
-        for path in self.layout.lr_candidates(image_id, label):
-            if path.is_file():
-                return read_image(path)
-        return None
+        return next((p for p in self.layout.lr_candidates(image_id, label) if p.is_file()), None)
+
+    def premade_lr(self, image_id: str, scale: float | tuple[float, float]) -> np.ndarray | None:
+        """The premade LR image (premade_lr_path, read), or None."""
+        path = self.premade_lr_path(image_id, scale)
+        return read_image(path) if path is not None else None
 
 
 def _integer_label(scale: float | tuple[float, float]) -> str | None:

@@ -3,6 +3,11 @@
 Greyscale files (Set14 `bridge`, some Urban100/Manga109 copies) are expanded to 3 equal channels, which is
 what the official scripts get: BasicSR/GSASR read with `cv2.imread(..., IMREAD_COLOR)` and LIIF with
 `PIL.Image.open(f).convert('RGB')`; both replicate the grey value. An alpha channel is dropped, as both do.
+
+Images with more than 8 bits per channel (16-bit RGB or grey, float TIFF) are refused with one line, both
+kinds alike: every protocol (and every published number) is defined on 8-bit images, and the official
+readers would cut 16 bits to 8 without a word (cv2 IMREAD_COLOR, Pillow's RGB decoder), so a silent cut
+here would hide that the file is not what the benchmark measures. Convert such files to 8-bit first.
 """
 from __future__ import annotations
 
@@ -24,15 +29,30 @@ def read_image(path: str | Path) -> np.ndarray:
         raise MissingFile("image file", path, "Check the dataset folder (see `python run_bench.py list`).")
     try:
         with Image.open(path) as image:
+            deep = _more_than_8_bits(image)  # before load(): PIL reads 16-bit RGB as 8-bit RGB and forgets
             image.load()
-            if image.mode in ("I;16", "I;16B", "I", "F"):
-                raise UserError(f"image {path} is {image.mode} (16-bit or float); the benchmark expects 8-bit images. "
-                                "Convert it to 8-bit PNG.")
+            if deep or image.mode in ("I;16", "I;16L", "I;16B", "I", "F"):
+                raise UserError(f"image {path} has more than 8 bits per channel ({deep or image.mode}); every "
+                                "protocol here scores 8-bit images (as the benchmark files are), so convert it to "
+                                "8-bit PNG first (e.g. ImageMagick: convert in.png -depth 8 out.png).")
             rgb = image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise UserError(f"cannot read image {path} ({type(exc).__name__}: {exc}); replace the file with a valid "
                         "PNG/JPEG/BMP/TIFF.") from None
     return np.asarray(rgb, dtype=np.uint8).copy()
+
+
+def _more_than_8_bits(image: Image.Image) -> str:
+    """The raw mode (e.g. 'RGB;16B') when the file stores more than 8 bits per channel, else ''.
+
+    Pillow decodes 16-bit RGB(A) PNG/TIFF into 8-bit RGB (it keeps the high bytes), while 16-bit grey stays
+    I;16; only the decoder's raw mode, before load(), still tells the two apart."""
+    for tile in getattr(image, "tile", None) or []:
+        args = tile[3] if not hasattr(tile, "args") else tile.args
+        raw = args[0] if isinstance(args, tuple) and args else args
+        if isinstance(raw, str) and any(f";{bits}" in raw for bits in ("16", "32", "F")):
+            return raw
+    return ""
 
 
 def write_image(path: str | Path, array: np.ndarray) -> None:

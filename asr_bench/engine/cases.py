@@ -42,7 +42,7 @@ class Case:
 
 def load_plugins(plugins: tuple[str, ...] | list[str]) -> None:
     """Register the `METHODS` of extra modules (import names or .py files) named in the config."""
-    from ..registry import register
+    from ..registry import plugin_methods, register
 
     for plugin in plugins:
         path = Path(plugin)
@@ -66,7 +66,7 @@ def load_plugins(plugins: tuple[str, ...] | list[str]) -> None:
             except Exception as exc:  # noqa: BLE001
                 raise UserError(f"plugin module '{plugin}' could not be imported ({type(exc).__name__}: {exc}); "
                                 "install or fix it, or give the path of a .py file in `plugins:`.") from exc
-        for spec_ in getattr(module, "METHODS", []):
+        for spec_ in plugin_methods(module, str(plugin)):
             register(spec_)
 
 

@@ -25,6 +25,9 @@ def resolve_device(name: str, shard: Any = None) -> torch.device:
     if name == "cuda" and local_rank is not None:
         name = f"cuda:{local_rank}"
     device = torch.device(name)
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError(f"config key 'device' is 'mps' but this machine has no usable Apple-silicon GPU "
+                        f"(torch {torch.__version__}, {sys.platform}); use --set device=cpu or device: auto.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"config key 'device' is '{name}' but this machine has no usable CUDA device "
                         f"(torch {torch.__version__}); use --set device=cpu or device: auto.")

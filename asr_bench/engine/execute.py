@@ -20,7 +20,8 @@ from typing import Any, Protocol
 import torch
 
 from ..config import Config
-from ..errors import UnsupportedScale, UserError
+from ..checkpoints import trusting_checkpoints
+from ..errors import UnsupportedScale, UserError, cannot_write
 from .cases import Case
 from .memory import peak_memory_mb
 from .records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, ImageRecord
@@ -117,11 +118,16 @@ def execute_case(case: Case, config: Config, device: torch.device, sink: Sink, p
         record = unsupported_record(case, config, device, provenance)
     else:
         try:
-            record = evaluate(case, config, device, sink, protocol, base, progress)
+            with trusting_checkpoints(config.trust_checkpoints):  # the run's setting, in-process and in workers
+                record = evaluate(case, config, device, sink, protocol, base, progress)
         except UnsupportedScale as exc:
             record = unsupported(base, config, str(exc))
         except UserError:
             raise
+        except OSError as exc:
+            if cannot_write(exc) is not None:  # a full or read-only disk stops the run, it is not this case's
+                raise
+            record = replace(base, status=ERROR, error=one_line(exc))
         except Exception as exc:  # noqa: BLE001 - one failing case is data, not the end of the run
             record = replace(base, status=ERROR, error=one_line(exc))
     sink.put_case(record)
@@ -153,12 +159,15 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
         return True
     text = str(exc)
-    return isinstance(exc, RuntimeError) and ("DefaultCPUAllocator: can't allocate memory" in text
+    return isinstance(exc, RuntimeError) and ("DefaultCPUAllocator: can't allocate" in text
+                                              or "DefaultCPUAllocator: not enough memory" in text
                                               or "CUDA out of memory" in text)
 
 
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "DefaultCPUAllocator" in text:
+        return "out of memory: " + text[text.index("DefaultCPUAllocator"):]
     if is_out_of_memory(exc):
         return f"out of memory: {text}" if text else "out of memory"
     if isinstance(exc, CaseFailure):

@@ -62,8 +62,9 @@ def score_folders(sr_dir: Path, gt_dir: Path, scale: float, protocol: str = "gsa
     from ..data import read_image, to_tensor
     from ..protocols import get_protocol
 
-    if not scale > 1:
-        raise UserError(f"--scale {scale:g} must be greater than 1 (it sets the border crop), e.g. --scale 4.")
+    if not (scale > 1 and math.isfinite(scale)):
+        raise UserError(f"--scale {scale:g} must be a finite number greater than 1 (it sets the border crop), "
+                        "e.g. --scale 4.")
     proto = get_protocol(protocol)
     dataset = dataset or Path(gt_dir).name
     rows, notes = [], {}

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..config import Config
-from ..errors import UserError
+from ..errors import UserError, cannot_write
 from .cases import Case, load_plugins
 from .execute import Sink, execute_case
 from .records import CaseRecord, ImageRecord
@@ -208,6 +208,10 @@ def worker_main(tasks: Any, results: Any, lifeline: Any) -> None:
                 message: tuple[str, str] = ("done", "")
             except UserError as exc:
                 message = ("user_error", str(exc))
+            except OSError as exc:  # a full or read-only disk (saving crops) stops the run in one line
+                if cannot_write(exc) is None:
+                    raise
+                message = ("user_error", str(cannot_write(exc)))
         results.send((*message, [f"{w.category.__name__}: {w.message}" for w in caught]))
 
 
