@@ -20,9 +20,13 @@ Config reference (every key; all optional except `methods`):
 | `tiling.tile` | int or null | null | LR tile size in pixels; null = whole image |
 | `tiling.overlap` | int | 8 | LR pixels shared by neighbouring tiles (each keeps its half) |
 | `profiling.warmup` | int >= 0 | 2 | untimed calls before timing (the memory-measuring call counts as one) |
-| `profiling.repeats` | int >= 1 | 5 | timed calls; the median is reported |
+| `profiling.repeats` | int >= 1 | 5 | at least this many timed calls; median, min, max, IQR are stored |
+| `profiling.max_repeats` | int | 50 | more timed calls until the median's 95% interval is within `rel_ci` of it |
+| `profiling.rel_ci` | float | 0.05 | relative half-width of the median's 95% interval that stops the repeats |
+| `profiling.max_seconds` | float | 30 | stop repeating once the timed calls have taken this long |
+| `profiling.input` | `[h, w]` or null | null | profile on a seeded random LR of this size (default: the dataset's first image, whose timed output is then also its result) |
 | `profiling.memory` | bool | true | peak memory (CUDA allocator peak; on CPU the peak RSS increase in a fresh worker process per case) |
-| `profiling.flops` | bool | true | FLOPs of one call via torch.utils.flop_counter |
+| `profiling.flops` | bool or `always` | true | FLOPs of one call via torch.utils.flop_counter; `true` skips it (with a note) when one call takes over 5 s |
 | `visuals.crop` | int | 96 | side of the HR crop saved per method for the first image of each dataset and scale; 0 = none |
 | `output` | str or null | `results/<name>` | run folder; reruns resume there |
 | `data_root` | str or null | null | where datasets live (then `$ASR_BENCH_DATA`, then `./datasets`) |
@@ -91,9 +95,13 @@ class Tiling:
 @dataclass(frozen=True)
 class Profiling:
     warmup: int = 2
-    repeats: int = 5
+    repeats: int = 5                 # at least this many timed calls
+    max_repeats: int = 50            # then more, until the median's 95% interval is within rel_ci ...
+    rel_ci: float = 0.05
+    max_seconds: float = 30.0        # ... or the timed calls have taken this long
     memory: bool = True
-    flops: bool = True
+    flops: bool | str = True         # true: counted unless one call takes over FLOPS_MAX_CALL_S; "always"; false
+    input: tuple[int, int] | None = None   # profile on a seeded random LR of this size instead of the first image
 
 
 @dataclass(frozen=True)
@@ -245,7 +253,7 @@ def parse_config(raw: dict[str, Any], default_name: str = "run") -> Config:
     profiling = as_mapping(raw.get("profiling"), "profiling")
     visuals = as_mapping(raw.get("visuals"), "visuals")
     check_keys(tiling, ("tile", "overlap"), "tiling")
-    check_keys(profiling, ("warmup", "repeats", "memory", "flops"), "profiling")
+    check_keys(profiling, PROFILING_KEYS, "profiling")
     check_keys(visuals, ("crop",), "visuals")
     return Config(
         name=as_text(raw.get("name", default_name), "name"),
@@ -258,10 +266,7 @@ def parse_config(raw: dict[str, Any], default_name: str = "run") -> Config:
         precision=parse_choice(raw.get("precision", "fp32"), "precision", PRECISIONS),
         tiling=Tiling(tile=as_int(tiling.get("tile"), "tiling.tile", minimum=1, optional=True),
                       overlap=as_int(tiling.get("overlap", 8), "tiling.overlap", minimum=0)),
-        profiling=Profiling(warmup=as_int(profiling.get("warmup", 2), "profiling.warmup", minimum=0),
-                            repeats=as_int(profiling.get("repeats", 5), "profiling.repeats", minimum=1),
-                            memory=as_bool(profiling.get("memory", True), "profiling.memory"),
-                            flops=as_bool(profiling.get("flops", True), "profiling.flops")),
+        profiling=parse_profiling(profiling),
         visuals=Visuals(crop=as_int(visuals.get("crop", 96), "visuals.crop", minimum=0)),
         output=as_path(raw.get("output"), "output"),
         data_root=as_path(raw.get("data_root"), "data_root"),
@@ -270,6 +275,36 @@ def parse_config(raw: dict[str, Any], default_name: str = "run") -> Config:
         plugins=tuple(as_text(p, f"plugins[{i}]") for i, p in enumerate(as_list(raw.get("plugins", []), "plugins"))),
         trust_checkpoints=as_bool(raw.get("trust_checkpoints", False), "trust_checkpoints"),
     )
+
+
+PROFILING_KEYS = ("warmup", "repeats", "max_repeats", "rel_ci", "max_seconds", "memory", "flops", "input")
+
+
+def parse_profiling(raw: dict[str, Any]) -> Profiling:
+    repeats = as_int(raw.get("repeats", 5), "profiling.repeats", minimum=1)
+    max_repeats = as_int(raw.get("max_repeats", max(50, repeats)), "profiling.max_repeats", minimum=1)
+    if max_repeats < repeats:
+        raise UserError(f"config key 'profiling.max_repeats' is {max_repeats} but profiling.repeats is {repeats}; "
+                        "max_repeats must be >= repeats.")
+    flops = raw.get("flops", True)
+    if flops != "always":
+        flops = as_bool(flops, "profiling.flops (true, false or always)")
+    size = raw.get("input")
+    if size is not None:
+        items = as_list(size, "profiling.input")
+        if len(items) != 2:
+            raise UserError(f"config key 'profiling.input' is {size!r}; give the LR size as [height, width], e.g. [180, 180].")
+        size = (as_int(items[0], "profiling.input[0]", minimum=1), as_int(items[1], "profiling.input[1]", minimum=1))
+    return Profiling(warmup=as_int(raw.get("warmup", 2), "profiling.warmup", minimum=0), repeats=repeats,
+                     max_repeats=max_repeats, rel_ci=as_positive(raw.get("rel_ci", 0.05), "profiling.rel_ci"),
+                     max_seconds=as_positive(raw.get("max_seconds", 30.0), "profiling.max_seconds"),
+                     memory=as_bool(raw.get("memory", True), "profiling.memory"), flops=flops, input=size)
+
+
+def as_positive(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise UserError(f"config key '{key}' is {value!r}; it must be a number > 0.")
+    return float(value)
 
 
 def parse_methods(value: Any) -> tuple[MethodEntry, ...] | str:

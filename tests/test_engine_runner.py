@@ -151,6 +151,7 @@ def make_config(tmp_path, plugin, images, **overrides):
            "device": "cpu", "profiling": {"warmup": 0, "repeats": 2, "memory": False, "flops": True},
            "plugins": [plugin], "output": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache")}
     raw.update(overrides)
+    raw["profiling"] = {"max_repeats": raw["profiling"].get("repeats", 5), **raw["profiling"]}  # exact call counts
     return parse_config(raw, default_name="t")
 
 
@@ -288,7 +289,7 @@ def comparable(path):
     """The stored rows minus what legitimately changes between two runs: the measured time and memory."""
     out = []
     for row in rows(path):
-        for key in ("time_ms", "memory_mb"):
+        for key in ("time_ms", "time_min_ms", "time_max_ms", "time_iqr_ms", "memory_mb"):
             row.pop(key, None)
         out.append(row)
     return out
@@ -303,14 +304,14 @@ def test_an_interrupted_run_resumes_mid_case_to_the_same_results(tmp_path, plugi
     flag = Path(plugin).parent / "calls.txt.interrupt"
     flag.write_text("4")
     try:
-        with pytest.raises(KeyboardInterrupt):  # calls: timing, FLOPs, image a, image b <- interrupted
+        with pytest.raises(KeyboardInterrupt):  # calls: timing (= image a's), FLOPs, image b, image c <- interrupted
             run_benchmark(config("resumed"), progress=False, render=False, isolate=False)
     finally:
         flag.unlink()
-    assert stored_images(tmp_path / "resumed") == [("s|tiny|2", "a")]
+    assert stored_images(tmp_path / "resumed") == [("s|tiny|2", "a"), ("s|tiny|2", "b")]
     before = calls(plugin)
     run_benchmark(config("resumed"), progress=False, render=False)
-    assert calls(plugin) - before == 2 + (2 + 3)  # s|2: images b, c only; s|3.5: profile (2) + 3 images
+    assert calls(plugin) - before == 1 + (2 + 2)  # s|2: image c only; s|3.5: profile (2, one is image a's) + b, c
     run_benchmark(config("clean"), progress=False, render=False)
     for name in ("cases.jsonl", "images.jsonl"):
         assert comparable(tmp_path / "resumed" / name) == comparable(tmp_path / "clean" / name)
@@ -360,3 +361,24 @@ def test_a_killed_run_resumes_to_the_same_results(tmp_path, plugin, images):
     for name in ("cases.jsonl", "images.jsonl"):
         assert comparable(killed_dir / name) == comparable(clean_dir / name)
     assert len(rows(clean_dir / "cases.jsonl")) == 6
+
+
+def test_flops_are_skipped_with_a_note_when_one_call_is_slow_unless_always(tmp_path, plugin, images, monkeypatch):
+    monkeypatch.setattr("asr_bench.engine.execute.FLOPS_MAX_CALL_S", 0.0)  # every call counts as slow here
+    (case,) = run_benchmark(make_config(tmp_path, plugin, images, scales=[2]), progress=False, render=False,
+                            isolate=False).cases
+    assert case.flops is None and "set profiling.flops: always" in case.cost_notes["flops"]
+    (counted,) = run_benchmark(make_config(tmp_path, plugin, images, scales=[2], output=str(tmp_path / "always"),
+                                           profiling={"warmup": 0, "repeats": 1, "memory": False, "flops": "always"}),
+                               progress=False, render=False, isolate=False).cases
+    assert counted.flops == 2 * 3 * 3 * 18 * 24 and counted.cost_notes == {}  # 1x1 conv on image a's 18x24 LR
+
+
+def test_a_fixed_profiling_input_is_measured_and_every_image_still_runs(tmp_path, plugin, images):
+    before = calls(plugin)
+    (case,) = run_benchmark(make_config(tmp_path, plugin, images, scales=[2],
+                                        profiling={"warmup": 0, "repeats": 2, "memory": False, "flops": False,
+                                                   "input": [20, 30]}), progress=False, render=False).cases
+    assert case.profile_input == [20, 30] and case.output_mpix == 40 * 60 / 1e6
+    assert case.time_repeats == 2 and case.time_min_ms <= case.time_ms <= case.time_max_ms
+    assert calls(plugin) - before == 2 + 3  # the timed calls are not an image's: all three images run

@@ -26,7 +26,7 @@ from .cases import Case
 from .memory import peak_memory_mb
 from .records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, ImageRecord
 from .tiling import tiled_forward
-from .timing import median_ms, time_call
+from .timing import time_until_stable, timing_stats
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 NO_WEIGHTS_NOTE = "n/a (no weights)"
@@ -202,14 +202,16 @@ def evaluate(case: Case, config: Config, device: torch.device, sink: Sink, proto
     bar = progress_bar(case, len(ids) if scored else 0, progress)
     try:
         profile = sink.profile()
+        reused: dict[str, Any] = {}
         if profile is None:
             bar.set_postfix_str("profiling")
-            lr, hr = protocol.lr_hr(dataset, ids[0], case.scale, config.cache_dir)
-            size = tuple(protocol.output_size(tuple(lr.shape[-2:]), tuple(hr.shape[-2:]), case.scale))
-            profile = measure_cost(model, upscale, lr.to(device, dtype), size, config, device)
+            lr, size = profiling_input(case, config, protocol, dataset, ids[0])
+            profile, output = measure_cost(model, upscale, lr.to(device, dtype), size, config, device)
             sink.put_profile(profile)
+            if config.profiling.input is None:
+                reused[ids[0]] = output  # the timed call was image 0's own call: not run again
         if scored:
-            done = score_images(case, config, device, sink, protocol, dataset, ids, upscale, dtype, bar)
+            done = score_images(case, config, device, sink, protocol, dataset, ids, upscale, dtype, bar, reused)
     finally:
         bar.close()
     cost = {k: v for k, v in profile.items() if k in CaseRecord.__dataclass_fields__}
@@ -226,26 +228,42 @@ def progress_bar(case: Case, total: int, enabled: bool) -> Any:
     return tqdm(total=total, desc=case.case_id, unit="img", disable=not enabled, leave=True, dynamic_ncols=True)
 
 
+FLOPS_MAX_CALL_S = 5.0  # counting FLOPs costs about one more call: skipped (with a note) above this, unless "always"
+
+
 def measure_cost(model: torch.nn.Module, upscale: Any, lr: torch.Tensor, size: tuple[int, int],
-                 config: Config, device: torch.device) -> dict[str, Any]:
-    """Peak memory (first, while the process is fresh), median time, FLOPs and params of one call."""
+                 config: Config, device: torch.device) -> tuple[dict[str, Any], Any]:
+    """Peak memory (first, while the process is fresh), timing statistics, FLOPs and params of one call.
+
+    Returns the profile and the last timed call's output, which the caller may reuse as that input's result."""
     call = lambda: upscale(lr, size)  # noqa: E731
     memory_mb, memory_kind = (None, "")
-    warmup = config.profiling.warmup
-    if config.profiling.memory:
+    prof = config.profiling
+    warmup = prof.warmup
+    if prof.memory:
         memory_mb, memory_kind = peak_memory_mb(call, device)
         warmup = max(0, warmup - 1)  # the memory call was the first untimed call
-    times = time_call(call, device, warmup, config.profiling.repeats)
-    return {
-        "time_ms": median_ms(times),
-        "time_repeats": config.profiling.repeats,
-        "time_warmup": config.profiling.warmup,
+    times, output = time_until_stable(call, device, warmup, prof.repeats, prof.max_repeats, prof.rel_ci,
+                                      prof.max_seconds)
+    stats = timing_stats(times)
+    flops, cost_notes = None, {}
+    if prof.flops == "always" or (prof.flops and stats["time_ms"] / 1000.0 <= FLOPS_MAX_CALL_S):
+        flops = count_flops(call, model)
+    elif prof.flops:
+        cost_notes["flops"] = (f"not counted: one call takes {stats['time_ms'] / 1000.0:.1f} s "
+                               "(set profiling.flops: always to count it)")
+    profile = {
+        **stats,
+        "time_warmup": prof.warmup,
         "memory_mb": memory_mb,
         "memory_kind": memory_kind,
         "params": sum(p.numel() for p in model.parameters()),
-        "flops": count_flops(call, model) if config.profiling.flops else None,
+        "flops": flops,
         "output_mpix": size[0] * size[1] / 1e6,
+        "cost_notes": cost_notes,
+        "profile_input": list(lr.shape[-2:]),
     }
+    return profile, output
 
 
 def count_flops(call: Any, model: torch.nn.Module | None = None) -> float | None:
@@ -270,8 +288,21 @@ def count_flops(call: Any, model: torch.nn.Module | None = None) -> float | None
             p.requires_grad_(True)
 
 
+def profiling_input(case: Case, config: Config, protocol: Any, dataset: Any, first_id: str) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The LR the cost is measured on and its output size: the dataset's first image, or a seeded random LR."""
+    if config.profiling.input is None:
+        lr, hr = protocol.lr_hr(dataset, first_id, case.scale, config.cache_dir)
+        return lr, tuple(protocol.output_size(tuple(lr.shape[-2:]), tuple(hr.shape[-2:]), case.scale))
+    from ..sizes import output_size
+
+    h, w = config.profiling.input
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(1, 3, h, w, generator=generator), tuple(output_size((h, w), case.scale))
+
+
 def score_images(case: Case, config: Config, device: torch.device, sink: Sink, protocol: Any, dataset: Any,
-                 ids: list[str], upscale: Any, dtype: torch.dtype, bar: Any) -> dict[str, ImageRecord]:
+                 ids: list[str], upscale: Any, dtype: torch.dtype, bar: Any,
+                 reused: dict[str, Any] | None = None) -> dict[str, ImageRecord]:
     """Run and score every image not already stored; each result is handed on as soon as it exists."""
     from pathlib import Path
 
@@ -285,7 +316,8 @@ def score_images(case: Case, config: Config, device: torch.device, sink: Sink, p
             continue
         lr, hr = protocol.lr_hr(dataset, image_id, case.scale, config.cache_dir)
         size = tuple(protocol.output_size(tuple(lr.shape[-2:]), tuple(hr.shape[-2:]), case.scale))
-        sr = protocol.finalize(upscale(lr.to(device, dtype), size).float().cpu())
+        raw = reused.pop(image_id) if reused and image_id in reused else upscale(lr.to(device, dtype), size)
+        sr = protocol.finalize(raw.float().cpu())
         with method_failures():  # e.g. an output of the wrong size: this method's fault, not the input's
             values, notes = protocol.score(sr, hr, case.scale, list(config.metrics), case.dataset, config.weights_dir)
         if index == 0 and config.visuals.crop:

@@ -53,13 +53,19 @@ class CaseRecord:
     metrics: dict[str, float | None] = field(default_factory=dict)   # mean over images
     notes: dict[str, str] = field(default_factory=dict)              # metric -> why it is n/a
     time_ms: float | None = None        # median model-call time per image (first image's size)
-    time_repeats: int = 0
+    time_repeats: int = 0               # timed calls behind the median (adaptive: see engine.timing)
     time_warmup: int = 0
+    time_min_ms: float | None = None
+    time_max_ms: float | None = None
+    time_iqr_ms: float | None = None
     memory_mb: float | None = None
     memory_kind: str = ""               # "cuda max_memory_allocated" or "cpu peak RSS increase"
     params: int | None = None
     flops: float | None = None          # per image (first image), from torch.utils.flop_counter
     output_mpix: float | None = None    # megapixels of the measured output
+    profile_input: list[int] = field(default_factory=list)   # LR [h, w] the cost was measured on
+    cost_notes: dict[str, str] = field(default_factory=dict)  # why a cost figure is missing (e.g. FLOPs skipped)
+    stages: dict[str, float] = field(default_factory=dict)    # stage name -> median ms (methods that declare stages)
     device: str = "cpu"
     precision: str = "fp32"
     case_key: str = ""                  # hash of everything that can change the numbers (resume compares it)
