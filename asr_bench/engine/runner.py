@@ -15,6 +15,7 @@ import contextlib
 import math
 import multiprocessing
 import os
+import signal
 import statistics
 import sys
 import threading
@@ -158,9 +159,7 @@ def run_isolated(case: Case, config: Config, device: torch.device, store: RunSto
         if message[0] == "user_error":
             raise UserError(message[1])
     if store.finished(case.case_id) is None:
-        code = worker.exitcode
-        why = (f"killed by signal {-code} (out of memory?)" if code is not None and code < 0
-               else f"exit code {code}")
+        why = exit_reason(worker.exitcode)
         store.put_case(replace(base_record(case, config, device), status=ERROR,
                                error=f"worker process died ({why}) before the case finished"))
 
@@ -298,8 +297,23 @@ def unsupported(base: CaseRecord, config: Config, why: str) -> CaseRecord:
                    notes={m: UNSUPPORTED_NOTE for m in config.metrics})
 
 
+def exit_reason(code: int | None) -> str:
+    """'killed by signal 11 (SIGSEGV)', or 'exit code 1': a crash is named, not guessed at. Only SIGKILL is
+    what the kernel's out-of-memory killer sends, so only it carries that hint."""
+    if code is None or code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = "unknown signal"
+    hint = ", e.g. by the out-of-memory killer" if name == "SIGKILL" else ""
+    return f"killed by signal {-code} ({name}{hint})"
+
+
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "DefaultCPUAllocator: can't allocate" in text or "DefaultCPUAllocator: not enough memory" in text:
+        return "out of memory: " + text[text.index("DefaultCPUAllocator"):]
     if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
         return f"out of memory: {text}" if text else "out of memory"
     if isinstance(exc, CaseFailure):
