@@ -135,7 +135,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, dicts): for run.json, the hash, and shipping to worker processes."""
-        return json.loads(json.dumps(asdict(self)))
+        return json.loads(json.dumps(asdict(self), allow_nan=False))  # parse_config refuses non-finite values
 
 
 # ---------------------------------------------------------------- loading
@@ -325,7 +325,7 @@ def parse_methods(value: Any) -> tuple[MethodEntry, ...] | str:
             encoder=as_text(item.get("encoder"), f"{where}.encoder", optional=True),
             checkpoint=as_path(item.get("checkpoint"), f"{where}.checkpoint"),
             preset=as_text(item.get("preset"), f"{where}.preset", optional=True),
-            kwargs=dict(as_mapping(item.get("kwargs"), f"{where}.kwargs")),
+            kwargs=finite_values(dict(as_mapping(item.get("kwargs"), f"{where}.kwargs")), f"{where}.kwargs"),
             label=as_text(item.get("label"), f"{where}.label", optional=True),
         ))
     return tuple(entries)
@@ -370,7 +370,7 @@ def parse_protocol(value: Any) -> ProtocolEntry:
     name = as_text(mapping.pop("name"), "protocol.name")
     overrides = dict(as_mapping(mapping.pop("overrides", None), "protocol.overrides"))
     overrides.update(mapping)  # `{name: gsasr, crop: 4}` is shorthand for overrides
-    return ProtocolEntry(name=name, overrides=overrides)
+    return ProtocolEntry(name=name, overrides=finite_values(overrides, "protocol"))
 
 
 def parse_device(value: Any) -> str:
@@ -441,6 +441,17 @@ def as_int(value: Any, key: str, minimum: int, optional: bool = False) -> Any:
     return int(value)
 
 
+def finite_values(value: Any, key: str) -> Any:
+    """Free-form values (kwargs, protocol overrides) must be JSON: run.json and the config hash store them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"config key '{key}' is {value}; only finite numbers can be stored with the results.")
+    if isinstance(value, dict):
+        return {k: finite_values(v, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_values(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
 def as_bool(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise UserError(f"config key '{key}' is {value!r}; allowed: true, false.")
@@ -454,7 +465,7 @@ def config_hash(config: Config) -> str:
     """sha256 of the resolved config (minus where it is written): two runs with equal hashes are comparable."""
     data = config.to_dict()
     data.pop("output", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(data, sort_keys=True, allow_nan=False).encode()).hexdigest()[:16]
 
 
 def results_key(config: Config) -> dict[str, Any]:

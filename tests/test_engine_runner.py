@@ -19,6 +19,7 @@ from PIL import Image
 from asr_bench.config import parse_config
 from asr_bench.data import imresize, read_image, to_tensor
 from asr_bench.engine.records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, slug
+from asr_bench.results.schema import label_stem
 from asr_bench.engine.runner import run_benchmark
 from asr_bench.errors import UserError
 from asr_bench.metrics import psnr, ssim
@@ -256,7 +257,7 @@ def test_visual_crops_share_one_box(tmp_path, plugin, images):
     run_benchmark(make_config(tmp_path, plugin, images, scales=[2], visuals={"crop": 16}), progress=False, render=False)
     folder = tmp_path / "run/visuals/tiny/2/a"
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["GT.png", "bicubic.png", f"{slug('t-smooth')}.png"]
+    assert names == ["GT.png", "bicubic.png", f"{label_stem('t-smooth')}.png"]
     assert {read_image(folder / n).shape for n in names} == {(16, 16, 3)}
     gt = read_image(Path(images) / "a.png")[10:26, 16:32]  # centre box of the 36x48 HR
     assert np.array_equal(read_image(folder / "GT.png"), gt)

@@ -17,6 +17,7 @@ from PIL import Image
 from test_report_store import RUN_JSON, make_cases, make_run
 
 from asr_bench.engine.records import ERROR, slug
+from asr_bench.results.schema import label_stem
 from asr_bench.report import render_report
 from asr_bench.report.visuals import zoom_factor
 
@@ -131,7 +132,7 @@ def test_visual_rows_are_nearest_neighbour_zooms_of_the_stored_crops_in_method_o
     ran = [c.label for c in cases if c.dataset == "set5" and c.scale == "4" and c.status == "ok" and c.method != "bicubic"]
     assert [a["alt"] for a in imgs[:6]] == ["GT", "Bicubic", *ran]
     folder = run / "visuals" / "set5" / "4" / "butterfly"
-    for attrs, stem in zip(imgs[:6], ["GT", "bicubic", *(slug(label) for label in ran)]):
+    for attrs, stem in zip(imgs[:6], ["GT", "bicubic", *(label_stem(label) for label in ran)]):
         source = np.asarray(Image.open(folder / f"{stem}.png").convert("RGB"))
         factor = zoom_factor((source.shape[1], source.shape[0]))
         assert factor == 4  # 48 px crop -> 192 px

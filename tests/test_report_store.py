@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from asr_bench.engine.records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, ImageRecord, slug
+from asr_bench.results.schema import label_stem
 
 METHODS = [  # label, method, encoder, integer scales only, status override
     ("Bicubic", "bicubic", "", False, None),
@@ -85,7 +86,7 @@ def write_visuals(run_dir: Path, cases: list[CaseRecord]) -> None:
         for case in cases:
             if case.dataset == dataset and case.scale == scale and case.status == OK and case.method != "bicubic":
                 noisy = np.clip(gt.astype(int) + rng.integers(-25, 25, gt.shape), 0, 255).astype(np.uint8)
-                Image.fromarray(noisy).save(folder / f"{slug(case.label)}.png")
+                Image.fromarray(noisy).save(folder / f"{label_stem(case.label)}.png")
 
 
 def make_images(cases: list[CaseRecord]) -> list[ImageRecord]:

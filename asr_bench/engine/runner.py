@@ -31,7 +31,7 @@ from .execute import (DTYPES, NO_WEIGHTS_NOTE, UNSUPPORTED_NOTE, StoreSink, aggr
 from .records import ERROR, CaseRecord
 from .shards import Shard, database_name, resolve_shard, select
 from .store import RunStore
-from .workers import Supervisor, Task
+from .workers import Supervisor, Task, exit_reason  # noqa: F401 - exit_reason: part of the runner's API
 
 WAIT_POLL_S = 1.0
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import statistics
 from pathlib import Path
 from typing import Any
 
 from ..errors import MissingFile, UserError
+from ..jsontext import dumps
 
 
 def image_files(folder: Path) -> dict[str, Path]:
@@ -72,6 +72,11 @@ def score_folders(sr_dir: Path, gt_dir: Path, scale: float, protocol: str = "gsa
         sr = to_tensor(read_image(sr_path))
         gt = matched_gt(sr, to_tensor(read_image(gt_path)), scale, image_id)
         values, why = proto.score(sr, gt, scale, list(metrics), dataset, weights_dir)
+        for metric, value in values.items():
+            if value is not None and not math.isfinite(value):  # PSNR of an SR equal to its GT is +inf
+                values[metric] = None
+                notes.setdefault(metric, f"{value} on image '{image_id}' (written as null; PSNR is infinite "
+                                         "where SR equals GT), so the mean is null too")
         rows.append({"image": image_id, **values})
         notes.update(why)
     mean: dict[str, float | None] = {}
@@ -83,7 +88,8 @@ def score_folders(sr_dir: Path, gt_dir: Path, scale: float, protocol: str = "gsa
 
 
 def to_json(result: dict[str, Any]) -> str:
-    return json.dumps(result, indent=2) + "\n"
+    """Strict JSON: a non-finite value is null (score_folders notes why)."""
+    return dumps(result, indent=2) + "\n"
 
 
 def to_csv(result: dict[str, Any]) -> str:

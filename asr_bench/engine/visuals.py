@@ -1,6 +1,7 @@
 """Side-by-side crops for the report: the same HR-space box from GT, a bicubic upscale and every method.
 
-Written for the first image of each (dataset, scale): `visuals/<dataset>/<scale>/<image>/{GT,bicubic,<slug>}.png`.
+Written for the first image of each (dataset, scale): `visuals/<dataset>/<scale>/<image>/{GT,bicubic,<label_stem>}.png`
+(label_stem = slug + a short hash of the label, so no two labels share a file).
 """
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..results.schema import label_stem
 from .records import slug
 
 
@@ -29,7 +31,7 @@ def save_crops(folder: Path, name: str, sr: torch.Tensor, hr: torch.Tensor, lr: 
 
     top, left, bottom, right = crop_box(tuple(hr.shape[-2:]), tuple(sr.shape[-2:]), side)
     cut = lambda x: x[..., top:bottom, left:right]  # noqa: E731
-    write_image(folder / f"{slug(name)}.png", to_uint8(cut(sr.detach().float().cpu())))
+    write_image(folder / f"{label_stem(name)}.png", to_uint8(cut(sr.detach().float().cpu())))
     if not (folder / "GT.png").exists():
         write_image(folder / "GT.png", to_uint8(cut(hr.float().cpu())))
     if not (folder / "bicubic.png").exists():

@@ -78,18 +78,17 @@ def deliver(message: tuple[Any, ...], sink: Sink) -> None:
         sink.put_case(CaseRecord.from_dict(payload))
 
 
-def death_reason(exitcode: int | None) -> str:
-    """'killed by signal 11 (SIGSEGV)'; SIGKILL is what the kernel's out-of-memory killer sends."""
-    if exitcode is None:
-        return "no exit status"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = "unknown signal"
-        hint = "; the kernel's out-of-memory killer sends it" if name == "SIGKILL" else ""
-        return f"killed by signal {-exitcode} ({name}{hint})"
-    return f"exit code {exitcode}"
+def exit_reason(code: int | None) -> str:
+    """'killed by signal 11 (SIGSEGV)', or 'exit code 1': a crash is named, not guessed at. Only SIGKILL is
+    what the kernel's out-of-memory killer sends, so only it carries that hint."""
+    if code is None or code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = "unknown signal"
+    hint = ", e.g. by the out-of-memory killer" if name == "SIGKILL" else ""
+    return f"killed by signal {-code} ({name}{hint})"
 
 
 _PRELOADED = False
@@ -169,7 +168,7 @@ class Supervisor:
                     if message[0] not in ("done", "user_error"):
                         deliver(message, sink)
                 self.worker.join()
-                return death_reason(self.worker.exitcode)
+                return exit_reason(self.worker.exitcode)
 
     def stop(self, kill: bool = False) -> None:
         if self.worker is None:

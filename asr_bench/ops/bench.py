@@ -11,7 +11,6 @@ given backend; the op's backends come from `BACKENDS_OF`.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import subprocess
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from ..jsontext import dumps
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows = run(torch.device(args.device), args.only, args.repeats, args.max_reference_cost, args.workload,
                memory=not args.no_memory)
-    print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+    print(dumps(rows, indent=1) if args.json else format_table(rows))
     return 0
 
 

@@ -6,14 +6,18 @@ CDNs), so the file works offline and can be mailed or archived with the run.
 from __future__ import annotations
 
 import base64
-import json
-from collections.abc import Sequence
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import yaml
 
+from ..jsontext import dumps
 from ..results.schema import slug
 
 from .model import (
@@ -48,7 +52,7 @@ def _environment(run: dict[str, Any]) -> list[tuple[str, str]]:
             items.append((prefix, f"{len(value)} entries"))
         elif isinstance(value, (list, tuple)):
             items.append((prefix, ", ".join(str(v) for v in value) if all(not isinstance(v, (dict, list)) for v in value)
-                          else json.dumps(value)))
+                          else dumps(value)))
         else:
             items.append((prefix, "" if value is None else str(value)))
 
@@ -215,16 +219,46 @@ def render_html(data: RunData, tables: Sequence[AccuracyTable], cost: Sequence[C
     )
 
 
-def _write(path: Path, text: str | bytes) -> Path:
-    """Write via a temporary file and rename, so a reader never sees half a file."""
+TEMP_PREFIX = ".report-tmp-"  # <run>/.report-tmp-<pid>-<random>/: the report's own temp files, nothing else
+
+
+def _write(path: Path, text: str | bytes, temp_dir: Path) -> Path:
+    """Write into `temp_dir`, then rename onto `path`: a reader never sees half a file, and a failed write
+    (a full disk) leaves no temp file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(text, bytes):
-        tmp.write_bytes(text)
-    else:
-        tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(dir=temp_dir, suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text if isinstance(text, bytes) else text.encode("utf-8"))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
+
+
+@contextlib.contextmanager
+def _temp_dir(run_dir: Path) -> Iterator[Path]:
+    """A fresh temp folder for this render, removed after it; folders left by a killed render are removed."""
+    for stale in run_dir.glob(f"{TEMP_PREFIX}*"):
+        pid = stale.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if stale.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=run_dir))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str, Path]:
@@ -240,6 +274,12 @@ def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str,
     cost = cost_rows(data.cases)
     published = published_rows(tables)
     plots = all_plots(data.cases)
+    with _temp_dir(data.run_dir) as temp_dir:
+        return _write_all(data, published_dir, tables, cost, published, plots, temp_dir)
+
+
+def _write_all(data: RunData, published_dir: Path | None, tables: Any, cost: Any, published: Any,
+               plots: dict[str, bytes], temp_dir: Path) -> dict[str, Path]:
     out: dict[str, Path] = {}
     tables_dir = data.run_dir / "tables"
     texts = {"accuracy.md": accuracy_markdown(tables), "accuracy.tex": accuracy_latex(tables),
@@ -249,13 +289,13 @@ def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str,
         texts |= {"published.md": published_markdown(published), "published.tex": published_latex(published),
                   "published.csv": published_csv(published)}
     for name, text in texts.items():
-        out[name] = _write(tables_dir / name, text)
+        out[name] = _write(tables_dir / name, text, temp_dir)
     for name, png in plots.items():
-        out[f"plots/{name}.png"] = _write(data.run_dir / "plots" / f"{name}.png", png)
+        out[f"plots/{name}.png"] = _write(data.run_dir / "plots" / f"{name}.png", png, temp_dir)
     visuals = visual_rows(data.run_dir, data.cases, data.images)
     for row in visuals:
         name = f"plots/visual_{slug(row.dataset)}_x{row.scale}_{row.image}.png"
-        out[name] = _write(data.run_dir / name, figure_png(row))
+        out[name] = _write(data.run_dir / name, figure_png(row), temp_dir)
     out["report.html"] = _write(data.run_dir / "report.html",
-                                render_html(data, tables, cost, published, plots, visuals))
+                                render_html(data, tables, cost, published, plots, visuals), temp_dir)
     return out

@@ -1,6 +1,6 @@
 """Visual comparisons: the same HR-space crop from GT, bicubic and every method, side by side.
 
-The engine writes `<run>/visuals/<dataset>/<scale>/<image_id>/{GT,bicubic,<slug(label)>}.png`. Each
+The engine writes `<run>/visuals/<dataset>/<scale>/<image_id>/{GT,bicubic,<label_stem(label)>}.png`. Each
 folder becomes one row, like a paper figure: crops zoomed by nearest neighbour (pixels stay visible,
 no smoothing hides artefacts), labelled with the method name and that image's stored PSNR/SSIM.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ..results.schema import CaseRecord, ImageRecord, slug
+from ..results.schema import CaseRecord, ImageRecord, label_stem, slug
 from .model import dataset_title, decimals, metric_title, ordered_unique, scale_key, scale_title
 
 DISPLAY_PX = 200  # crops are zoomed to about this size (integer factor)
@@ -88,9 +88,11 @@ def visual_rows(run_dir: Path, cases: Sequence[CaseRecord], images: Sequence[Ima
     # folder names are slugs (engine.visuals.visual_dir): map them back to the stored names
     datasets = ordered_unique(slug(c.dataset) for c in cases)
     dataset_names = {slug(c.dataset): c.dataset for c in cases}
-    names = {slug(c.label): c.label for c in cases}
-    label_slugs = ordered_unique(slug(c.label) for c in cases)
-    case_ids = {(slug(c.dataset), c.scale, slug(c.label)): c.case_id for c in cases}
+    # crops are <label_stem>.png; runs written before label_stem existed used the bare slug
+    names = {**{slug(c.label): c.label for c in cases}, **{label_stem(c.label): c.label for c in cases}}
+    label_slugs = ordered_unique(s for c in cases for s in (label_stem(c.label), slug(c.label)))
+    case_ids = {**{(slug(c.dataset), c.scale, slug(c.label)): c.case_id for c in cases},
+                **{(slug(c.dataset), c.scale, label_stem(c.label)): c.case_id for c in cases}}
     by_image = {(i.case_id, slug(i.image)): i for i in images}
     folders = sorted((p for p in root.glob("*/*/*") if p.is_dir()),
                      key=lambda p: (datasets.index(p.parts[-3]) if p.parts[-3] in datasets else len(datasets),

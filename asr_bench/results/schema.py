@@ -91,3 +91,11 @@ def slug(text: str) -> str:
     import re
 
     return re.sub(r"[^a-z0-9.+-]+", "_", text.lower()).strip("_") or "unnamed"
+
+
+def label_stem(label: str) -> str:
+    """The file stem of a method's crop: slug + 6 hex digits of the label's sha1. Labels that slug alike
+    ('A b' and 'a_b'), or a method labelled 'GT' or 'bicubic', would otherwise overwrite each other's file."""
+    import hashlib
+
+    return f"{slug(label)}-{hashlib.sha1(label.encode('utf-8')).hexdigest()[:6]}"
