@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from ..resources import templates_dir
 from ..results.schema import slug
 
 from .model import (
@@ -178,7 +179,7 @@ def _cost_view(rows: Sequence[CostRow], notes: _Footnotes) -> dict[str, Any]:
 
 def _template() -> jinja2.Template:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        loader=jinja2.FileSystemLoader(templates_dir()),
         autoescape=jinja2.select_autoescape(["html", "j2"], default_for_string=True, default=True),
         trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
     )
