@@ -1,8 +1,9 @@
 """Reading checkpoints and loading state dicts strictly, with user-readable errors.
 
 Official checkpoints come wrapped in many ways (`{'model': {'sd'}}` for LIIF, `{'params', 'params_ema'}`
-for BasicSR-style repos, `{'state_dict'}` with `module.` prefixes for RT4KSR). Methods unwrap them with
-the helpers here so that every failure reads the same way.
+for BasicSR-style repos, `{'state_dict'}` with `module.` prefixes for RT4KSR, two files for GSASR, a folder).
+`unwrap` takes every container off once, for every method (the registry calls it), and `load_strict` is the
+one strict loader, so that every failure reads the same way.
 
 Checkpoints are data, not code: `read_checkpoint` never runs a pickle's code unless the user trusts the file
 (`--trust-checkpoints`; README "Plugins are code, checkpoints are data").
@@ -14,7 +15,8 @@ import contextvars
 import pickle
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,22 +118,9 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise _unreadable(path, exc) from None
 
 
-def as_state_dict(checkpoint: Checkpoint) -> Mapping[str, torch.Tensor] | Mapping[str, Any]:
-    """A path or an already loaded object, read into a mapping."""
-    if checkpoint is None:
-        raise UserError("no checkpoint given")
-    if isinstance(checkpoint, (str, Path)):
-        return read_checkpoint(checkpoint)
-    return checkpoint
-
-
-def pick(container: Mapping[str, Any], *keys: str, what: str = "checkpoint") -> Any:
-    """The first of `keys` present in `container` (e.g. 'params_ema' before 'params')."""
-    for key in keys:
-        if key in container:
-            return container[key]
-    raise UserError(f"{what} has none of the keys {list(keys)} (it has {sorted(container)[:8]}); "
-                    "is it a checkpoint of this method?")
+def is_state_dict(obj: Any) -> bool:
+    """A non-empty mapping of names to tensors."""
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
 def strip_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -139,18 +128,138 @@ def strip_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd.items()}
 
 
+def split_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(keys under `prefix` with the prefix removed, the other keys): e.g. LIIF's 'encoder.' part and the rest."""
+    inside = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    outside = {k: v for k, v in sd.items() if not k.startswith(prefix)}
+    return inside, outside
+
+
+def add_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {prefix + k: v for k, v in sd.items()}
+
+
+@dataclass(frozen=True)
+class Weights:
+    """An official checkpoint with its container taken off: one state dict per part.
+
+    `parts` is {"model": sd} for one file or dict; {"encoder": sd, "decoder": sd} for a pair (GSASR); one
+    entry per file stem for a folder. `meta` keeps what a container says about its model (LIIF's
+    {'name', 'args'}); `source` names it in messages. Methods receive this, never the raw container.
+    """
+
+    parts: Mapping[str, Mapping[str, torch.Tensor]]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "checkpoint"
+
+    def single(self) -> Mapping[str, torch.Tensor]:
+        """The state dict of a one-part checkpoint."""
+        if len(self.parts) != 1:
+            raise UserError(f"{self.source} holds {len(self.parts)} parts ({', '.join(sorted(self.parts))}); "
+                            "this method loads one file: name that file instead of the folder.")
+        return next(iter(self.parts.values()))
+
+    def part(self, name: str, hint: str) -> Mapping[str, torch.Tensor]:
+        """One named part (e.g. GSASR's 'encoder'); the error says how to give it."""
+        if name not in self.parts:
+            raise UserError(f"{self.source} has no '{name}' part (it has {', '.join(sorted(self.parts))}); {hint}")
+        return self.parts[name]
+
+
+CHECKPOINT_FILES = ("*.pth", "*.pt", "*.safetensors")
+
+
+def unwrap(checkpoint: Checkpoint, keys: Sequence[str] = ("params_ema", "params")) -> Weights:
+    """Every official container -> `Weights`.
+
+    A folder: every .pth/.pt/.safetensors file in it, by stem. A mapping whose values are all paths or
+    containers (no tensors): a pair such as {'encoder': ..., 'decoder': ...}. Anything else is one file:
+    BasicSR's {'params_ema', 'params'} (the first of `keys` present), {'state_dict': ...}, LIIF's
+    {'model': {'name', 'args', 'sd'}}, or a bare state dict; a DataParallel `module.` prefix is dropped.
+    """
+    if checkpoint is None:
+        raise UserError("no checkpoint given")
+    if isinstance(checkpoint, (str, Path)):
+        path = Path(checkpoint).expanduser()
+        if path.is_dir():
+            files = sorted(f for pattern in CHECKPOINT_FILES for f in path.glob(pattern))
+            if not files:
+                raise MissingFile("checkpoint files (.pth, .pt, .safetensors)", path,
+                                  "Put the official files in that folder or name one file.")
+            parts = {f.stem: _one(read_checkpoint(f), keys, str(f)) for f in files}
+            return Weights({k: sd for k, (sd, _) in parts.items()}, {}, str(path))
+        sd, meta = _one(read_checkpoint(path), keys, str(path))
+        return Weights({"model": sd}, meta, str(path))
+    if (isinstance(checkpoint, Mapping) and checkpoint and not _is_container(checkpoint)
+            and all(isinstance(v, (str, Path, Mapping)) for v in checkpoint.values())):
+        parts = {name: unwrap(item, keys).single() for name, item in checkpoint.items()}
+        return Weights(parts, {}, f"checkpoint pair {{{', '.join(repr(k) for k in checkpoint)}}}")
+    sd, meta = _one(checkpoint, keys, "checkpoint")
+    return Weights({"model": sd}, meta, "checkpoint")
+
+
+def _is_container(obj: Mapping[str, Any]) -> bool:
+    """Whether a mapping is one file's container (rather than a pair of files)."""
+    return any(k in obj for k in ("params", "params_ema", "state_dict", "sd")) or (
+        "model" in obj and isinstance(obj["model"], Mapping))
+
+
+def _one(data: Any, keys: Sequence[str], source: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, meta) of one file's container."""
+    if not isinstance(data, Mapping):
+        raise UserError(f"{source} is a {type(data).__name__}, not a checkpoint dict; pass the official .pth file.")
+    meta: dict[str, Any] = {}
+    if any(k in data for k in ("params", "params_ema")):
+        present = [k for k in keys if k in data] or [k for k in ("params_ema", "params") if k in data]
+        data = data[present[0]]
+    elif "state_dict" in data and isinstance(data["state_dict"], Mapping):
+        data = data["state_dict"]
+    elif "model" in data and isinstance(data["model"], Mapping):
+        model = data["model"]
+        if "sd" in model:
+            meta = {k: v for k, v in model.items() if k != "sd"}
+            data = model["sd"]
+        else:
+            data = model
+    if not is_state_dict(data):
+        raise UserError(f"{source} holds no state dict (top-level keys {sorted(map(str, data))[:8]}); "
+                        "expected params/params_ema, state_dict, {'model': {'sd'}} or a bare state dict.")
+    sd = dict(data)
+    if all(k.startswith("module.") for k in sd):
+        sd = strip_prefix(sd, "module.")
+    return sd, meta
+
+
+def check_keys_and_shapes(wanted: Mapping[str, tuple[int, ...]], sd: Mapping[str, torch.Tensor], what: str,
+                          fix: str) -> None:
+    """A one-line `UserError` naming what is missing, unexpected or misshaped in `sd` against `wanted` shapes."""
+    missing = [k for k in wanted if k not in sd]
+    unexpected = [k for k in sd if k not in wanted]
+    misshaped = [f"{k} {tuple(sd[k].shape)} vs {tuple(wanted[k])}"
+                 for k in wanted if k in sd and tuple(sd[k].shape) != tuple(wanted[k])]
+    parts = [f"{len(items)} {label} (e.g. {', '.join(items[:3])})"
+             for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
+             if items]
+    if parts:
+        raise UserError(f"{what} does not match: {'; '.join(parts)}. {fix}")
+
+
 def load_strict(module: nn.Module, sd: Mapping[str, torch.Tensor], what: str) -> None:
     """load_state_dict(strict=True) with a one-line error listing what is missing, unexpected or misshaped."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    misshaped = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
-                 for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or misshaped:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
-            if items:
-                parts.append(f"{len(items)} {label} (e.g. {', '.join(items[:3])})")
-        raise UserError(f"{what} does not match the model: {'; '.join(parts)}. "
-                        "Check the method, encoder and preset match the checkpoint.")
+    wanted = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    check_keys_and_shapes(wanted, sd, what, "Check the method, encoder and preset match the checkpoint.")
     module.load_state_dict(dict(sd), strict=True)
+
+
+def liif_repo_args(weights: Weights, method: str, encoder: str) -> Mapping[str, Any]:
+    """The model args a LIIF-repo file ({'model': {'name', 'args', 'sd'}}) carries, after checking that it holds
+    `method` on `encoder`; {} for a bare state dict. (The LIIF repo also ships Meta-SR.)"""
+    name = weights.meta.get("name", method)
+    if name != method:
+        raise UserError(f"checkpoint holds a '{name}' model, not '{method}'; build_model('{name}', ...) instead.")
+    args = dict(weights.meta.get("args", {}))
+    trained_on = args.get("encoder_spec", {}).get("name", encoder)
+    if trained_on != encoder:
+        raise UserError(f"checkpoint was trained with encoder '{trained_on}', not '{encoder}'; "
+                        f"pass encoder='{trained_on}'.")
+    return args

@@ -10,7 +10,7 @@ Config reference (every key; all optional except `methods`):
 | key | type | default | allowed / meaning |
 |---|---|---|---|
 | `name` | str | config file stem | run name; the run folder is `results/<name>` unless `output` is set |
-| `methods` | `all` or list | (required) | `all` = every registered method on its default encoder and preset, random weights; or a list of names or mappings `{method, encoder, checkpoint, preset, kwargs, label}` |
+| `methods` | `all` or list | (required) | `all` = every registered method on its default encoder and preset, random weights; or a list of names, preset names (`rt4ksr.x2`: method, preset and label at once) or mappings `{method, encoder, checkpoint, preset, kwargs, label}` (`method` may be left out when `preset` is given) |
 | `datasets` | list of str | `[embedded]` | catalogue names (`python run_bench.py list`) or folders of images |
 | `scales` | list | `[4]` | numbers > 1 (2, 3.5, 12) or `[sy, sx]` pairs |
 | `protocol` | str or mapping | `gsasr` | a protocol name, or `{name: gsasr, crop: 4}` / `{name: gsasr, overrides: {crop: 4}}` |
@@ -314,14 +314,16 @@ def parse_methods(value: Any) -> tuple[MethodEntry, ...] | str:
     for i, item in enumerate(as_list(value, "methods")):
         where = f"methods[{i}]"
         if isinstance(item, str):
-            entries.append(MethodEntry(method=item))
+            entries.append(preset_entry(item) if "." in item else MethodEntry(method=item))
             continue
         item = as_mapping(item, where)
         check_keys(item, METHOD_KEYS, where)
-        if not item.get("method"):
-            raise UserError(f"config key '{where}' has no 'method'; write e.g. `- {{method: liif, encoder: edsr-baseline}}`.")
+        preset = as_text(item.get("preset"), f"{where}.preset", optional=True)
+        if not item.get("method") and not (preset and "." in preset):
+            raise UserError(f"config key '{where}' has no 'method' (nor a 'preset' such as gsasr.rdn-enhanced); "
+                            "write e.g. `- {method: liif, encoder: edsr-baseline}` or `- rt4ksr.x2`.")
         entries.append(MethodEntry(
-            method=as_text(item["method"], f"{where}.method"),
+            method=as_text(item.get("method") or preset.split(".", 1)[0], f"{where}.method"),
             encoder=as_text(item.get("encoder"), f"{where}.encoder", optional=True),
             checkpoint=as_path(item.get("checkpoint"), f"{where}.checkpoint"),
             preset=as_text(item.get("preset"), f"{where}.preset", optional=True),
@@ -329,6 +331,11 @@ def parse_methods(value: Any) -> tuple[MethodEntry, ...] | str:
             label=as_text(item.get("label"), f"{where}.label", optional=True),
         ))
     return tuple(entries)
+
+
+def preset_entry(name: str) -> MethodEntry:
+    """`- rt4ksr.x2`: a preset alone names its method (the part before the first dot) and its row label."""
+    return MethodEntry(method=name.split(".", 1)[0], preset=name, label=name)
 
 
 def parse_scales(value: Any) -> tuple[Scale, ...]:

@@ -12,26 +12,44 @@ import importlib.util
 import pkgutil
 import sys
 import warnings
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .checkpoints import Checkpoint
-from .errors import MissingFile, UnknownName, UserError
+import torch
+
+from .blocks import InputRange
+from .checkpoints import Checkpoint, Weights, load_strict, unwrap
+from .errors import MissingFile, UnknownName, UserError, closest
 from .upsampler import ANY_SCALE, Upsampler
+from .weightfiles import WeightFile
 
 ENTRY_POINT_GROUP = "asr_bench.methods"
 
 
+TILING_POLICIES = ("allowed", "internal", "discouraged")
+DTYPES = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One keyword a method's builder accepts: a line of help and, where the values are few, the allowed ones."""
+
+    help: str
+    choices: tuple[Any, ...] | None = None
+
+
 @dataclass(frozen=True)
 class Preset:
-    """One official checkpoint family: which encoder, its args, and the method's own args.
+    """One official checkpoint family, as data: `method.tag`, the encoder and its args, the method's args, the
+    input normalisation and where the official weights come from.
 
-    `encoder_kwargs` and `method_kwargs` are passed to the builder; normalisation is part of
-    `method_kwargs` because it belongs to the method, not the encoder.
+    `multiple` overrides the method's LR-size multiple (SwinIR's window, GSASR's denominator);
+    `checkpoint_keys` is the order in which a BasicSR container's `params_ema` / `params` are tried (the
+    official test configs differ per family); `aliases` are old names, accepted with a DeprecationWarning.
     """
 
     name: str
@@ -39,28 +57,86 @@ class Preset:
     encoder_kwargs: Mapping[str, Any] = field(default_factory=dict)
     method_kwargs: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    normalisation: InputRange = InputRange()
+    weights: tuple[WeightFile, ...] = ()
+    multiple: int | None = None
+    checkpoint_keys: tuple[str, ...] = ("params_ema", "params")
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def method(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def tag(self) -> str:
+        return self.name.split(".", 1)[-1]
+
+
+def no_conversion(model: Upsampler, weights: Weights) -> Mapping[str, torch.Tensor]:
+    """The default `MethodSpec.convert`: the checkpoint already uses the model's own key names."""
+    return weights.single()
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """What a plugin declares. `builder(encoder, checkpoint, preset, **kwargs) -> Upsampler`."""
+    """What a plugin declares, and the one place each of these facts is written.
+
+    - `builder(encoder, preset, weights, **options) -> Upsampler` makes the network (random init); `weights`
+      (an unwrapped `Weights`, or None) is there only to read shapes from (e.g. which scales a file has).
+    - `convert(model, weights) -> state dict` renames the official keys to the model's own; `build_model`
+      then loads it strictly and sets `weights_loaded`.
+    - `options`: the keywords the builder takes; anything else is refused before the builder runs.
+    - `scales`, `dtypes`, `min_size`, `multiple` (a preset may override it), `tiling`: copied onto the
+      model, checked by its `upscale` and by the runner; the smoke and precision tests check each claim.
+    """
 
     name: str
     builder: Callable[..., Upsampler]
     encoders: tuple[str, ...]
     scales: str | Collection[float] = ANY_SCALE
-    presets: Mapping[str, Preset] = field(default_factory=dict)
+    presets: Mapping[str, Preset] | Sequence[Preset] = field(default_factory=dict)
+    options: Mapping[str, Option] = field(default_factory=dict)
+    convert: Callable[[Upsampler, Weights], Mapping[str, torch.Tensor]] = no_conversion
+    dtypes: tuple[str, ...] = ("fp32",)
+    min_size: int = 1
+    multiple: int = 1
+    tiling: str = "allowed"
+    needs_weights: bool = True
     description: str = ""
     citation: str = ""
-    needs_weights: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.presets, Mapping):
+            object.__setattr__(self, "presets", {p.name: p for p in self.presets})
+        if "." in self.name:
+            raise UserError(f"method name '{self.name}' must not contain '.' (presets are named 'method.tag').")
+        for preset in self.presets.values():
+            if preset.method != self.name or "." not in preset.name:
+                raise UserError(f"preset '{preset.name}' of {self.name} must be named '{self.name}.<tag>'.")
+        bad = [d for d in self.dtypes if d not in DTYPES]
+        if bad or self.tiling not in TILING_POLICIES:
+            raise UserError(f"method {self.name}: dtypes must be among {DTYPES} and tiling one of "
+                            f"{TILING_POLICIES}; got dtypes {self.dtypes}, tiling '{self.tiling}'.")
+
+    def preset_named(self, name: str) -> Preset:
+        """A preset by its name, or (deprecated, for one release) by its old name or bare tag."""
+        if name in self.presets:
+            return self.presets[name]
+        old = {alias: p for p in self.presets.values() for alias in (*p.aliases, p.tag)}
+        if name in old:
+            warnings.warn(f"preset name '{name}' is deprecated; use '{old[name].name}'.", DeprecationWarning,
+                          stacklevel=3)
+            return old[name]
+        raise UnknownName(f"preset of {self.name}", name, self.presets)
 
     def preset_for(self, encoder: str | None, preset: str | None) -> Preset | None:
         """The named preset, else the first whose encoder matches, else None."""
         if preset is not None:
-            if preset not in self.presets:
-                raise UnknownName(f"preset of {self.name}", preset, self.presets)
-            return self.presets[preset]
+            return self.preset_named(preset)
         return next((p for p in self.presets.values() if p.encoder == encoder), None)
+
+    def size_multiple(self, preset: Preset | None) -> int:
+        return preset.multiple if preset is not None and preset.multiple is not None else self.multiple
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -165,23 +241,108 @@ def broken_plugins() -> dict[str, str]:
     return dict(_BROKEN)
 
 
+def all_presets() -> list[tuple[MethodSpec, Preset]]:
+    """Every preset of every registered method, in method order."""
+    return [(spec, preset) for spec in method_specs() for preset in spec.presets.values()]
+
+
+def get_preset(name: str) -> Preset:
+    """A preset by its `method.tag` name (old names still work for one release, with a DeprecationWarning)."""
+    method = name.split(".", 1)[0]
+    if "." not in name or method not in list_methods():
+        raise UnknownName("preset", name, [p.name for _, p in all_presets()],
+                          hint="Presets are named 'method.tag'; see `asr-bench list`.")
+    return get_method(method).preset_named(name)
+
+
+def choose_preset(spec: MethodSpec, encoder: str | None, preset: str | None) -> tuple[str, Preset | None]:
+    """(encoder, preset) of a build: the named preset (its encoder unless one is given), else the encoder's first
+    preset; a preset of another method or encoder is refused."""
+    if preset is not None and preset.split(".", 1)[0] not in (spec.name, preset):
+        raise UserError(f"preset '{preset}' is not a preset of {spec.name}; pick one of {', '.join(spec.presets)}.")
+    chosen = spec.preset_for(encoder if encoder is not None or preset is not None else spec.encoders[0], preset)
+    if encoder is None:
+        encoder = chosen.encoder if chosen is not None else spec.encoders[0]
+    if encoder not in spec.encoders:
+        raise UnknownName(f"encoder for {spec.name}", encoder, spec.encoders)
+    if chosen is not None and chosen.encoder != encoder:
+        raise UserError(f"preset '{chosen.name}' is for encoder '{chosen.encoder}', not '{encoder}'; "
+                        f"drop the encoder or pick a preset of {encoder}.")
+    return encoder, chosen
+
+
+def check_options(spec: MethodSpec, kwargs: Mapping[str, Any]) -> None:
+    """Refuse a keyword the method does not declare (naming the closest one) or a value outside its choices."""
+    for key, value in kwargs.items():
+        if key not in spec.options:
+            near = closest(key, spec.options)
+            hint = f" Did you mean '{near}'?" if near else ""
+            allowed = ", ".join(sorted(spec.options)) or "none"
+            raise UserError(f"unknown option '{key}' for {spec.name}; its options: {allowed}.{hint}")
+        choices = spec.options[key].choices
+        if choices is not None and value not in choices:
+            raise UserError(f"option {key}={value!r} of {spec.name} must be one of "
+                            f"{', '.join(map(repr, choices))}.")
+
+
+def check_dtype(spec: MethodSpec, dtype: str) -> None:
+    if dtype not in spec.dtypes:
+        raise UserError(f"method '{spec.name}' is not tested in {dtype} (it runs in {', '.join(spec.dtypes)}); "
+                        "set precision to one of those.")
+
+
 def build_model(
-    method: str,
+    method: str | None = None,
     encoder: str | None = None,
     checkpoint: Checkpoint = None,
     device: str = "cpu",
     preset: str | None = None,
+    dtype: str = "fp32",
+    param_keys: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> Upsampler:
-    """Build a method on an encoder, load its checkpoint strictly, move it to `device`, eval mode."""
+    """Build a method on an encoder, load its checkpoint strictly, move it to `device` and `dtype`, eval mode.
+
+    `preset` ("gsasr.rdn-enhanced") alone names the method too. `param_keys` overrides the preset's order of
+    a BasicSR container's `params_ema` / `params`.
+    """
+    if method is None:
+        if preset is None:
+            raise UserError("name a method or a preset, e.g. build_model('liif') or "
+                            "build_model(preset='rt4ksr.x2'); `asr-bench list` shows them.")
+        method = preset.split(".", 1)[0]
     spec = get_method(method)
-    if encoder is None:
-        encoder = spec.encoders[0]
-    if encoder not in spec.encoders:
-        raise UnknownName(f"encoder for {method}", encoder, spec.encoders)
-    if isinstance(checkpoint, (str, Path)) and not Path(checkpoint).expanduser().exists():
-        raise MissingFile("checkpoint file", checkpoint,
-                          "Check the path, or omit the checkpoint to benchmark random weights.")
-    model = spec.builder(encoder=encoder, checkpoint=checkpoint, preset=spec.preset_for(encoder, preset), **kwargs)
+    encoder, chosen = choose_preset(spec, encoder, preset)
+    check_options(spec, kwargs)
+    check_dtype(spec, dtype)
+    weights = None
+    if checkpoint is not None:
+        if isinstance(checkpoint, (str, Path)) and not Path(checkpoint).expanduser().exists():
+            raise MissingFile("checkpoint file", checkpoint,
+                              "Check the path, or omit the checkpoint to benchmark random weights.")
+        keys = tuple(param_keys) if param_keys is not None else (
+            chosen.checkpoint_keys if chosen is not None else ("params_ema", "params"))
+        weights = unwrap(checkpoint, keys)
+    model = spec.builder(encoder=encoder, preset=chosen, weights=weights, **kwargs)
+    declare(model, spec, chosen)
+    if weights is not None:
+        load_strict(model, spec.convert(model, weights), f"{spec.name} checkpoint ({weights.source})")
+        model.on_weights_loaded()
+    model.weights_loaded = weights is not None or not spec.needs_weights
+    return model.to(device=device, dtype=TORCH_DTYPES[dtype]).eval()
+
+
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def declare(model: Upsampler, spec: MethodSpec, preset: Preset | None) -> None:
+    """Copy the spec's claims onto the model, so that `upscale` enforces what the registry advertises."""
+    own = model.__dict__.get("scales")
+    if own is not None and spec.scales != ANY_SCALE and not set(map(float, own)) <= set(map(float, spec.scales)):
+        raise UserError(f"method {spec.name}: the model claims scales {own} beyond the declared {spec.scales}.")
     model.method = spec.name
-    return model.to(device).eval()
+    model.scales = own if own is not None else spec.scales
+    model.min_size = spec.min_size
+    model.pad_multiple = spec.size_multiple(preset)
+    model.tiling = spec.tiling
+    model.dtypes = spec.dtypes

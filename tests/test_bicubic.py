@@ -36,6 +36,6 @@ def test_exact_size_and_batches():
 
 def test_rejects_weights_and_options():
     with pytest.raises(UserError, match="no weights"):
-        get_method("bicubic").builder(encoder="none", checkpoint={"x": torch.zeros(1)})
-    with pytest.raises(UserError, match="no options"):
+        ab.build_model("bicubic", checkpoint={"x": torch.zeros(1)})
+    with pytest.raises(UserError, match="unknown option 'sharpen' for bicubic"):
         ab.build_model("bicubic", sharpen=True)

@@ -33,7 +33,7 @@ class Payload:
 def payload_checkpoint(tmp_path, name="evil.pth"):
     marker = tmp_path / "payload-ran"
     path = tmp_path / name
-    torch.save({"sd": {"w": torch.arange(4.0)}, "extra": Payload(marker)}, path)
+    torch.save({"params": {"w": torch.arange(4.0)}, "extra": Payload(marker)}, path)
     assert not marker.exists()
     return path, marker
 
@@ -75,7 +75,7 @@ def test_a_payload_runs_only_when_trusted_with_a_warning(tmp_path):
     path, marker = payload_checkpoint(tmp_path)
     with trusting_checkpoints(), pytest.warns(UserWarning, match="full pickle"):
         data = read_checkpoint(path)
-    assert marker.exists() and torch.equal(data["sd"]["w"], torch.arange(4.0))
+    assert marker.exists() and torch.equal(data["params"]["w"], torch.arange(4.0))
     assert not checkpoints_trusted()  # the block ends the trust
     marker.unlink()
     with pytest.raises(UntrustedCheckpoint):
@@ -107,20 +107,23 @@ def test_official_liif_file_with_a_payload_added_is_refused_by_the_liif_loader(t
 
 
 PLUGIN = '''
+import torch
 import torch.nn.functional as F
-from asr_bench.checkpoints import as_state_dict
 from asr_bench.registry import MethodSpec
 from asr_bench.upsampler import Upsampler
 
 
 class Loaded(Upsampler):
-    def forward_size(self, lr, size):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(4))  # what the checkpoint's params hold
+
+    def forward_size(self, lr, size, scale):
         return F.interpolate(lr, size=size, mode="bilinear", align_corners=False)
 
 
-def build(encoder="none", checkpoint=None, preset=None, **kwargs):
-    as_state_dict(checkpoint)  # what every method does with its checkpoint
-    return Loaded()
+def build(encoder="none", preset=None, weights=None, **kwargs):
+    return Loaded()  # the registry read the checkpoint before this (and strict-loads it after)
 
 
 METHODS = [MethodSpec("t-reads-checkpoint", build, ("none",), needs_weights=False)]

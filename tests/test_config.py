@@ -115,3 +115,31 @@ def test_hash_ignores_output_but_not_protocol():
 def test_shipped_configs_parse(name):
     config = load_config(REPO / "configs" / name)
     assert config.protocol.name == "gsasr"
+
+
+def test_a_preset_alone_is_a_method_entry():
+    """`- rt4ksr.x2` and `- {preset: gsasr.rdn-enhanced, checkpoint: ...}` name their method themselves."""
+    from asr_bench.engine.cases import resolve_methods
+
+    config = parse_config({"methods": ["rt4ksr.x2", {"preset": "gsasr.rdn-enhanced", "label": "g"},
+                                       {"method": "gsasr", "preset": "rdn-paper"}]})
+    short, mapping, old = config.methods
+    assert (short.method, short.preset, short.label) == ("rt4ksr", "rt4ksr.x2", "rt4ksr.x2")
+    assert (mapping.method, mapping.preset) == ("gsasr", "gsasr.rdn-enhanced")
+    with pytest.warns(DeprecationWarning, match="gsasr.rdn-paper"):
+        resolved = resolve_methods(config)
+    assert [(e.method, e.encoder, e.preset) for e in resolved] == [
+        ("rt4ksr", "none", "rt4ksr.x2"), ("gsasr", "rdn", "gsasr.rdn-enhanced"), ("gsasr", "rdn", "gsasr.rdn-paper")]
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"preset": "gsasr.rdn-enhanced", "method": "liif"}, "not a preset of liif"),
+    ({"preset": "gsasr.rdn-enhanced", "encoder": "swinir"}, "is for encoder 'rdn'"),
+    ({"preset": "gsasr.rdn-enhancd"}, "Did you mean 'gsasr.rdn-enhanced'"),
+    ({"label": "x"}, "no 'method'"),
+])
+def test_preset_entry_mistakes(entry, message):
+    from asr_bench.engine.cases import resolve_methods
+
+    with pytest.raises(UserError, match=message):
+        resolve_methods(parse_config({"methods": [entry]}))

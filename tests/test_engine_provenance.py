@@ -35,6 +35,11 @@ def outcome(records):
     return {c.case_id: (c.status, c.metrics, c.notes, c.n_images) for c in records}
 
 
+def save_gain(path, gain):
+    """A checkpoint of the plugin's 1x1 conv: identity times `gain`."""
+    torch.save({"conv.weight": torch.eye(3)[:, :, None, None] * gain, "conv.bias": torch.zeros(3)}, path)
+
+
 def test_adding_then_swapping_a_checkpoint_recomputes_exactly_that_case(tmp_path, plugin, images):
     ckpt = tmp_path / "w.pth"
 
@@ -44,7 +49,7 @@ def test_adding_then_swapping_a_checkpoint_recomputes_exactly_that_case(tmp_path
 
     first = by_id(run_benchmark(config(False), progress=False, render=False))
     assert first["w|tiny|2"].status == "no-weights"
-    torch.save({"gain": torch.tensor(0.5)}, ckpt)
+    save_gain(ckpt, 0.5)
     before = calls(plugin)
     second = by_id(run_benchmark(config(True), progress=False, render=False))
     assert calls(plugin) - before == PROFILE_CALLS + 3  # w only: profile + 3 images; t-smooth untouched
@@ -52,7 +57,7 @@ def test_adding_then_swapping_a_checkpoint_recomputes_exactly_that_case(tmp_path
     assert second["w|tiny|2"].status == "ok"
     assert second["w|tiny|2"].provenance["checkpoint_sha256"] is not None
     time.sleep(0.01)
-    torch.save({"gain": torch.tensor(0.25)}, ckpt)  # same path, same size, other contents
+    save_gain(ckpt, 0.25)  # same path, same size, other contents
     before = calls(plugin)
     third = by_id(run_benchmark(config(True), progress=False, render=False))
     assert calls(plugin) - before == PROFILE_CALLS + 3

@@ -33,7 +33,7 @@ import time
 import warnings
 import torch
 import torch.nn.functional as F
-from asr_bench.registry import MethodSpec
+from asr_bench.registry import MethodSpec, Option
 from asr_bench.upsampler import Upsampler
 
 CALLS_FILE = 'CALLS_PATH'  # counted in a file: cases run in worker processes
@@ -41,11 +41,9 @@ INTERRUPT_FILE = CALLS_FILE + '.interrupt'  # holds N: the N-th call raises Keyb
 
 
 class Smooth(Upsampler):
-    """1x1 conv (identity at init) + bilinear; options to sleep, allocate, fail, or lack weights."""
+    """1x1 conv (identity at init) + bilinear; options to sleep, allocate or fail (t-random: no weights)."""
 
-    weights_loaded = True
-
-    def __init__(self, sleep=0.0, alloc_mb=0, fail=False, loaded=True, interrupt_at=0, pid_file=None,
+    def __init__(self, sleep=0.0, alloc_mb=0, fail=False, interrupt_at=0, pid_file=None,
                  wrong_size=False, warn=False):
         super().__init__()
         self.wrong_size, self.warn = wrong_size, warn
@@ -57,9 +55,9 @@ class Smooth(Upsampler):
         with torch.no_grad():
             self.conv.weight.copy_(torch.eye(3)[:, :, None, None])
             self.conv.bias.zero_()
-        self.sleep, self.alloc_mb, self.fail, self.weights_loaded = sleep, alloc_mb, fail, loaded
+        self.sleep, self.alloc_mb, self.fail = sleep, alloc_mb, fail
 
-    def forward_size(self, lr, size):
+    def forward_size(self, lr, size, scale):
         with open(CALLS_FILE, 'a') as handle:
             handle.write('x')
         self.calls += 1
@@ -83,45 +81,42 @@ class X2Only(Smooth):
     scales = (2,)
 
 
-def build(encoder="none", checkpoint=None, preset=None, **kwargs):
+def build(encoder="none", preset=None, weights=None, **kwargs):
     return Smooth(**kwargs)
 
 
-def build_x2(encoder="none", checkpoint=None, preset=None, **kwargs):
+def build_x2(encoder="none", preset=None, weights=None, **kwargs):
     return X2Only(**kwargs)
 
 
-def build_random(encoder="tiny", checkpoint=None, preset=None, **kwargs):
-    return Smooth(loaded=False, **kwargs)
+def build_random(encoder="tiny", preset=None, weights=None, **kwargs):
+    return Smooth(**kwargs)
 
 
-def build_weighted(encoder="none", checkpoint=None, preset=None, **kwargs):
-    """Weights from a checkpoint holding one gain: another file, another number."""
-    model = Smooth(loaded=checkpoint is not None, **kwargs)
-    if checkpoint is not None:
-        gain = float(torch.load(checkpoint, map_location="cpu", weights_only=True)["gain"])
-        with torch.no_grad():
-            model.conv.weight.mul_(gain)
-    return model
+def build_weighted(encoder="none", preset=None, weights=None, **kwargs):
+    """Loaded strictly by the registry from a checkpoint of conv.weight/conv.bias: another file, another number."""
+    return Smooth(**kwargs)
 
 
 class Crash(Smooth):
-    def forward_size(self, lr, size):
+    def forward_size(self, lr, size, scale):
         import ctypes
 
         ctypes.string_at(0)  # a segfault, as a broken compiled op would cause
 
 
-def build_crash(encoder="none", checkpoint=None, preset=None, **kwargs):
+def build_crash(encoder="none", preset=None, weights=None, **kwargs):
     return Crash(**kwargs)
 
 
+OPTIONS = {name: Option(name) for name in ("sleep", "alloc_mb", "fail", "interrupt_at", "pid_file", "wrong_size",
+                                           "warn")}
 METHODS = [
-    MethodSpec("t-weights", build_weighted, ("none",), needs_weights=True),
-    MethodSpec("t-crash", build_crash, ("none",), needs_weights=False),
-    MethodSpec("t-smooth", build, ("none",), needs_weights=False),
-    MethodSpec("t-smooth-x2", build_x2, ("none",), scales=(2,), needs_weights=False),
-    MethodSpec("t-random", build_random, ("tiny",), needs_weights=True),
+    MethodSpec("t-weights", build_weighted, ("none",), needs_weights=True, options=OPTIONS),
+    MethodSpec("t-crash", build_crash, ("none",), needs_weights=False, options=OPTIONS),
+    MethodSpec("t-smooth", build, ("none",), needs_weights=False, options=OPTIONS),
+    MethodSpec("t-smooth-x2", build_x2, ("none",), scales=(2,), needs_weights=False, options=OPTIONS),
+    MethodSpec("t-random", build_random, ("tiny",), needs_weights=True, options=OPTIONS),
 ]
 '''
 

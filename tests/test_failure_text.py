@@ -45,18 +45,18 @@ from asr_bench.upsampler import Upsampler
 
 
 class Crashes(Upsampler):
-    def forward_size(self, lr, size):
+    def forward_size(self, lr, size, scale):
         os.kill(os.getpid(), signal.SIGSEGV)  # what a segfaulting extension does to its process
 
 
 class Fine(Upsampler):
-    def forward_size(self, lr, size):
+    def forward_size(self, lr, size, scale):
         return F.interpolate(lr, size=size, mode="bilinear", align_corners=False)
 
 
-METHODS = [MethodSpec("t-segfault", lambda encoder="none", checkpoint=None, preset=None: Crashes(), ("none",),
+METHODS = [MethodSpec("t-segfault", lambda encoder="none", preset=None, weights=None: Crashes(), ("none",),
                       needs_weights=False),
-           MethodSpec("t-fine", lambda encoder="none", checkpoint=None, preset=None: Fine(), ("none",),
+           MethodSpec("t-fine", lambda encoder="none", preset=None, weights=None: Fine(), ("none",),
                       needs_weights=False)]
 '''
 

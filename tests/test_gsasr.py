@@ -18,23 +18,23 @@ import asr_bench as ab
 from asr_bench.errors import MissingFile, UserError
 from asr_bench.registry import get_method
 from asr_bench.sizes import output_size
-from asr_bench.methods import gsasr as gsasr_module
+from asr_bench.methods.gsasr import net as gsasr_module
 from asr_bench.encoders import build_encoder
-from asr_bench.methods._gsasr_decoder import (Fea2GS, WindowCrossAttn, apply_rope, cross_relative_index,
+from asr_bench.methods.gsasr.decoder import (Fea2GS, WindowCrossAttn, apply_rope, cross_relative_index,
                                               rope_cis, rope_positions, swin_relative_index)
-from asr_bench.methods._gsasr_render import kernel_inputs, render
-from asr_bench.methods._gsasr_tiling import edges_to_skip, tiled_upscale
+from asr_bench.methods.gsasr.render import kernel_inputs, render
+from asr_bench.methods.gsasr.tiling import edges_to_skip, tiled_upscale
 
 RESEARCH = Path(__file__).resolve().parent.parent.parent / "shared" / "research"
 
 # research table -> (encoder, preset)
 VARIANTS = {
-    "paper_edsr": ("edsr-baseline", "edsr-baseline-paper"),
-    "paper_rdn": ("rdn", "rdn-paper"),
-    "paper_swinir": ("swinir", "swinir-paper"),
-    "enhanced_edsr": ("edsr-baseline", "edsr-baseline-enhanced"),
-    "enhanced_rdn": ("rdn", "rdn-enhanced"),
-    "enhanced_swin": ("swinir", "swinir-enhanced"),
+    "paper_edsr": ("edsr-baseline", "gsasr.edsr-baseline-paper"),
+    "paper_rdn": ("rdn", "gsasr.rdn-paper"),
+    "paper_swinir": ("swinir", "gsasr.swinir-paper"),
+    "enhanced_edsr": ("edsr-baseline", "gsasr.edsr-baseline-enhanced"),
+    "enhanced_rdn": ("rdn", "gsasr.rdn-enhanced"),
+    "enhanced_swin": ("swinir", "gsasr.swinir-enhanced"),
 }
 
 
@@ -125,8 +125,8 @@ def test_checkpoint_files_and_folder(tmp_path):
 
 def test_checkpoint_mistakes_are_user_errors(tmp_path):
     paper = official_format("paper_edsr")
-    with pytest.raises(UserError, match="paper model but preset 'edsr-baseline-enhanced'"):
-        ab.build_model("gsasr", "edsr-baseline", checkpoint=paper, preset="edsr-baseline-enhanced")
+    with pytest.raises(UserError, match="paper model but the preset is not"):
+        ab.build_model("gsasr", "edsr-baseline", checkpoint=paper, preset="gsasr.edsr-baseline-enhanced")
     with pytest.raises(UserError, match="encoder.pth and decoder.pth"):
         ab.build_model("gsasr", "edsr-baseline", checkpoint={"encoder": paper["encoder"]})
     with pytest.raises(MissingFile):
@@ -138,7 +138,7 @@ def test_checkpoint_mistakes_are_user_errors(tmp_path):
 def test_registry_entry():
     spec = get_method("gsasr")
     assert spec.scales == "any"
-    assert spec.preset_for("swinir", None).name == "swinir-paper"
+    assert spec.preset_for("swinir", None).name == "gsasr.swinir-paper"
     assert {p.encoder for p in spec.presets.values()} == {"edsr-baseline", "rdn", "swinir"}
 
 
@@ -415,21 +415,17 @@ def test_pad_render_crop_sizes(monkeypatch):
     out = model.upscale(torch.rand(2, 3, 13, 30), size=(40, 71))
     assert out.shape == (2, 3, 40, 71) and len(calls) == 2
     sy, sx = calls[0][2]
-    assert (math.floor(sy * 13), math.floor(sx * 30)) == (40, 71)  # a scale that makes exactly this size
+    assert (sy, sx) == (40 / 13, 71 / 30)  # size alone: the per-axis ratio is the scale
     assert calls[0][:2] == (math.floor(sy * 24), math.floor(sx * 36))  # rendered at floor(s * padded)
 
 
-@pytest.mark.parametrize("hw, s", [((21, 23), 3.5), ((20, 22), 4), ((13, 30), 2.7), ((180, 180), 4),
-                                   ((48, 48), 30), ((57, 86), 1.6), ((7, 9), 3.3), ((64, 100), 2.25)])
-def test_size_from_a_protocol_gives_back_its_scale(hw, s):
-    """The harness passes size = floor(s*h) only; the official pipeline needs s itself (network input, render)."""
-    size = (math.floor(s * hw[0]), math.floor(s * hw[1]))
-    assert gsasr_module.scale_for_size(hw, size) == (s, s)
-
-
-def test_size_without_one_scale_gets_one_per_axis():
-    sy, sx = gsasr_module.scale_for_size((180, 300), (701, 1203))
-    assert sy != sx and math.floor(sy * 180) == 701 and math.floor(sx * 300) == 1203
+def test_the_nominal_scale_reaches_the_renderer(monkeypatch):
+    """The engine passes the case's scale with the size; the renderer (and network) must see 3.5, not 70/20."""
+    calls = []
+    monkeypatch.setattr(gsasr_module, "render", lambda g, h, w, s, d, b: calls.append(s) or torch.zeros(3, h, w))
+    model = gsasr_module.GSASR(torch.nn.Identity(), ZeroDecoder(), denominator=12)
+    model.upscale(torch.rand(1, 3, 21, 23), size=(73, 80), scale=3.5)
+    assert calls == [(3.5, 3.5)]
 
 
 def test_official_paste_rules():
@@ -487,7 +483,7 @@ def test_whole_model_equals_functional_decoder_and_per_pixel_render(variant):
 
 def test_any_size_smoke():
     torch.manual_seed(0)
-    model = ab.build_model("gsasr", "edsr-baseline", preset="edsr-baseline-enhanced")
+    model = ab.build_model("gsasr", "edsr-baseline", preset="gsasr.edsr-baseline-enhanced")
     lr = torch.rand(1, 3, 12, 14)
     for kw in ({"scale": 3.5}, {"scale": (2.5, 3.25)}, {"size": (37, 51)}):
         out = model.upscale(lr, **kw)

@@ -92,7 +92,7 @@ def test_checkpoint_key_preference_follows_the_official_test_configs():
     assert torch.equal(only_ema.official_state_dict()["conv_first.weight"], ema["conv_first.weight"])
     presets = {**ab.registry.get_method("igconv").presets, **ab.registry.get_method("igconv-plus").presets}
     for name, preset in presets.items():
-        first = preset.method_kwargs["param_keys"][0]
+        first = preset.checkpoint_keys[0]
         assert first == ("params_ema" if preset.encoder.startswith("edsr") else "params"), name
 
 
@@ -307,12 +307,14 @@ def test_presets_carry_the_official_normalisation_and_ensemble():
     spec_plus, spec = ab.registry.get_method("igconv-plus"), ab.registry.get_method("igconv")
     assert set(spec_plus.presets) == {f"igconv-plus.{e}" for e in ("edsr", "edsr-baseline", "rdn", "swinir")}
     rdn = ab.build_model("igconv-plus", preset="igconv-plus.rdn")
-    assert not rdn.normalise and rdn.upsample.geo_ensemble and rdn.skip.convs.geo_ensemble  # YAML: geo true
+    assert not rdn.normalise.centred and rdn.upsample.geo_ensemble and rdn.skip.convs.geo_ensemble  # YAML: geo true
     edsr = ab.build_model("igconv", preset="igconv.edsr-baseline")
-    assert edsr.normalise and not edsr.upsample.geo_ensemble and edsr.skip is None
+    assert edsr.normalise.centred and not edsr.upsample.geo_ensemble and edsr.skip is None
     assert spec.scales == spec_plus.scales and 2.5 not in spec.scales and {2, 3, 4} <= set(spec.scales)
-    with pytest.raises(UserError, match="allowed"):
+    with pytest.raises(UserError, match="unknown option 'no_such_option' for igconv"):
         ab.build_model("igconv", "edsr-baseline", no_such_option=1)
+    with pytest.raises(UserError, match="Did you mean 'geo_ensemble'"):
+        ab.build_model("igconv", "edsr-baseline", geo_ensembel=True)
 
 
 # -- published numbers -----------------------------------------------------------------------------------

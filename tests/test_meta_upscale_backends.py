@@ -187,7 +187,7 @@ class TinyEncoder(torch.nn.Module):
 
 @pytest.mark.parametrize("variant", ["liif", "official"])
 def test_metasr_gives_the_same_output_on_cpp_and_torch(cpp, variant):
-    metasr = pytest.importorskip("asr_bench.methods.metasr")
+    metasr = pytest.importorskip("asr_bench.methods.metasr.net")
 
     torch.manual_seed(9)
     model = metasr.MetaSR(TinyEncoder(), variant=variant).eval()

@@ -118,7 +118,7 @@ def test_auto_picks_cuda_for_cuda_tensors(cuda_module):
 @pytest.mark.parametrize("variant", ["liif", "official"])
 def test_metasr_on_cuda_equals_the_cpu_reference(cuda_module, variant, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # the encoder's conv in full float32
-    metasr = pytest.importorskip("asr_bench.methods.metasr")
+    metasr = pytest.importorskip("asr_bench.methods.metasr.net")
 
     torch.manual_seed(9)
     model = metasr.MetaSR(TinyEncoder(), variant=variant, backend="torch").eval()

@@ -168,22 +168,23 @@ def test_official_meta_rdn_equals_per_pixel_formula():
 
 def test_official_phase_arithmetic_keeps_the_float32_quirk():
     """float32(69) * float32(1/2.3) < 30: the official LR row is 29 with offset ~1, not 30 (metasr.md §2.3)."""
-    from asr_bench.methods.metasr import official_axis
+    from asr_bench.methods.metasr.net import official_axis
 
     rows = official_axis(70, 2.3, torch.device("cpu"))
     assert int(rows.source[69]) == 29 and float(rows.phase[69]) > 0.999
 
 
-def test_official_variant_recovers_the_asked_scale_from_an_output_size():
-    """The harness passes sizes: 13x16 from 6x7 is what scale=2.3 gives, and must use 1/2.3, not 13/6."""
-    from asr_bench.methods.metasr import official_scale
+def test_official_variant_uses_the_nominal_scale_the_caller_passes():
+    """The engine passes the case's scale with the size: 13x16 from 6x7 at scale=2.3 must use 1/2.3, not 13/6."""
+    from asr_bench.methods.metasr.net import official_axis
 
-    assert official_scale((6, 7), (13, 16)) == (2.3, 2.3)
-    assert official_scale((10, 10), (40, 40)) == (4, 4)
-    assert official_scale((6, 7), (13, 30)) == (13 / 6, 30 / 7)           # asymmetric: per-axis ratios
     model = ab.build_model("metasr", "rdn", checkpoint=meta_rdn_state_dict())
     lr = torch.rand(1, 3, 6, 7)
-    torch.testing.assert_close(model.upscale(lr, size=(13, 16)), model.upscale(lr, scale=2.3), atol=0, rtol=0)
+    by_scale = model.upscale(lr, scale=2.3)
+    torch.testing.assert_close(model.upscale(lr, size=(13, 16), scale=2.3), by_scale, atol=0, rtol=0)
+    # Size alone means the ratio 13/6: other phases (a different row map), so a different image.
+    assert not torch.equal(official_axis(13, 2.3, lr.device).source, official_axis(13, 13 / 6, lr.device).source)
+    assert not torch.equal(model.upscale(lr, size=(13, 16)), by_scale)
 
 
 def test_weight_net_runs_once_per_distinct_phase_not_per_pixel():

@@ -45,15 +45,19 @@ def test_method_runs_on_its_default_encoder(name):
 
 
 def test_readme_plugin_example_runs_as_written(tmp_path, monkeypatch):
-    """The 'Adding a method' example in the README is a working plugin, checked against its own definition."""
-    block = re.search(r"```python\n(# methods/nearest_feat\.py.*?)```", README.read_text(), re.S)
-    assert block, "README lost its plugin example"
-    plugin = tmp_path / "nearest_feat.py"
-    plugin.write_text(block.group(1))
+    """The 'Adding a method' example in the README is a working plugin package, checked against its definition."""
+    text = README.read_text()
+    package = tmp_path / "nearest_feat"
+    package.mkdir()
+    for part in ("net", "__init__"):
+        block = re.search(rf"```python\n(# methods/nearest_feat/{part}\.py.*?)```", text, re.S)
+        assert block, f"README lost the {part}.py of its plugin example"
+        (package / f"{part}.py").write_text(block.group(1))
+    monkeypatch.syspath_prepend(str(tmp_path))
     from asr_bench.config import parse_config
     from asr_bench.engine.cases import resolve_methods
 
-    entry = resolve_methods(parse_config({"methods": ["nearest-feat"], "plugins": [str(plugin)]}))[0]
+    entry = resolve_methods(parse_config({"methods": ["nearest-feat"], "plugins": ["nearest_feat"]}))[0]
     model = ab.build_model(entry.method, entry.encoder)
     lr = torch.rand(1, 3, 6, 7)
     out = model.upscale(lr, size=(13, 20), clamp=False)
@@ -62,8 +66,137 @@ def test_readme_plugin_example_runs_as_written(tmp_path, monkeypatch):
     rows = [i * 6 // 13 for i in range(13)]
     cols = [j * 7 // 20 for j in range(20)]
     assert torch.allclose(out, feat[:, :, rows][:, :, :, cols])
-    # Strict loading through the helper: its own state dict loads, a truncated one is a one-line error.
+    # Strict loading by the registry: its own state dict loads, a truncated one is a one-line error.
     sd = model.state_dict()
     assert ab.build_model("nearest-feat", checkpoint=sd).weights_loaded
+    assert ab.build_model("nearest-feat", checkpoint={"params_ema": sd, "params": {}}).weights_loaded
     with pytest.raises(ab.UserError, match="missing"):
         ab.build_model("nearest-feat", checkpoint={k: v for k, v in list(sd.items())[1:]})
+    # Declared options only, with the closest name suggested; a declared one reaches the builder.
+    with pytest.raises(ab.UserError, match="Did you mean 'zero_init'"):
+        ab.build_model("nearest-feat", zero_ini=True)
+    assert not ab.build_model("nearest-feat", zero_init=True).to_rgb.weight.any()
+    assert ab.build_model(preset="nearest-feat.rdn").encoder.__class__.__name__ == "RDN"
+
+
+# ------------------------------------------------------------------ the spec is what the model enforces
+
+
+class Resample(ab.Upsampler):
+    """A plugin model that declares nothing itself: whatever it supports comes from its spec."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("anchor", torch.zeros(()), persistent=False)
+
+    def forward_size(self, lr, size, scale):
+        self.seen = scale
+        return torch.nn.functional.interpolate(lr, size=size, mode="nearest")
+
+
+def register_toy(monkeypatch, **spec_fields):
+    from asr_bench import registry
+
+    spec = registry.MethodSpec("toy-resample", lambda encoder, preset, weights: Resample(), ("none",),
+                               needs_weights=False, **spec_fields)
+    registry._load()
+    monkeypatch.setitem(registry._METHODS, spec.name, spec)
+    return spec
+
+
+def test_declared_scales_bind_the_public_api(monkeypatch):
+    """A model built for a spec with scales=(2,) refuses 2.5 even though its class says nothing."""
+    register_toy(monkeypatch, scales=(2,))
+    model = ab.build_model("toy-resample")
+    lr = torch.rand(1, 3, 5, 6)
+    assert model.upscale(lr, scale=2).shape[-2:] == (10, 12)
+    with pytest.raises(UnsupportedScale, match="x2"):
+        model.upscale(lr, scale=2.5)
+    with pytest.raises(UnsupportedScale):
+        model.upscale(lr, size=(12, 15))
+
+
+def test_declared_minimum_size_and_nominal_scale(monkeypatch):
+    register_toy(monkeypatch, min_size=4)
+    model = ab.build_model("toy-resample")
+    with pytest.raises(ab.UserError, match="at least 4x4"):
+        model.upscale(torch.rand(1, 3, 3, 8), scale=2)
+    model.upscale(torch.rand(1, 3, 4, 8), size=(13, 27), scale=3.3)
+    assert model.seen == (3.3, 3.3)                   # the nominal scale, not 13/4
+    model.upscale(torch.rand(1, 3, 4, 8), size=(13, 27))
+    assert model.seen == (13 / 4, 27 / 8)             # size alone: the ratios
+
+
+def test_undeclared_dtypes_are_refused(monkeypatch):
+    register_toy(monkeypatch, dtypes=("fp32",))
+    with pytest.raises(ab.UserError, match="not tested in bf16"):
+        ab.build_model("toy-resample", dtype="bf16")
+
+
+@pytest.mark.parametrize("name", ab.list_methods())
+def test_spec_and_model_agree(name):
+    """Scales, dtypes, size rules and tiling policy on the built model are the spec's (RT4KSR may narrow scales)."""
+    spec = get_method(name)
+    model = ab.build_model(name)
+    preset = spec.preset_for(spec.encoders[0], None)
+    assert model.method == name and model.dtypes == spec.dtypes and model.tiling == spec.tiling
+    assert model.min_size == spec.min_size and model.pad_multiple == spec.size_multiple(preset)
+    if spec.scales == ANY_SCALE:
+        assert model.scales == ANY_SCALE
+    else:
+        assert set(model.scales) <= set(spec.scales) and model.scales
+    # The declared multiple is what the model pads to: padding the input ourselves changes nothing.
+    m = model.pad_multiple
+    if m > 1:
+        torch.manual_seed(1)
+        lr = torch.rand(1, 3, 13, 15)
+        s = 2 if spec.scales != ANY_SCALE else 2.5
+        out = model.upscale(lr, scale=s, clamp=False)
+        padded = torch.nn.functional.pad(lr, (0, (-15) % m, 0, (-13) % m), mode="reflect")
+        assert torch.equal(out, model.upscale(padded, scale=s, clamp=False)[..., : out.shape[-2], : out.shape[-1]])
+
+
+# ------------------------------------------------------------------------------------------ presets
+
+
+def test_presets_are_data_named_method_dot_tag():
+    from asr_bench.registry import all_presets, get_preset
+    from asr_bench.weightfiles import WeightFile
+
+    pairs = all_presets()
+    names = [p.name for _, p in pairs]
+    assert len(names) == len(set(names)) and len(names) >= 20
+    for spec, preset in pairs:
+        assert preset.name.startswith(spec.name + ".") and preset.encoder in spec.encoders
+        assert get_preset(preset.name) is preset
+        assert isinstance(preset.weights, tuple) and all(isinstance(w, WeightFile) for w in preset.weights)
+        for weight in preset.weights:
+            assert weight.urls or weight.manual, preset.name
+    for name in ("gsasr.edsr-baseline-paper", "gsasr.rdn-enhanced", "metasr.meta-rdn", "rt4ksr.x2",
+                 "liif.edsr-baseline", "igconv-plus.swinir"):
+        assert get_preset(name).weights, name
+    with pytest.raises(ab.UserError, match="Did you mean 'rt4ksr.x2'"):
+        get_preset("rt4ksr.x22")
+
+
+@pytest.mark.parametrize("old, new", [("x2", "rt4ksr.x2"), ("rt4ksr", "rt4ksr.all"),
+                                      ("rdn-enhanced", "gsasr.rdn-enhanced")])
+def test_old_preset_names_still_work_with_a_warning(old, new):
+    method = new.split(".")[0]
+    with pytest.warns(DeprecationWarning, match=new):
+        assert get_method(method).preset_named(old).name == new
+
+
+def test_rt4ksr_hashes_are_those_of_the_real_files():
+    """The published size and sha256 (research/rt4ksr.md) match the official files in ../shared/data."""
+    import hashlib
+
+    from asr_bench.registry import get_preset
+
+    folder = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "weights"
+    if not (folder / "rt4ksr" / "rt4ksr_x2.pth").is_file():
+        pytest.skip("official weights not in ../shared/data/weights")
+    for preset, sub in (("rt4ksr.x2", "rt4ksr"), ("rt4ksr.x3", "rt4ksr"), ("liif.edsr-baseline", "liif")):
+        (weight,) = get_preset(preset).weights
+        data = (folder / sub / weight.filename).read_bytes()
+        assert len(data) == weight.size and hashlib.sha256(data).hexdigest() == weight.sha256

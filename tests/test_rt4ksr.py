@@ -10,7 +10,7 @@ from PIL import Image
 
 import asr_bench as ab
 from asr_bench.errors import UnsupportedScale, UserError
-from asr_bench.methods import rt4ksr as R
+from asr_bench.methods.rt4ksr import net as R
 
 PARAMS = {2: 152_233, 3: 165_253}  # research/rt4ksr.md §2.1
 
@@ -97,7 +97,7 @@ def test_fold_is_exact_math_on_random_block():
 def test_scales_presets_and_errors(rt4ksr_weights):
     both = ab.build_model("rt4ksr", checkpoint=rt4ksr_weights)
     assert both.scales == (2, 3)
-    only2 = ab.build_model("rt4ksr", checkpoint=rt4ksr_weights, preset="x2")
+    only2 = ab.build_model("rt4ksr", checkpoint=rt4ksr_weights, preset="rt4ksr.x2")
     assert only2.scales == (2,)
     x = torch.rand(1, 3, 9, 11)  # odd sides: reflect-padded by one and cropped
     assert only2.upscale(x, scale=2).shape == (1, 3, 18, 22)
@@ -108,12 +108,12 @@ def test_scales_presets_and_errors(rt4ksr_weights):
     with pytest.raises(UnsupportedScale):
         both.upscale(x, size=(20, 22))
     with pytest.raises(UserError, match="no weights for scale"):
-        ab.build_model("rt4ksr", checkpoint=rt4ksr_weights / "rt4ksr_x2.pth", preset="x3")
+        ab.build_model("rt4ksr", checkpoint=rt4ksr_weights / "rt4ksr_x2.pth", preset="rt4ksr.x3")
     with pytest.raises(UserError, match="scales 2 and 3"):
         ab.build_model("rt4ksr", scales=(4,))
     bad = dict(official_state(rt4ksr_weights, 2))
     del bad["module.hfb.0.fea_conv.bias"]  # the unused branch is still required
-    with pytest.raises(UserError, match=r"missing \(e\.g\. hfb\.0\.fea_conv\.bias\)"):
+    with pytest.raises(UserError, match=r"missing \(e\.g\. nets\.x2\.hfb\.0\.fea_conv\.bias\)"):
         ab.build_model("rt4ksr", checkpoint={"state_dict": bad})
     random = ab.build_model("rt4ksr")
     assert random.scales == (2, 3) and not random.weights_loaded
@@ -136,7 +136,7 @@ def test_set5_x2_real_numbers(set5, rt4ksr_weights):
     No Set5 number is published (the README reports only the NTIRE23 4K set: RT4KSR beats bicubic there by
     0.349 dB Y at x2). We check the real weights give a plausible Set5 x2 PSNR for a 150k-parameter x2 model and
     beat bicubic (PIL, an independent upscaler) by more than that published margin."""
-    model = ab.build_model("rt4ksr", checkpoint=rt4ksr_weights, preset="x2")
+    model = ab.build_model("rt4ksr", checkpoint=rt4ksr_weights, preset="rt4ksr.x2")
     ours_y, ours_rgb, bic_y = [], [], []
     for name in ("baby", "bird", "butterfly", "head", "woman"):
         lr = np.asarray(Image.open(set5 / "LR_bicubic" / "X2" / f"{name}x2.png").convert("RGB"))
@@ -159,7 +159,7 @@ def test_frame_rate_helper():
     workloads = R.frame_rate_workloads()
     for name, (h, w), scale in workloads:
         assert (h * scale, w * scale) == (2160, 3840), name
-    model = ab.build_model("rt4ksr", preset="x2", reparameterize=True)
+    model = ab.build_model("rt4ksr", preset="rt4ksr.x2", reparameterize=True)
     rows = R.measure_frame_rates(model, [("tiny x2", (16, 20), 2), ("tiny x3", (16, 20), 3)], repeats=2)
     assert rows[0]["fps"] > 0 and rows[0]["scale"] == 2 and rows[0]["repeats"] == 2
     assert "error" in rows[1] and "x2" in rows[1]["error"]

@@ -25,8 +25,8 @@ from ..errors import UnknownName, UserError
 from .edsr import EDSR
 from .edsr import edsr as _edsr
 from .edsr import edsr_baseline as _edsr_baseline
-from .keymaps import (encoder_keys, export_encoder_state, load_encoder_state, schemes_for,
-                      split_encoder_state)
+from .keymaps import (encoder_keys, encoder_state_from_official, export_encoder_state, load_encoder_state,
+                      model_state_from_official, schemes_for, split_encoder_state)
 from .rdn import RDN
 from .rdn import rdn as _rdn
 from .swinir import SwinIR
@@ -78,5 +78,6 @@ def build_encoder(name: str, **kwargs: Any) -> nn.Module:
 
 __all__ = [
     "EDSR", "RDN", "SwinIR", "build_encoder", "list_encoders", "encoder_description", "load_encoder_state",
-    "encoder_keys", "export_encoder_state", "schemes_for", "split_encoder_state",
+    "model_state_from_official",
+    "encoder_keys", "encoder_state_from_official", "export_encoder_state", "schemes_for", "split_encoder_state",
 ]

@@ -22,13 +22,13 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from ..checkpoints import load_strict
+from ..blocks import DIV2K_MEAN
+from ..checkpoints import add_prefix, check_keys_and_shapes, load_strict, split_prefix
 from ..errors import UnknownName, UserError
 from .edsr import EDSR
 from .rdn import RDN
 from .swinir import SwinIR
 
-MEAN_RGB = (0.4488, 0.4371, 0.4040)  # DIV2K mean used by EDSR's MeanShift (rgb_range 1)
 
 
 def _identity(encoder: nn.Module) -> dict[str, str]:
@@ -52,7 +52,7 @@ def _edsr_liif(encoder: nn.Module) -> dict[str, str]:
 def _edsr_liif_extras(encoder: nn.Module) -> dict[str, torch.Tensor]:
     """The unused MeanShift convs LIIF's EDSR registers: weight eye(3) (std 1), bias -/+ mean (rgb_range 1)."""
     eye = torch.eye(3).view(3, 3, 1, 1)
-    mean = torch.tensor(MEAN_RGB)
+    mean = torch.tensor(DIV2K_MEAN)
     return {"sub_mean.weight": eye.clone(), "sub_mean.bias": -mean,
             "add_mean.weight": eye.clone(), "add_mean.bias": mean.clone()}
 
@@ -112,27 +112,25 @@ def export_encoder_state(encoder: nn.Module, scheme: str) -> dict[str, torch.Ten
     return {**extra, **own} if extras_first else {**own, **extra}
 
 
-def load_encoder_state(encoder: nn.Module, state_dict: Mapping[str, torch.Tensor], scheme: str) -> None:
-    """Load an official encoder state dict strictly: every official key consumed, every parameter filled.
+def encoder_state_from_official(encoder: nn.Module, state_dict: Mapping[str, torch.Tensor],
+                                scheme: str) -> dict[str, torch.Tensor]:
+    """An official encoder state dict in our canonical names, after checking it fits exactly.
 
-    Raises a one-line `UserError` naming missing, unexpected and misshaped keys otherwise.
+    Every official key must be present with its shape (the unused extras of the scheme included, then dropped);
+    otherwise a one-line `UserError` names the missing, unexpected and misshaped keys.
     """
     names, extras, _ = _scheme(encoder, scheme)
     mapping = names(encoder)
     wanted = {official: tuple(t.shape) for official, t in _official_tensors(encoder, mapping, extras(encoder)).items()}
-    missing = [k for k in wanted if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in wanted]
-    misshaped = [f"{k} {tuple(state_dict[k].shape)} vs {wanted[k]}"
-                 for k in wanted if k in state_dict and tuple(state_dict[k].shape) != wanted[k]]
-    what = f"{type(encoder).__name__} state dict ({scheme} naming)"
-    if missing or unexpected or misshaped:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
-            if items:
-                parts.append(f"{len(items)} {label} (e.g. {', '.join(items[:3])})")
-        raise UserError(f"{what} does not match the encoder: {'; '.join(parts)}. "
-                        "Check the encoder name, its options (e.g. config, out_features) and the scheme.")
-    load_strict(encoder, {canonical: state_dict[official] for canonical, official in mapping.items()}, what)
+    check_keys_and_shapes(wanted, state_dict, f"{type(encoder).__name__} state dict ({scheme} naming)",
+                          "Check the encoder name, its options (e.g. config, out_features) and the scheme.")
+    return {canonical: state_dict[official] for canonical, official in mapping.items()}
+
+
+def load_encoder_state(encoder: nn.Module, state_dict: Mapping[str, torch.Tensor], scheme: str) -> None:
+    """Load an official encoder state dict strictly: every official key consumed, every parameter filled."""
+    load_strict(encoder, encoder_state_from_official(encoder, state_dict, scheme),
+                f"{type(encoder).__name__} state dict ({scheme} naming)")
 
 
 def _official_tensors(encoder: nn.Module, mapping: Mapping[str, str],
@@ -141,9 +139,29 @@ def _official_tensors(encoder: nn.Module, mapping: Mapping[str, str],
     return {**{official: own_sd[canonical] for canonical, official in mapping.items()}, **extras}
 
 
-def split_encoder_state(state_dict: Mapping[str, torch.Tensor], prefix: str
-                        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(keys under `prefix` with the prefix removed, the other keys): e.g. LIIF's 'encoder.' part and the rest."""
-    inside = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    outside = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
-    return inside, outside
+def model_state_from_official(model: nn.Module, sd: Mapping[str, torch.Tensor], scheme: str,
+                              parts: Mapping[str, str], encoder_prefix: str = "encoder.",
+                              what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """A whole model's state dict (our names) from an official one.
+
+    Each official prefix in `parts` is renamed to ours (e.g. {'P2W.meta_block.': 'imnet.layers.'}); what is left
+    under `encoder_prefix` ('' = everything left) is mapped through `model.encoder`'s `scheme`. Any other key is
+    an error: the strict load that follows checks the rest.
+    """
+    out: dict[str, torch.Tensor] = {}
+    rest = dict(sd)
+    for official, ours in parts.items():
+        inside, rest = split_prefix(rest, official)
+        out.update(add_prefix(inside, ours))
+    encoder_sd, rest = split_prefix(rest, encoder_prefix) if encoder_prefix else (rest, {})
+    if not encoder_sd:
+        raise UserError(f"{what} has no encoder keys{f' ({encoder_prefix!r}*)' if encoder_prefix else ''} "
+                        f"(it has e.g. {sorted(sd)[:3]}); is it a checkpoint of this method?")
+    if rest:
+        raise UserError(f"{what} has {len(rest)} unexpected keys (e.g. {', '.join(sorted(rest)[:3])}); "
+                        "check the method and encoder match the checkpoint.")
+    out.update(add_prefix(encoder_state_from_official(model.encoder, encoder_sd, scheme), "encoder."))
+    return out
+
+
+split_encoder_state = split_prefix  # the name encoder users know; the code lives in asr_bench.checkpoints

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import ALL, Config, MethodEntry
-from ..errors import MissingFile, UnknownName, UserError
+from ..errors import MissingFile, UserError
 from ..sizes import Scale, format_scale
 
 
@@ -72,7 +72,7 @@ def load_plugins(plugins: tuple[str, ...] | list[str]) -> None:
 
 def resolve_methods(config: Config) -> list[MethodEntry]:
     """Expand `methods: all`, fill in default encoders and labels, and check names against the registry."""
-    from ..registry import get_method, method_specs
+    from ..registry import choose_preset, get_method, method_specs
 
     load_plugins(config.plugins)
     if config.methods == ALL:
@@ -82,19 +82,16 @@ def resolve_methods(config: Config) -> list[MethodEntry]:
     resolved = []
     for i, entry in enumerate(entries):
         spec = get_method(entry.method)
-        encoder = entry.encoder
-        if encoder is None:
-            preset = spec.presets.get(entry.preset) if entry.preset else None
-            encoder = preset.encoder if preset else spec.encoders[0]
-        if encoder not in spec.encoders:
-            raise UnknownName(f"encoder for {entry.method} (methods[{i}].encoder)", encoder, spec.encoders)
-        if entry.preset is not None and entry.preset not in spec.presets:
-            raise UnknownName(f"preset of {entry.method} (methods[{i}].preset)", entry.preset, spec.presets)
+        try:
+            encoder, preset = choose_preset(spec, entry.encoder, entry.preset)  # old preset names: a warning
+        except UserError as exc:
+            exc.args = (f"methods[{i}]: {exc}",)    # same error type, with the config entry it came from
+            raise
         if entry.checkpoint is not None and not Path(entry.checkpoint).exists():  # a file, or a folder of files
             raise MissingFile(f"checkpoint of methods[{i}] ({entry.method})", entry.checkpoint,
                               "Check the path, or remove `checkpoint:` to benchmark random weights.")
         label = entry.label or (spec.name if encoder == "none" else f"{spec.name} ({encoder})")
-        resolved.append(replace(entry, encoder=encoder, label=label))
+        resolved.append(replace(entry, encoder=encoder, label=label, preset=preset.name if preset else None))
     labels = [e.label for e in resolved]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:

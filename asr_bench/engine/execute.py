@@ -25,7 +25,7 @@ from ..errors import UnsupportedScale, UserError, cannot_write
 from .cases import Case
 from .memory import peak_memory_mb
 from .records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, ImageRecord
-from .tiling import tiled_forward
+from .tiling import engine_tile, tiled_forward
 from .timing import time_until_stable, timing_stats
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -184,18 +184,17 @@ def evaluate(case: Case, config: Config, device: torch.device, sink: Sink, proto
     dtype = DTYPES[config.precision]
     torch.manual_seed(zlib.crc32(case.case_id.encode()))  # random weights: identical on every (re)run
     model = build_model(entry.method, entry.encoder, checkpoint=entry.checkpoint, device=str(device),
-                        preset=entry.preset, **entry.kwargs)
-    if dtype != torch.float32:
-        model = model.to(dtype)
+                        preset=entry.preset, dtype=config.precision, **entry.kwargs)
     scored = not (get_method(entry.method).needs_weights and not getattr(model, "weights_loaded", False))
     dataset = resolve_dataset(case.dataset_ref, data_root=config.data_root)
     ids = list(dataset.image_ids())
     if not ids:
         raise UserError(f"dataset '{case.dataset}' has no images; put PNG/JPEG files in it or remove it from `datasets:`.")
-    tile, overlap = config.tiling.tile, config.tiling.overlap
+    tile, overlap = engine_tile(model, config.tiling.tile), config.tiling.overlap
 
     def upscale(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        call = lambda x, s: model.upscale(x, size=s, clamp=False)  # noqa: E731 - protocol finalizes
+        # The nominal scale travels with the size: methods feed it to their network (GSASR, Meta-RDN).
+        call = lambda x, s: model.upscale(x, size=s, scale=case.scale, clamp=False)  # noqa: E731 - protocol finalizes
         with torch.inference_mode(), method_failures():
             return tiled_forward(call, lr, size, tile, overlap) if tile else call(lr, size)
 

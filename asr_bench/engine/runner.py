@@ -199,9 +199,10 @@ def render_run(run_dir: Path) -> dict[str, Any]:
 
 
 def published_dir() -> Path | None:
-    """results/published of the current folder, else of the checkout this package runs from."""
-    candidates = (Path.cwd() / "results" / "published", Path(__file__).resolve().parents[2] / "results" / "published")
-    return next((p for p in candidates if p.is_dir()), None)
+    """results/published of the current folder, else the numbers shipped with the package."""
+    from ..resources import published_dir as shipped
+
+    return shipped()
 
 
 _SHOWN: set[str] = set()

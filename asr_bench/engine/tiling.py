@@ -10,11 +10,28 @@ can differ from the global one by less than one output pixel.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 Forward = Callable[[torch.Tensor, tuple[int, int]], torch.Tensor]
+
+
+def engine_tile(model: Any, tile: int | None) -> int | None:
+    """The tile the engine uses for this model: none where the method tiles itself (its spec says `internal`,
+    e.g. GSASR's official tiling through its `tile` option); a warning where tiling changes its numbers."""
+    policy = getattr(model, "tiling", "allowed")
+    if tile is None or policy == "allowed":
+        return tile
+    if policy == "internal":
+        warnings.warn(f"method '{model.method}' tiles itself; the engine's tiling.tile={tile} is not applied "
+                      "(use the method's own tile option).", stacklevel=2)
+        return None
+    warnings.warn(f"method '{model.method}' changes its output when tiled (tiling.tile={tile}); "
+                  "its numbers are not whole-image numbers.", stacklevel=2)
+    return tile
 
 
 def windows(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:

@@ -39,8 +39,9 @@ from types import ModuleType
 import torch
 
 from ..errors import UnknownName, UserError
+from ..resources import csrc_dir
 
-CSRC = Path(__file__).resolve().parents[2] / "csrc"
+CSRC = csrc_dir()  # in the wheel (asr_bench/csrc) or the checkout (csrc/)
 BACKENDS = ("cuda", "cpp", "torch")  # order of preference for "auto"
 SOURCE_OF_BACKEND = {"cpp": "cpu.cpp", "cuda": "cuda.cu"}
 CXX_FLAGS = ["-O3", "-fopenmp", "-march=native", "-ffp-contract=off", "-std=c++17"]

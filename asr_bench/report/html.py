@@ -18,6 +18,7 @@ import jinja2
 import yaml
 
 from ..jsontext import dumps
+from ..resources import templates_dir
 from ..results.schema import slug
 
 from .model import (
@@ -182,7 +183,7 @@ def _cost_view(rows: Sequence[CostRow], notes: _Footnotes) -> dict[str, Any]:
 
 def _template() -> jinja2.Template:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        loader=jinja2.FileSystemLoader(templates_dir()),
         autoescape=jinja2.select_autoescape(["html", "j2"], default_for_string=True, default=True),
         trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
     )

@@ -7,32 +7,31 @@ after loading. Facts: research/rt4ksr.md.
 
 One model serves the scales it has weights for: the checkpoint may be one official file (`rt4ksr_x2.pth` or
 `rt4ksr_x3.pth`; its scale is read from the upsampler's shape), a folder holding both (then scales 2 and 3), or
-omitted (random weights for both scales, for timing). The presets `x2` / `x3` restrict a model to one scale;
-`rt4ksr` (the default) keeps every scale the weights provide. Other scales raise `UnsupportedScale`.
+omitted (random weights for both scales, for timing). The presets `rt4ksr.x2` / `rt4ksr.x3` restrict a model to one
+scale; `rt4ksr.all` (the default) keeps every scale the weights provide. Other scales raise `UnsupportedScale`.
 
 Behaviour kept from the official network: no normalisation (RGB in [0,1]), no global skip, no clamp; the unused
 high-frequency branch (`gamma`, `hfb.*`: the released config discards it) is kept for strict loading but not
 computed. The network needs an even LR size (PixelUnshuffle(2)); an odd side is reflect-padded by one pixel on the
 bottom/right and the output cropped (the official benchmark instead crops the LR to even, protocol `rt4ksr`).
+The spec, presets and checkpoint handling are in `__init__.py`.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asr_bench.checkpoints import Checkpoint, as_state_dict, load_strict, pick, strip_prefix
-from asr_bench.errors import MissingFile, UserError
-from asr_bench.registry import MethodSpec, Preset
+from asr_bench.blocks import pad_to_multiple
+from asr_bench.errors import UserError
 from asr_bench.upsampler import Upsampler
 
 FEATS, BLOCKS, EXPAND = 24, 4, 2
-FILE_NAMES = {2: "rt4ksr_x2.pth", 3: "rt4ksr_x3.pth"}
+SCALES = (2, 3)
 
 
 class LayerNorm2d(nn.Module):
@@ -150,92 +149,43 @@ def fold_network(net: RT4KSRNet) -> RT4KSRNet:
     return rep
 
 
-def _scale_of(sd: Mapping[str, torch.Tensor]) -> int:
+class RT4KSR(Upsampler):
+    """Fixed-scale RT4KSR; holds one network per scale it has weights for (`scales` narrows the spec's to those)."""
+
+    def __init__(self, nets: Sequence[RT4KSRNet], reparameterize: bool = False) -> None:
+        super().__init__()
+        self.nets = nn.ModuleDict({f"x{net.scale}": net for net in nets})
+        self.scales = tuple(sorted(net.scale for net in nets))
+        self.reparameterize = reparameterize
+
+    def forward_size(self, lr: torch.Tensor, size: tuple[int, int], scale: tuple[float, float]) -> torch.Tensor:
+        net = self.nets[f"x{int(scale[0])}"]
+        return net(pad_to_multiple(lr, self.pad_multiple))[:, :, : size[0], : size[1]]
+
+    def fold(self) -> None:
+        """Replace every training-form network by its re-parameterised equal."""
+        for key, net in self.nets.items():
+            self.nets[key] = fold_network(net)
+
+    def on_weights_loaded(self) -> None:
+        if self.reparameterize:
+            self.fold()
+
+
+def scale_of_state(sd: Mapping[str, torch.Tensor]) -> int:
     """The scale a state dict was trained for, from the upsampler conv: 3 * (2 s)^2 output channels."""
     weight = sd.get("upsample.0.weight")
     if weight is None:
         raise UserError("checkpoint has no 'upsample.0.weight' (nor 'module.upsample.0.weight'); "
                         "is it an RT4KSR checkpoint?")
     s = round((weight.shape[0] / 3) ** 0.5 / 2)
-    if 3 * (2 * s) ** 2 != weight.shape[0] or s not in FILE_NAMES:
+    if 3 * (2 * s) ** 2 != weight.shape[0] or s not in SCALES:
         raise UserError(f"RT4KSR upsampler has {weight.shape[0]} channels, which is not x2 (48) or x3 (108).")
     return s
 
 
-def _net_state(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The network's own keys from an official {'state_dict': {'module.*'}} file or a bare state dict."""
-    sd = pick(checkpoint, "state_dict", what="RT4KSR checkpoint") if "state_dict" in checkpoint else checkpoint
-    return strip_prefix(sd, "module.")
-
-
-def load_net(checkpoint: Checkpoint, reparameterize_after: bool) -> RT4KSRNet:
-    """One scale's network, loaded strictly (training or re-parameterised form, detected from the keys)."""
-    sd = _net_state(as_state_dict(checkpoint))
-    rep_file = any(k.endswith("rep_conv.weight") for k in sd)
-    net = RT4KSRNet(_scale_of(sd), rep=rep_file)
-    load_strict(net, sd, f"RT4KSR checkpoint ({'re-parameterised' if rep_file else 'training'} form)")
-    if rep_file and not reparameterize_after:
-        raise UserError("this RT4KSR checkpoint is already re-parameterised; build with reparameterize=True.")
-    return fold_network(net) if reparameterize_after else net
-
-
-def _checkpoints(checkpoint: Checkpoint) -> list[Checkpoint]:
-    """A file or loaded dict -> [it]; a folder -> its official per-scale files."""
-    if isinstance(checkpoint, (str, Path)) and Path(checkpoint).expanduser().is_dir():
-        folder = Path(checkpoint).expanduser()
-        found = [folder / name for name in FILE_NAMES.values() if (folder / name).is_file()]
-        if not found:
-            raise MissingFile("RT4KSR checkpoint", folder / "rt4ksr_x{2,3}.pth",
-                              "Put the official rt4ksr_x2.pth / rt4ksr_x3.pth there or name one file.")
-        return found
-    return [checkpoint]
-
-
-class RT4KSR(Upsampler):
-    """Fixed-scale RT4KSR; holds one network per scale it has weights for."""
-
-    method = "rt4ksr"
-
-    def __init__(self, nets: Sequence[RT4KSRNet]) -> None:
-        super().__init__()
-        self.nets = nn.ModuleDict({f"x{net.scale}": net for net in nets})
-        self.scales = tuple(sorted(net.scale for net in nets))
-
-    def forward_size(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        h, w = lr.shape[-2:]
-        net = self.nets[f"x{size[0] // h}"]
-        ph, pw = h % 2, w % 2
-        if ph or pw:
-            lr = F.pad(lr, (0, pw, 0, ph), mode="reflect")
-        return net(lr)[:, :, : size[0], : size[1]]
-
-
-def build_rt4ksr(encoder: str = "none", checkpoint: Checkpoint = None, preset: Preset | None = None,
-                 scales: Sequence[int] | None = None, reparameterize: bool = False, **kwargs: Any) -> RT4KSR:
-    """The registry builder. `scales` (or the preset's) restricts the model; the checkpoint decides which exist."""
-    if kwargs:
-        raise UserError(f"rt4ksr got unknown options {sorted(kwargs)}; it takes scales= and reparameterize=.")
-    if encoder != "none":
-        raise UserError(f"rt4ksr has no separate encoder (got '{encoder}'); use encoder 'none'.")
-    wanted = tuple(scales) if scales is not None else tuple((preset.method_kwargs if preset else {}).get(
-        "scales", tuple(FILE_NAMES)))
-    bad = [s for s in wanted if s not in FILE_NAMES]
-    if bad:
-        raise UserError(f"rt4ksr exists only for scales 2 and 3 (asked for {bad}); use scales=(2,) or (3,).")
-    if checkpoint is None:
-        nets = [RT4KSRNet(s) for s in wanted]
-        nets = [fold_network(n) for n in nets] if reparameterize else nets
-        model = RT4KSR(nets)
-        model.weights_loaded = False
-        return model
-    nets = [load_net(c, reparameterize) for c in _checkpoints(checkpoint)]
-    nets = [n for n in nets if n.scale in wanted]
-    if not nets:
-        raise UserError(f"the RT4KSR checkpoint {checkpoint} has no weights for scale(s) {list(wanted)}; "
-                        "pick the matching preset (x2 / x3) or file.")
-    model = RT4KSR(nets)
-    model.weights_loaded = True
-    return model
+def is_reparameterised(sd: Mapping[str, torch.Tensor]) -> bool:
+    return any(k.endswith("rep_conv.weight") for k in sd)
 
 
 def frame_rate_workloads() -> list[tuple[str, tuple[int, int], int]]:
@@ -279,21 +229,3 @@ def measure_frame_rates(model: Upsampler, workloads: Sequence[tuple[str, tuple[i
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-METHODS = [
-    MethodSpec(
-        name="rt4ksr",
-        builder=build_rt4ksr,
-        encoders=("none",),
-        scales=(2, 3),
-        presets={
-            "rt4ksr": Preset("rt4ksr", "none", method_kwargs={"scales": (2, 3)},
-                             description="every scale the weights provide (a folder with rt4ksr_x2/x3.pth)"),
-            "x2": Preset("x2", "none", method_kwargs={"scales": (2,)}, description="rt4ksr_x2.pth, 1080p->4K"),
-            "x3": Preset("x3", "none", method_kwargs={"scales": (3,)}, description="rt4ksr_x3.pth, 720p->4K"),
-        },
-        description="RT4KSR: real-time fixed-scale SR (x2, x3), 24 ch, 4 re-parameterisable blocks",
-        citation="Zamfir, Conde, Timofte. Towards Real-Time 4K Image Super-Resolution. CVPRW 2023.",
-    )
-]

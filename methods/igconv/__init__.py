@@ -1,0 +1,108 @@
+"""IGConv and IGConv+ (Lee, Yun, Ro 2024, "Implicit Grid Convolution for Multi-Scale Image Super-Resolution"):
+a hyper-network generates, per integer scale, one sub-pixel convolution; IGConv+ adds the 8-orientation kernel
+ensemble and the IGSample skip. The network is in `net.py` and `kernels.py`; facts in research/igconv.md.
+
+Only integer scales exist (the grid is s x s). The released models were trained on x2-x4; x5..x12 use the x4
+scale code (max_s = 4), extrapolation the official code computes the same way. Checkpoints are BasicSR
+`{'params', 'params_ema'}` files; which key comes first follows each family's official test config.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from asr_bench.blocks import DIV2K_MEAN, InputRange
+from asr_bench.checkpoints import Weights
+from asr_bench.encoders import build_encoder, model_state_from_official
+from asr_bench.errors import UserError
+from asr_bench.registry import MethodSpec, Option, Preset
+from asr_bench.weightfiles import WeightFile
+
+from .net import IGConvSR
+
+SCALES = tuple(range(2, 13))
+ENCODERS = ("edsr-baseline", "edsr", "rdn", "swinir")
+PAPER = ("Lee, Yun, Ro. Implicit Grid Convolution for Multi-Scale Image Super-Resolution. "
+         "arXiv:2408.09674, 2024. https://github.com/dslisleedh/IGConv")
+RELEASE = "https://github.com/dslisleedh/IGConv/releases/tag/v1.0.0"
+DIV2K_CENTRED = InputRange(mean=DIV2K_MEAN)
+SWINIR_CLASSICAL = {"img_size": 48, "window_size": 8, "embed_dim": 180, "depths": (6,) * 6,
+                    "num_heads": (6,) * 6, "mlp_ratio": 2.0}
+
+
+def released(path: str) -> tuple[WeightFile, ...]:
+    """A file of the v1.0.0 release ("PretrainedModels"); its asset names are not listed in the repository."""
+    name = path.rsplit("/", 1)[-1]
+    return (WeightFile(name, urls=(RELEASE,), license="MIT", paper=PAPER,
+                       manual=f"download {name} from {RELEASE} (the test configs expect igconv_pretrained/{path})"),)
+
+
+def presets(method: str, plus: bool) -> tuple[Preset, ...]:
+    """One per encoder; only EDSR (IGConv, IGConv+), RDN and SwinIR (IGConv+) have released checkpoints."""
+    geo = {"geo_ensemble": plus}
+    kind = "IGConvPlus" if plus else "IGConv"
+    return (
+        Preset(f"{method}.edsr", "edsr", {}, geo, normalisation=DIV2K_CENTRED,
+               weights=released(f"EDSR/EDSR_{kind}_DIV2K.pth"),
+               description=f"full EDSR (256x32, res_scale 0.1), DIV2K; official EDSR_{kind}_DIV2K.pth (params_ema)"),
+        Preset(f"{method}.edsr-baseline", "edsr-baseline", {}, geo, normalisation=DIV2K_CENTRED,
+               description="EDSR-baseline (64x16); no official checkpoint (class-default shapes, img_range 1)"),
+        Preset(f"{method}.rdn", "rdn", {"config": "B"}, {**geo, "head_key": "UPNet"},
+               checkpoint_keys=("params", "params_ema"), weights=released("RDN/RDN_IGConvPlus_DIV2K.pth") if plus else (),
+               description="RDN-B, raw [0,1] in/out; " + ("official RDN_IGConvPlus_DIV2K.pth (params)" if plus
+                                                         else "no official checkpoint (class-default shapes)")),
+        Preset(f"{method}.swinir", "swinir", SWINIR_CLASSICAL, geo, normalisation=DIV2K_CENTRED, multiple=8,
+               checkpoint_keys=("params", "params_ema"),
+               weights=released("SwinIR/SwinIR_IGConvPlus_DIV2K.pth") if plus else (),
+               description="SwinIR classical (180, 6x6, window 8), LR reflect-padded to 8; " + (
+                   "official SwinIR_IGConvPlus_DIV2K.pth (params)" if plus else "no official checkpoint")),
+    )
+
+
+def builder(plus: bool):
+    def build(encoder: str, preset: Preset | None, weights: Weights | None, **options: Any) -> IGConvSR:
+        preset = preset or next(p for p in presets("igconv-plus" if plus else "igconv", plus) if p.encoder == encoder)
+        return IGConvSR(build_encoder(preset.encoder, **preset.encoder_kwargs), plus=plus,
+                        normalisation=preset.normalisation, **{**preset.method_kwargs, **options})
+
+    return build
+
+
+def convert(model: IGConvSR, weights: Weights) -> dict:
+    """Official head (`upsample.*` / RDN's `UPNet.*`), IGSample `skip.*` and the bare encoder keys -> our names."""
+    sd = weights.single()
+    head = model.head_key + "."
+    if not any(k.startswith(head) for k in sd):
+        raise UserError(f"checkpoint has no '{head}*' keys; is it an IGConv checkpoint for this encoder? "
+                        "(RDN names the head 'UPNet', the others 'upsample').")
+    has_skip = any(k.startswith("skip.") for k in sd)
+    if has_skip != (model.skip is not None):
+        raise UserError("checkpoint has IGSample 'skip.*' keys: it is an IGConv+ checkpoint; use the method "
+                        "'igconv-plus'." if has_skip else "checkpoint has no IGSample 'skip.*' keys: it is a plain "
+                        "IGConv checkpoint; use the method 'igconv'.")
+    return model_state_from_official(model, sd, "igconv", {head: "upsample.", "skip.": "skip."}, encoder_prefix="",
+                                     what="IGConv checkpoint")
+
+
+OPTIONS = {
+    "geo_ensemble": Option("the 8-orientation kernel ensemble (IGConv+ default on)", (True, False)),
+    "fold_ensemble": Option("average the 8 kernels before the conv (faster, not bit-equal)", (True, False)),
+    "max_s": Option("largest scale code the hyper-network was trained on (official 4)"),
+    "implicit_dim": Option("hyper-network width (official 256)"),
+    "latent_layers": Option("hyper-network depth (official 4)"),
+    "kernel_size": Option("generated conv kernel size (official 3)"),
+}
+
+
+def method(name: str, plus: bool, description: str) -> MethodSpec:
+    """IGConv and IGConv+ share encoders, scales and builder; `plus` picks the ensemble/skip variant."""
+    return MethodSpec(name=name, builder=builder(plus), convert=convert, encoders=ENCODERS, scales=SCALES,
+                      presets=presets(name, plus), options=OPTIONS, dtypes=("fp32", "bf16", "fp16"),
+                      description=description, citation=PAPER)
+
+
+METHODS = [
+    method("igconv", plus=False,
+           description="IGConv: hyper-network generated sub-pixel conv per integer scale (no ensemble, no skip)"),
+    method("igconv-plus", plus=True,
+           description="IGConv+: IGConv with the 8-orientation kernel ensemble and the IGSample skip"),
+]
