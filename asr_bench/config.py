@@ -10,7 +10,7 @@ Config reference (every key; all optional except `methods`):
 | key | type | default | allowed / meaning |
 |---|---|---|---|
 | `name` | str | config file stem | run name; the run folder is `results/<name>` unless `output` is set |
-| `methods` | `all` or list | (required) | `all` = every registered method on its default encoder and preset, random weights; or a list of names or mappings `{method, encoder, checkpoint, preset, kwargs, label}` |
+| `methods` | `all` or list | (required) | `all` = every registered method on its default encoder and preset, random weights; or a list of names or mappings `{method, encoder, checkpoint, preset, kwargs, label}`; `{checkpoint: path}` alone detects method, encoder and preset from the file |
 | `datasets` | list of str | `[embedded]` | catalogue names (`python run_bench.py list`) or folders of images |
 | `scales` | list | `[4]` | numbers > 1 (2, 3.5, 12) or `[sy, sx]` pairs |
 | `protocol` | str or mapping | `gsasr` | a protocol name, or `{name: gsasr, crop: 4}` / `{name: gsasr, overrides: {crop: 4}}` |
@@ -55,6 +55,7 @@ TOP_KEYS = ("name", "methods", "datasets", "scales", "protocol", "metrics", "dev
             "profiling", "visuals", "output", "data_root", "cache_dir", "weights_dir", "plugins")
 METHOD_KEYS = ("method", "encoder", "checkpoint", "preset", "kwargs", "label")
 DEFAULT_CACHE = ".cache/asr_bench"
+DETECT = "detect"   # the method of a `- {checkpoint: path}` entry: read from the file when cases are resolved
 
 
 @dataclass(frozen=True)
@@ -251,10 +252,11 @@ def parse_methods(value: Any) -> tuple[MethodEntry, ...] | str:
             continue
         item = as_mapping(item, where)
         check_keys(item, METHOD_KEYS, where)
-        if not item.get("method"):
-            raise UserError(f"config key '{where}' has no 'method'; write e.g. `- {{method: liif, encoder: edsr-baseline}}`.")
+        if not item.get("method") and not item.get("checkpoint"):
+            raise UserError(f"config key '{where}' has no 'method'; write e.g. `- {{method: liif, encoder: edsr-baseline}}` "
+                            "or `- {checkpoint: path}` to detect the method from the file.")
         entries.append(MethodEntry(
-            method=as_text(item["method"], f"{where}.method"),
+            method=as_text(item.get("method") or DETECT, f"{where}.method"),
             encoder=as_text(item.get("encoder"), f"{where}.encoder", optional=True),
             checkpoint=as_path(item.get("checkpoint"), f"{where}.checkpoint"),
             preset=as_text(item.get("preset"), f"{where}.preset", optional=True),

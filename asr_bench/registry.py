@@ -150,14 +150,20 @@ def broken_plugins() -> dict[str, str]:
 
 
 def build_model(
-    method: str,
+    method: str | None = None,
     encoder: str | None = None,
     checkpoint: Checkpoint = None,
     device: str = "cpu",
     preset: str | None = None,
     **kwargs: Any,
 ) -> Upsampler:
-    """Build a method on an encoder, load its checkpoint strictly, move it to `device`, eval mode."""
+    """Build a method on an encoder, load its checkpoint strictly, move it to `device`, eval mode.
+
+    With no method, the checkpoint says what it is (`asr_bench.detect_checkpoint`)."""
+    if method is None:
+        from .detect import resolve
+
+        method, encoder, preset, kwargs = resolve(checkpoint, encoder, preset, kwargs)
     spec = get_method(method)
     if encoder is None:
         encoder = spec.encoders[0]
