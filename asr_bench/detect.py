@@ -62,7 +62,7 @@ def detect_checkpoint(checkpoint: Any) -> Detection:
             return _detect_folder(path)
         if not path.is_file():
             raise MissingFile("checkpoint file", path, "Check the path (a .pth file, or a folder of them).")
-        return _detect_object(read_checkpoint(path), str(path))
+        return _detect_object(read_shapes(path), str(path))
     if isinstance(checkpoint, Mapping):
         return _detect_object(checkpoint, "the checkpoint")
     raise UserError(f"a checkpoint is a path, a folder or a loaded dict, not {type(checkpoint).__name__}.")
@@ -75,9 +75,18 @@ def _detect_object(obj: Any, where: str) -> Detection:
     return _detect_state(obj, where)
 
 
+def read_shapes(path: Path) -> Any:
+    """The checkpoint, memory-mapped where the format allows: detection reads shapes, so a 256 MB file costs
+    no 256 MB read (the methods' loader reads it properly afterwards)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - legacy (non-zip) files and pickled optimiser objects: the full reader
+        return read_checkpoint(path)
+
+
 def _part_state(part: Any) -> dict[str, torch.Tensor]:
     if isinstance(part, (str, Path)):
-        part = read_checkpoint(part)
+        part = read_shapes(Path(part).expanduser())
     return unwrap(part, "GSASR part")[0]
 
 
@@ -307,6 +316,9 @@ def _detect_liif_repo(sd: Mapping[str, torch.Tensor], facts: Mapping[str, Any], 
     linear = _count(sd, r"imnet\.layers\.(\d+)\.weight$")
     by_keys = "metasr" if first is not None and first.shape[1] == 3 and linear == 2 else "liif"
     method = facts.get("name") or by_keys
+    if method not in ("liif", "metasr"):
+        raise UnsupportedFamily(f"{where}: unsupported family {method} (a LIIF-repo container of a '{method}' model); "
+                                "supported from the LIIF repo: liif, metasr.")
     if method != by_keys:
         raise UserError(f"{where} says it is a '{method}' model but its MLP ({linear} layers, input "
                         f"{None if first is None else first.shape[1]}) is {by_keys}'s; the file is inconsistent.")

@@ -413,7 +413,7 @@ def _transfer(url: str, part: Path, start: int, progress: bool, label: str) -> N
 
 def verify(checkpoint: str | Path, device: str = "cpu") -> list[str]:
     """`weights verify FILE`: detect, strict-load through build_model, parameters and sha256 of each file."""
-    from .detect import detect_checkpoint
+    from .detect import CHECKPOINT_SUFFIXES, detect_checkpoint
     from .registry import build_model
 
     path = Path(checkpoint).expanduser()
@@ -425,7 +425,8 @@ def verify(checkpoint: str | Path, device: str = "cpu") -> list[str]:
     lines = [f"method {found.method}, encoder {found.encoder}, preset {found.preset or '(method default)'}",
              f"  why: {found.reason}",
              f"  strict load: ok, {params:,} parameters, weights_loaded={bool(getattr(model, 'weights_loaded', False))}"]
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.name != RECORD) if path.is_dir() else [path]
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES) \
+        if path.is_dir() else [path]
     published = {wf.filename: (name, wf) for name, (_, preset) in named_presets().items()
                  for wf in weight_files(preset) if wf.sha256}
     by_hash = {wf.sha256.lower(): name for name, wf in published.values()}

@@ -220,14 +220,22 @@ def test_detected_table_builds_and_loads_strictly():
     assert torch.equal(model.encoder.conv_first.weight, sd["params"]["conv_first.weight"])
 
 
-def test_gsasr_folder_and_pair_detect_and_load_strictly(tmp_path):
-    pair = official_container("gsasr_keys_paper_edsr.tsv", device="cpu")
-    for part, data in pair.items():
+@pytest.fixture
+def gsasr_folder(tmp_path):
+    for part, data in official_container("gsasr_keys_paper_edsr.tsv", device="cpu").items():
         torch.save(data, tmp_path / f"{part}.pth")
-    assert ab.detect_checkpoint(tmp_path).preset == "gsasr.edsr-baseline-paper"
-    paths = {"encoder": str(tmp_path / "encoder.pth"), "decoder": str(tmp_path / "decoder.pth")}
+    return tmp_path
+
+
+def test_gsasr_folder_and_pair_of_paths_are_detected(gsasr_folder):
+    assert ab.detect_checkpoint(gsasr_folder).preset == "gsasr.edsr-baseline-paper"
+    paths = {"encoder": str(gsasr_folder / "encoder.pth"), "decoder": str(gsasr_folder / "decoder.pth")}
     assert ab.detect_checkpoint(paths).preset == "gsasr.edsr-baseline-paper"
-    model = ab.build_model(checkpoint=tmp_path)
+
+
+@pytest.mark.slow
+def test_gsasr_folder_builds_and_loads_strictly(gsasr_folder):
+    model = ab.build_model(checkpoint=gsasr_folder)
     assert model.method == "gsasr" and model.weights_loaded and not model.decoder.rope
 
 
@@ -299,3 +307,45 @@ def test_missing_path_and_no_method_no_checkpoint(tmp_path):
         ab.detect_checkpoint(tmp_path / "nope.pth")
     with pytest.raises(UserError, match="method name or a checkpoint"):
         ab.build_model()
+
+
+def test_a_reparameterised_rt4ksr_state_asks_for_the_folded_build(rt4ksr_weights):
+    folded = ab.build_model("rt4ksr", checkpoint=rt4ksr_weights / "rt4ksr_x2.pth", reparameterize=True)
+    rep_sd = folded.nets["x2"].state_dict()
+    found = ab.detect_checkpoint(rep_sd)
+    assert found.preset == "rt4ksr.x2" and found.options == {"reparameterize": True}
+    rebuilt = ab.build_model(checkpoint=rep_sd)
+    assert all(torch.equal(a, b) for a, b in zip(rebuilt.nets["x2"].state_dict().values(), rep_sd.values()))
+
+
+def test_a_liif_repo_container_of_another_model_is_named():
+    other = liif_file("lte", "edsr-baseline", {**liif_edsr_baseline_encoder(), **LIIF_MLP})
+    with pytest.raises(UnsupportedFamily, match="unsupported family lte"):
+        ab.detect_checkpoint(other)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_entry_runs_through_the_cli(rt4ksr_weights, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from asr_bench.cli import run_cli
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((24, 32, 3)) * 255).astype(np.uint8)).save(images / "a.png")
+    config = tmp_path / "c.yml"
+    config.write_text(f"""
+methods: [{{checkpoint: {rt4ksr_weights / 'rt4ksr_x2.pth'}}}]
+datasets: [{images}]
+scales: [2]
+metrics: [psnr]
+profiling: {{warmup: 0, repeats: 1, memory: false, flops: false}}
+visuals: {{crop: 0}}
+cache_dir: {tmp_path / 'cache'}
+""")
+    assert run_cli(["--config", str(config), "--output", str(tmp_path / "out"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "rt4ksr" in line)
+    assert "n/a" not in row, out                 # scored: the detected weights were loaded
