@@ -93,12 +93,14 @@ def locate(preset_name: str, wf: WeightFile, dirs: Iterable[Path]) -> Path | Non
 # ------------------------------------------------------------------------------------------ hashes
 
 
-def _record_path(root: Path) -> Path:
-    return root / RECORD
+def record_root() -> Path:
+    """The folder whose `sha256.json` remembers hashes: the cache ($ASR_BENCH_WEIGHTS or the default), never a
+    user's own weights folder, so `list` and `doctor` write nowhere else."""
+    return Path(os.environ.get(ENV) or DEFAULT_CACHE).expanduser()
 
 
-def read_records(root: Path) -> dict[str, dict[str, Any]]:
-    path = _record_path(root)
+def read_records() -> dict[str, dict[str, Any]]:
+    path = record_root() / RECORD
     if not path.is_file():
         return {}
     try:
@@ -108,12 +110,13 @@ def read_records(root: Path) -> dict[str, dict[str, Any]]:
     return data if isinstance(data, dict) else {}
 
 
-def write_records(root: Path, records: dict[str, dict[str, Any]]) -> None:
+def write_records(records: dict[str, dict[str, Any]]) -> None:
     """Temp file + rename: a crash never leaves a half-written record."""
+    root = record_root()
     root.mkdir(parents=True, exist_ok=True)
-    tmp = _record_path(root).with_suffix(".json.tmp")
+    tmp = root / (RECORD + ".tmp")
     tmp.write_text(json.dumps(records, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, _record_path(root))
+    os.replace(tmp, root / RECORD)
 
 
 def sha256_of(path: Path) -> str:
@@ -124,26 +127,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _root_of(path: Path, dirs: Iterable[Path]) -> Path:
-    for d in dirs:
-        try:
-            path.resolve().relative_to(d.resolve())
-            return d
-        except ValueError:
-            continue
-    return path.parent
-
-
-def _record_key(path: Path, root: Path) -> str:
-    """A file's key in its folder's record: the path relative to the folder."""
-    resolved, base = path.resolve(), root.resolve()
+def _record_key(path: Path) -> str:
+    """A file's key in the record: relative inside the cache (which may move), absolute elsewhere."""
+    resolved, base = path.resolve(), record_root().resolve()
     return str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(resolved)
 
 
-def cached_sha256(path: Path, root: Path) -> str:
-    """sha256 of a file, remembered in the folder's record by size and mtime (big files are hashed once)."""
-    records = read_records(root)
-    key = _record_key(path, root)
+def cached_sha256(path: Path) -> str:
+    """sha256 of a file, remembered by size and mtime (a 256 MB checkpoint is hashed once, not per `list`)."""
+    records = read_records()
+    key = _record_key(path)
     stat = path.stat()
     entry = records.get(key, {})
     if entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns and entry.get("sha256"):
@@ -151,16 +144,15 @@ def cached_sha256(path: Path, root: Path) -> str:
     digest = sha256_of(path)
     records[key] = {**entry, "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     try:
-        write_records(root, records)
+        write_records(records)
     except OSError:
-        pass   # a read-only folder: the hash is still right, only not remembered
+        pass   # an unwritable cache: the hash is still right, only not remembered
     return digest
 
 
-def recorded_sha256(path: Path, root: Path) -> str | None:
+def recorded_sha256(path: Path) -> str | None:
     """The sha256 fetch recorded for a file whose source publishes none."""
-    key = _record_key(path, root)
-    return read_records(root).get(key, {}).get("fetched_sha256")
+    return read_records().get(_record_key(path), {}).get("fetched_sha256")
 
 
 # ------------------------------------------------------------------------------------------ status
@@ -187,12 +179,11 @@ def file_status(preset_name: str, wf: WeightFile, dirs: list[Path]) -> FileStatu
     path = locate(preset_name, wf, dirs)
     if path is None:
         return FileStatus(preset_name, wf, None, "missing", None)
-    root = _root_of(path, dirs)
-    digest = cached_sha256(path, root)
+    digest = cached_sha256(path)
     if wf.sha256:
         state = "verified" if digest == wf.sha256.lower() else "mismatch"
     else:
-        fetched = recorded_sha256(path, root)
+        fetched = recorded_sha256(path)
         state = "unverified" if fetched is None else ("recorded" if fetched == digest else "changed")
     return FileStatus(preset_name, wf, path, state, digest)
 
@@ -313,10 +304,10 @@ def fetch_file(preset_name: str, wf: WeightFile, root: Path, progress: bool = Tr
     else:
         kept = f"; the partial file {part} is kept, rerun to resume" if part.exists() and part.stat().st_size else ""
         raise UserError(f"network error fetching {preset_name}/{wf.filename} ({'; '.join(errors)}){kept}.")
-    return _install(preset_name, wf, part, target, root, urls, say)
+    return _install(preset_name, wf, part, target, urls, say)
 
 
-def _install(preset_name: str, wf: WeightFile, part: Path, target: Path, root: Path, urls: list[str],
+def _install(preset_name: str, wf: WeightFile, part: Path, target: Path, urls: list[str],
              say: Callable[[str], None]) -> Path:
     """Check size and sha256, then rename into place; a bad download is deleted, never installed."""
     size = part.stat().st_size
@@ -331,12 +322,12 @@ def _install(preset_name: str, wf: WeightFile, part: Path, target: Path, root: P
                         "the download was deleted (nothing installed); try again or report the source.")
     os.replace(part, target)
     stat = target.stat()
-    records = read_records(root)
+    records = read_records()
     entry = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "url": urls[0]}
     if not wf.sha256:
         entry["fetched_sha256"] = digest
-    records[_record_key(target, root)] = entry
-    write_records(root, records)
+    records[_record_key(target)] = entry
+    write_records(records)
     how = "verified" if wf.sha256 else "sha256 recorded (none published)"
     say(f"{preset_name}: {wf.filename} -> {target} ({how}: {digest})")
     return target
