@@ -305,8 +305,9 @@ def _detect_state(obj: Any, where: str) -> Detection:
         raise UserError(f"{where}: not a checkpoint of a supported method (top-level names: {', '.join(top[:10])}); "
                         "candidates: liif, metasr (encoder.* + imnet.*), igconv/igconv-plus (upsample.query_kernel), "
                         "rt4ksr (hfb.*, upsample.0), gsasr (an encoder.pth + decoder.pth pair).") from None
-    raise UserError(f"{where} holds only {enc.text} encoder keys and no upsampler; if it is a GSASR encoder.pth, "
-                    "pass the folder holding encoder.pth and decoder.pth, or {'encoder': ..., 'decoder': ...}.")
+    raise UserError(f"{where} has {enc.text} encoder keys but no upsampler of a supported method (LIIF/Meta-SR "
+                    "imnet.*, IGConv query_kernel, RT4KSR hfb.*); if it is a GSASR encoder.pth, pass the folder "
+                    "holding encoder.pth and decoder.pth, or {'encoder': ..., 'decoder': ...}.")
 
 
 def _detect_liif_repo(sd: Mapping[str, torch.Tensor], facts: Mapping[str, Any], where: str, container: str) -> Detection:

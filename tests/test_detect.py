@@ -267,7 +267,7 @@ def test_encoder_alone_lists_the_candidates():
     encoder = official_container("gsasr_keys_paper_rdn.tsv")["encoder"]
     with pytest.raises(UserError) as info:
         ab.detect_checkpoint(encoder)
-    assert "RDN config B" in one_line(info) and "no upsampler" in one_line(info)
+    assert "RDN config B" in one_line(info) and "no upsampler" in one_line(info) and "encoder.pth" in one_line(info)
 
 
 def test_unknown_keys_list_what_was_expected():

@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,6 +38,12 @@ class Server:
 
             def do_GET(self):
                 name = self.path.lstrip("/")
+                if name.startswith("moved/"):             # a release page / HF hub redirect to the file
+                    self.send_response(302)
+                    self.send_header("Location", "/" + name[len("moved/"):])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 outer.ranges.append(self.headers.get("Range"))
                 if name not in outer.files:
                     self.send_error(404)
@@ -132,6 +139,14 @@ def test_fetch_resumes_after_a_cut_connection_with_a_range_request(server, prese
     server.cuts = 1
     assert run_cli(["weights", "fetch", "toy.good", "--no-progress"]) == 0
     assert (cache / "toy.good" / "w.pth").read_bytes() == PAYLOAD
+    assert server.ranges == [None, f"bytes={server.cut_at}-"]
+
+
+def test_resume_follows_a_redirect_with_its_range(server, presets, cache, capsys):
+    presets(**{"toy.moved": [WeightFile("w.pth", (server.url("moved/w.pth"),), sha256=SHA)]})
+    server.cuts = 1
+    assert run_cli(["weights", "fetch", "toy.moved", "--no-progress"]) == 0
+    assert (cache / "toy.moved" / "w.pth").read_bytes() == PAYLOAD
     assert server.ranges == [None, f"bytes={server.cut_at}-"]
 
 
@@ -264,3 +279,15 @@ def test_no_code_outside_the_zoo_opens_urls():
     package = Path(zoo.__file__).parent
     users = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if "urlopen" in p.read_text())
     assert users == ["zoo.py"]
+
+
+def test_every_declared_weight_file_is_well_formed():
+    """The real registry's weight sources (presets as data): names, https URLs, hex sha256, sizes, licenses."""
+    for name, (_, preset) in zoo.named_presets().items():
+        for wf in zoo.weight_files(preset):
+            assert isinstance(wf, WeightFile) and wf.filename and "/" not in wf.filename, name
+            assert wf.urls or wf.manual, f"{name}/{wf.filename}: neither a URL nor a manual step"
+            assert all(u.startswith("https://") for u in wf.urls), name
+            assert wf.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", wf.sha256), name
+            assert wf.size is None or wf.size > 0, name
+            assert wf.license, f"{name}/{wf.filename}: no license"
