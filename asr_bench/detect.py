@@ -56,23 +56,59 @@ def detect_checkpoint(checkpoint: Any) -> Detection:
     Raises a one-line `UserError` naming the candidates and what was missing when the file is ambiguous
     or unknown, and `UnsupportedFamily` for a recognised architecture we do not implement.
     """
+    parts, meta, source = read_parts(checkpoint)
+    return detect_parts(parts, meta, source)
+
+
+def detect_parts(parts: Mapping[str, Mapping[str, torch.Tensor]], meta: Mapping[str, Any], source: str) -> Detection:
+    """Detection on unwrapped state dicts: {"model": sd} for one file, {"encoder", "decoder"} for GSASR, one part
+    per file stem for a folder (the layout of `checkpoints.unwrap`'s `Weights`)."""
+    if {"encoder", "decoder"} <= set(parts):
+        return _detect_gsasr(parts["encoder"], parts["decoder"], f"{source} (encoder + decoder)")
+    if len(parts) == 1:
+        return _detect_state(next(iter(parts.values())), meta, source)
+    found = []
+    for name, sd in sorted(parts.items()):
+        try:
+            found.append((name, _detect_state(sd, {}, f"{source}/{name}")))
+        except UserError as exc:
+            found.append((name, exc))
+    detections = [d for _, d in found if isinstance(d, Detection)]
+    if len(detections) == len(found) and all(d.method == "rt4ksr" for d in detections):
+        scales = sorted(d.hyperparameters["scale"] for d in detections)
+        if len(set(scales)) == len(scales):
+            return Detection("rt4ksr", "none", None, f"{source}: RT4KSR files for scales {scales}",
+                             {"scales": tuple(scales)}, dict(detections[0].options))
+    listing = "; ".join(f"{name} = {d.preset or d.method}" if isinstance(d, Detection) else f"{name} = unknown"
+                        for name, d in found)
+    raise UserError(f"{source} holds {len(found)} checkpoints ({listing}); name one file instead.")
+
+
+def read_parts(checkpoint: Any) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any], str]:
+    """(parts, container facts, source) of a path, folder, pair or loaded dict; files are memory-mapped."""
     if isinstance(checkpoint, (str, Path)):
         path = Path(checkpoint).expanduser()
         if path.is_dir():
-            return _detect_folder(path)
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+            if not files:
+                raise MissingFile("checkpoint in folder", path,
+                                  f"Put the official file(s) there ({', '.join(CHECKPOINT_SUFFIXES)}) or name one file.")
+            unwrapped = {f.stem: unwrap(read_shapes(f), str(f)) for f in files}
+            if len(unwrapped) == 1:
+                (sd, meta), = unwrapped.values()
+                return {"model": sd}, meta, str(files[0])
+            return {stem: sd for stem, (sd, _) in unwrapped.items()}, {}, f"folder {path}"
         if not path.is_file():
             raise MissingFile("checkpoint file", path, "Check the path (a .pth file, or a folder of them).")
-        return _detect_object(read_shapes(path), str(path))
-    if isinstance(checkpoint, Mapping):
-        return _detect_object(checkpoint, "the checkpoint")
-    raise UserError(f"a checkpoint is a path, a folder or a loaded dict, not {type(checkpoint).__name__}.")
-
-
-def _detect_object(obj: Any, where: str) -> Detection:
-    if isinstance(obj, Mapping) and {"encoder", "decoder"} <= set(obj) \
-            and not isinstance(obj["encoder"], torch.Tensor):
-        return _detect_gsasr(_part_state(obj["encoder"]), _part_state(obj["decoder"]), f"{where} (encoder/decoder pair)")
-    return _detect_state(obj, where)
+        sd, meta = unwrap(read_shapes(path), str(path))
+        return {"model": sd}, meta, str(path)
+    if not isinstance(checkpoint, Mapping):
+        raise UserError(f"a checkpoint is a path, a folder or a loaded dict, not {type(checkpoint).__name__}.")
+    if {"encoder", "decoder"} <= set(checkpoint) and not isinstance(checkpoint["encoder"], torch.Tensor):
+        return {name: read_parts(checkpoint[name])[0]["model"] for name in ("encoder", "decoder")}, {}, \
+            "the checkpoint pair"
+    sd, meta = unwrap(checkpoint, "the checkpoint")
+    return {"model": sd}, meta, "the checkpoint"
 
 
 def read_shapes(path: Path) -> Any:
@@ -82,33 +118,6 @@ def read_shapes(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - legacy (non-zip) files and pickled optimiser objects: the full reader
         return read_checkpoint(path)
-
-
-def _part_state(part: Any) -> dict[str, torch.Tensor]:
-    if isinstance(part, (str, Path)):
-        part = read_shapes(Path(part).expanduser())
-    return unwrap(part, "GSASR part")[0]
-
-
-def _detect_folder(folder: Path) -> Detection:
-    """GSASR's encoder.pth + decoder.pth, RT4KSR's per-scale files, or a folder holding one checkpoint."""
-    if (folder / "encoder.pth").is_file() and (folder / "decoder.pth").is_file():
-        return _detect_gsasr(_part_state(folder / "encoder.pth"), _part_state(folder / "decoder.pth"),
-                             f"folder {folder} (encoder.pth + decoder.pth)")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
-    if not files:
-        raise MissingFile("checkpoint in folder", folder,
-                          f"Put the official file(s) there ({', '.join(CHECKPOINT_SUFFIXES)}) or name the file.")
-    found = [(p, detect_checkpoint(p)) for p in files]
-    if len(found) == 1:
-        return found[0][1]
-    if all(d.method == "rt4ksr" for _, d in found):
-        scales = sorted(d.hyperparameters["scale"] for _, d in found)
-        if len(set(scales)) == len(scales):
-            return Detection("rt4ksr", "none", None, f"folder {folder}: RT4KSR files for scales {scales}",
-                             {"scales": tuple(scales)}, dict(found[0][1].options))
-    listing = "; ".join(f"{p.name} = {d.preset or d.method}" for p, d in found)
-    raise UserError(f"folder {folder} holds {len(found)} checkpoints ({listing}); name one file instead.")
 
 
 # ------------------------------------------------------------------------------------------ unwrapping
@@ -277,8 +286,7 @@ def _same(a: Any, b: Any) -> bool:
 # ----------------------------------------------------------------------------------------- methods
 
 
-def _detect_state(obj: Any, where: str) -> Detection:
-    sd, facts = unwrap(obj, where)
+def _detect_state(sd: Mapping[str, torch.Tensor], facts: Mapping[str, Any], where: str) -> Detection:
     keys = set(sd)
     container = facts.get("container", "a bare state dict") + (" with 'module.' prefixes" if "prefix" in facts else "")
     if "gs_embedding" in keys:

@@ -299,7 +299,7 @@ def test_folder_of_unrelated_checkpoints_is_ambiguous(tmp_path, rt4ksr_weights, 
     with pytest.raises(UserError) as info:
         ab.detect_checkpoint(tmp_path)
     text = one_line(info)
-    assert "a.pth = rt4ksr.x2" in text and "b.pth = liif.edsr-baseline" in text
+    assert "a = rt4ksr.x2" in text and "b = liif.edsr-baseline" in text
 
 
 def test_missing_path_and_no_method_no_checkpoint(tmp_path):
