@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     zoo_fetch = zoo.add_parser("fetch", help="download presets' files into the cache (resumes, verifies sha256)")
     zoo_fetch.add_argument("presets", nargs="+", help="preset names (method.tag), e.g. rt4ksr.x2")
     zoo_fetch.add_argument("--weights-dir", help="download here instead of $ASR_BENCH_WEIGHTS / the cache")
+    zoo_fetch.add_argument("--variant", help="which release of a preset that has several (e.g. DF2K); default the first")
     zoo_fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
     zoo_fetch.set_defaults(handler=cmd_weights_fetch)
     zoo_verify = zoo.add_parser("verify", help="detect a checkpoint, load it strictly, print params and sha256")
@@ -288,7 +289,7 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
 def cmd_weights_fetch(args: argparse.Namespace) -> int:
     from .zoo import fetch
 
-    fetch(args.presets, weights_dir=args.weights_dir, progress=not args.no_progress)
+    fetch(args.presets, weights_dir=args.weights_dir, progress=not args.no_progress, variant=args.variant)
     return 0
 
 

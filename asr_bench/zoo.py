@@ -32,6 +32,7 @@ RECORD = "sha256.json"
 CHUNK = 1 << 16
 ATTEMPTS = 4                     # per URL: the first request and three resumes after a cut connection
 MANUAL_HOSTS = ("drive.google.com", "pan.baidu.com")   # need a browser (confirmation pages, logins)
+PAGE_PATHS = ("/releases/tag/", "/tree/", "/blob/")     # GitHub pages that list files rather than serve one
 
 
 # ------------------------------------------------------------------------------------------ presets
@@ -82,9 +83,32 @@ def cache_dir(weights_dir: str | Path | None = None) -> Path:
     return search_dirs(weights_dir)[0]
 
 
+def variant_of(wf: WeightFile) -> str:
+    """Which alternative release a file belongs to (GSASR's enhanced models: DIV2K- or DF2K-trained pairs);
+    '' where a preset has one release. Read from `extra['variant']` (or `extra['train']`)."""
+    return wf.extra.get("variant") or wf.extra.get("train") or ""
+
+
+def variants(preset: Any) -> list[str]:
+    """The preset's alternative releases in declaration order (the first is the default); [''] for one."""
+    out: list[str] = []
+    for wf in weight_files(preset):
+        if variant_of(wf) not in out:
+            out.append(variant_of(wf))
+    return out
+
+
+def local_path(root: Path, preset_name: str, wf: WeightFile) -> Path:
+    """Where a file lives in a weights folder: <root>/<preset>[/<variant>]/<file>."""
+    variant = variant_of(wf)
+    return root / preset_name / variant / wf.filename if variant else root / preset_name / wf.filename
+
+
 def locate(preset_name: str, wf: WeightFile, dirs: Iterable[Path]) -> Path | None:
+    """The first copy found; a flat <dir>/<file> counts only for files whose name says which they are."""
     for d in dirs:
-        for candidate in (d / preset_name / wf.filename, d / wf.filename):
+        candidates = [local_path(d, preset_name, wf)] + ([] if variant_of(wf) else [d / wf.filename])
+        for candidate in candidates:
             if candidate.is_file():
                 return candidate
     return None
@@ -196,8 +220,12 @@ def preset_state(preset_name: str, preset: Any, dirs: list[Path]) -> str:
     states = [file_status(preset_name, wf, dirs) for wf in files]
     if any(s.present and not s.ok for s in states):
         return "damaged (run `asr-bench weights list`)"
+    complete = [v for v in variants(preset)
+                if all(s.present for s in states if variant_of(s.file) == v)]
+    if complete:
+        return "present" + (f" ({', '.join(complete)})" if complete != [""] else "")
     found = sum(s.present for s in states)
-    return "present" if found == len(states) else ("missing" if found == 0 else f"partial ({found}/{len(states)})")
+    return "missing" if found == 0 else f"partial ({found}/{len(states)} files)"
 
 
 def _size(n: int | None) -> str:
@@ -225,7 +253,8 @@ def list_lines(weights_dir: str | Path | None = None, names: Iterable[str] = ())
             continue
         for wf in files:
             status = file_status(name, wf, dirs)
-            lines.append(f"  {wf.filename}: {_size(wf.size)}, sha256 {wf.sha256 or 'unknown'}, "
+            variant = f"[{variant_of(wf)}] " if variant_of(wf) else ""
+            lines.append(f"  {variant}{wf.filename}: {_size(wf.size)}, sha256 {wf.sha256 or 'unknown'}, "
                          f"license {wf.license or 'unknown'}")
             for url in wf.urls:
                 lines.append(f"    source {url}")
@@ -252,27 +281,33 @@ def _state_text(status: FileStatus) -> str:
 
 
 def is_manual(url: str) -> bool:
-    return any(host in url for host in MANUAL_HOSTS)
+    """A page for people, not a file: Drive/Baidu links, a GitHub release or tree page."""
+    return any(host in url for host in MANUAL_HOSTS) or any(page in url for page in PAGE_PATHS)
 
 
 def fetch(names: Iterable[str], weights_dir: str | Path | None = None, progress: bool = True,
-          say: Callable[[str], None] = print) -> list[Path]:
+          say: Callable[[str], None] = print, variant: str | None = None) -> list[Path]:
     """Download the files of each named preset into the cache; returns the paths now in place.
 
     Unknown names fail before anything is downloaded. A source that needs a browser prints its manual step.
+    A preset with alternative releases (GSASR enhanced: DIV2K, DF2K) gets its first one unless `variant` names one.
     """
     names = list(names)
     if not names:
         raise UserError("weights fetch needs at least one preset name, e.g. `asr-bench weights fetch rt4ksr.x2`; "
                         "see `asr-bench weights list`.")
     chosen = [(name, find_preset(name)[1]) for name in names]
+    for name, preset in chosen:
+        if variant is not None and variants(preset) != [""] and variant not in variants(preset):
+            raise UnknownName(f"variant of {name}", variant, variants(preset))
     root = cache_dir(weights_dir)
     done: list[Path] = []
     for name, preset in chosen:
         files = weight_files(preset)
         if not files:
             say(f"{name}: no official weights declared; nothing to fetch.")
-        for wf in files:
+        wanted = variant if variant in variants(preset) else variants(preset)[0] if files else ""
+        for wf in (f for f in files if variant_of(f) == wanted):
             path = fetch_file(name, wf, root, progress, say)
             if path is not None:
                 done.append(path)
@@ -281,7 +316,7 @@ def fetch(names: Iterable[str], weights_dir: str | Path | None = None, progress:
 
 def fetch_file(preset_name: str, wf: WeightFile, root: Path, progress: bool = True,
                say: Callable[[str], None] = print) -> Path | None:
-    target = root / preset_name / wf.filename
+    target = local_path(root, preset_name, wf)
     existing = file_status(preset_name, wf, [root])
     if existing.present and existing.ok:
         say(f"{preset_name}: {wf.filename} already at {existing.path} ({existing.state})")
@@ -350,6 +385,8 @@ def download(url: str, part: Path, size: int | None, progress: bool, label: str)
         try:
             _transfer(url, part, start, progress, label)
             return
+        except _NotAFile as exc:
+            raise _Retryable(str(exc)) from exc
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and start:          # our partial file is not a prefix the server can continue
                 part.unlink()
@@ -361,6 +398,10 @@ def download(url: str, part: Path, size: int | None, progress: bool, label: str)
         except (OSError, http.client.HTTPException, _Cut) as exc:
             last = exc
     raise _Retryable(f"connection kept failing ({type(last).__name__}: {last})")
+
+
+class _NotAFile(Exception):
+    """The URL serves HTML (a preview or login page): the file needs a manual step."""
 
 
 class _Cut(Exception):
@@ -375,6 +416,8 @@ def _transfer(url: str, part: Path, start: int, progress: bool, label: str) -> N
     with urllib.request.urlopen(request, timeout=60) as response:
         resumed = start and response.status == 206 and \
             response.headers.get("Content-Range", "").startswith(f"bytes {start}-")
+        if response.headers.get_content_type() == "text/html":
+            raise _NotAFile(f"{url} answers with a web page, not the file; download it in a browser")
         offset = start if resumed else 0
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
@@ -418,9 +461,10 @@ def verify(checkpoint: str | Path, device: str = "cpu") -> list[str]:
              f"  strict load: ok, {params:,} parameters, weights_loaded={bool(getattr(model, 'weights_loaded', False))}"]
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES) \
         if path.is_dir() else [path]
-    published = {wf.filename: (name, wf) for name, (_, preset) in named_presets().items()
-                 for wf in weight_files(preset) if wf.sha256}
-    by_hash = {wf.sha256.lower(): name for name, wf in published.values()}
+    declared = [(name, wf) for name, (_, preset) in named_presets().items() for wf in weight_files(preset)]
+    names = [wf.filename for _, wf in declared]
+    published = {wf.filename: (name, wf) for name, wf in declared if wf.sha256 and names.count(wf.filename) == 1}
+    by_hash = {wf.sha256.lower(): name for name, wf in declared if wf.sha256}
     for file in files:
         digest = sha256_of(file)
         if digest in by_hash:

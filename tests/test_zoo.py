@@ -49,6 +49,13 @@ class Server:
                     self.send_error(404)
                     return
                 data = outer.files[name]
+                if name.endswith(".html"):                  # a preview/login page where a file was expected
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 start = 0
                 if self.headers.get("Range"):
                     start = int(self.headers["Range"].split("=")[1].split("-")[0])
@@ -202,6 +209,34 @@ def test_a_browser_only_source_prints_its_manual_step_in_one_line(presets, cache
     assert out.count("\n") == 1 and "manual step" in out and "drive.google.com" in out
     assert str(cache / "toy.drive" / "model_1000.pt") in out
     assert not cache.exists() or only_files(cache) == []
+
+
+def test_a_release_page_is_a_manual_step_and_an_html_answer_is_refused(server, presets, cache, capsys):
+    page = "https://github.com/dslisleedh/IGConv/releases/tag/v1.0.0"
+    presets(**{"toy.page": [WeightFile("E.pth", (page,), manual=f"download E.pth from {page}")]})
+    assert run_cli(["weights", "fetch", "toy.page"]) == 0
+    assert "manual step: download E.pth from" in capsys.readouterr().out
+    server.files["preview.html"] = b"<html>sign in</html>"
+    presets(**{"toy.html": [WeightFile("w.pth", (server.url("preview.html"),))]})
+    assert "web page, not the file" in error_of(capsys, ["weights", "fetch", "toy.html", "--no-progress"])
+    assert not (cache / "toy.html" / "w.pth").exists()
+
+
+def test_alternative_releases_fetch_the_first_or_the_named_one(server, presets, cache, capsys):
+    server.files["b.pth"] = PAYLOAD[::-1]
+    pair = [WeightFile("encoder.pth", (server.url("w.pth"),), sha256=SHA, extra={"train": "DIV2K"}),
+            WeightFile("encoder.pth", (server.url("b.pth"),), extra={"train": "DF2K"})]
+    presets(**{"toy.two": pair})
+    assert run_cli(["weights", "fetch", "toy.two", "--no-progress"]) == 0
+    assert only_files(cache) == ["sha256.json", "toy.two/DIV2K/encoder.pth"]
+    from asr_bench.engine.doctor import _method_weights_lines
+
+    assert "  toy.two: present (DIV2K)" in _method_weights_lines(None)
+    assert run_cli(["weights", "fetch", "toy.two", "--variant", "DF2K", "--no-progress"]) == 0
+    assert (cache / "toy.two" / "DF2K" / "encoder.pth").read_bytes() == PAYLOAD[::-1]
+    assert (cache / "toy.two" / "DIV2K" / "encoder.pth").read_bytes() == PAYLOAD
+    capsys.readouterr()
+    assert "Did you mean 'DF2K'" in error_of(capsys, ["weights", "fetch", "toy.two", "--variant", "DF2k"])
 
 
 def test_list_shows_sources_sizes_hashes_licenses_and_local_state(server, presets, cache, tmp_path, capsys):
