@@ -240,9 +240,10 @@ def test_gsasr_folder_builds_and_loads_strictly(gsasr_folder):
 
 
 def test_config_entry_may_be_a_checkpoint_alone(rt4ksr_weights, tmp_path):
-    config = load_config(data={"methods": [{"checkpoint": str(rt4ksr_weights / "rt4ksr_x3.pth")}]})
-    (entry,) = resolve_methods(config)
-    assert (entry.method, entry.encoder) == ("rt4ksr", "none")
+    config = load_config(data={"methods": [{"checkpoint": str(rt4ksr_weights / "rt4ksr_x3.pth")},
+                                           {"checkpoint": str(rt4ksr_weights / "rt4ksr_x2.pth")}]})
+    entry, other = resolve_methods(config)
+    assert (entry.method, entry.encoder, entry.label, other.label) == ("rt4ksr", "none", "rt4ksr.x3", "rt4ksr.x2")
     model = ab.build_model(entry.method, entry.encoder, entry.checkpoint, preset=entry.preset, **entry.kwargs)
     assert model.scales == (3,)
 

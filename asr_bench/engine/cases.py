@@ -114,8 +114,10 @@ def detected_entry(entry: MethodEntry, index: int) -> MethodEntry:
                           "Check the path; a `{checkpoint: path}` entry needs the file to detect its method.")
     found = detect_checkpoint(entry.checkpoint)
     spec = get_method(found.method)
+    # Labelled by the preset found (as a `- rt4ksr.x2` entry is), so two detected files of one method stay distinct.
     return replace(entry, method=found.method, encoder=entry.encoder or found.encoder,
-                   preset=entry.preset or preset_key(spec, found.preset), kwargs={**found.options, **entry.kwargs})
+                   preset=entry.preset or preset_key(spec, found.preset), kwargs={**found.options, **entry.kwargs},
+                   label=entry.label or found.preset)
 
 
 def plan_cases(config: Config, dataset_names: dict[str, str] | None = None) -> list[Case]:
