@@ -7,6 +7,8 @@ Public API (everything else is internal)::
     sr = model.upscale(lr, scale=3.5)
     ab.metrics.psnr(sr, hr, crop=4, y_channel=True)
     ab.data.imresize(img, scale=1 / 4)
+    ab.detect_checkpoint("file.pth")          # Detection(method, encoder, preset, reason)
+    model = ab.build_model(checkpoint="file.pth")
 
 Submodules are imported on first use, so importing the package is cheap and one broken part cannot
 break the others.
@@ -30,6 +32,8 @@ _LAZY = {
     "list_datasets": ("asr_bench.data.catalogue", "list_datasets"),
     "list_protocols": ("asr_bench.protocols", "list_protocols"),
     "list_metrics": ("asr_bench.metrics", "list_metrics"),
+    "detect_checkpoint": ("asr_bench.detect", "detect_checkpoint"),
+    "Detection": ("asr_bench.detect", "Detection"),
 }
 
 __all__ = ["build_model", "list_methods", "Upsampler", "UserError", "UnsupportedScale", *_LAZY]

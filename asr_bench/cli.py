@@ -5,7 +5,8 @@
     prepare        write LR folders from an HR folder; `prepare div2k-720` makes the GSASR cost-benchmark crops
     list           methods, encoders, datasets, protocols, metrics
     report         re-render tables and report.html of a stored run
-    doctor         what this machine has: torch, devices, op backends, metric weights, data folders
+    doctor         what this machine has: torch, devices, op backends, metric and method weights, data folders
+    weights        the weights zoo: `weights list`, `weights fetch PRESET...`, `weights verify FILE`
     bench-ops      the custom ops' micro-benchmarks
 
 Every user mistake prints one line on stderr and exits with code 2; `--debug` shows the traceback.
@@ -22,7 +23,7 @@ from typing import Any
 
 from .errors import UserError, cannot_write
 
-COMMANDS = ("run", "score", "prepare", "list", "report", "doctor", "bench-ops")
+COMMANDS = ("run", "score", "prepare", "list", "report", "doctor", "weights", "bench-ops")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -129,6 +130,24 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--weights-dir", help="also look for metric weights here")
     doctor.add_argument("--build", action="store_true", help="compile the op backends now (minutes, once)")
     doctor.set_defaults(handler=cmd_doctor)
+
+    weights = sub.add_parser("weights", help="official weights per preset: list, fetch, verify")
+    zoo = weights.add_subparsers(dest="weights_command", parser_class=_Parser)
+    zoo_list = zoo.add_parser("list", help="every preset's files, sources, size, sha256, license, local state")
+    zoo_list.add_argument("presets", nargs="*", help="only these presets (method.tag)")
+    zoo_list.add_argument("--weights-dir", help="look here first (then $ASR_BENCH_WEIGHTS, ~/.cache/asr_bench/weights)")
+    zoo_list.set_defaults(handler=cmd_weights_list)
+    zoo_fetch = zoo.add_parser("fetch", help="download presets' files into the cache (resumes, verifies sha256)")
+    zoo_fetch.add_argument("presets", nargs="+", help="preset names (method.tag), e.g. rt4ksr.x2")
+    zoo_fetch.add_argument("--weights-dir", help="download here instead of $ASR_BENCH_WEIGHTS / the cache")
+    zoo_fetch.add_argument("--variant", help="which release of a preset that has several (e.g. DF2K); default the first")
+    zoo_fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
+    zoo_fetch.set_defaults(handler=cmd_weights_fetch)
+    zoo_verify = zoo.add_parser("verify", help="detect a checkpoint, load it strictly, print params and sha256")
+    zoo_verify.add_argument("file", help="a checkpoint file, or a folder (GSASR encoder.pth + decoder.pth)")
+    zoo_verify.add_argument("--device", default="cpu", help="where to load it (default cpu)")
+    zoo_verify.set_defaults(handler=cmd_weights_verify)
+    weights.set_defaults(handler=cmd_weights_usage)
     return parser
 
 
@@ -231,9 +250,14 @@ def _list_methods() -> str:
     from .registry import broken_plugins, method_specs
     from .upsampler import supported_label
 
-    lines = ["methods (name: encoders; scales; presets):"]
+    from .detect import preset_name
+    from .zoo import preset_state, search_dirs
+
+    dirs = search_dirs()
+    lines = ["methods (name: encoders; scales; presets [their official weights here?]):"]
     for spec in method_specs():
-        presets = ", ".join(spec.presets) or "-"
+        presets = ", ".join(f"{key} [{preset_state(preset_name(spec.name, key, p), p, dirs)}]"
+                            for key, p in spec.presets.items()) or "-"
         lines.append(f"  {spec.name}: {', '.join(spec.encoders)}; scales {supported_label(spec.scales)}; presets {presets}")
         if spec.description:
             lines.append(f"      {spec.description}")
@@ -286,6 +310,31 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from .engine.doctor import doctor_report
 
     print(doctor_report(data_root=args.data_root, weights_dir=args.weights_dir, build=args.build))
+    return 0
+
+
+def cmd_weights_usage(args: argparse.Namespace) -> int:
+    raise UserError("weights needs a subcommand: list, fetch PRESET..., or verify FILE (see `weights --help`).")
+
+
+def cmd_weights_list(args: argparse.Namespace) -> int:
+    from .zoo import list_lines
+
+    print("\n".join(list_lines(args.weights_dir, args.presets)))
+    return 0
+
+
+def cmd_weights_fetch(args: argparse.Namespace) -> int:
+    from .zoo import fetch
+
+    fetch(args.presets, weights_dir=args.weights_dir, progress=not args.no_progress, variant=args.variant)
+    return 0
+
+
+def cmd_weights_verify(args: argparse.Namespace) -> int:
+    from .zoo import verify
+
+    print("\n".join(verify(args.file, device=args.device)))
     return 0
 
 

@@ -10,7 +10,7 @@ Config reference (every key; all optional except `methods`):
 | key | type | default | allowed / meaning |
 |---|---|---|---|
 | `name` | str | config file stem | run name; the run folder is `results/<name>` unless `output` is set |
-| `methods` | `all` or list | (required) | `all` = every registered method on its default encoder and preset, random weights; or a list of names, preset names (`rt4ksr.x2`: method, preset and label at once) or mappings `{method, encoder, checkpoint, preset, kwargs, label}` (`method` may be left out when `preset` is given) |
+| `methods` | `all` or list | (required) | `all` = every registered method on its default encoder and preset, random weights; or a list of names, preset names (`rt4ksr.x2`: method, preset and label at once) or mappings `{method, encoder, checkpoint, preset, kwargs, label}` (`method` may be left out when `preset` is given); `{checkpoint: path}` alone detects method, encoder and preset from the file |
 | `datasets` | list of str | `[embedded]` | catalogue names (`python run_bench.py list`) or folders of images |
 | `scales` | list | `[4]` | numbers > 1 (2, 3.5, 12) or `[sy, sx]` pairs |
 | `protocol` | str or mapping | `gsasr` | a protocol name, or `{name: gsasr, crop: 4}` / `{name: gsasr, overrides: {crop: 4}}` |
@@ -60,6 +60,7 @@ TOP_KEYS = ("name", "methods", "datasets", "scales", "protocol", "metrics", "dev
             "profiling", "visuals", "output", "data_root", "cache_dir", "weights_dir", "plugins", "trust_checkpoints")
 METHOD_KEYS = ("method", "encoder", "checkpoint", "preset", "kwargs", "label")
 DEFAULT_CACHE = ".cache/asr_bench"
+DETECT = "detect"   # the method of a `- {checkpoint: path}` entry: read from the file when cases are resolved
 
 
 @dataclass(frozen=True)
@@ -319,11 +320,13 @@ def parse_methods(value: Any) -> tuple[MethodEntry, ...] | str:
         item = as_mapping(item, where)
         check_keys(item, METHOD_KEYS, where)
         preset = as_text(item.get("preset"), f"{where}.preset", optional=True)
-        if not item.get("method") and not (preset and "." in preset):
-            raise UserError(f"config key '{where}' has no 'method' (nor a 'preset' such as gsasr.rdn-enhanced); "
-                            "write e.g. `- {method: liif, encoder: edsr-baseline}` or `- rt4ksr.x2`.")
+        if not item.get("method") and not (preset and "." in preset) and not item.get("checkpoint"):
+            raise UserError(f"config key '{where}' has no 'method' (nor a 'preset' such as gsasr.rdn-enhanced, nor a "
+                            "'checkpoint' to detect it from); write e.g. `- {method: liif, encoder: edsr-baseline}`, "
+                            "`- rt4ksr.x2` or `- {checkpoint: path}`.")
         entries.append(MethodEntry(
-            method=as_text(item.get("method") or preset.split(".", 1)[0], f"{where}.method"),
+            method=as_text(item.get("method") or (preset.split(".", 1)[0] if preset and "." in preset else DETECT),
+                           f"{where}.method"),
             encoder=as_text(item.get("encoder"), f"{where}.encoder", optional=True),
             checkpoint=as_path(item.get("checkpoint"), f"{where}.checkpoint"),
             preset=as_text(item.get("preset"), f"{where}.preset", optional=True),

@@ -303,9 +303,14 @@ def build_model(
 ) -> Upsampler:
     """Build a method on an encoder, load its checkpoint strictly, move it to `device` and `dtype`, eval mode.
 
-    `preset` ("gsasr.rdn-enhanced") alone names the method too. `param_keys` overrides the preset's order of
-    a BasicSR container's `params_ema` / `params`.
+    `preset` ("gsasr.rdn-enhanced") alone names the method too; with neither, the checkpoint says what it is
+    (`asr_bench.detect_checkpoint`). `param_keys` overrides the preset's order of a BasicSR container's
+    `params_ema` / `params`.
     """
+    if method is None and preset is None and checkpoint is not None:
+        from .detect import resolve
+
+        method, encoder, preset, kwargs = resolve(checkpoint, encoder, preset, kwargs)
     if method is None:
         if preset is None:
             raise UserError("name a method or a preset, e.g. build_model('liif') or "

@@ -11,8 +11,8 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..config import ALL, Config, MethodEntry
-from ..errors import MissingFile, UserError
+from ..config import ALL, DETECT, Config, MethodEntry
+from ..errors import MissingFile, UnknownName, UserError
 from ..sizes import Scale, format_scale
 
 
@@ -81,6 +81,8 @@ def resolve_methods(config: Config) -> list[MethodEntry]:
         entries = list(config.methods)  # type: ignore[arg-type]
     resolved = []
     for i, entry in enumerate(entries):
+        if entry.method == DETECT:
+            entry = detected_entry(entry, i)
         spec = get_method(entry.method)
         try:
             encoder, preset = choose_preset(spec, entry.encoder, entry.preset)  # old preset names: a warning
@@ -97,6 +99,22 @@ def resolve_methods(config: Config) -> list[MethodEntry]:
     if duplicates:
         raise UserError(f"two methods share the label '{duplicates[0]}'; give each a distinct `label:` in the config.")
     return resolved
+
+
+def detected_entry(entry: MethodEntry, index: int) -> MethodEntry:
+    """A `- {checkpoint: path}` entry with the method, encoder and preset its file says it is."""
+    from ..detect import detect_checkpoint, preset_key
+    from ..registry import get_method
+
+    if not Path(str(entry.checkpoint)).exists():
+        raise MissingFile(f"checkpoint of methods[{index}]", entry.checkpoint,
+                          "Check the path; a `{checkpoint: path}` entry needs the file to detect its method.")
+    found = detect_checkpoint(entry.checkpoint)
+    spec = get_method(found.method)
+    # Labelled by the preset found (as a `- rt4ksr.x2` entry is), so two detected files of one method stay distinct.
+    return replace(entry, method=found.method, encoder=entry.encoder or found.encoder,
+                   preset=entry.preset or preset_key(spec, found.preset), kwargs={**found.options, **entry.kwargs},
+                   label=entry.label or found.preset)
 
 
 def plan_cases(config: Config, dataset_names: dict[str, str] | None = None) -> list[Case]:

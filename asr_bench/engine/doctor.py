@@ -15,6 +15,7 @@ def doctor_report(data_root: str | None = None, weights_dir: str | None = None, 
     lines += _torch_lines()
     lines += [""] + _backend_lines(build)
     lines += [""] + _weights_lines(weights_dir)
+    lines += [""] + _method_weights_lines(weights_dir)
     lines += [""] + _data_lines(data_root)
     return "\n".join(lines)
 
@@ -70,6 +71,21 @@ def _weights_lines(weights_dir: str | None) -> list[str]:
     if any("MISSING" in line for line in lines):
         lines.append("  missing files make that metric read n/a; put backbones in one of the folders above, "
                      "heads via `pip install lpips dists-pytorch --no-deps`.")
+    return lines
+
+
+def _method_weights_lines(weights_dir: str | None) -> list[str]:
+    """Each preset's official weights: present, missing, damaged, or none declared (`asr-bench weights list`)."""
+    from ..zoo import named_presets, preset_state, search_dirs
+
+    dirs = search_dirs(weights_dir)
+    lines = [f"method weights per preset (looked in {', '.join(str(d) for d in dirs)}; "
+             "`asr-bench weights fetch PRESET` downloads, `weights list` shows sources):"]
+    try:
+        presets = named_presets()
+    except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
+        return [f"method weights: the registry could not be read ({type(exc).__name__}: {exc})"]
+    lines += [f"  {name}: {preset_state(name, preset, dirs)}" for name, (_, preset) in sorted(presets.items())]
     return lines
 
 

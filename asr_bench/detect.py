@@ -1,0 +1,443 @@
+"""Checkpoints that say what they are: method, encoder and preset read from a file's keys and shapes.
+
+A user holding an official file should not have to know which method, encoder and preset it belongs to.
+As spandrel does, we read the architecture from the state dict: the key names say the family (LIIF's
+`encoder.*` + `imnet.*`, Meta-RDN's `P2W.meta_block`, IGConv's hyper-network head, RT4KSR's `hfb`, GSASR's
+`gs_embedding`), the shapes give the hyperparameters (EDSR channels/blocks, RDN D/C/G, SwinIR depths/embed
+dim/heads/window, RT4KSR's scale, GSASR paper vs enhanced), and those are matched against the registered
+presets. Containers are unwrapped as the methods do (`params_ema`/`params`, `state_dict` + `module.`,
+LIIF's `{'model': {'sd'}}`, a folder, GSASR's `{'encoder', 'decoder'}` pair).
+
+Only shapes are read, so detection works on meta tensors and never builds a model; `build_model` (and
+`asr-bench weights verify`) then load the file strictly, which checks every key.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoints import read_checkpoint
+from .errors import MissingFile, UserError
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+RT4KSR_CHANNELS = {48: 2, 108: 3}                      # 3 * (2 s)^2 output channels of the upsampler conv
+IGCONV_HEADS = ("upsample", "UPNet", "tail", "to_rgb", "to_img")  # where each IGConv encoder names its head
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What a checkpoint is. `preset` is in the `method.tag` scheme (None: the method's default, e.g. an
+    RT4KSR folder holding both scales); `options` are builder kwargs the file itself requires."""
+
+    method: str
+    encoder: str
+    preset: str | None
+    reason: str
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class UnsupportedFamily(UserError):
+    """A real architecture we recognise but do not implement yet (HAT, ATD, MambaIR, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------- entry
+
+
+def detect_checkpoint(checkpoint: Any) -> Detection:
+    """Method, encoder and preset of a file, a folder, a loaded dict or GSASR's {'encoder', 'decoder'} pair.
+
+    Raises a one-line `UserError` naming the candidates and what was missing when the file is ambiguous
+    or unknown, and `UnsupportedFamily` for a recognised architecture we do not implement.
+    """
+    parts, meta, source = read_parts(checkpoint)
+    return detect_parts(parts, meta, source)
+
+
+def detect_parts(parts: Mapping[str, Mapping[str, torch.Tensor]], meta: Mapping[str, Any], source: str) -> Detection:
+    """Detection on unwrapped state dicts: {"model": sd} for one file, {"encoder", "decoder"} for GSASR, one part
+    per file stem for a folder (the layout of `checkpoints.unwrap`'s `Weights`)."""
+    if {"encoder", "decoder"} <= set(parts):
+        return _detect_gsasr(parts["encoder"], parts["decoder"], f"{source} (encoder + decoder)")
+    if len(parts) == 1:
+        return _detect_state(next(iter(parts.values())), meta, source)
+    found = []
+    for name, sd in sorted(parts.items()):
+        try:
+            found.append((name, _detect_state(sd, {}, f"{source}/{name}")))
+        except UserError as exc:
+            found.append((name, exc))
+    detections = [d for _, d in found if isinstance(d, Detection)]
+    if len(detections) == len(found) and all(d.method == "rt4ksr" for d in detections):
+        scales = sorted(d.hyperparameters["scale"] for d in detections)
+        if len(set(scales)) == len(scales):
+            return Detection("rt4ksr", "none", None, f"{source}: RT4KSR files for scales {scales}",
+                             {"scales": tuple(scales)}, dict(detections[0].options))
+    listing = "; ".join(f"{name} = {d.preset or d.method}" if isinstance(d, Detection) else f"{name} = unknown"
+                        for name, d in found)
+    raise UserError(f"{source} holds {len(found)} checkpoints ({listing}); name one file instead.")
+
+
+def read_parts(checkpoint: Any) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any], str]:
+    """(parts, container facts, source) of a path, folder, pair or loaded dict; files are memory-mapped."""
+    if isinstance(checkpoint, (str, Path)):
+        path = Path(checkpoint).expanduser()
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+            if not files:
+                raise MissingFile("checkpoint in folder", path,
+                                  f"Put the official file(s) there ({', '.join(CHECKPOINT_SUFFIXES)}) or name one file.")
+            unwrapped = {f.stem: unwrap(read_shapes(f), str(f)) for f in files}
+            if len(unwrapped) == 1:
+                (sd, meta), = unwrapped.values()
+                return {"model": sd}, meta, str(files[0])
+            return {stem: sd for stem, (sd, _) in unwrapped.items()}, {}, f"folder {path}"
+        if not path.is_file():
+            raise MissingFile("checkpoint file", path, "Check the path (a .pth file, or a folder of them).")
+        sd, meta = unwrap(read_shapes(path), str(path))
+        return {"model": sd}, meta, str(path)
+    if not isinstance(checkpoint, Mapping):
+        raise UserError(f"a checkpoint is a path, a folder or a loaded dict, not {type(checkpoint).__name__}.")
+    if {"encoder", "decoder"} <= set(checkpoint) and not isinstance(checkpoint["encoder"], torch.Tensor):
+        return {name: read_parts(checkpoint[name])[0]["model"] for name in ("encoder", "decoder")}, {}, \
+            "the checkpoint pair"
+    sd, meta = unwrap(checkpoint, "the checkpoint")
+    return {"model": sd}, meta, "the checkpoint"
+
+
+def read_shapes(path: Path) -> Any:
+    """The checkpoint, memory-mapped where the format allows: detection reads shapes, so a 256 MB file costs
+    no 256 MB read (the methods' loader reads it properly afterwards)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - legacy (non-zip) files and pickled optimiser objects: the full reader
+        return read_checkpoint(path)
+
+
+# ------------------------------------------------------------------------------------------ unwrapping
+
+
+def unwrap(obj: Any, where: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, container facts) from every official container; `module.` prefixes stripped."""
+    facts: dict[str, Any] = {}
+    if not isinstance(obj, Mapping):
+        raise UserError(f"{where} is a {type(obj).__name__}, not a state dict or a checkpoint dict; "
+                        "pass the official .pth file.")
+    model = obj.get("model")
+    if isinstance(model, Mapping) and isinstance(model.get("sd"), Mapping):   # LIIF repo: {'model': {name, args, sd}}
+        facts = {"container": "{'model': {'name', 'args', 'sd'}}", "name": model.get("name"),
+                 "args": model.get("args") or {}}
+        obj = model["sd"]
+    else:
+        for key in ("params_ema", "params", "state_dict"):
+            if isinstance(obj.get(key), Mapping):
+                facts = {"container": f"{{'{key}': ...}}"}
+                obj = obj[key]
+                break
+    sd = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not sd:
+        raise UserError(f"{where} holds no tensors (top-level keys: {', '.join(map(str, list(obj)[:8]))}); "
+                        "is it a PyTorch checkpoint of a super-resolution model?")
+    if all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+        facts["prefix"] = "module."
+    return sd, facts
+
+
+# ------------------------------------------------------------------------------------------- encoders
+
+
+@dataclass(frozen=True)
+class EncoderRead:
+    name: str                       # our encoder name
+    hyper: dict[str, Any]           # what the shapes say
+    text: str                       # for the reason line
+
+
+def _count(keys: Iterable[str], pattern: str) -> int:
+    """How many distinct indices `pattern` (a regex with one group) matches."""
+    regex = re.compile(pattern)
+    return len({m.group(1) for k in keys if (m := regex.match(k))})
+
+
+def _foreign_family(sd: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of a known architecture we do not implement yet, from keys only it has."""
+    keys = set(sd)
+
+    def has(fragment: str) -> bool:
+        return any(fragment in k for k in keys)
+
+    if has("relative_position_index_OCA") or has("overlap_attn"):
+        return "HAT-L" if has("rope_freqs") else "HAT"
+    if has("attn_atd") or has("residual_group.layers.0.wqkv"):
+        return "ATD"
+    if has("self_attention.A_logs"):
+        light = "conv_first.weight" in sd and sd["conv_first.weight"].shape[0] == 60
+        return "MambaIR-Light" if light else "MambaIR"
+    if has("aligned_relative_position_index"):
+        return "SRFormer"
+    if has(".correlation."):
+        return "HiT-SRF"
+    if has("channe_mixer") or has(".lk.conv"):
+        return "PLKSR"
+    if has(".smfa.") or "to_feat.weight" in keys:
+        return "SMFANet"
+    if "head.0.weight" in keys and has("body.0.body.0.body.0."):
+        return "RCAN"
+    return None
+
+
+def read_encoder(sd: Mapping[str, torch.Tensor], what: str) -> EncoderRead:
+    """Which of our encoders these (prefix-free) keys are, with the hyperparameters their shapes give."""
+    keys = set(sd)
+    foreign = _foreign_family(sd)
+    if foreign:
+        raise UnsupportedFamily(f"{what}: unsupported family {foreign} (recognised from its keys, not implemented "
+                                "yet); supported encoders: edsr-baseline, edsr, rdn, swinir.")
+    if "SFENet1.weight" in keys:
+        return _read_rdn(sd)
+    if "conv_first.weight" in keys and "body.0.conv1.weight" in keys:
+        return _read_edsr(sd, sd["conv_first.weight"].shape[0], _count(keys, r"body\.(\d+)\.conv1\.weight$"), "BasicSR")
+    if "head.0.weight" in keys and "body.0.body.0.weight" in keys:
+        return _read_edsr(sd, sd["head.0.weight"].shape[0], _count(keys, r"body\.(\d+)\.body\.0\.weight$"), "LIIF")
+    if "conv_first.weight" in keys and "patch_embed.norm.weight" in keys \
+            and "layers.0.residual_group.blocks.0.attn.qkv.weight" in keys:
+        return _read_swinir(sd)
+    top = sorted({k.split(".")[0] for k in keys})
+    raise UserError(f"{what}: no known encoder in its keys (top-level names: {', '.join(top[:10])}); "
+                    "expected EDSR (conv_first/body.N.conv1 or head.0/body.N.body.0), RDN (SFENet1, RDBs) or "
+                    "SwinIR (conv_first, patch_embed, layers.N.residual_group).")
+
+
+def _read_edsr(sd: Mapping[str, torch.Tensor], feats: int, blocks: int, naming: str) -> EncoderRead:
+    names = {(64, 16): "edsr-baseline", (256, 32): "edsr"}
+    if (feats, blocks) not in names:
+        raise UserError(f"EDSR with {feats} channels x {blocks} blocks matches no encoder "
+                        "(edsr-baseline is 64 x 16, edsr 256 x 32).")
+    return EncoderRead(names[feats, blocks], {"n_feats": feats, "n_blocks": blocks},
+                       f"EDSR {feats} ch x {blocks} blocks ({naming} naming)")
+
+
+def _read_rdn(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
+    from .encoders.rdn import CONFIGS
+
+    keys = set(sd)
+    d = _count(keys, r"RDBs\.(\d+)\.LFF\.weight$")
+    c = _count(keys, r"RDBs\.0\.convs\.(\d+)\.conv\.0\.weight$")
+    g = sd["RDBs.0.convs.0.conv.0.weight"].shape[0] if "RDBs.0.convs.0.conv.0.weight" in sd else 0
+    config = next((name for name, dcg in CONFIGS.items() if dcg == (d, c, g)), None)
+    if config is None:
+        raise UserError(f"RDN with D={d} C={c} G={g} matches no configuration "
+                        f"({', '.join(f'{n}: D={x} C={y} G={z}' for n, (x, y, z) in CONFIGS.items())}).")
+    return EncoderRead("rdn", {"D": d, "C": c, "G": g, "G0": sd["SFENet1.weight"].shape[0], "config": config},
+                       f"RDN config {config} (D{d} C{c} G{g})")
+
+
+def _read_swinir(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
+    keys = set(sd)
+    layers = _count(keys, r"layers\.(\d+)\.residual_group\.")
+    depths = tuple(_count(keys, rf"layers\.{i}\.residual_group\.blocks\.(\d+)\.") for i in range(layers))
+    tables = [sd[f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table"] for i in range(layers)]
+    embed = sd["conv_first.weight"].shape[0]
+    hyper: dict[str, Any] = {
+        "embed_dim": embed, "depths": depths, "num_heads": tuple(t.shape[1] for t in tables),
+        "window_size": (round(tables[0].shape[0] ** 0.5) + 1) // 2,
+        "mlp_ratio": sd["layers.0.residual_group.blocks.0.mlp.fc1.weight"].shape[0] / embed,
+        "out_features": (sd["conv_before_upsample.0.weight"].shape[0]
+                         if "conv_before_upsample.0.weight" in sd else None),
+    }
+    return EncoderRead("swinir", hyper, f"SwinIR {embed} dims, depths {list(depths)}, window {hyper['window_size']}")
+
+
+def _swinir_defaults() -> dict[str, Any]:
+    from .encoders.swinir import SwinIR
+
+    params = inspect.signature(SwinIR).parameters
+    return {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
+
+
+def encoder_matches(read: EncoderRead, preset: Any) -> bool:
+    """Whether a preset builds exactly this encoder (its declared args over the encoder's defaults)."""
+    if preset.encoder != read.name:
+        return False
+    declared = dict(getattr(preset, "encoder_kwargs", {}) or {})
+    if read.name == "rdn":
+        return declared.get("config", "B") == read.hyper["config"]
+    if read.name == "swinir":
+        wanted = {**_swinir_defaults(), **declared}
+        return all(_same(wanted.get(k), v) for k, v in read.hyper.items())
+    return True
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return a is not None and b is not None and tuple(a) == tuple(b)
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and abs(float(a) - float(b)) < 1e-6
+    return a == b
+
+
+# ----------------------------------------------------------------------------------------- methods
+
+
+def _detect_state(sd: Mapping[str, torch.Tensor], facts: Mapping[str, Any], where: str) -> Detection:
+    keys = set(sd)
+    container = facts.get("container", "a bare state dict") + (" with 'module.' prefixes" if "prefix" in facts else "")
+    if "gs_embedding" in keys:
+        raise UserError(f"{where} is a GSASR decoder alone; GSASR ships two files: pass the folder holding "
+                        "encoder.pth and decoder.pth, or checkpoint={'encoder': ..., 'decoder': ...}.")
+    if "P2W.meta_block.0.weight" in keys:
+        enc = read_encoder({k: v for k, v in sd.items() if not k.startswith(("P2W.", "sub_mean.", "add_mean."))},
+                           where)
+        return _choose("metasr", enc, where, f"{container}: Meta-RDN (P2W.meta_block + learned mean shift), {enc.text}",
+                       lambda p: (p.method_kwargs or {}).get("variant") == "official")
+    if any(k.startswith("encoder.") for k in keys) and any(k.startswith("imnet.") for k in keys):
+        return _detect_liif_repo(sd, facts, where, container)
+    if {"gamma", "head.0.weight", "upsample.0.weight"} <= keys and any(k.startswith("hfb.") for k in keys):
+        return _detect_rt4ksr(sd, where, container)
+    head = next((h for h in IGCONV_HEADS if f"{h}.query_kernel.0.weight" in keys), None)
+    if head is not None:
+        return _detect_igconv(sd, head, where, container)
+    try:
+        enc = read_encoder(sd, where)
+    except UnsupportedFamily:
+        raise
+    except UserError:
+        top = sorted({k.split(".")[0] for k in keys})
+        raise UserError(f"{where}: not a checkpoint of a supported method (top-level names: {', '.join(top[:10])}); "
+                        "candidates: liif, metasr (encoder.* + imnet.*), igconv/igconv-plus (upsample.query_kernel), "
+                        "rt4ksr (hfb.*, upsample.0), gsasr (an encoder.pth + decoder.pth pair).") from None
+    raise UserError(f"{where} has {enc.text} encoder keys but no upsampler of a supported method (LIIF/Meta-SR "
+                    "imnet.*, IGConv query_kernel, RT4KSR hfb.*); if it is a GSASR encoder.pth, pass the folder "
+                    "holding encoder.pth and decoder.pth, or {'encoder': ..., 'decoder': ...}.")
+
+
+def _detect_liif_repo(sd: Mapping[str, torch.Tensor], facts: Mapping[str, Any], where: str, container: str) -> Detection:
+    inner = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
+    enc = read_encoder({k: v for k, v in inner.items() if not k.startswith(("sub_mean.", "add_mean."))}, where)
+    first = sd.get("imnet.layers.0.weight")
+    linear = _count(sd, r"imnet\.layers\.(\d+)\.weight$")
+    by_keys = "metasr" if first is not None and first.shape[1] == 3 and linear == 2 else "liif"
+    method = facts.get("name") or by_keys
+    if method not in ("liif", "metasr"):
+        raise UnsupportedFamily(f"{where}: unsupported family {method} (a LIIF-repo container of a '{method}' model); "
+                                "supported from the LIIF repo: liif, metasr.")
+    if method != by_keys:
+        raise UserError(f"{where} says it is a '{method}' model but its MLP ({linear} layers, input "
+                        f"{None if first is None else first.shape[1]}) is {by_keys}'s; the file is inconsistent.")
+    named = (facts.get("args") or {}).get("encoder_spec", {}).get("name")
+    if named is not None and named != enc.name:
+        raise UserError(f"{where} names encoder '{named}' but its encoder.* keys are {enc.text}; the file is inconsistent.")
+    mlp = f"MLP {first.shape[1] if first is not None else '?'} in, {linear} layers"
+    return _choose(method, enc, where, f"{container}: LIIF-repo {method}, encoder.* = {enc.text}, {mlp}",
+                   lambda p: (p.method_kwargs or {}).get("variant", "liif") == "liif")
+
+
+def _detect_rt4ksr(sd: Mapping[str, torch.Tensor], where: str, container: str) -> Detection:
+    channels = sd["upsample.0.weight"].shape[0]
+    if channels not in RT4KSR_CHANNELS:
+        raise UserError(f"{where}: RT4KSR upsampler has {channels} channels, which is neither x2 (48) nor x3 (108).")
+    scale = RT4KSR_CHANNELS[channels]
+    rep = any(k.endswith("rep_conv.weight") for k in sd)
+    options = {"reparameterize": True} if rep else {}
+    form = "re-parameterised" if rep else "training"
+    detection = _choose("rt4ksr", EncoderRead("none", {}, ""), where,
+                        f"{container}: RT4KSR ({form} form), upsampler {channels} ch = x{scale}",
+                        lambda p: tuple((p.method_kwargs or {}).get("scales", ())) == (scale,))
+    return Detection(detection.method, "none", detection.preset, detection.reason, {"scale": scale}, options)
+
+
+def _detect_igconv(sd: Mapping[str, torch.Tensor], head: str, where: str, container: str) -> Detection:
+    plus = any(k.startswith("skip.") for k in sd)
+    method = "igconv-plus" if plus else "igconv"
+    rest = {k: v for k, v in sd.items() if not k.startswith((f"{head}.", "skip."))}
+    enc = read_encoder(rest, f"{where} ({method} head '{head}.*')")
+    expected_head = "UPNet" if enc.name == "rdn" else "upsample"
+    if head != expected_head:
+        raise UserError(f"{where}: an {method} head named '{head}.*' on {enc.text}; the official {enc.name} models "
+                        f"name it '{expected_head}.*', so this file matches no preset.")
+    return _choose(method, enc, where, f"{container}: {method} ({'with' if plus else 'no'} IGSample skip), {enc.text}")
+
+
+def _detect_gsasr(enc_sd: Mapping[str, torch.Tensor], dec_sd: Mapping[str, torch.Tensor], where: str) -> Detection:
+    if "gs_embedding" not in dec_sd:
+        raise UserError(f"{where}: the decoder part has no 'gs_embedding'; it is not a GSASR Fea2GS decoder.")
+    enc = read_encoder(enc_sd, f"{where} (encoder part)")
+    seeds, channel = dec_sd["gs_embedding"].shape
+    dec = {
+        "channel": channel, "window_size": round(seeds ** 0.5),
+        "rope": any(k.endswith("rope_freqs") for k in dec_sd),
+        "num_crossattn_blocks": _count(dec_sd, r"window_crossattn_blocks\.(\d+)\."),
+        "num_crossattn_layers": _count(dec_sd, r"window_crossattn_blocks\.0\.blocks\.(\d+)\."),
+        "num_selfattn_blocks": _count(dec_sd, r"gs_selfattn_blocks\.(\d+)\."),
+    }
+    family = "enhanced" if dec["rope"] else "paper"
+
+    def decoder_matches(preset: Any) -> bool:
+        declared = (preset.method_kwargs or {}).get("decoder", {})
+        return all(dec[k] == v for k, v in declared.items() if k in dec)
+
+    found = _choose("gsasr", enc, where, f"{where}: GSASR {family} decoder ({channel} ch, window "
+                    f"{dec['window_size']}, {dec['num_crossattn_blocks']} cross-attention blocks), {enc.text}",
+                    decoder_matches)
+    return Detection(found.method, found.encoder, found.preset, found.reason, {**enc.hyper, "decoder": dec})
+
+
+# --------------------------------------------------------------------------------------- preset choice
+
+
+def _choose(method: str, enc: EncoderRead, where: str, reason: str, extra=lambda preset: True) -> Detection:
+    """The one registered preset of `method` that builds this encoder and passes `extra`."""
+    presets = method_presets(method)
+    fits = [name for name, p in presets if (enc.name == "none" or encoder_matches(enc, p)) and extra(p)]
+    if len(fits) == 1:
+        return Detection(method, enc.name, fits[0], reason, dict(enc.hyper))
+    known = ", ".join(name for name, _ in presets) or "(none)"
+    if not fits:
+        raise UserError(f"{where} is {reason}, but no {method} preset builds it (presets: {known}); "
+                        "the file may be a variant we do not ship.")
+    raise UserError(f"{where} is {reason} and fits several presets ({', '.join(fits)}); pass preset= to choose.")
+
+
+def method_presets(method: str) -> list[tuple[str, Any]]:
+    """(`method.tag` name, preset) of a registered method: the new-scheme names whatever the registry's keys."""
+    from .registry import get_method
+
+    spec = get_method(method)
+    return [(preset_name(spec.name, key, p), p) for key, p in spec.presets.items()]
+
+
+def preset_name(method: str, key: str, preset: Any) -> str:
+    """`method.tag`: presets named `x2` or `rdn-paper` (the old schemes) get the method in front."""
+    name = getattr(preset, "name", key) or key
+    return name if name.startswith(f"{method}.") else f"{method}.{name}"
+
+
+def preset_key(spec: Any, name: str | None) -> str | None:
+    """The key under which `spec.presets` holds the preset called `name` in the `method.tag` scheme."""
+    if name is None or name in spec.presets:
+        return name
+    for key, preset in spec.presets.items():
+        if preset_name(spec.name, key, preset) == name:
+            return key
+    return name
+
+
+def resolve(checkpoint: Any, encoder: str | None, preset: str | None, kwargs: Mapping[str, Any]
+            ) -> tuple[str, str | None, str | None, dict[str, Any]]:
+    """build_model's hook when no method is given: (method, encoder, preset key, kwargs) from the file."""
+    from .registry import get_method
+
+    if checkpoint is None:
+        raise UserError("build_model needs a method name or a checkpoint to detect it from; "
+                        "e.g. build_model('liif', 'edsr-baseline') or build_model(checkpoint='file.pth').")
+    found = detect_checkpoint(checkpoint)
+    spec = get_method(found.method)
+    return (found.method, encoder or (found.encoder if found.encoder in spec.encoders else None),
+            preset or preset_key(spec, found.preset), {**found.options, **kwargs})

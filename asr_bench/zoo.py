@@ -1,0 +1,479 @@
+"""The weights zoo: each preset's official files, whether they are here and intact, and fetching them.
+
+Presets carry their sources as data (`Preset.weights`, a tuple of `WeightFile`); the zoo only reads them. Files
+are looked for in `--weights-dir`, then `$ASR_BENCH_WEIGHTS`, then `~/.cache/asr_bench/weights`, each as
+`<dir>/<preset>/<file>` (GSASR's parts are all called encoder.pth / decoder.pth) or `<dir>/<file>`.
+
+`fetch` is the only code in asr-bench that touches the network, and only when the user asks for it: a run never
+downloads. Downloads go to `<file>.part` beside the target, resume with an HTTP Range request after a cut
+connection, are checked against the published size and sha256 (the sha256 is recorded in `sha256.json` where
+none is published), and are renamed into place only when complete and intact. urllib only: no new dependency.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import MissingFile, UnknownName, UserError
+from .weightfiles import WeightFile
+
+ENV = "ASR_BENCH_WEIGHTS"
+DEFAULT_CACHE = Path("~/.cache/asr_bench/weights")
+RECORD = "sha256.json"
+CHUNK = 1 << 16
+ATTEMPTS = 4                     # per URL: the first request and three resumes after a cut connection
+MANUAL_HOSTS = ("drive.google.com", "pan.baidu.com")   # need a browser (confirmation pages, logins)
+PAGE_PATHS = ("/releases/tag/", "/tree/", "/blob/")     # GitHub pages that list files rather than serve one
+
+
+# ------------------------------------------------------------------------------------------ presets
+
+
+def all_presets() -> list[tuple[Any, Any]]:
+    """(MethodSpec, Preset) of every registered preset; the registry's own list once it has one."""
+    from . import registry
+
+    if hasattr(registry, "all_presets"):
+        return list(registry.all_presets())
+    return [(spec, preset) for spec in registry.method_specs() for preset in spec.presets.values()]
+
+
+def named_presets() -> dict[str, tuple[Any, Any]]:
+    """`method.tag` -> (MethodSpec, Preset)."""
+    from .detect import preset_name
+
+    return {preset_name(spec.name, preset.name, preset): (spec, preset) for spec, preset in all_presets()}
+
+
+def find_preset(name: str) -> tuple[Any, Any]:
+    presets = named_presets()
+    if name not in presets:
+        raise UnknownName("preset", name, presets, hint="See `asr-bench weights list`.")
+    return presets[name]
+
+
+def weight_files(preset: Any) -> tuple[WeightFile, ...]:
+    return tuple(getattr(preset, "weights", ()) or ())
+
+
+# ------------------------------------------------------------------------------------------ where
+
+
+def search_dirs(weights_dir: str | Path | None = None) -> list[Path]:
+    """--weights-dir, $ASR_BENCH_WEIGHTS, ~/.cache/asr_bench/weights: in this order, each once."""
+    dirs = [weights_dir, os.environ.get(ENV) or None, DEFAULT_CACHE]
+    out: list[Path] = []
+    for d in dirs:
+        if d is not None and Path(d).expanduser() not in out:
+            out.append(Path(d).expanduser())
+    return out
+
+
+def cache_dir(weights_dir: str | Path | None = None) -> Path:
+    """Where fetch writes: the first of the search folders."""
+    return search_dirs(weights_dir)[0]
+
+
+def variant_of(wf: WeightFile) -> str:
+    """Which alternative release a file belongs to (GSASR's enhanced models: DIV2K- or DF2K-trained pairs);
+    '' where a preset has one release. Read from `extra['variant']` (or `extra['train']`)."""
+    return wf.extra.get("variant") or wf.extra.get("train") or ""
+
+
+def variants(preset: Any) -> list[str]:
+    """The preset's alternative releases in declaration order (the first is the default); [''] for one."""
+    out: list[str] = []
+    for wf in weight_files(preset):
+        if variant_of(wf) not in out:
+            out.append(variant_of(wf))
+    return out
+
+
+def local_path(root: Path, preset_name: str, wf: WeightFile) -> Path:
+    """Where a file lives in a weights folder: <root>/<preset>[/<variant>]/<file>."""
+    variant = variant_of(wf)
+    return root / preset_name / variant / wf.filename if variant else root / preset_name / wf.filename
+
+
+def locate(preset_name: str, wf: WeightFile, dirs: Iterable[Path]) -> Path | None:
+    """The first copy found; a flat <dir>/<file> counts only for files whose name says which they are."""
+    for d in dirs:
+        candidates = [local_path(d, preset_name, wf)] + ([] if variant_of(wf) else [d / wf.filename])
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+# ------------------------------------------------------------------------------------------ hashes
+
+
+def record_root() -> Path:
+    """The folder whose `sha256.json` remembers hashes: the cache ($ASR_BENCH_WEIGHTS or the default), never a
+    user's own weights folder, so `list` and `doctor` write nowhere else."""
+    return Path(os.environ.get(ENV) or DEFAULT_CACHE).expanduser()
+
+
+def read_records() -> dict[str, dict[str, Any]]:
+    path = record_root() / RECORD
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}   # a damaged record only costs a re-hash
+    return data if isinstance(data, dict) else {}
+
+
+def write_records(records: dict[str, dict[str, Any]]) -> None:
+    """Temp file + rename: a crash never leaves a half-written record."""
+    root = record_root()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / (RECORD + ".tmp")
+    tmp.write_text(json.dumps(records, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, root / RECORD)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record_key(path: Path) -> str:
+    """A file's key in the record: relative inside the cache (which may move), absolute elsewhere."""
+    resolved, base = path.resolve(), record_root().resolve()
+    return str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(resolved)
+
+
+def cached_sha256(path: Path) -> str:
+    """sha256 of a file, remembered by size and mtime (a 256 MB checkpoint is hashed once, not per `list`)."""
+    records = read_records()
+    key = _record_key(path)
+    stat = path.stat()
+    entry = records.get(key, {})
+    if entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns and entry.get("sha256"):
+        return entry["sha256"]
+    digest = sha256_of(path)
+    records[key] = {**entry, "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    try:
+        write_records(records)
+    except OSError:
+        pass   # an unwritable cache: the hash is still right, only not remembered
+    return digest
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The sha256 fetch recorded for a file whose source publishes none."""
+    return read_records().get(_record_key(path), {}).get("fetched_sha256")
+
+
+# ------------------------------------------------------------------------------------------ status
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    preset: str
+    file: WeightFile
+    path: Path | None
+    state: str            # missing | verified | mismatch | recorded | changed | unverified
+    sha256: str | None    # of the local file, when there is one
+
+    @property
+    def present(self) -> bool:
+        return self.path is not None
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("verified", "recorded", "unverified")
+
+
+def file_status(preset_name: str, wf: WeightFile, dirs: list[Path]) -> FileStatus:
+    path = locate(preset_name, wf, dirs)
+    if path is None:
+        return FileStatus(preset_name, wf, None, "missing", None)
+    digest = cached_sha256(path)
+    if wf.sha256:
+        state = "verified" if digest == wf.sha256.lower() else "mismatch"
+    else:
+        fetched = recorded_sha256(path)
+        state = "unverified" if fetched is None else ("recorded" if fetched == digest else "changed")
+    return FileStatus(preset_name, wf, path, state, digest)
+
+
+def preset_state(preset_name: str, preset: Any, dirs: list[Path]) -> str:
+    """One word per preset for `list` and `doctor`: present, missing, partial, damaged, or none declared."""
+    files = weight_files(preset)
+    if not files:
+        return "no weights declared"
+    states = [file_status(preset_name, wf, dirs) for wf in files]
+    if any(s.present and not s.ok for s in states):
+        return "damaged (run `asr-bench weights list`)"
+    complete = [v for v in variants(preset)
+                if all(s.present for s in states if variant_of(s.file) == v)]
+    if complete:
+        return "present" + (f" ({', '.join(complete)})" if complete != [""] else "")
+    found = sum(s.present for s in states)
+    return "missing" if found == 0 else f"partial ({found}/{len(states)} files)"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "size unknown"
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} B"
+
+
+def list_lines(weights_dir: str | Path | None = None, names: Iterable[str] = ()) -> list[str]:
+    """`weights list`: every preset, its files, sources, size, sha256, license and local state."""
+    dirs = search_dirs(weights_dir)
+    presets = named_presets()
+    wanted = list(names) or sorted(presets)
+    for name in wanted:
+        find_preset(name)
+    lines = [f"weights looked for in: {', '.join(str(d) for d in dirs)} (as <dir>/<preset>/<file> or <dir>/<file>)"]
+    for name in wanted:
+        spec, preset = presets[name]
+        encoder = getattr(preset, "encoder", "")
+        files = weight_files(preset)
+        lines.append(f"{name} ({spec.name}{', encoder ' + encoder if encoder and encoder != 'none' else ''})")
+        if not files:
+            needs = getattr(spec, "needs_weights", True)
+            lines.append("  no official weights declared" + ("" if needs else " (the method needs none)"))
+            continue
+        for wf in files:
+            status = file_status(name, wf, dirs)
+            variant = f"[{variant_of(wf)}] " if variant_of(wf) else ""
+            lines.append(f"  {variant}{wf.filename}: {_size(wf.size)}, sha256 {wf.sha256 or 'unknown'}, "
+                         f"license {wf.license or 'unknown'}")
+            for url in wf.urls:
+                lines.append(f"    source {url}")
+            if wf.manual:
+                lines.append(f"    manual: {wf.manual}")
+            lines.append(f"    local: {_state_text(status)}")
+    return lines
+
+
+def _state_text(status: FileStatus) -> str:
+    if status.path is None:
+        return "missing (`asr-bench weights fetch " + status.preset + "`)"
+    text = {
+        "verified": "verified (sha256 matches the published one)",
+        "mismatch": f"SHA256 MISMATCH (file has {status.sha256}); delete it and fetch again",
+        "recorded": "matches the sha256 recorded when it was fetched (none published)",
+        "changed": f"CHANGED since it was fetched (now {status.sha256}); fetch again",
+        "unverified": f"present, not verifiable (no published sha256; file has {status.sha256})",
+    }[status.state]
+    return f"{status.path} {text}"
+
+
+# ------------------------------------------------------------------------------------------ fetch
+
+
+def is_manual(url: str) -> bool:
+    """A page for people, not a file: Drive/Baidu links, a GitHub release or tree page."""
+    return any(host in url for host in MANUAL_HOSTS) or any(page in url for page in PAGE_PATHS)
+
+
+def fetch(names: Iterable[str], weights_dir: str | Path | None = None, progress: bool = True,
+          say: Callable[[str], None] = print, variant: str | None = None) -> list[Path]:
+    """Download the files of each named preset into the cache; returns the paths now in place.
+
+    Unknown names fail before anything is downloaded. A source that needs a browser prints its manual step.
+    A preset with alternative releases (GSASR enhanced: DIV2K, DF2K) gets its first one unless `variant` names one.
+    """
+    names = list(names)
+    if not names:
+        raise UserError("weights fetch needs at least one preset name, e.g. `asr-bench weights fetch rt4ksr.x2`; "
+                        "see `asr-bench weights list`.")
+    chosen = [(name, find_preset(name)[1]) for name in names]
+    for name, preset in chosen:
+        if variant is not None and variants(preset) != [""] and variant not in variants(preset):
+            raise UnknownName(f"variant of {name}", variant, variants(preset))
+    root = cache_dir(weights_dir)
+    done: list[Path] = []
+    for name, preset in chosen:
+        files = weight_files(preset)
+        if not files:
+            say(f"{name}: no official weights declared; nothing to fetch.")
+        wanted = variant if variant in variants(preset) else variants(preset)[0] if files else ""
+        for wf in (f for f in files if variant_of(f) == wanted):
+            path = fetch_file(name, wf, root, progress, say)
+            if path is not None:
+                done.append(path)
+    return done
+
+
+def fetch_file(preset_name: str, wf: WeightFile, root: Path, progress: bool = True,
+               say: Callable[[str], None] = print) -> Path | None:
+    target = local_path(root, preset_name, wf)
+    existing = file_status(preset_name, wf, [root])
+    if existing.present and existing.ok:
+        say(f"{preset_name}: {wf.filename} already at {existing.path} ({existing.state})")
+        return existing.path
+    urls = [u for u in wf.urls if not is_manual(u)]
+    if not urls:
+        step = wf.manual or (f"download {wf.filename} from {wf.urls[0]} in a browser" if wf.urls
+                             else f"no source is published for {wf.filename}")
+        say(f"{preset_name}: {wf.filename} needs a manual step: {step}; put it at {target}")
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    errors = []
+    for url in urls:
+        try:
+            download(url, part, wf.size, progress, label=f"{preset_name}/{wf.filename}")
+            break
+        except _Retryable as exc:
+            errors.append(f"{url}: {exc}")
+    else:
+        kept = f"; the partial file {part} is kept, rerun to resume" if part.exists() and part.stat().st_size else ""
+        raise UserError(f"network error fetching {preset_name}/{wf.filename} ({'; '.join(errors)}){kept}.")
+    return _install(preset_name, wf, part, target, urls, say)
+
+
+def _install(preset_name: str, wf: WeightFile, part: Path, target: Path, urls: list[str],
+             say: Callable[[str], None]) -> Path:
+    """Check size and sha256, then rename into place; a bad download is deleted, never installed."""
+    size = part.stat().st_size
+    if wf.size is not None and size != wf.size:
+        part.unlink()
+        raise UserError(f"{preset_name}/{wf.filename}: downloaded {size} bytes, the source publishes {wf.size}; "
+                        "the download was deleted, try again later or report the source.")
+    digest = sha256_of(part)
+    if wf.sha256 and digest != wf.sha256.lower():
+        part.unlink()
+        raise UserError(f"sha256 mismatch for {preset_name}/{wf.filename}: got {digest}, published {wf.sha256}; "
+                        "the download was deleted (nothing installed); try again or report the source.")
+    os.replace(part, target)
+    stat = target.stat()
+    records = read_records()
+    entry = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "url": urls[0]}
+    if not wf.sha256:
+        entry["fetched_sha256"] = digest
+    records[_record_key(target)] = entry
+    write_records(records)
+    how = "verified" if wf.sha256 else "sha256 recorded (none published)"
+    say(f"{preset_name}: {wf.filename} -> {target} ({how}: {digest})")
+    return target
+
+
+class _Retryable(Exception):
+    """A source that failed: try the next URL, or report."""
+
+
+def download(url: str, part: Path, size: int | None, progress: bool, label: str) -> None:
+    """Fill `part` with the file at `url`, resuming from its current length after each cut connection."""
+    last: Exception | None = None
+    for _ in range(ATTEMPTS):
+        start = part.stat().st_size if part.exists() else 0
+        if size is not None and start == size:
+            return
+        if size is not None and start > size:
+            part.unlink()
+            start = 0
+        try:
+            _transfer(url, part, start, progress, label)
+            return
+        except _NotAFile as exc:
+            raise _Retryable(str(exc)) from exc
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and start:          # our partial file is not a prefix the server can continue
+                part.unlink()
+                last = exc
+                continue
+            raise _Retryable(f"HTTP {exc.code} {exc.reason}") from exc
+        except urllib.error.URLError as exc:               # the host is not reachable (at open)
+            raise _Retryable(str(exc.reason)) from exc
+        except (OSError, http.client.HTTPException, _Cut) as exc:
+            last = exc
+    raise _Retryable(f"connection kept failing ({type(last).__name__}: {last})")
+
+
+class _NotAFile(Exception):
+    """The URL serves HTML (a preview or login page): the file needs a manual step."""
+
+
+class _Cut(Exception):
+    """The server closed the connection before the announced end of the file."""
+
+
+def _transfer(url: str, part: Path, start: int, progress: bool, label: str) -> None:
+    headers = {"User-Agent": "asr-bench"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=60) as response:
+        resumed = start and response.status == 206 and \
+            response.headers.get("Content-Range", "").startswith(f"bytes {start}-")
+        if response.headers.get_content_type() == "text/html":
+            raise _NotAFile(f"{url} answers with a web page, not the file; download it in a browser")
+        offset = start if resumed else 0
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        from tqdm import tqdm
+
+        with part.open("ab" if resumed else "wb") as out, \
+                tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=label, file=sys.stderr,
+                     disable=not progress, leave=True) as bar:
+            while True:
+                try:
+                    block = response.read(CHUNK)
+                except http.client.IncompleteRead as exc:
+                    out.write(exc.partial)
+                    bar.update(len(exc.partial))
+                    raise _Cut(f"cut after {out.tell()} bytes") from exc
+                if not block:
+                    break
+                out.write(block)
+                bar.update(len(block))
+            written = out.tell()
+    if total is not None and written < total:
+        raise _Cut(f"cut after {written} of {total} bytes")
+
+
+# ------------------------------------------------------------------------------------------ verify
+
+
+def verify(checkpoint: str | Path, device: str = "cpu") -> list[str]:
+    """`weights verify FILE`: detect, strict-load through build_model, parameters and sha256 of each file."""
+    from .detect import CHECKPOINT_SUFFIXES, detect_checkpoint
+    from .registry import build_model
+
+    path = Path(checkpoint).expanduser()
+    if not path.exists():
+        raise MissingFile("checkpoint", path, "Check the path (a .pth file, or a folder of them).")
+    found = detect_checkpoint(path)
+    model = build_model(checkpoint=path, device=device)
+    params = sum(p.numel() for p in model.parameters())
+    lines = [f"method {found.method}, encoder {found.encoder}, preset {found.preset or '(method default)'}",
+             f"  why: {found.reason}",
+             f"  strict load: ok, {params:,} parameters, weights_loaded={bool(getattr(model, 'weights_loaded', False))}"]
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES) \
+        if path.is_dir() else [path]
+    declared = [(name, wf) for name, (_, preset) in named_presets().items() for wf in weight_files(preset)]
+    names = [wf.filename for _, wf in declared]
+    published = {wf.filename: (name, wf) for name, wf in declared if wf.sha256 and names.count(wf.filename) == 1}
+    by_hash = {wf.sha256.lower(): name for name, wf in declared if wf.sha256}
+    for file in files:
+        digest = sha256_of(file)
+        if digest in by_hash:
+            note = f"the published file of {by_hash[digest]}"
+        elif file.name in published:
+            name, wf = published[file.name]
+            raise UserError(f"sha256 mismatch: {file} has the name of {name}'s official file but sha256 {digest}, "
+                            f"published {wf.sha256}; fetch it again with `asr-bench weights fetch {name}`.")
+        else:
+            note = "no published sha256 to compare"
+        lines.append(f"  sha256 {digest}  {file.name} ({note})")
+    return lines
