@@ -201,9 +201,16 @@ class RT4KSR(Upsampler):
         self.nets = nn.ModuleDict({f"x{net.scale}": net for net in nets})
         self.scales = tuple(sorted(net.scale for net in nets))
 
+    def _net_for(self, lr_hw: tuple[int, int], size: tuple[int, int]) -> RT4KSRNet:
+        return self.nets[f"x{size[0] // lr_hw[0]}"]
+
+    def parameters_for_size(self, lr_hw: tuple[int, int], size: tuple[int, int]) -> Any:
+        """Only the network that serves this scale: a folder holds two, and each call runs one of them."""
+        return self._net_for(lr_hw, size).parameters()
+
     def forward_size(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         h, w = lr.shape[-2:]
-        net = self.nets[f"x{size[0] // h}"]
+        net = self._net_for((h, w), size)
         ph, pw = h % 2, w % 2
         if ph or pw:
             lr = F.pad(lr, (0, pw, 0, ph), mode="reflect")

@@ -206,11 +206,22 @@ def test_tiled_run_matches_untiled_at_integer_scale(tmp_path, plugin, images):
 def test_visual_crops_share_one_box(tmp_path, plugin, images):
     run_benchmark(make_config(tmp_path, plugin, images, scales=[2], visuals={"crop": 16}), progress=False, render=False)
     folder = tmp_path / "run/visuals/tiny/2/a"
-    names = sorted(p.name for p in folder.iterdir())
+    names = sorted(p.name for p in folder.iterdir() if p.name not in ("thumb.png", "box.json"))
     assert names == ["GT.png", "bicubic.png", f"{slug('t-smooth')}.png"]
     assert {read_image(folder / n).shape for n in names} == {(16, 16, 3)}
-    gt = read_image(Path(images) / "a.png")[10:26, 16:32]  # centre box of the 36x48 HR
+    top, left, bottom, right = json.loads((folder / "box.json").read_text())["box"]
+    gt = read_image(Path(images) / "a.png")[top:bottom, left:right]
     assert np.array_equal(read_image(folder / "GT.png"), gt)
+
+
+def test_save_images_writes_every_output_and_crop_at_moves_the_crop(tmp_path, plugin, images):
+    config = make_config(tmp_path, plugin, images, scales=[2], save_images=True, visuals={"crop": 8, "crop_at": [3, 5]})
+    run_benchmark(config, progress=False, render=False)
+    written = sorted(p.relative_to(tmp_path / "run/images").as_posix() for p in (tmp_path / "run/images").rglob("*.png"))
+    assert written == [f"tiny/x2/t-smooth/{name}.png" for name in ("a", "b", "c")]
+    folder = tmp_path / "run/visuals/tiny/2/a"
+    assert json.loads((folder / "box.json").read_text())["box"] == [3, 5, 11, 13]
+    assert np.array_equal(read_image(folder / "GT.png"), read_image(Path(images) / "a.png")[3:11, 5:13])
 
 
 def test_run_json_records_environment_and_config(tmp_path, plugin, images):

@@ -32,6 +32,8 @@ from ..errors import UnsupportedScale, UserError
 from .cases import Case, check_names, load_plugins, plan_cases, resolve_methods
 from .environment import environment, live_backends, resolve_device
 from .memory import peak_memory_mb
+from .outputs import save_output
+from .params import params_that_ran
 from .records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, ImageRecord
 from .store import RunStore
 from .tiling import tiled_forward
@@ -364,7 +366,7 @@ def measure_cost(model: torch.nn.Module, upscale: Any, lr: torch.Tensor, size: t
         "time_warmup": config.profiling.warmup,
         "memory_mb": memory_mb,
         "memory_kind": memory_kind,
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": params_that_ran(model, tuple(lr.shape[-2:]), size),
         "flops": count_flops(call, model) if config.profiling.flops else None,
         "output_mpix": size[0] * size[1] / 1e6,
     }
@@ -410,7 +412,9 @@ def score_images(case: Case, config: Config, device: torch.device, store: RunSto
             values, notes = protocol.score(sr, hr, case.scale, list(config.metrics), case.dataset, config.weights_dir)
         if index == 0 and config.visuals.crop:
             save_crops(visual_dir(store.run_dir, case.dataset, case.scale_label, image_id), case.label,
-                       sr, hr, lr, config.visuals.crop)
+                       sr, hr, lr, config.visuals.crop, config.visuals.crop_at)
+        if config.save_images:
+            save_output(store.run_dir, case.dataset, case.scale_label, case.label, image_id, sr)
         store.add_image(ImageRecord(case_id=case.case_id, image=image_id, metrics=dict(values), notes=dict(notes),
                                     lr_size=tuple(lr.shape[-2:]), sr_size=tuple(sr.shape[-2:])))
         bar.update(1)
