@@ -62,6 +62,12 @@ class CaseRecord:
     output_mpix: float | None = None    # megapixels of the measured output
     device: str = "cpu"
     precision: str = "fp32"
+    # Timing spread of the repeats and where the numbers came from (the store writes them when it has them;
+    # the report shows them when present).
+    time_min_ms: float | None = None
+    time_max_ms: float | None = None
+    time_iqr_ms: float | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)  # checkpoint_sha256, dataset_fingerprint, versions
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
