@@ -8,7 +8,8 @@
     doctor         what this machine has: torch, devices, op backends, metric weights, data folders
     bench-ops      the custom ops' micro-benchmarks
 
-Every user mistake prints one line on stderr and exits with code 2; `--debug` shows the traceback.
+`asr-bench`, `python -m asr_bench` and `python run_bench.py` are the same program; with no arguments it prints
+the usage and the subcommands. Every user mistake prints one line on stderr and exits with code 2; `--debug` shows the traceback.
 """
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ from .errors import UserError
 COMMANDS = ("run", "score", "prepare", "list", "report", "doctor", "bench-ops")
 
 
+def program_name(argv0: str | None = None) -> str:
+    """How the user started us: 'asr-bench', 'run_bench.py' or 'python -m asr_bench' (usage text says the same)."""
+    name = Path(argv0 if argv0 is not None else (sys.argv[0] if sys.argv and sys.argv[0] else "asr-bench")).name
+    if name in ("__main__.py", "-c", "") or name.startswith("python"):
+        return "python -m asr_bench"
+    return name
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of `run_bench.py` and the `asr-bench` console script; exits with the command's code."""
     sys.exit(run_cli(list(sys.argv[1:] if argv is None else argv)))
@@ -32,7 +41,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run_cli(argv: list[str]) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+    if not argv:  # no arguments: say what the program does instead of complaining about a missing --config
+        print(build_parser().format_help())
+        return 0
+    if argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv = ["run", *argv]
     if argv[0] == "bench-ops":  # its own argument parser owns everything after the name
         return _bench_ops(argv[1:], debug)
@@ -60,9 +72,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="run_bench.py", description="asr-bench: benchmark arbitrary-scale super-resolution.",
-                     epilog="Add --debug anywhere to see tracebacks.")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    from . import __version__
+
+    prog = program_name()
+    parser = _Parser(prog=prog, description="asr-bench: benchmark arbitrary-scale super-resolution.",
+                     epilog=f"Without a subcommand, `run` is meant: `{prog} --config configs/quick.yml`. "
+                            "Add --debug anywhere to see tracebacks.")
+    parser.add_argument("--version", action="version", version=f"asr-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, title="subcommands", metavar="<subcommand>")
 
     run = sub.add_parser("run", help="run or resume a benchmark config (the default command)")
     run.add_argument("--config", "-c", required=True, help="YAML config, e.g. configs/quick.yml")
@@ -72,7 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", "-o", help="run folder (config output); default results/<config name>")
     run.add_argument("--device", help="cpu, cuda, cuda:N or auto (config device)")
     run.add_argument("--retry-errors", action="store_true", help="rerun cases that failed in an earlier run")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (one log line per finished case)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="list the cases and whether each one's weights and data are found; run and write nothing")
+    run.add_argument("--methods", nargs="+", metavar="NAME", help="shortcut for the config key methods (names)")
+    run.add_argument("--datasets", nargs="+", metavar="NAME", help="shortcut for the config key datasets")
+    run.add_argument("--scales", nargs="+", type=float, metavar="S", help="shortcut for the config key scales")
     run.set_defaults(handler=cmd_run)
 
     score = sub.add_parser("score", help="score a folder of SR images against GT")
@@ -113,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--weights-dir", help="also look for metric weights here")
     doctor.add_argument("--build", action="store_true", help="compile the op backends now (minutes, once)")
     doctor.set_defaults(handler=cmd_doctor)
+
+    # bench-ops owns its own argument parser (run_cli hands it everything after the name); listed here for --help
+    sub.add_parser("bench-ops", help="the custom ops' micro-benchmarks (`bench-ops --help` for its options)",
+                   add_help=False)
     return parser
 
 
@@ -127,7 +153,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     for key, value in (("data_root", args.data_root), ("output", args.output), ("device", args.device)):
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")  # a quoted string: paths are never YAML-typed
+    for key, values in (("methods", args.methods), ("datasets", args.datasets), ("scales", args.scales)):
+        if values:
+            overrides.append(f"{key}={json.dumps([int(v) if isinstance(v, float) and v.is_integer() else v for v in values])}")
     config = load_config(args.config, overrides)
+    if args.dry_run:
+        from .engine.dry_run import dry_run_lines
+
+        print("\n".join(dry_run_lines(config)))
+        return 0
     result = run_benchmark(config, progress=not args.no_progress, retry_errors=args.retry_errors)
     print(summary(result.cases))
     print(f"\nresults: {result.run_dir}/ (report.html, tables/, cases.csv, images.csv)")
