@@ -321,3 +321,16 @@ def test_a_killed_run_resumes_to_the_same_results(tmp_path, plugin, images):
     for name in ("cases.jsonl", "images.jsonl"):
         assert comparable(killed_dir / name) == comparable(clean_dir / name)
     assert len(rows(clean_dir / "cases.jsonl")) == 6
+
+
+def test_without_a_terminal_a_run_logs_one_line_per_finished_case_and_no_bars(tmp_path, plugin, images, capfd):
+    config = make_config(tmp_path, plugin, images, methods=["t-smooth", "t-random", "t-smooth-x2"], scales=[2, 3])
+    run_benchmark(config, progress=True, render=False)
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("case ")]
+    assert [line.split("  ")[:3] for line in lines] == [
+        ["case 1/6", "t-smooth|tiny|2", "scored"], ["case 2/6", "t-smooth|tiny|3", "scored"],
+        ["case 3/6", "t-random (tiny)|tiny|2", "cost only (random weights)"],
+        ["case 4/6", "t-random (tiny)|tiny|3", "cost only (random weights)"],
+        ["case 5/6", "t-smooth-x2|tiny|2", "scored"], ["case 6/6", "t-smooth-x2|tiny|3", "unsupported scale"]]
+    assert "\r" not in err and "img/s" not in err  # no tqdm redraws in a log

@@ -31,6 +31,7 @@ from ..config import Config, config_hash, results_key
 from ..errors import UnsupportedScale, UserError
 from .cases import Case, check_names, load_plugins, plan_cases, resolve_methods
 from .environment import environment, live_backends, resolve_device
+from .console import RunConsole, image_bar, ticking
 from .memory import peak_memory_mb
 from .outputs import save_output
 from .params import params_that_ran
@@ -66,16 +67,25 @@ def run_benchmark(config: Config, progress: bool = True, retry_errors: bool = Fa
     if isolate is None:
         isolate = config.profiling.memory and device.type == "cpu"
     _SHOWN.clear()
+    console = RunConsole(len(cases), progress)
     for case in cases:
         done = store.finished(case.case_id)
         if done is not None and retry_errors and done.status == ERROR:
             store.drop_case(case.case_id)
         if store.finished(case.case_id) is not None:
+            console.skip()
             continue
-        if isolate and case_supported(case):
-            run_isolated(case, config, device, store, progress)
-        else:
-            execute_case(case, config, device, store, progress)
+        console.start_case(case.case_id)
+        try:
+            if isolate and case_supported(case):
+                run_isolated(case, config, device, store, progress)
+            else:
+                execute_case(case, config, device, store, progress)
+        except BaseException:
+            console.close()
+            raise
+        console.finish_case(store.cases[case.case_id])
+    console.close()
     records = [store.cases[c.case_id] for c in cases]
     finished = store.read_run()
     finished.setdefault("environment", {})["op_backends"] = live_backends()  # what the cases compiled and used
@@ -330,7 +340,8 @@ def evaluate(case: Case, config: Config, device: torch.device, store: RunStore, 
             bar.set_postfix_str("profiling")
             lr, hr = protocol.lr_hr(dataset, ids[0], case.scale, config.cache_dir)
             size = tuple(protocol.output_size(tuple(lr.shape[-2:]), tuple(hr.shape[-2:]), case.scale))
-            profile = measure_cost(model, upscale, lr.to(device, dtype), size, config, device)
+            with ticking(bar):  # the elapsed time keeps moving while the cost is measured
+                profile = measure_cost(model, upscale, lr.to(device, dtype), size, config, device)
             store.put_profile(case.case_id, profile)
         if scored:
             score_images(case, config, device, store, protocol, dataset, ids, upscale, dtype, bar)
@@ -345,9 +356,7 @@ def evaluate(case: Case, config: Config, device: torch.device, store: RunStore, 
 
 
 def progress_bar(case: Case, total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=case.case_id, unit="img", disable=not enabled, leave=True, dynamic_ncols=True)
+    return image_bar(case.case_id, total, enabled)
 
 
 def measure_cost(model: torch.nn.Module, upscale: Any, lr: torch.Tensor, size: tuple[int, int],
