@@ -215,8 +215,8 @@ def pareto_plot(cases: Sequence[CaseRecord]) -> dict[str, bytes] | None:
     if not groups:
         return None
     labels = ordered_unique(c.label for c in cases)
-    rows, cols = _panels(len(groups), most=3)
-    fig = Figure(figsize=(3.6 * cols, 3.0 * rows + 0.6), layout="constrained")
+    rows, cols = _panels(len(groups), most=2)
+    fig = Figure(figsize=(4.2 * cols, 3.3 * rows + 0.6), layout="constrained")
     for i, (dataset, scale) in enumerate(groups):
         ax = fig.add_subplot(rows, cols, i + 1)
         mine = [c for c in ok if (c.dataset, c.scale) == (dataset, scale)]

@@ -316,7 +316,7 @@ def cost_notes(rows: Sequence[CostRow], cases: Sequence[CaseRecord] = (), markdo
     numbers = {text: i + 1 for i, text in enumerate(errors)}
     bold = "**bold**" if markdown else "bold"
     kinds = _memory_kinds(rows)
-    notes = [timing_note(rows), f"memory = {', '.join(kinds) or 'kind not recorded'}",
+    notes = [timing_note(rows), f"memory = {', '.join(kinds)}" if kinds else "memory not measured (profiling.memory: false)",
              f"FPS = 1000 / time; fastest time and smallest memory per dataset and scale in {bold}"]
     if any(r.random_weights for r in rows):
         notes.append("* = random weights (no checkpoint): cost only, no accuracy")
@@ -465,7 +465,8 @@ def summary_table(cases: Sequence[CaseRecord], width: int = SUMMARY_WIDTH) -> st
     out += [line(r) for r in lines]
     hidden = [metric_title(m) for m in metrics if m not in shown]
     if hidden:
-        reasons = ordered_unique(n for c in cases for m in metrics if m not in shown for n in [c.notes.get(m, "")] if n)
+        reasons = ordered_unique(n for c in cases if c.status == "ok" for m in metrics if m not in shown
+                                 for n in [c.notes.get(m, "")] if n)
         out.append(clip(f"not shown (n/a for every case): {', '.join(hidden)}"
                         + (f" — {reasons[0]}" if len(reasons) == 1 else ""), width))
     out += [clip(f"error in {c.label} {c.dataset} x{c.scale}: {c.error}", width) for c in cases if c.status == "error"]

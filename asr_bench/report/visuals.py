@@ -4,7 +4,7 @@ The engine writes `<run>/visuals/<dataset>/<scale>/<image_id>/{GT,bicubic,<slug(
 `thumb.png` and `box.json`: the whole HR image, small, and where the crop is). Each folder becomes one row,
 like a paper figure: a thumbnail with the crop's box, then the crops zoomed by nearest neighbour (pixels stay
 visible, no smoothing hides artefacts), labelled with the method name and that image's stored PSNR/SSIM, and
-under each an error map |method − GT| (mean over RGB, ×ERROR_GAIN, so a 1/8-range error is white).
+under each an error map |method − GT| (mean over RGB, ×ERROR_GAIN, so a quarter-range error is white).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from ..results.schema import CaseRecord, ImageRecord, slug
 from .model import dataset_title, decimals, metric_title, ordered_unique, scale_key, scale_title
 
 DISPLAY_PX = 200  # crops are zoomed to about this size (integer factor)
-ERROR_GAIN = 8    # error maps: |difference| x 8, so small errors are visible and 32 levels saturate
+ERROR_GAIN = 4    # error maps: |difference| x 4, so small errors are visible and 64 levels saturate
 _FIXED = ("GT", "bicubic")
 
 
