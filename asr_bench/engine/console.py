@@ -122,7 +122,7 @@ class RunConsole:
 
             self.bar = tqdm(total=total, desc="cases", unit="case", position=0, leave=True, dynamic_ncols=True,
                             file=self.stream, bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| "
-                                                         "[{elapsed}<{remaining}] {postfix}")
+                                                         "[{elapsed}<{remaining}]{postfix}")
 
     def skip(self) -> None:
         """A case finished in an earlier run: counted, not timed (so the ETA is about the work left)."""
