@@ -9,7 +9,8 @@
     weights        the weights zoo: `weights list`, `weights fetch PRESET...`, `weights verify FILE`
     bench-ops      the custom ops' micro-benchmarks
 
-Every user mistake prints one line on stderr and exits with code 2; `--debug` shows the traceback.
+`asr-bench`, `python -m asr_bench` and `python run_bench.py` are the same program; with no arguments it prints
+the usage and the subcommands. Every user mistake prints one line on stderr and exits with code 2; `--debug` shows the traceback.
 """
 from __future__ import annotations
 
@@ -26,6 +27,14 @@ from .errors import UserError, cannot_write
 COMMANDS = ("run", "score", "prepare", "list", "report", "doctor", "weights", "bench-ops")
 
 
+def program_name(argv0: str | None = None) -> str:
+    """How the user started us: 'asr-bench', 'run_bench.py' or 'python -m asr_bench' (usage text says the same)."""
+    name = Path(argv0 if argv0 is not None else (sys.argv[0] if sys.argv and sys.argv[0] else "asr-bench")).name
+    if name in ("__main__.py", "-c", "") or name.startswith("python"):
+        return "python -m asr_bench"
+    return name
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of `run_bench.py` and the `asr-bench` console script; exits with the command's code."""
     sys.exit(run_cli(list(sys.argv[1:] if argv is None else argv)))
@@ -34,7 +43,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run_cli(argv: list[str]) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+    if not argv:  # no arguments: say what the program does instead of complaining about a missing --config
+        print(build_parser().format_help())
+        return 0
+    if argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv = ["run", *argv]
     if argv[0] == "bench-ops":  # its own argument parser owns everything after the name
         return _bench_ops(argv[1:], debug)
@@ -68,9 +80,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="run_bench.py", description="asr-bench: benchmark arbitrary-scale super-resolution.",
-                     epilog="Add --debug anywhere to see tracebacks.")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    from . import __version__
+
+    prog = program_name()
+    parser = _Parser(prog=prog, description="asr-bench: benchmark arbitrary-scale super-resolution.",
+                     epilog=f"Without a subcommand, `run` is meant: `{prog} --config configs/quick.yml`. "
+                            "Add --debug anywhere to see tracebacks.")
+    parser.add_argument("--version", action="version", version=f"asr-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, title="subcommands", metavar="<subcommand>")
 
     run = sub.add_parser("run", help="run or resume a benchmark config (the default command)")
     run.add_argument("--config", "-c", required=True, help="YAML config, e.g. configs/quick.yml")
@@ -82,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trust-checkpoints", action="store_true",
                      help="load checkpoints that need full pickle (they can run code; config trust_checkpoints)")
     run.add_argument("--retry-errors", action="store_true", help="rerun cases that failed in an earlier run")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (one log line per finished case)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="list the cases and whether each one's weights and data are found; run and write nothing")
+    run.add_argument("--methods", nargs="+", metavar="NAME", help="shortcut for the config key methods (names)")
+    run.add_argument("--datasets", nargs="+", metavar="NAME", help="shortcut for the config key datasets")
+    run.add_argument("--scales", nargs="+", type=float, metavar="S", help="shortcut for the config key scales")
     run.add_argument("--shard", metavar="I/N", help="run the I-th of N deterministic parts of the cases into the "
                      "same folder (default: from SLURM_ARRAY_TASK_ID/COUNT or torchrun's RANK/WORLD_SIZE)")
     run.add_argument("--db-per-shard", action="store_true", default=None,
@@ -148,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     zoo_verify.add_argument("--device", default="cpu", help="where to load it (default cpu)")
     zoo_verify.set_defaults(handler=cmd_weights_verify)
     weights.set_defaults(handler=cmd_weights_usage)
+    # bench-ops owns its own argument parser (run_cli hands it everything after the name); listed here for --help
+    sub.add_parser("bench-ops", help="the custom ops' micro-benchmarks (`bench-ops --help` for its options)",
+                   add_help=False)
     return parser
 
 
@@ -164,7 +189,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={json.dumps(value)}")  # a quoted string: paths are never YAML-typed
     if args.trust_checkpoints:
         overrides.append("trust_checkpoints=true")
+    for key, values in (("methods", args.methods), ("datasets", args.datasets), ("scales", args.scales)):
+        if values:
+            overrides.append(f"{key}={json.dumps([int(v) if isinstance(v, float) and v.is_integer() else v for v in values])}")
     config = load_config(args.config, overrides)
+    if args.dry_run:
+        from .engine.dry_run import dry_run_lines
+
+        print("\n".join(dry_run_lines(config)))
+        return 0
     must_be_folder(config.run_dir(), "run folder (--output / config output)")
     if args.ray_address and args.executor != "ray":
         raise UserError("--ray-address is for --executor ray; add --executor ray or drop --ray-address.")

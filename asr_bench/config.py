@@ -28,6 +28,8 @@ Config reference (every key; all optional except `methods`):
 | `profiling.memory` | bool | true | peak memory (CUDA allocator peak; on CPU the peak RSS increase in a fresh worker process per case) |
 | `profiling.flops` | bool or `always` | true | FLOPs of one call via torch.utils.flop_counter; `true` skips it (with a note) when one call takes over 5 s |
 | `visuals.crop` | int | 96 | side of the HR crop saved per method for the first image of each dataset and scale; 0 = none |
+| `visuals.crop_at` | `[top, left]` or null | null | the crop's top-left corner in HR pixels; null = where the HR has the most detail |
+| `save_images` | bool | false | write every SR output as PNG under `<run>/images/<dataset>/x<scale>/<label>/<image>.png` |
 | `output` | str or null | `results/<name>` | run folder; reruns resume there |
 | `data_root` | str or null | null | where datasets live (then `$ASR_BENCH_DATA`, then `./datasets`) |
 | `cache_dir` | str | `.cache/asr_bench` | generated LR images |
@@ -57,7 +59,8 @@ ALL = "all"
 DEVICES = "auto, cpu, cuda, cuda:N, mps"
 PRECISIONS = ("fp32", "fp16", "bf16")
 TOP_KEYS = ("name", "methods", "datasets", "scales", "protocol", "metrics", "device", "precision", "tiling",
-            "profiling", "visuals", "output", "data_root", "cache_dir", "weights_dir", "plugins", "trust_checkpoints")
+            "profiling", "visuals", "output", "data_root", "cache_dir", "weights_dir", "plugins", "trust_checkpoints",
+            "save_images")
 METHOD_KEYS = ("method", "encoder", "checkpoint", "preset", "kwargs", "label")
 DEFAULT_CACHE = ".cache/asr_bench"
 DETECT = "detect"   # the method of a `- {checkpoint: path}` entry: read from the file when cases are resolved
@@ -108,6 +111,7 @@ class Profiling:
 @dataclass(frozen=True)
 class Visuals:
     crop: int = 96
+    crop_at: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ class Config:
     weights_dir: str | None = None
     plugins: tuple[str, ...] = ()
     trust_checkpoints: bool = False  # plugins are code and run as such; checkpoints are data unless trusted
+    save_images: bool = False
 
     def run_dir(self) -> Path:
         """Stable per config, so a rerun finds (and resumes) its own results."""
@@ -255,7 +260,7 @@ def parse_config(raw: dict[str, Any], default_name: str = "run") -> Config:
     visuals = as_mapping(raw.get("visuals"), "visuals")
     check_keys(tiling, ("tile", "overlap"), "tiling")
     check_keys(profiling, PROFILING_KEYS, "profiling")
-    check_keys(visuals, ("crop",), "visuals")
+    check_keys(visuals, ("crop", "crop_at"), "visuals")
     return Config(
         name=as_text(raw.get("name", default_name), "name"),
         methods=parse_methods(raw["methods"]),
@@ -268,13 +273,15 @@ def parse_config(raw: dict[str, Any], default_name: str = "run") -> Config:
         tiling=Tiling(tile=as_int(tiling.get("tile"), "tiling.tile", minimum=1, optional=True),
                       overlap=as_int(tiling.get("overlap", 8), "tiling.overlap", minimum=0)),
         profiling=parse_profiling(profiling),
-        visuals=Visuals(crop=as_int(visuals.get("crop", 96), "visuals.crop", minimum=0)),
+        visuals=Visuals(crop=as_int(visuals.get("crop", 96), "visuals.crop", minimum=0),
+                        crop_at=parse_crop_at(visuals.get("crop_at"))),
         output=as_path(raw.get("output"), "output"),
         data_root=as_path(raw.get("data_root"), "data_root"),
         cache_dir=as_path(raw.get("cache_dir"), "cache_dir") or DEFAULT_CACHE,
         weights_dir=as_path(raw.get("weights_dir"), "weights_dir"),
         plugins=tuple(as_text(p, f"plugins[{i}]") for i, p in enumerate(as_list(raw.get("plugins", []), "plugins"))),
         trust_checkpoints=as_bool(raw.get("trust_checkpoints", False), "trust_checkpoints"),
+        save_images=as_bool(raw.get("save_images", False), "save_images"),
     )
 
 
@@ -306,6 +313,17 @@ def as_positive(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise UserError(f"config key '{key}' is {value!r}; it must be a number > 0.")
     return float(value)
+
+
+def parse_crop_at(value: Any) -> tuple[int, int] | None:
+    """`visuals.crop_at: [top, left]` in HR pixels, or null (the crop goes where the HR has most detail)."""
+    if value is None:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+        raise UserError(f"visuals.crop_at must be [top, left], two whole numbers >= 0 (HR pixels), got {value!r}; "
+                        "e.g. `visuals: {crop: 96, crop_at: [120, 200]}`, or leave it out.")
+    return (int(value[0]), int(value[1]))
 
 
 def parse_methods(value: Any) -> tuple[MethodEntry, ...] | str:

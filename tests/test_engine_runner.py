@@ -251,11 +251,22 @@ def test_tiled_run_matches_untiled_at_integer_scale(tmp_path, plugin, images):
 def test_visual_crops_share_one_box(tmp_path, plugin, images):
     run_benchmark(make_config(tmp_path, plugin, images, scales=[2], visuals={"crop": 16}), progress=False, render=False)
     folder = tmp_path / "run/visuals/tiny/2/a"
-    names = sorted(p.name for p in folder.iterdir())
+    names = sorted(p.name for p in folder.iterdir() if p.name not in ("thumb.png", "box.json"))
     assert names == ["GT.png", "bicubic.png", f"{label_stem('t-smooth')}.png"]
     assert {read_image(folder / n).shape for n in names} == {(16, 16, 3)}
-    gt = read_image(Path(images) / "a.png")[10:26, 16:32]  # centre box of the 36x48 HR
+    top, left, bottom, right = json.loads((folder / "box.json").read_text())["box"]
+    gt = read_image(Path(images) / "a.png")[top:bottom, left:right]
     assert np.array_equal(read_image(folder / "GT.png"), gt)
+
+
+def test_save_images_writes_every_output_and_crop_at_moves_the_crop(tmp_path, plugin, images):
+    config = make_config(tmp_path, plugin, images, scales=[2], save_images=True, visuals={"crop": 8, "crop_at": [3, 5]})
+    run_benchmark(config, progress=False, render=False)
+    written = sorted(p.relative_to(tmp_path / "run/images").as_posix() for p in (tmp_path / "run/images").rglob("*.png"))
+    assert written == [f"tiny/x2/t-smooth/{name}.png" for name in ("a", "b", "c")]
+    folder = tmp_path / "run/visuals/tiny/2/a"
+    assert json.loads((folder / "box.json").read_text())["box"] == [3, 5, 11, 13]
+    assert np.array_equal(read_image(folder / "GT.png"), read_image(Path(images) / "a.png")[3:11, 5:13])
 
 
 def test_run_json_records_environment_and_config(tmp_path, plugin, images):
@@ -378,3 +389,16 @@ def test_a_fixed_profiling_input_is_measured_and_every_image_still_runs(tmp_path
     assert case.profile_input == [20, 30] and case.output_mpix == 40 * 60 / 1e6
     assert case.time_repeats == 2 and case.time_min_ms <= case.time_ms <= case.time_max_ms
     assert calls(plugin) - before == 2 + 3  # the timed calls are not an image's: all three images run
+
+
+def test_without_a_terminal_a_run_logs_one_line_per_finished_case_and_no_bars(tmp_path, plugin, images, capfd):
+    config = make_config(tmp_path, plugin, images, methods=["t-smooth", "t-random", "t-smooth-x2"], scales=[2, 3])
+    run_benchmark(config, progress=True, render=False)
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("case ")]
+    assert [line.split("  ")[:3] for line in lines] == [
+        ["case 1/6", "t-smooth|tiny|2", "scored"], ["case 2/6", "t-smooth|tiny|3", "scored"],
+        ["case 3/6", "t-random (tiny)|tiny|2", "cost only (random weights)"],
+        ["case 4/6", "t-random (tiny)|tiny|3", "cost only (random weights)"],
+        ["case 5/6", "t-smooth-x2|tiny|2", "scored"], ["case 6/6", "t-smooth-x2|tiny|3", "unsupported scale"]]
+    assert "\r" not in err and "img/s" not in err  # no tqdm redraws in a log

@@ -13,7 +13,8 @@ from asr_bench.errors import UserError
 from asr_bench.report import render_report
 from asr_bench.report.model import accuracy_tables
 from asr_bench.report.published import COLUMNS, load_published, match_published, norm_scale, read_published_csv
-from asr_bench.report.tables import accuracy_markdown, published_rows
+from asr_bench.report.html import _cell_view
+from asr_bench.report.tables import accuracy_markdown, published_display, published_rows
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = ",".join(COLUMNS)
@@ -25,10 +26,10 @@ def _case(**overrides: object) -> CaseRecord:
     return CaseRecord(**{**base, **overrides})
 
 
-def _write(tmp_path: Path, body: str, name: str = "paper.csv") -> Path:
+def _write(tmp_path: Path, body: str, name: str = "paper.csv", header: str = HEADER) -> Path:
     folder = tmp_path / "published"
     folder.mkdir(exist_ok=True)
-    (folder / name).write_text(HEADER + "\n" + body)
+    (folder / name).write_text(header + "\n" + body)
     return folder
 
 
@@ -68,7 +69,7 @@ def test_a_number_under_another_protocol_is_shown_flagged_and_after_same_protoco
     matches = match_published(_case(), "psnr", 32.4375, load_published(folder))
     assert [(m.row.source, m.same_protocol) for m in matches] == [("LIIF paper", True), ("GSASR paper", False)]
     md = accuracy_markdown(accuracy_tables([_case()], load_published(folder)))
-    assert "32.44 (pub 32.50, -0.06; pub 32.60†gsasr, -0.16)" in md
+    assert "32.44 (pub 32.50, -0.0625; pub 32.60†gsasr, -0.1625)" in md  # deltas: printed places + 2
 
 
 def test_bicubic_without_encoder_matches_an_empty_or_none_encoder(tmp_path: Path) -> None:
@@ -91,8 +92,33 @@ def test_render_writes_the_comparison_table_with_deltas(tmp_path: Path) -> None:
     assert len(rows) == 1
     assert float(rows[0]["ours"]) == ours and float(rows[0]["published"]) == 38.17
     assert float(rows[0]["delta"]) == pytest.approx(ours - 38.17, abs=1e-12)
-    assert f"{ours - 38.17:+.2f}" in paths["published.md"].read_text()
-    assert f"Δ {ours - 38.17:+.2f}" in paths["report.html"].read_text()
+    assert f"{ours - 38.17:+.4f}" in paths["published.md"].read_text()
+    assert f"Δ {ours - 38.17:+.4f}" in paths["report.html"].read_text()
+
+
+def test_deltas_keep_the_printed_precision_plus_two_a_zero_is_neutral_and_reference_rows_are_their_own_kind(
+        tmp_path: Path) -> None:
+    folder = _write(tmp_path, "liif,edsr-baseline,set5,4,LIIF,psnr,32.2375,official code,reference\n"
+                              "liif,edsr-baseline,set5,4,LIIF,psnr,32.31,LIIF paper,\n",
+                    header="method,encoder,dataset,scale,protocol,metric,value,source,kind")
+    rows = load_published(folder)
+    assert [(r.kind, r.places) for r in rows] == [("reference", 4), ("published", 2)]
+    case = _case()
+    case.metrics["psnr"] = 32.2375  # equal to the reference to its last printed digit
+    md = accuracy_markdown(accuracy_tables([case], rows))
+    assert "(ref 32.2375, ±0.000000; pub 32.31, -0.0725)" in md  # 4 + 2 and 2 + 2 places, no '-0.00'
+    view = _cell_view(accuracy_tables([case], rows)[0].rows[0].cells[0], "psnr", 1)
+    assert [(p["kind"], p["sign"]) for p in view["published"]] == [("ref", "same"), ("pub", "worse")]
+    entries = published_rows(accuracy_tables([case], rows))
+    assert [e["kind"] for e in entries] == ["reference", "published"]
+    assert published_display(entries[0])[4:8] == ["32.237500", "32.2375", "±0.000000", "reference"]
+
+
+def test_an_unknown_kind_is_a_user_error(tmp_path: Path) -> None:
+    folder = _write(tmp_path, "liif,edsr-baseline,set5,4,LIIF,psnr,32.2,x,measured\n",
+                    header="method,encoder,dataset,scale,protocol,metric,value,source,kind")
+    with pytest.raises(UserError, match="kind 'measured' is not one of published, reference"):
+        load_published(folder)
 
 
 def test_published_rows_lists_every_matched_cell() -> None:

@@ -60,9 +60,14 @@ def test_render_writes_tables_plots_and_one_html(rendered: tuple[Path, dict[str,
     run, paths = rendered
     expected = {f"{t}.{e}" for t in ("accuracy", "cost") for e in ("md", "tex", "csv")} | {"report.html"}
     assert expected <= set(paths)
+    plots = ("accuracy_vs_scale", "pareto", "time_vs_mpix", "memory_vs_scale")
     assert {p for p in paths if p.startswith("plots/")} == {
-        "plots/accuracy_vs_scale.png", "plots/time_vs_mpix.png", "plots/memory_vs_scale.png",
+        *(f"plots/{n}.{e}" for n in plots for e in ("png", "pdf", "svg")),
         "plots/visual_set5_x4_butterfly.png", "plots/visual_urban100_x3.5_img_004.png"}
+    assert "tables.tex" in paths
+    for name in plots:  # PDF and SVG for papers, real files of their formats
+        assert paths[f"plots/{name}.pdf"].read_bytes().startswith(b"%PDF-")
+        assert b"<svg" in paths[f"plots/{name}.svg"].read_bytes()[:2000]
     for name, path in paths.items():
         assert path.exists() and path.stat().st_size > 0
         assert path.parent in (run, run / "tables", run / "plots")
@@ -86,7 +91,8 @@ def test_html_is_self_contained(rendered: tuple[Path, dict[str, Path]]) -> None:
                 assert value.startswith("#")
     assert "@import" not in html and "url(" not in html
     images = [a["src"] for t, a in tags if t == "img"]
-    assert len(images) == 3 + 6 + 5  # plots + two visual rows (GT, bicubic and the methods that ran)
+    # plots + two visual rows (GT, bicubic and the methods that ran) + an error map under every crop but GT's
+    assert len(images) == 4 + 6 + 5 + (6 - 1) + (5 - 1)
 
 
 def test_rendering_again_from_the_store_gives_the_same_files(rendered: tuple[Path, dict[str, Path]], tmp_path: Path) -> None:
@@ -98,14 +104,21 @@ def test_rendering_again_from_the_store_gives_the_same_files(rendered: tuple[Pat
         assert again[name].read_bytes() == paths[name].read_bytes(), name
 
 
-def test_accuracy_cells_in_html_show_best_na_and_error_with_its_message(rendered: tuple[Path, dict[str, Path]]) -> None:
+def test_accuracy_cells_in_html_show_best_second_and_footnoted_reasons_once(rendered: tuple[Path, dict[str, Path]]) -> None:
     html = rendered[1]["report.html"].read_text()
     error = next(c for c in make_cases() if c.status == ERROR).error
-    assert f'title="{error}"' in html
+    assert html.count(error) == 2  # once under the accuracy table, once in the cost table's error list
     assert re.search(r'<li id="fn1"><span class="label">GSASR \(edsr\)</span>: ' + re.escape(error), html)
     assert 'href="#fn1"' in html
-    assert "n/a (unsupported scale)" in html and "n/a (no weights)" in html
-    assert html.count('class="value best') > 0
+    assert html.count("weights missing: alexnet-owt-7be5be79.pth") == 1
+    notes = re.findall(r'<li id="(t1-\d+)"><span class="mk">([a-z])</span>([^<]*)</li>', html)
+    assert [text for _, _, text in notes] == ["LPIPS: weights missing: alexnet-owt-7be5be79.pth",
+                                             f"error in GSASR (edsr): {error}", "unsupported scale"]
+    for anchor, mark, _ in notes:  # every marker in a cell links to its note
+        assert f'<sup class="mark"><a href="#{anchor}">{mark}</a></sup>' in html
+    assert "n/a (" not in html.split('id="accuracy"')[1].split('id="cost"')[0]
+    assert html.count('class="value best') > 0 and html.count(" second") > 0
+    assert "1 method ran on random weights: cost only (RT4KSR)" in html
     assert "Protocol: gsasr" in html
 
 
@@ -117,6 +130,10 @@ def test_run_metadata_and_resolved_config_are_shown(rendered: tuple[Path, dict[s
     assert '<td class="key">backends.rasterize</td><td>cuda</td>' in html
     (pre,) = _parse(html).pre
     assert yaml.safe_load(pre) == RUN_JSON["config"]
+    assert "<details>\n<summary>Resolved configuration</summary>" in html  # collapsible
+    for field, value in [("protocol", "gsasr"), ("border crop", "int(s) pixels, at most 8"),
+                         ("output rounding", "round to uint8 levels"), ("colour space (PSNR, SSIM)", "Y (BT.601)")]:
+        assert re.search(f'<td class="key">{re.escape(field)}</td><td>[^<]*{re.escape(value)}', html), field
 
 
 def _decode(uri: str) -> np.ndarray:
@@ -127,7 +144,9 @@ def test_visual_rows_are_nearest_neighbour_zooms_of_the_stored_crops_in_method_o
         rendered: tuple[Path, dict[str, Path]]) -> None:
     run, paths = rendered
     html = paths["report.html"].read_text()
-    imgs = [a for t, a in _parse(html).tags if t == "img" and "alt" in a][3:]  # skip the three plots
+    tags = [a for t, a in _parse(html).tags if t == "img" and "alt" in a][4:]  # skip the four plots
+    imgs = [a for a in tags if not a["alt"].startswith("error map")]
+    errors = {a["alt"][len("error map of "):]: a for a in tags[:11] if a["alt"].startswith("error map")}  # first row
     cases = make_cases()
     ran = [c.label for c in cases if c.dataset == "set5" and c.scale == "4" and c.status == "ok" and c.method != "bicubic"]
     assert [a["alt"] for a in imgs[:6]] == ["GT", "Bicubic", *ran]
@@ -139,6 +158,11 @@ def test_visual_rows_are_nearest_neighbour_zooms_of_the_stored_crops_in_method_o
         expected = source.repeat(factor, axis=0).repeat(factor, axis=1)
         assert np.array_equal(_decode(attrs["src"]), expected)
         assert attrs["width"] == str(source.shape[1] * factor)
+        if stem != "GT":  # |crop - GT| averaged over RGB, x4, clipped, zoomed the same: computed here by hand
+            gt_crop = np.asarray(Image.open(folder / "GT.png").convert("RGB")).astype(float)
+            diff = np.clip(np.rint(np.abs(source.astype(float) - gt_crop).mean(axis=2) * 4), 0, 255)
+            shown = _decode(errors[attrs["alt"]]["src"])[..., 0]
+            assert np.array_equal(shown, diff.repeat(factor, axis=0).repeat(factor, axis=1))
     figure = np.asarray(Image.open(paths["plots/visual_set5_x4_butterfly.png"]).convert("RGB"))
     gt = np.asarray(Image.open(folder / "GT.png").convert("RGB")).repeat(4, axis=0).repeat(4, axis=1)
     assert figure.shape[1] == 6 * 192 + 7 * 8  # six tiles and their gaps

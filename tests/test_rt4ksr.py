@@ -163,3 +163,22 @@ def test_frame_rate_helper():
     rows = R.measure_frame_rates(model, [("tiny x2", (16, 20), 2), ("tiny x3", (16, 20), 3)], repeats=2)
     assert rows[0]["fps"] > 0 and rows[0]["scale"] == 2 and rows[0]["repeats"] == 2
     assert "error" in rows[1] and "x2" in rows[1]["error"]
+
+
+def test_a_folder_model_reports_the_parameters_of_the_network_that_ran(rt4ksr_weights):
+    """Both networks are held, one runs per scale: params at x2 / x3 are each file's own count (research/rt4ksr.md)."""
+    from asr_bench.engine.params import params_that_ran
+
+    model = ab.build_model("rt4ksr", "none", checkpoint=str(rt4ksr_weights), device="cpu")
+    assert sum(p.numel() for p in model.parameters()) == PARAMS[2] + PARAMS[3]  # what was reported before
+    assert params_that_ran(model, (10, 12), (20, 24)) == PARAMS[2]
+    assert params_that_ran(model, (10, 12), (30, 36)) == PARAMS[3]
+    for scale in (2, 3):  # each equals the official file's tensor count
+        assert sum(t.numel() for t in official_state(rt4ksr_weights, scale).values()) == PARAMS[scale]
+
+
+def test_a_model_without_the_hook_counts_all_its_parameters():
+    from asr_bench.engine.params import params_that_ran
+
+    net = torch.nn.Conv2d(3, 5, 3)
+    assert params_that_ran(net, (4, 4), (8, 8)) == 3 * 5 * 9 + 5

@@ -71,11 +71,13 @@ def test_bold_marks_the_best_value_per_column_for_higher_and_lower_better_metric
     assert not table["Bicubic"][_column("set5", "2", "psnr")].startswith("**")
 
 
-def test_ties_at_display_precision_are_all_bold() -> None:
+def test_ties_at_display_precision_are_all_bold_and_the_next_value_is_underlined() -> None:
     cases = [CaseRecord(f"{n}|set5|4", n, n.lower(), "edsr", "set5", "4", "gsasr", metrics={"psnr": v})
-             for n, v in [("A", 32.504), ("B", 32.496), ("C", 32.40)]]
+             for n, v in [("A", 32.504), ("B", 32.496), ("C", 32.40), ("D", 31.0)]]
     table = _md_cells(accuracy_markdown(accuracy_tables(cases)))
-    assert [table[n]["Set5 x4 PSNR↑"] for n in "ABC"] == ["**32.50**", "**32.50**", "32.40"]
+    assert [table[n]["Set5 x4 PSNR↑"] for n in "ABCD"] == ["**32.50**", "**32.50**", "<u>32.40</u>", "31.00"]
+    tex = accuracy_latex(accuracy_tables(cases))
+    assert tex.count(r"\textbf{32.50}") == 2 and r"\underline{32.40}" in tex and r"\underline{31.00}" not in tex
 
 
 def test_metric_directions_come_from_the_metrics_registry_when_it_has_them(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,18 +90,45 @@ def test_metric_directions_come_from_the_metrics_registry_when_it_has_them(monke
     assert table["A"]["Set5 x4 sharpness↓"] == "**1.0000**" and table["B"]["Set5 x4 sharpness↓"] == "2.0000"
 
 
-def test_na_cells_state_their_reason_and_errors_their_message() -> None:
+def test_na_reasons_are_footnotes_said_once_and_cost_only_methods_leave_the_accuracy_table() -> None:
     cases = make_cases()
-    md = accuracy_markdown(accuracy_tables(cases))
+    md = accuracy_markdown(accuracy_tables(cases), cases)
     table = _md_cells(md)
-    assert table["IGConv+ (edsr)"][_column("set5", "3.5", "psnr")] == "n/a (unsupported scale)"
-    assert table["RT4KSR"][_column("set5", "4", "ssim")] == "n/a (no weights)"
-    assert table["MetaSR (edsr-baseline)"][_column("set5", "4", "lpips")] == LPIPS_NOTE
-    assert table["GSASR (edsr)"][_column("urban100", "4", "psnr")] == "error"
-    error = next(c for c in cases if c.status == ERROR)
-    assert f"error in GSASR (edsr): {error.error}" in md
-    tex = accuracy_latex(accuracy_tables(cases))
-    assert "n/a (unsupported scale)" in tex and "n/a (no weights)" in tex
+    assert "RT4KSR" not in table  # random weights: cost table only
+    assert "1 method ran on random weights: cost only (RT4KSR)" in md
+    marks = {}
+    for label, column, reason in [("IGConv+ (edsr)", _column("set5", "3.5", "psnr"), "unsupported scale"),
+                                  ("MetaSR (edsr-baseline)", _column("set5", "4", "lpips"),
+                                   "LPIPS: weights missing: alexnet-owt-7be5be79.pth"),
+                                  ("GSASR (edsr)", _column("urban100", "4", "psnr"),
+                                   f"error in GSASR (edsr): {next(c for c in cases if c.status == ERROR).error}")]:
+        cell = table[label][column]
+        assert re.fullmatch(r"– \(([a-z])\)", cell), cell
+        marks[reason] = cell[-2]
+        assert md.count(reason) == 1 and f"- ({marks[reason]}) {reason}" in md  # said once, below the table
+    assert len(set(marks.values())) == 3
+    assert "n/a (" not in md  # no reason repeated inside cells
+    tex = accuracy_latex(accuracy_tables(cases), cases)
+    assert r"--\textsuperscript{" in tex and tex.count("unsupported scale") == 1
+
+
+def test_a_metric_no_method_has_is_dropped_with_its_reason_once() -> None:
+    note = "n/a (weights missing: alexnet-owt-7be5be79.pth)"
+    cases = [CaseRecord(f"{n}|set5|2", n, n.lower(), "", "set5", "2", "gsasr", metrics={"psnr": v, "lpips": None},
+                        notes={"lpips": note}) for n, v in [("A", 30.0), ("B", 31.0)]]
+    (table,) = accuracy_tables(cases, metrics=["psnr", "lpips"])
+    assert [c.metric for c in table.columns] == ["psnr"]
+    assert table.dropped == ["LPIPS not shown: n/a for every method (weights missing: alexnet-owt-7be5be79.pth)"]
+    for text in (accuracy_markdown([table]), accuracy_latex([table])):
+        assert text.count("alexnet-owt-7be5be79.pth") == 1
+
+
+def test_no_empty_tables() -> None:
+    random_only = [CaseRecord("R|set5|2", "R", "r", "", "set5", "2", "gsasr", status=NO_WEIGHTS, time_ms=1.0)]
+    assert accuracy_tables(random_only) == []
+    assert r"\begin{table}" not in accuracy_latex([], random_only)
+    unsupported = [CaseRecord("U|set5|2", "U", "u", "", "set5", "2", "gsasr", status=UNSUPPORTED)]
+    assert cost_rows(unsupported) == [] and r"\begin{table}" not in cost_latex([], unsupported)
 
 
 def test_rows_keep_run_order_and_scales_sort_numerically() -> None:
@@ -148,39 +177,49 @@ def test_latex_is_structurally_sound(render: str) -> None:
     for table in re.findall(r"\\begin\{tabular\}.*?\\end\{tabular\}", tex, flags=re.S):
         spec = re.match(r"\\begin\{tabular\}\{([lcr]+)\}", table).group(1)
         lines = table.splitlines()
-        assert [l for l in lines if l in (r"\toprule", r"\midrule", r"\bottomrule")] == [r"\toprule", r"\midrule", r"\bottomrule"]
+        rules = [l for l in lines if l in (r"\toprule", r"\midrule", r"\bottomrule")]
+        assert rules[0] == r"\toprule" and rules[-1] == r"\bottomrule" and r"\midrule" in rules[1:-1]
         rows = [l[:-2] for l in lines if l.endswith(r"\\")]
         assert rows and all(_row_width(r) == len(spec) for r in rows)
     assert latex_escape("my_method & 100% #1") in tex
+    assert r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}" in tex  # only shrinks a too-wide table
     if render == "accuracy":
         assert r"\textbf{" in tex and r"\cmidrule(lr){2-5}" in tex
+    else:  # a group title row per dataset x scale, ruled off
+        assert r"\multicolumn{7}{l}{\emph{Set5 $\times$2}} \\" in tex and r"\cmidrule(lr){1-7}" in tex
 
 
 def test_csv_round_trips_to_the_stored_numbers() -> None:
     cases = make_cases()
     rows = {r["label"]: r for r in csv.DictReader(io.StringIO(accuracy_csv(accuracy_tables(cases))))}
+    assert "RT4KSR" not in rows
     compared = 0
     for case in cases:
+        if case.label not in rows:
+            continue
         for metric in HIGHER_BETTER:
-            cell = rows[case.label][f"{TITLES[case.dataset]} x{case.scale} {metric.upper()}"]
+            title = f"{TITLES[case.dataset]} x{case.scale} {metric.upper()}"
+            cell = rows[case.label][title]
             value = case.metrics.get(metric)
             if case.status == OK and value is not None:
                 assert float(cell) == value
                 compared += 1
-            elif case.status == UNSUPPORTED:
-                assert cell == "n/a (unsupported scale)"
-            elif case.status == NO_WEIGHTS:
-                assert cell == "n/a (no weights)"
+            else:  # empty, and the row's notes column says why
+                assert cell == "" and title in rows[case.label]["notes"]
     assert compared > 100
+    assert "unsupported scale" in rows["IGConv+ (edsr)"]["notes"]
     cost = list(csv.DictReader(io.StringIO(cost_csv(cost_rows(cases)))))
-    assert len(cost) == len(cases)
+    assert len(cost) == sum(c.status != UNSUPPORTED for c in cases)  # nothing ran for an unsupported scale
     by_key = {(r["label"], r["dataset"], r["scale"]): r for r in cost}
     for case in cases:
+        if case.status == UNSUPPORTED:
+            continue
         row = by_key[(case.label, case.dataset, case.scale)]
         if case.status in (OK, NO_WEIGHTS):
             assert float(row["time_ms"]) == case.time_ms
             assert float(row["fps"]) == pytest.approx(1000.0 / case.time_ms, rel=1e-12)
             assert float(row["memory_mb"]) == case.memory_mb and row["memory_kind"] == case.memory_kind
+            assert row["status"] == ("random weights" if case.status == NO_WEIGHTS else "ok")
         else:
             assert row["time_ms"] == ""
 
@@ -193,25 +232,30 @@ def test_cost_marks_fastest_and_leanest_per_dataset_and_scale() -> None:
         assert row.best_memory == (row.memory_mb is not None and row.memory_mb == min(c.memory_mb for c in group))
 
 
-def test_summary_table_has_one_aligned_line_per_case_and_the_errors() -> None:
+def test_summary_table_has_one_aligned_line_per_case_fits_100_columns_and_lists_the_errors() -> None:
     cases = make_cases()
+    for case in cases:  # a long label and a long error must not widen the table past 100 columns
+        if case.label == "MetaSR (edsr-baseline)":
+            case.label = "MetaSR (edsr-baseline, my very own retrained checkpoint from last week)"
     text = summary_table(cases)
     lines = text.splitlines()
-    assert len({len(l) for l in lines[:2]}) == 1  # header and rule line up
+    assert max(len(line) for line in lines) <= 100
+    assert lines[0] == "protocol: gsasr"
+    assert len({len(l) for l in lines[1:3]}) == 1  # header and rule line up
     assert len([l for l in lines if l.startswith(("Bicubic ", "LIIF", "MetaSR", "GSASR", "IGConv+", "RT4KSR"))]) == len(cases)
     liif = next(c for c in cases if c.label.startswith("LIIF") and c.dataset == "set5" and c.scale == "4")
     line = next(l for l in lines if l.startswith("LIIF") and " set5 " in l and " x4 " in l)
     assert f"{liif.metrics['psnr']:.2f}" in line and f"{liif.metrics['ssim']:.4f}" in line
-    assert "n/a (unsupported scale)" in text and "n/a (no weights)" in text
-    assert next(c for c in cases if c.status == ERROR).error in text
+    assert "unsupported scale" in text and "random weights" in text
+    assert next(c for c in cases if c.status == ERROR).error[:40] in text
     assert summary_table([]) == "(no cases)"
 
 
-def test_groups_where_nothing_was_scored_still_show_every_metric_with_the_reason() -> None:
+def test_groups_and_metrics_without_any_number_are_dropped_with_a_note() -> None:
     ok = CaseRecord("A|set5|2", "A", "a", "", "set5", "2", "gsasr", metrics={"psnr": 30.0, "ssim": 0.9})
     random_weights = CaseRecord("B|set5|4", "B", "b", "", "set5", "4", "gsasr", status=NO_WEIGHTS)
     (table,) = accuracy_tables([ok, random_weights], metrics=["psnr", "ssim", "lpips"])
-    assert [c.title for c in table.columns] == [f"Set5 x{s} {m}" for s in ("2", "4") for m in ("PSNR", "SSIM", "LPIPS")]
-    cells = _md_cells(accuracy_markdown([table]))
-    assert cells["B"]["Set5 x4 LPIPS↓"] == "n/a (no weights)" and cells["A"]["Set5 x4 PSNR↑"] == "–"
-    assert cells["A"]["Set5 x2 LPIPS↓"] == "n/a"  # not measured and no note: plain n/a
+    assert [c.title for c in table.columns] == ["Set5 x2 PSNR", "Set5 x2 SSIM"]
+    assert [r.label for r in table.rows] == ["A"]
+    assert table.dropped == ["LPIPS not shown: n/a for every method",
+                             "Set5 x4 not shown: no method with weights has a number there (see the cost table)"]

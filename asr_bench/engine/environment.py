@@ -1,6 +1,7 @@
 """What the numbers were measured on: stored in run.json beside the results, shown by `doctor`."""
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 import subprocess
@@ -60,8 +61,19 @@ def live_backends() -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name ('AMD EPYC 7763 64-Core Processor'); platform.processor() is often empty on Linux."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_info(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"device": str(device)}
+    info: dict[str, Any] = {"device": str(device), "cpu_model": cpu_model()}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
@@ -77,6 +89,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     from .. import __version__
 
     return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "asr_bench": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -23,7 +23,10 @@ from ..config import Config
 from ..checkpoints import trusting_checkpoints
 from ..errors import UnsupportedScale, UserError, cannot_write
 from .cases import Case
+from .console import image_bar, ticking
 from .memory import peak_memory_mb
+from .outputs import save_output
+from .params import params_that_ran
 from .records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, ImageRecord
 from .tiling import engine_tile, tiled_forward
 from .timing import time_until_stable, timing_stats
@@ -205,7 +208,8 @@ def evaluate(case: Case, config: Config, device: torch.device, sink: Sink, proto
         if profile is None:
             bar.set_postfix_str("profiling")
             lr, size = profiling_input(case, config, protocol, dataset, ids[0])
-            profile, output = measure_cost(model, upscale, lr.to(device, dtype), size, config, device)
+            with ticking(bar):  # the elapsed time keeps moving while the cost is measured
+                profile, output = measure_cost(model, upscale, lr.to(device, dtype), size, config, device)
             sink.put_profile(profile)
             if config.profiling.input is None:
                 reused[ids[0]] = output  # the timed call was image 0's own call: not run again
@@ -222,9 +226,7 @@ def evaluate(case: Case, config: Config, device: torch.device, sink: Sink, proto
 
 
 def progress_bar(case: Case, total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=case.case_id, unit="img", disable=not enabled, leave=True, dynamic_ncols=True)
+    return image_bar(case.case_id, total, enabled)
 
 
 FLOPS_MAX_CALL_S = 5.0  # counting FLOPs costs about one more call: skipped (with a note) above this, unless "always"
@@ -256,7 +258,7 @@ def measure_cost(model: torch.nn.Module, upscale: Any, lr: torch.Tensor, size: t
         "time_warmup": prof.warmup,
         "memory_mb": memory_mb,
         "memory_kind": memory_kind,
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": params_that_ran(model, tuple(lr.shape[-2:]), size),
         "flops": flops,
         "output_mpix": size[0] * size[1] / 1e6,
         "cost_notes": cost_notes,
@@ -321,7 +323,9 @@ def score_images(case: Case, config: Config, device: torch.device, sink: Sink, p
             values, notes = protocol.score(sr, hr, case.scale, list(config.metrics), case.dataset, config.weights_dir)
         if index == 0 and config.visuals.crop:
             save_crops(visual_dir(Path(sink.run_dir), case.dataset, case.scale_label, image_id), case.label,
-                       sr, hr, lr, config.visuals.crop)
+                       sr, hr, lr, config.visuals.crop, config.visuals.crop_at)
+        if config.save_images:
+            save_output(Path(sink.run_dir), case.dataset, case.scale_label, case.label, image_id, sr)
         record = finite_record(ImageRecord(case_id=case.case_id, image=image_id, metrics=dict(values),
                                            notes=dict(notes), lr_size=tuple(lr.shape[-2:]), sr_size=tuple(sr.shape[-2:])))
         sink.add_image(record)

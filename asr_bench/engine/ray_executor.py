@@ -50,7 +50,7 @@ def ray_case(task: Task, fresh: bool) -> dict[str, Any]:
 
 
 def run_on_ray(todo: list[Any], config: Config, device: torch.device, store: RunStore, progress: bool,
-               address: str | None) -> None:
+               address: str | None, console: Any) -> None:
     from .execute import StoreSink
 
     try:
@@ -74,7 +74,9 @@ def run_on_ray(todo: list[Any], config: Config, device: torch.device, store: Run
         for item in todo:
             case = item.case
             if not case_supported(case):
-                store.put_case(unsupported_record(case, config, device, item.provenance), item.key)
+                record = unsupported_record(case, config, device, item.provenance)
+                store.put_case(record, item.key)
+                console.finish_case(record)
                 continue
             if not store.claim(case.case_id, item.key):
                 continue  # another process is computing it; it stores the result
@@ -86,6 +88,9 @@ def run_on_ray(todo: list[Any], config: Config, device: torch.device, store: Run
             ready, _ = ray.wait(list(pending), num_returns=1)
             item = pending.pop(ready[0])
             collect(ray, ready[0], item, config, device, store)
+            record = store.finished(item.case.case_id)
+            if record is not None:
+                console.finish_case(record)
     finally:
         for ref, item in pending.items():
             ray.cancel(ref, force=True)

@@ -28,6 +28,7 @@ from .cases import Case, check_names, plan_cases, resolve_methods
 from .environment import environment, live_backends, resolve_device
 from .execute import (DTYPES, NO_WEIGHTS_NOTE, UNSUPPORTED_NOTE, StoreSink, aggregate, base_record,  # noqa: F401
                       case_supported, count_flops, execute_case, make_protocol, one_line, unsupported_record)
+from .console import RunConsole
 from .records import ERROR, CaseRecord
 from .shards import Shard, database_name, resolve_shard, select
 from .store import RunStore
@@ -72,6 +73,7 @@ def run_benchmark(config: Config, progress: bool = True, retry_errors: bool = Fa
     store.write_run(run_json(config, device, all_cases, the_shard), shard=the_shard.label if the_shard else "")
     store.start_heartbeat()
     _SHOWN.clear()
+    console = RunConsole(len(planned), progress)
     todo = []
     for item in planned:
         done = store.finished(item.case.case_id, item.key)
@@ -80,14 +82,19 @@ def run_benchmark(config: Config, progress: bool = True, retry_errors: bool = Fa
             done = None
         if done is None:
             todo.append(item)
-    if executor == "ray":
-        from .ray_executor import run_on_ray
+        else:
+            console.skip()
+    try:
+        if executor == "ray":
+            from .ray_executor import run_on_ray
 
-        run_on_ray(todo, config, device, store, progress, ray_address)
-    elif executor == "local":
-        run_local(todo, config, device, store, progress, isolate)
-    else:
-        raise UserError(f"unknown executor '{executor}'; use local (default) or ray.")
+            run_on_ray(todo, config, device, store, progress, ray_address, console)
+        elif executor == "local":
+            run_local(todo, config, device, store, progress, isolate, console)
+        else:
+            raise UserError(f"unknown executor '{executor}'; use local (default) or ray.")
+    finally:
+        console.close()
     records = [store.finished(p.case.case_id) or store.record(p.case.case_id)[1] for p in planned]  # type: ignore[index]
     finished = store.read_run_row()
     finished.setdefault("environment", {})["op_backends"] = live_backends()  # what the cases compiled and used
@@ -115,21 +122,23 @@ def with_provenance(cases: list[Case], config: Config, device: torch.device) -> 
 
 
 def run_local(todo: list[Planned], config: Config, device: torch.device, store: RunStore, progress: bool,
-              isolate: bool) -> None:
+              isolate: bool, console: RunConsole) -> None:
     """Claim and run each case here; then wait for the planned cases another process was computing."""
     supervisor = Supervisor(fresh_per_case=device.type == "cpu" and config.profiling.memory) if isolate else None
     waiting: list[Planned] = []
     try:
         for item in todo:
-            if not run_claimed(item, config, device, store, progress, supervisor):
+            if not run_claimed(item, config, device, store, progress, supervisor, console):
                 waiting.append(item)
         announced = False
         while waiting:
             still = []
             for item in waiting:
-                if store.finished(item.case.case_id, item.key) is not None:
+                done = store.finished(item.case.case_id, item.key)
+                if done is not None:
+                    console.finish_case(done)
                     continue
-                if not run_claimed(item, config, device, store, progress, supervisor):
+                if not run_claimed(item, config, device, store, progress, supervisor, console):
                     still.append(item)
             waiting = still
             if waiting:
@@ -146,21 +155,39 @@ def run_local(todo: list[Planned], config: Config, device: torch.device, store: 
 
 
 def run_claimed(item: Planned, config: Config, device: torch.device, store: RunStore, progress: bool,
-                supervisor: Supervisor | None) -> bool:
+                supervisor: Supervisor | None, console: RunConsole) -> bool:
     """Compute one case if this process can claim it; False when a live process holds it."""
     case = item.case
     if not case_supported(case):  # no model runs: stored at once (identical from any process)
-        store.put_case(unsupported_record(case, config, device, item.provenance), item.key)
+        console.start_case(case.case_id)
+        record = unsupported_record(case, config, device, item.provenance)
+        store.put_case(record, item.key)
+        console.finish_case(record)
         return True
     if not store.claim(case.case_id, item.key):
-        return store.finished(case.case_id, item.key) is not None  # stored meanwhile by another process: done
+        done = store.finished(case.case_id, item.key)  # stored meanwhile by another process: done
+        if done is not None:
+            console.finish_case(done)
+        return done is not None
+    console.start_case(case.case_id)
+    compute(item, config, device, store, progress, supervisor)  # an exception here ends the run (console closed)
+    record = store.finished(case.case_id)
+    if record is not None:
+        console.finish_case(record)
+    return True
+
+
+def compute(item: Planned, config: Config, device: torch.device, store: RunStore, progress: bool,
+            supervisor: Supervisor | None) -> None:
+    """Run a claimed case in a worker (or here), store what it produced, release the claim."""
+    case = item.case
     sink = StoreSink(store, case.case_id, item.key)
     if supervisor is None:
         try:
             execute_case(case, config, device, sink, progress, item.provenance)
         finally:
             store.release(case.case_id)
-        return True
+        return
     task = Task(case, config, str(device), item.key, str(store.run_dir), item.provenance,
                 {k: v.to_dict() for k, v in sink.done_images().items()}, sink.profile(), progress)
     try:
@@ -173,7 +200,6 @@ def run_claimed(item: Planned, config: Config, device: torch.device, store: RunS
         base = base_record(case, config, device, make_protocol(config).label, item.provenance)
         store.put_case(replace(base, status=ERROR, error=f"worker process died ({died}) before the case finished"),
                        item.key)
-    return True
 
 
 def run_json(config: Config, device: torch.device, cases: list[Case], shard: Shard | None) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import sys
 import sysconfig
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -160,6 +161,22 @@ def load_extension(op: str, backend: str) -> ModuleType:
     return module
 
 
+def _default_compile_notice(op: str, backend: str) -> None:
+    """A minute of silence looks like a hang: say what is happening (above any tqdm bars, via tqdm.write)."""
+    text = (f"compiling the {'C++' if backend == 'cpp' else backend.upper()} {op} backend "
+            "(once, about a minute; cached afterwards)...")
+    try:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    except ImportError:
+        print(text, file=sys.stderr, flush=True)
+
+
+# Called with (op, backend) just before a backend is compiled (not when it loads from the cache); replaceable.
+compile_notice: Callable[[str, str], None] = _default_compile_notice
+
+
 def _compile(op: str, backend: str) -> ModuleType:
     ext = extension(op, backend)
     if ext is None:
@@ -171,6 +188,8 @@ def _compile(op: str, backend: str) -> ModuleType:
         raise ExtensionUnavailable(f"cannot build the {backend} backend of '{op}': {reason}; use backend='torch'.")
     from torch.utils.cpp_extension import load
 
+    if not ext.is_cached:
+        compile_notice(op, backend)
     ext.build_dir.mkdir(parents=True, exist_ok=True)
     include = [str(CSRC / op), str(CSRC)]  # csrc/ so that "common/<name>.h" resolves
     try:

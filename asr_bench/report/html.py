@@ -21,24 +21,25 @@ from ..jsontext import dumps
 from ..resources import templates_dir
 from ..results.schema import slug
 
+from ..results import load
+from .explain import machine, protocol_fields, provenance_rows, status_words
 from .model import (
-    AccuracyTable, Cell, CostRow, accuracy_tables, cost_rows, dataset_title, decimals, fmt, fmt_delta, fmt_rate,
-    lower_better, metric_title, ordered_unique, scale_title,
+    AccuracyTable, Cell, CostRow, accuracy_tables, cost_only_summary, cost_rows, dataset_title, decimals,
+    delta_places, fmt, fmt_delta, fmt_rate, footnote_mark, lower_better, metric_title, ordered_unique, scale_title,
+    unsupported_summary,
 )
-from .plots import all_plots
+from .plots import TITLES, all_plots
 from .published import load_published
-from .reading import RunData, read_run
+from .reading import RunData
 from .tables import (
     accuracy_csv, accuracy_latex, accuracy_markdown, cost_csv, cost_header, cost_latex, cost_markdown,
-    published_csv, published_latex, published_markdown, published_rows,
+    latex_document, published_csv, published_display, published_latex, published_markdown, published_rows,
 )
 from .visuals import VisualRow, figure_png, visual_rows
 
 _CONFIG_KEYS = ("config", "resolved_config")
 _SKIPPED_KEYS = ("cases",)  # the engine's list of case ids: the tables already show every case
 _LONG_LIST = 12
-_PLOT_TITLES = {"accuracy_vs_scale": "Accuracy vs scale", "time_vs_mpix": "Time vs output megapixels",
-                "memory_vs_scale": "Memory vs scale"}
 
 
 def _environment(run: dict[str, Any]) -> list[tuple[str, str]]:
@@ -81,7 +82,7 @@ def configured_metrics(run: dict[str, Any]) -> list[str]:
 
 
 class _Footnotes:
-    """Numbers error messages once each, so a cell can say 'error [2]' and the list below explains it."""
+    """Numbers cost-table error messages once each, so a cell can say '– [2]' and the list below explains it."""
 
     def __init__(self) -> None:
         self.items: dict[tuple[str, str], int] = {}
@@ -93,22 +94,24 @@ class _Footnotes:
         return [{"n": n, "label": label, "message": message} for (label, message), n in self.items.items()]
 
 
-def _cell_view(cell: Cell, metric: str, label: str, notes: _Footnotes) -> dict[str, Any]:
-    view: dict[str, Any] = {"text": cell.text, "kind": cell.kind, "best": cell.best, "title": "", "footnote": None,
-                            "published": []}
-    if cell.kind == "error":
-        view["footnote"] = notes.number(label, cell.message)
-        view["title"] = cell.message
-    places = decimals(metric)
-    for match in cell.published:
-        better = (match.delta < 0) if lower_better(metric) else (match.delta > 0)
-        view["published"].append({
-            "value": f"{match.row.value:.{places}f}", "delta": fmt_delta(match.delta, places),
-            "sign": "same" if round(match.delta, places) == 0 else ("better" if better else "worse"),
-            "same_protocol": match.same_protocol, "protocol": match.row.protocol,
-            "title": f"published: {match.row.value} ({match.row.source}; protocol {match.row.protocol or '?'})",
-        })
-    return view
+def _published_view(match: Any, metric: str) -> dict[str, Any]:
+    places = delta_places(match.row.places, metric)
+    shown = match.row.places if match.row.places is not None else decimals(metric)
+    better = (match.delta < 0) if lower_better(metric) else (match.delta > 0)
+    return {
+        "value": f"{match.row.value:.{shown}f}", "delta": fmt_delta(match.delta, places),
+        "sign": "same" if round(match.delta, places) == 0 else ("better" if better else "worse"),
+        "same_protocol": match.same_protocol, "protocol": match.row.protocol,
+        "kind": "ref" if match.row.kind == "reference" else "pub",
+        "title": f"{match.row.kind}: {match.row.value} ({match.row.source}; protocol {match.row.protocol or '?'})",
+    }
+
+
+def _cell_view(cell: Cell, metric: str, table_id: int) -> dict[str, Any]:
+    return {"text": cell.text, "kind": cell.kind, "best": cell.best, "second": cell.second,
+            "note": footnote_mark(cell.note) if cell.note is not None else None,
+            "anchor": f"t{table_id}-{cell.note}" if cell.note is not None else "",
+            "published": [_published_view(m, metric) for m in cell.published]}
 
 
 MAX_HTML_COLUMNS = 8  # metric columns per stacked HTML table: fits a 1400 px window without sideways scrolling
@@ -126,8 +129,7 @@ def _chunks(table: AccuracyTable) -> list[tuple[str, list[tuple[str, int]]]]:
     return pieces
 
 
-def _accuracy_part(table: AccuracyTable, dataset: str, groups: list[tuple[str, int]],
-                   notes: _Footnotes) -> dict[str, Any]:
+def _accuracy_part(table: AccuracyTable, dataset: str, groups: list[tuple[str, int]], table_id: int) -> dict[str, Any]:
     """Some scales of one dataset: the HTML stacks these so the page does not scroll sideways."""
     scales = {s for s, _ in groups}
     indices = [i for i, col in enumerate(table.columns) if col.dataset == dataset and col.scale in scales]
@@ -141,44 +143,48 @@ def _accuracy_part(table: AccuracyTable, dataset: str, groups: list[tuple[str, i
         "groups": [{"title": f"{dataset_title(dataset)} {scale_title(s)}", "span": n} for s, n in groups],
         "metrics": [{"title": metric_title(c.metric), "arrow": "↓" if lower_better(c.metric) else "↑"} for c in columns],
         "starts": starts,
-        "rows": [{"label": row.label, "cells": [_cell_view(row.cells[i], table.columns[i].metric, row.label, notes)
+        "rows": [{"label": row.label, "cells": [_cell_view(row.cells[i], table.columns[i].metric, table_id)
                                                for i in indices]}
                  for row in table.rows],
     }
 
 
-def _accuracy_view(table: AccuracyTable, notes: _Footnotes) -> dict[str, Any]:
+def _accuracy_view(table: AccuracyTable, table_id: int) -> dict[str, Any]:
     return {
         "protocol": table.protocol,
-        "parts": [_accuracy_part(table, d, groups, notes) for d, groups in _chunks(table)],
+        "parts": [_accuracy_part(table, d, groups, table_id) for d, groups in _chunks(table)],
         "has_published": any(c.published for r in table.rows for c in r.cells),
+        "footnotes": [{"mark": footnote_mark(i + 1), "anchor": f"t{table_id}-{i + 1}", "text": text}
+                      for i, text in enumerate(table.footnotes)],
+        "dropped": table.dropped,
     }
 
 
 def _cost_view(rows: Sequence[CostRow], notes: _Footnotes) -> dict[str, Any]:
     kinds = ordered_unique(r.memory_kind for r in rows if r.memory_kind)
     protocols = ordered_unique(r.protocol for r in rows)
-    view_rows = []
-    previous = None
+    groups = []
     for r in rows:
-        mem_title = r.memory_kind
-        group = (r.dataset, r.scale, r.protocol)
-        view_rows.append({
-            "group_start": previous is not None and group != previous,
-            "label": r.label + (f" [{r.protocol}]" if len(protocols) > 1 else ""),
-            "dataset": dataset_title(r.dataset), "scale": scale_title(r.scale),
+        key = (r.dataset, r.scale, r.protocol)
+        if not groups or groups[-1]["key"] != key:
+            title = f"{dataset_title(r.dataset)} {scale_title(r.scale)}" + (f" [{r.protocol}]" if len(protocols) > 1 else "")
+            groups.append({"key": key, "title": title, "rows": []})
+        groups[-1]["rows"].append({
+            "label": r.label, "random": r.random_weights,
             "reason": r.reason, "footnote": notes.number(r.label, r.message) if r.reason == "error" else None,
-            "mpix": fmt(r.output_mpix, 3), "time": fmt(r.time_ms, 1), "fps": fmt_rate(r.fps),
-            "memory": fmt(r.memory_mb, 1), "memory_title": mem_title,
+            "mpix": fmt(r.output_mpix, 3), "time": fmt(r.time_ms, 1), "spread": r.spread, "fps": fmt_rate(r.fps),
+            "memory": fmt(r.memory_mb, 1), "memory_title": r.memory_kind,
             "params": fmt(r.params / 1e6 if r.params is not None else None, 3),
             "flops": fmt(r.flops / 1e9 if r.flops is not None else None, 2),
             "best_time": r.best_time, "best_memory": r.best_memory,
         })
-        previous = group
-    settings = ordered_unique(f"median of {r.time_repeats} repeats after {r.time_warmup} warm-up runs"
+    settings = ordered_unique(f"median of {r.time_repeats} repeat{'s' if r.time_repeats != 1 else ''} after "
+                              f"{r.time_warmup} warm-up run{'s' if r.time_warmup != 1 else ''}"
                               for r in rows if r.time_repeats)
-    return {"header": cost_header(rows), "rows": view_rows, "protocols": protocols, "kinds": kinds,
-            "timing": "; ".join(settings), "devices": ordered_unique(f"{r.device} {r.precision}" for r in rows)}
+    return {"header": cost_header(rows), "groups": groups, "protocols": protocols, "kinds": kinds,
+            "timing": "; ".join(settings), "devices": ordered_unique(f"{r.device} {r.precision}" for r in rows),
+            "has_random": any(r.random_weights for r in rows), "has_spread": any(r.spread for r in rows),
+            "single_repeat": bool(rows) and all(r.time_repeats == 1 for r in rows if r.time_repeats)}
 
 
 def _template() -> jinja2.Template:
@@ -191,30 +197,42 @@ def _template() -> jinja2.Template:
 
 
 def render_html(data: RunData, tables: Sequence[AccuracyTable], cost: Sequence[CostRow],
-                published: Sequence[dict[str, Any]], plots: dict[str, bytes], visuals: Sequence[VisualRow]) -> str:
+                published: Sequence[dict[str, Any]], plots: dict[str, dict[str, bytes]],
+                visuals: Sequence[VisualRow]) -> str:
     """The report page as one string; everything embedded."""
     notes = _Footnotes()
-    accuracy = [_accuracy_view(t, notes) for t in tables]
+    accuracy = [_accuracy_view(t, i + 1) for i, t in enumerate(tables)]
     cost_view = _cost_view(cost, notes)
     published_view = []
     for e in published:
-        places = decimals(str(e["metric"]))
-        published_view.append({**e, "dataset": dataset_title(str(e["dataset"])), "scale": scale_title(str(e["scale"])),
-                               "metric": metric_title(str(e["metric"])), "ours": fmt(e["ours"], places),
-                               "published": fmt(e["published"], places), "delta": fmt_delta(float(e["delta"]), places)})
+        cells = published_display(e)
+        dplaces = delta_places(e.get("places") if isinstance(e.get("places"), int) else None, str(e["metric"]))
+        better = (float(e["delta"]) < 0) if lower_better(str(e["metric"])) else (float(e["delta"]) > 0)
+        published_view.append({
+            "label": cells[0], "dataset": cells[1], "scale": cells[2], "metric": cells[3], "ours": cells[4],
+            "published": cells[5], "delta": cells[6], "kind": cells[7], "protocol": cells[8],
+            "published_protocol": e["published_protocol"], "same_protocol": e["same_protocol"], "source": e["source"],
+            "sign": "same" if round(float(e["delta"]), dplaces) == 0 else ("better" if better else "worse")})
+    protocols = ordered_unique(c.protocol for c in data.cases)
     return _template().render(
         title=f"asr-bench report — {data.run_dir.name}",
         run_name=data.run_dir.name,
-        protocols=ordered_unique(c.protocol for c in data.cases),
+        protocols=protocols,
         n_cases=len(data.cases),
-        statuses={s: sum(c.status == s for c in data.cases) for s in ordered_unique(c.status for c in data.cases)},
+        statuses=status_words(data.cases),
+        machine=machine(data.run),
+        cost_only=cost_only_summary(data.cases),
+        unsupported=unsupported_summary(data.cases),
+        protocol_fields=protocol_fields(data.run, protocols),
+        provenance=provenance_rows(data.cases),
         environment=_environment(data.run),
         config_yaml=_config_yaml(data.run),
         accuracy=accuracy,
         cost=cost_view,
         published=published_view,
-        plots=[{"title": _PLOT_TITLES.get(name, name),
-                "uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii")} for name, png in plots.items()],
+        plots=[{"title": TITLES.get(name, name), "name": name,
+                "uri": "data:image/png;base64," + base64.b64encode(files["png"]).decode("ascii")}
+               for name, files in plots.items()],
         visuals=visuals,
         footnotes=notes.listing(),
     )
@@ -266,10 +284,11 @@ def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str,
     """Render every table, plot and the HTML of a run folder from its store alone; returns name -> path.
 
     Names: 'accuracy.md|tex|csv', 'cost.md|tex|csv', 'published.md|tex|csv' (when a published folder is
-    given), 'plots/<name>.png' (including one 'visual_<dataset>_x<scale>_<image>.png' figure per crop
-    folder), 'report.html'.
+    given), 'tables.tex' (a complete LaTeX document inputting the .tex tables), 'plots/<name>.png|pdf|svg'
+    (including one 'visual_<dataset>_x<scale>_<image>.png' figure per crop folder), 'report.html'.
     """
-    data = read_run(Path(run_dir))
+    results = load(Path(run_dir))  # the public reading API: DataFrames + the records they were built from
+    data = results.data
     published_numbers = load_published(published_dir)
     tables = accuracy_tables(data.cases, published_numbers, configured_metrics(data.run))
     cost = cost_rows(data.cases)
@@ -283,16 +302,21 @@ def _write_all(data: RunData, published_dir: Path | None, tables: Any, cost: Any
                plots: dict[str, bytes], temp_dir: Path) -> dict[str, Path]:
     out: dict[str, Path] = {}
     tables_dir = data.run_dir / "tables"
-    texts = {"accuracy.md": accuracy_markdown(tables), "accuracy.tex": accuracy_latex(tables),
-             "accuracy.csv": accuracy_csv(tables), "cost.md": cost_markdown(cost), "cost.tex": cost_latex(cost),
-             "cost.csv": cost_csv(cost)}
+    texts = {"accuracy.md": accuracy_markdown(tables, data.cases), "accuracy.tex": accuracy_latex(tables, data.cases),
+             "accuracy.csv": accuracy_csv(tables), "cost.md": cost_markdown(cost, data.cases),
+             "cost.tex": cost_latex(cost, data.cases), "cost.csv": cost_csv(cost)}
+    inputs = [name for name, has in (("accuracy", bool(tables)), ("cost", bool(cost))) if has]
     if published_dir is not None:
         texts |= {"published.md": published_markdown(published), "published.tex": published_latex(published),
                   "published.csv": published_csv(published)}
+        if published:
+            inputs.append("published")
+    texts["tables.tex"] = latex_document(inputs)
     for name, text in texts.items():
         out[name] = _write(tables_dir / name, text, temp_dir)
-    for name, png in plots.items():
-        out[f"plots/{name}.png"] = _write(data.run_dir / "plots" / f"{name}.png", png, temp_dir)
+    for name, files in plots.items():
+        for fmt_name, payload in files.items():
+            out[f"plots/{name}.{fmt_name}"] = _write(data.run_dir / "plots" / f"{name}.{fmt_name}", payload, temp_dir)
     visuals = visual_rows(data.run_dir, data.cases, data.images)
     for row in visuals:
         name = f"plots/visual_{slug(row.dataset)}_x{row.scale}_{row.image}.png"

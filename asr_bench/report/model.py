@@ -100,7 +100,16 @@ def fmt_rate(value: float | None) -> str:
 
 
 def fmt_delta(value: float, places: int) -> str:
+    """'+0.1234', '-0.0400'; a delta that rounds to zero is '±0.00' (neither better nor worse, never '-0.00')."""
+    if round(value, places) == 0:
+        return f"±{0:.{places}f}"
     return f"{value:+.{places}f}"
+
+
+def delta_places(published_places: int | None, metric: str) -> int:
+    """A delta is shown to the published value's precision plus two digits, so a 4-decimal reproduction of a
+    2-decimal paper number is visible; the metric's own decimals where the precision is not known."""
+    return (published_places if published_places is not None and published_places >= 0 else decimals(metric)) + 2
 
 
 def na_text(case: CaseRecord, metric: str | None = None) -> str:
@@ -134,12 +143,15 @@ class Column:
 
 @dataclass
 class Cell:
-    """One table cell. `kind`: value | na | error | missing. `message` holds an error's text."""
+    """One table cell. `kind`: value | na | error | missing. `note` is the footnote number (1-based) of the
+    reason a cell has no value: the reason is written once, below the table, not in every cell."""
 
     value: float | None = None
     text: str = MISSING
     kind: str = "missing"
     best: bool = False
+    second: bool = False
+    note: int | None = None
     message: str = ""
     published: list[PublishedMatch] = field(default_factory=list)
 
@@ -154,11 +166,17 @@ class Row:
 
 @dataclass
 class AccuracyTable:
-    """Paper layout for one protocol: rows = label, column groups = dataset x scale, one column per metric."""
+    """Paper layout for one protocol: rows = label, column groups = dataset x scale, one column per metric.
+
+    `footnotes[i]` is the reason behind every cell whose `note` is i + 1; `dropped` says which metric columns
+    (or dataset x scale groups) were left out because no row had a number there, and why.
+    """
 
     protocol: str
     columns: list[Column]
     rows: list[Row]
+    footnotes: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
 
     def groups(self) -> list[tuple[str, str, int]]:
         """(dataset, scale, number of metric columns) in column order, for spanning headers."""
@@ -168,7 +186,7 @@ class AccuracyTable:
         return [(d, s, n) for (d, s), n in spans.items()]
 
     def errors(self) -> list[tuple[str, str]]:
-        """(label, message) for every errored case, once each, for footnotes."""
+        """(label, message) for every errored case, once each."""
         seen = {}
         for row in self.rows:
             for cell in row.cells:
@@ -177,61 +195,177 @@ class AccuracyTable:
         return list(seen)
 
 
-def _case_cell(case: CaseRecord | None, metric: str, published: Sequence[PublishedRow]) -> Cell:
-    if case is None:
-        return Cell()
+def column_chunks(table: AccuracyTable, most: int) -> list[list[int]]:
+    """Column indices in pieces of at most `most` metric columns, never splitting a dataset x scale group and
+    starting a new piece at each dataset: how a wide table is stacked to fit a page or a window."""
+    pieces: list[list[int]] = []
+    start, last_dataset = 0, None
+    for dataset, _scale, width in table.groups():
+        indices = list(range(start, start + width))
+        start += width
+        if pieces and dataset == last_dataset and len(pieces[-1]) + width <= most:
+            pieces[-1].extend(indices)
+        else:
+            pieces.append(indices)
+        last_dataset = dataset
+    return pieces
+
+
+def footnote_mark(number: int) -> str:
+    """1 -> 'a', 2 -> 'b', ... 27 -> 'aa': letters, so a marker is never read as a digit of the value."""
+    mark = ""
+    while number > 0:
+        number, rest = divmod(number - 1, 26)
+        mark = chr(ord("a") + rest) + mark
+    return mark
+
+
+def _reason(case: CaseRecord, metric: str) -> str:
+    """The words of a cell's footnote: 'weights missing: alexnet-owt-7be5be79.pth', 'unsupported scale', ..."""
     if case.status == ERROR:
-        return Cell(text="error", kind="error", message=case.error or "unknown error")
-    value = case.metrics.get(metric)
-    if case.status != OK or value is None or not math.isfinite(value):
-        return Cell(text=na_text(case, metric), kind="na")
-    matches = match_published(case, metric, value, published)
-    return Cell(value=float(value), text=fmt(value, decimals(metric)), kind="value", published=matches)
+        return f"error in {case.label}: {case.error or 'unknown error'}"
+    text = na_text(case, metric)
+    inner = text[len("n/a ("):-1] if text.startswith("n/a (") and text.endswith(")") else text
+    return f"{metric_title(metric)}: {inner}" if case.status == OK else inner
+
+
+def _value_grid(cases: Sequence[CaseRecord], names: Sequence[str]) -> dict[tuple[str, str, str, str], float]:
+    """(metric, label, dataset, scale) -> value for the scored cases: one pandas pivot_table over the results
+    DataFrame (the same frame `asr_bench.results.load` gives users)."""
+    from ..results import cases_frame
+
+    scored = [c for c in cases if c.status == OK]
+    if not scored:
+        return {}
+    frame = cases_frame(scored)
+    present = [m for m in names if m in frame.columns]
+    if not present:
+        return {}
+    frame[present] = frame[present].apply(lambda col: col.astype(float))
+    pivot = frame.pivot_table(index="label", columns=["dataset", "scale"], values=present, aggfunc="first")
+    grid = {}
+    for (metric, dataset, scale), column in pivot.items():
+        for label, value in column.items():
+            if value == value and math.isfinite(value):  # NaN != NaN: n/a cells stay out of the grid
+                grid[(metric, label, dataset, scale)] = float(value)
+    return grid
 
 
 def _mark_best(rows: list[Row], index: int, metric: str) -> None:
-    """Bold every cell equal (at display precision) to the best one, so visible ties are all bold."""
+    """Bold every cell equal (at display precision) to the best one, so visible ties are all bold; with three or
+    more values, underline the second best the same way."""
     places = decimals(metric)
-    shown = [round(row.cells[index].value, places) for row in rows if row.cells[index].kind == "value"]
-    if len(shown) < 2:
+    shown = sorted({round(row.cells[index].value, places) for row in rows if row.cells[index].kind == "value"},
+                   reverse=not lower_better(metric))
+    count = sum(row.cells[index].kind == "value" for row in rows)
+    if count < 2:
         return  # a best of one is no comparison
-    best = min(shown) if lower_better(metric) else max(shown)
     for row in rows:
         cell = row.cells[index]
-        if cell.kind == "value" and round(cell.value, places) == best:
-            cell.best = True
+        if cell.kind != "value":
+            continue
+        cell.best = round(cell.value, places) == shown[0]
+        cell.second = count >= 3 and len(shown) > 1 and round(cell.value, places) == shown[1]
 
 
 def accuracy_tables(cases: Sequence[CaseRecord], published: Sequence[PublishedRow] = (),
                     metrics: Sequence[str] = ()) -> list[AccuracyTable]:
-    """One table per protocol label; datasets and labels keep run order, scales sort numerically.
+    """One table per protocol, holding only the methods that have numbers (at least one scored case).
 
-    Every dataset x scale group gets the same metric columns: those any case of the protocol has, plus
-    `metrics` (the run's configured list), so a group where nothing could be scored still shows why.
+    Random-weight and unsupported cases belong to the cost table; a metric column with no number in any row is
+    dropped and named in `dropped` with its reason; so is a dataset x scale group where no method has a number.
+    A table with no rows is not made. Datasets and labels keep run order, scales sort numerically.
     """
     tables = []
     for protocol in ordered_unique(c.protocol for c in cases):
         mine = [c for c in cases if c.protocol == protocol]
-        by_key = {(c.label, c.dataset, c.scale): c for c in mine}
+        scored_labels = ordered_unique(c.label for c in mine if c.status == OK)
+        if not scored_labels:
+            continue
         names = sorted({*metrics, *(m for c in mine for m in [*c.metrics, *c.notes])}, key=metric_sort_key)
+        grid = _value_grid(mine, names)
+        by_key = {(c.label, c.dataset, c.scale): c for c in mine}
+        dropped = []
+        kept_names = []
+        for metric in names:
+            if any(k[0] == metric for k in grid):
+                kept_names.append(metric)
+                continue
+            reasons = ordered_unique(_reason(c, metric).split(": ", 1)[-1] for c in mine
+                                     if c.status == OK and c.label in scored_labels)
+            reasons = [r for r in reasons if r != "n/a"]
+            dropped.append(f"{metric_title(metric)} not shown: n/a for every method"
+                           + (f" ({'; '.join(reasons)})" if reasons else ""))
         columns = []
         for dataset in ordered_unique(c.dataset for c in mine):
-            scales = sorted(ordered_unique(c.scale for c in mine if c.dataset == dataset), key=scale_key)
-            columns += [Column(dataset, scale, m) for scale in scales for m in names]
+            for scale in sorted(ordered_unique(c.scale for c in mine if c.dataset == dataset), key=scale_key):
+                if not any((m, label, dataset, scale) in grid for m in kept_names for label in scored_labels):
+                    if kept_names:
+                        dropped.append(f"{dataset_title(dataset)} {scale_title(scale)} not shown: "
+                                       "no method with weights has a number there (see the cost table)")
+                    continue
+                columns += [Column(dataset, scale, m) for m in kept_names]
+        if not columns:
+            continue
+        footnotes: list[str] = []
         rows = []
-        for label in ordered_unique(c.label for c in mine):
+        for label in scored_labels:
             first = next(c for c in mine if c.label == label)
-            cells = [_case_cell(by_key.get((label, col.dataset, col.scale)), col.metric, published) for col in columns]
+            cells = []
+            for col in columns:
+                case = by_key.get((label, col.dataset, col.scale))
+                value = grid.get((col.metric, label, col.dataset, col.scale))
+                if value is not None and case is not None:
+                    matches = match_published(case, col.metric, value, published)
+                    cells.append(Cell(value=value, text=fmt(value, decimals(col.metric)), kind="value",
+                                      published=matches))
+                elif case is None:
+                    cells.append(Cell())
+                else:
+                    reason = _reason(case, col.metric)
+                    if reason not in footnotes:
+                        footnotes.append(reason)
+                    cells.append(Cell(text=MISSING, kind="error" if case.status == ERROR else "na",
+                                      note=footnotes.index(reason) + 1, message=case.error))
             rows.append(Row(label, first.method, first.encoder, cells))
         for index, col in enumerate(columns):
             _mark_best(rows, index, col.metric)
-        tables.append(AccuracyTable(protocol, columns, rows))
+        tables.append(AccuracyTable(protocol, columns, rows, footnotes, dropped))
     return tables
+
+
+WEIGHTS_HINT = "`asr-bench weights list` says where to get them"
+
+
+def cost_only_summary(cases: Sequence[CaseRecord]) -> str:
+    """One line for the methods that ran on random weights (cost only), '' when there are none."""
+    labels = ordered_unique(c.label for c in cases if c.status == NO_WEIGHTS)
+    scored = {c.label for c in cases if c.status == OK}
+    labels = [label for label in labels if label not in scored]
+    if not labels:
+        return ""
+    noun = "method" if len(labels) == 1 else "methods"
+    return f"{len(labels)} {noun} ran on random weights: cost only ({', '.join(labels)}); {WEIGHTS_HINT}."
+
+
+def unsupported_summary(cases: Sequence[CaseRecord]) -> str:
+    """'not run (unsupported scale): RT4KSR at x4, x6.5': those cases have no cost either."""
+    per_label: dict[str, list[str]] = {}
+    for c in cases:
+        if c.status == UNSUPPORTED:
+            per_label.setdefault(c.label, [])
+            text = scale_title(c.scale)
+            if text not in per_label[c.label]:
+                per_label[c.label].append(text)
+    if not per_label:
+        return ""
+    return "not run (unsupported scale): " + "; ".join(f"{label} at {', '.join(scales)}"
+                                                       for label, scales in per_label.items())
 
 
 @dataclass
 class CostRow:
-    """Cost of one case. Cells are None where not measured; `reason` says why (status text)."""
+    """Cost of one measured case. Cells are None where not measured; `note` = footnote number of an error."""
 
     label: str
     dataset: str
@@ -251,19 +385,32 @@ class CostRow:
     message: str = ""
     best_time: bool = False
     best_memory: bool = False
+    random_weights: bool = False
+    time_min_ms: float | None = None
+    time_max_ms: float | None = None
+    time_iqr_ms: float | None = None
 
     @property
     def fps(self) -> float | None:
         """Frames per second at batch 1: 1000 / median time."""
         return 1000.0 / self.time_ms if self.time_ms else None
 
+    @property
+    def spread(self) -> str:
+        """'11.9–13.0' (min–max of the repeats) when the store has it, else ''."""
+        if self.time_min_ms is None or self.time_max_ms is None:
+            return ""
+        return f"{self.time_min_ms:.1f}–{self.time_max_ms:.1f}"
+
 
 def cost_rows(cases: Sequence[CaseRecord]) -> list[CostRow]:
-    """One row per case, grouped by dataset (run order) then scale; fastest and leanest per group marked."""
+    """One row per run case (not the unsupported ones: nothing ran), grouped by dataset (run order) then scale;
+    fastest and leanest per group marked. Timing spread comes from the record when it has one."""
     datasets = ordered_unique(c.dataset for c in cases)
     labels = ordered_unique(c.label for c in cases)
     ordered = sorted(
-        cases, key=lambda c: (datasets.index(c.dataset), scale_key(c.scale), labels.index(c.label), c.protocol)
+        (c for c in cases if c.status != UNSUPPORTED),
+        key=lambda c: (datasets.index(c.dataset), scale_key(c.scale), labels.index(c.label), c.protocol),
     )
     rows = []
     for c in ordered:
@@ -275,6 +422,10 @@ def cost_rows(cases: Sequence[CaseRecord]) -> list[CostRow]:
             memory_mb=c.memory_mb if measured else None, memory_kind=c.memory_kind,
             params=c.params, flops=c.flops if measured else None, device=c.device, precision=c.precision,
             time_repeats=c.time_repeats, time_warmup=c.time_warmup, message=c.error,
+            random_weights=c.status == NO_WEIGHTS,
+            time_min_ms=getattr(c, "time_min_ms", None) if measured else None,
+            time_max_ms=getattr(c, "time_max_ms", None) if measured else None,
+            time_iqr_ms=getattr(c, "time_iqr_ms", None) if measured else None,
         ))
     for key in ordered_unique((r.dataset, r.scale, r.protocol) for r in rows):
         group = [r for r in rows if (r.dataset, r.scale, r.protocol) == key]

@@ -1,128 +1,248 @@
-"""Plots for the report: PSNR vs scale per dataset, time vs output megapixels, memory vs scale.
+"""Plots for the report: PSNR (dB) vs scale per dataset, time vs output megapixels (log-log), memory vs scale
+(log), and a PSNR-vs-time Pareto plot per dataset x scale (accuracy against cost).
 
-Figures are built with `matplotlib.figure.Figure` and the Agg canvas directly (no pyplot), so rendering
-a report never touches global matplotlib state or needs a display. Each plot is PNG bytes; the HTML
-embeds them as base64 and `render_report` also writes them under <run>/plots/.
+Figures are built with `matplotlib.figure.Figure` and the Agg canvas directly (no pyplot), so rendering a
+report never touches global matplotlib state or needs a display. Each plot is written as PNG (embedded in
+the HTML) and as PDF and SVG beside it, for papers. Metadata that carries a date is switched off, so
+rendering the same store twice writes the same bytes.
 """
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..results.schema import NO_WEIGHTS, OK, CaseRecord
-from .model import dataset_title, metric_sort_key, metric_title, ordered_unique, scale_value
+from .model import dataset_title, metric_sort_key, metric_title, ordered_unique, scale_key, scale_title, scale_value
 
 _MARKERS = "osD^v<>pXh*"
+FORMATS = ("png", "pdf", "svg")
+_METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None},
+             "svg": {"Creator": None, "Date": None}}
 
 
-def _png(fig: Figure) -> bytes:
+def _render(fig: Figure) -> dict[str, bytes]:
     FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    return buffer.getvalue()
+    out = {}
+    for fmt in FORMATS:
+        buffer = io.BytesIO()
+        options = {"dpi": 110} if fmt == "png" else {}
+        if fmt == "svg":
+            import matplotlib
+
+            with matplotlib.rc_context({"svg.hashsalt": "asr-bench"}):  # stable ids: same bytes on a re-render
+                fig.savefig(buffer, format=fmt, bbox_inches="tight", metadata=_METADATA[fmt], **options)
+        else:
+            fig.savefig(buffer, format=fmt, bbox_inches="tight", metadata=_METADATA[fmt], **options)
+        out[fmt] = buffer.getvalue()
+    return out
 
 
 def _style(label_index: int) -> dict[str, object]:
     return {"marker": _MARKERS[label_index % len(_MARKERS)], "markersize": 5, "linewidth": 1.5}
 
 
-def _series(cases: Sequence[CaseRecord], x, y) -> dict[str, list[tuple[float, float]]]:
-    """label -> sorted (x, y) points where both exist."""
-    out: dict[str, list[tuple[float, float]]] = {}
+def _color(label_index: int) -> str:
+    return f"C{label_index % 10}"
+
+
+def _series(cases: Sequence[CaseRecord], x, y) -> dict[str, list[tuple[float, float, str]]]:
+    """label -> sorted (x, y, scale) points where both exist."""
+    out: dict[str, list[tuple[float, float, str]]] = {}
     for case in cases:
         xv, yv = x(case), y(case)
-        if xv is not None and yv is not None:
-            out.setdefault(case.label, []).append((float(xv), float(yv)))
+        if xv is not None and yv is not None and math.isfinite(float(xv)) and math.isfinite(float(yv)):
+            out.setdefault(case.label, []).append((float(xv), float(yv), case.scale))
     return {label: sorted(points) for label, points in out.items()}
 
 
-def _panels(n: int) -> tuple[int, int]:
-    cols = min(n, 3)
+def _panels(n: int, most: int = 2) -> tuple[int, int]:
+    cols = min(n, most)
     return (n + cols - 1) // cols, cols
 
 
-def _per_dataset(cases: Sequence[CaseRecord], y, ylabel: str, title: str, labels: list[str]) -> bytes | None:
+def _plain_number(value: float, _pos: object = None) -> str:
+    return f"{value:g}"
+
+
+def log_axis(axis, values: Sequence[float]) -> None:
+    """Log scale with plain-number ticks (1, 2, 5 per decade), padded to at least a factor of 3 so values that
+    coincide (every output the same size) still give a readable axis instead of a strip of crowded labels."""
+    low, high = min(values), max(values)
+    if low <= 0:
+        return
+    if axis.axis_name == "x":
+        axis.axes.set_xscale("log")
+    else:
+        axis.axes.set_yscale("log")
+    centre = math.sqrt(low * high)
+    if high / low < 3:
+        low, high = centre / math.sqrt(3), centre * math.sqrt(3)
+    else:
+        low, high = low / 1.25, high * 1.25
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(_plain_number))
+    axis.set_minor_formatter(NullFormatter())
+    if axis.axis_name == "x":
+        axis.axes.set_xlim(low, high)
+    else:
+        axis.axes.set_ylim(low, high)
+
+
+def _legend(fig: Figure) -> None:
+    handles, names = [], []
+    for ax in fig.axes:
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    if names:
+        fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 3), fontsize="small")
+
+
+def _per_dataset(cases: Sequence[CaseRecord], y, ylabel: str, title: str, labels: list[str],
+                 log_y: bool = False) -> dict[str, bytes] | None:
     datasets = ordered_unique(c.dataset for c in cases)
     data = {d: _series([c for c in cases if c.dataset == d], lambda c: scale_value(c.scale), y) for d in datasets}
     datasets = [d for d in datasets if data[d]]
     if not datasets:
         return None
     rows, cols = _panels(len(datasets))
-    fig = Figure(figsize=(4.2 * cols, 3.3 * rows), layout="constrained")
+    fig = Figure(figsize=(4.6 * cols, 3.4 * rows + 0.6), layout="constrained")
     for i, dataset in enumerate(datasets):
         ax = fig.add_subplot(rows, cols, i + 1)
+        scales = {}
         for label, points in data[dataset].items():
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, label=label, **_style(labels.index(label)))
+            xs, ys, names = zip(*points)
+            scales.update(zip(xs, names))
+            ax.plot(xs, ys, label=label, color=_color(labels.index(label)), **_style(labels.index(label)))
+        ax.set_xticks(sorted(scales), [scale_title(scales[x]) for x in sorted(scales)])
+        if log_y:
+            log_axis(ax.yaxis, [p[1] for pts in data[dataset].values() for p in pts])
         ax.set_title(dataset_title(dataset))
         ax.set_xlabel("scale")
         ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-    handles, names = fig.axes[0].get_legend_handles_labels()
-    for ax in fig.axes[1:]:
-        for h, n in zip(*ax.get_legend_handles_labels()):
-            if n not in names:
-                handles.append(h)
-                names.append(n)
-    fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 4), fontsize="small")
+        ax.grid(alpha=0.3, which="both")
+    _legend(fig)
     fig.suptitle(title)
-    return _png(fig)
+    return _render(fig)
 
 
-def accuracy_plot(cases: Sequence[CaseRecord]) -> bytes | None:
-    """PSNR (or the first metric present) vs scale, one panel per dataset, one line per label."""
+def _metric_shown(cases: Sequence[CaseRecord]) -> str | None:
     ok = [c for c in cases if c.status == OK]
     metrics = sorted(ordered_unique(m for c in ok for m, v in c.metrics.items() if v is not None), key=metric_sort_key)
-    if not metrics:
+    return metrics[0] if metrics else None
+
+
+def _axis_title(metric: str) -> str:
+    return f"{metric_title(metric)} (dB)" if metric.lower().startswith("psnr") else metric_title(metric)
+
+
+def accuracy_plot(cases: Sequence[CaseRecord]) -> dict[str, bytes] | None:
+    """PSNR (or the first metric present) vs scale, one panel per dataset, one line per label."""
+    metric = _metric_shown(cases)
+    if metric is None:
         return None
-    metric = metrics[0]
+    ok = [c for c in cases if c.status == OK]
     protocols = ", ".join(ordered_unique(c.protocol for c in ok))
     labels = ordered_unique(c.label for c in cases)
-    return _per_dataset(ok, lambda c: c.metrics.get(metric), metric_title(metric),
+    return _per_dataset(ok, lambda c: c.metrics.get(metric), _axis_title(metric),
                         f"{metric_title(metric)} vs scale (protocol: {protocols})", labels)
 
 
-def memory_plot(cases: Sequence[CaseRecord]) -> bytes | None:
-    """Memory (MB) vs scale, one panel per dataset."""
+def memory_plot(cases: Sequence[CaseRecord]) -> dict[str, bytes] | None:
+    """Memory (MB) vs scale on a log axis (small methods stay visible), one panel per dataset."""
     measured = [c for c in cases if c.status in (OK, NO_WEIGHTS)]
     kinds = ordered_unique(c.memory_kind for c in measured if c.memory_kind and c.memory_mb is not None)
     labels = ordered_unique(c.label for c in cases)
-    return _per_dataset(measured, lambda c: c.memory_mb, "memory (MB)",
-                        f"memory vs scale ({', '.join(kinds) or 'kind not recorded'})", labels)
+    return _per_dataset(measured, lambda c: c.memory_mb if c.memory_mb and c.memory_mb > 0 else None,
+                        "memory (MB, log)", f"memory vs scale ({', '.join(kinds) or 'kind not recorded'})",
+                        labels, log_y=True)
 
 
-def time_plot(cases: Sequence[CaseRecord]) -> bytes | None:
-    """Median time per image vs output megapixels, log-log, one line per label over all datasets."""
+def time_plot(cases: Sequence[CaseRecord]) -> dict[str, bytes] | None:
+    """Median time per image vs output megapixels, log-log, one marker per method, each point labelled by scale."""
     measured = [c for c in cases if c.status in (OK, NO_WEIGHTS)]
     labels = ordered_unique(c.label for c in cases)
-    data = _series(measured, lambda c: c.output_mpix, lambda c: c.time_ms)
+    data = _series(measured, lambda c: c.output_mpix, lambda c: c.time_ms if c.time_ms and c.time_ms > 0 else None)
     if not data:
         return None
-    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
+    labelled: set[tuple[float, str]] = set()
     for label, points in data.items():
-        xs, ys = zip(*points)
+        xs, ys, names = zip(*points)
         # markers only: points come from different datasets and scales, a line between them would suggest a trend
-        ax.plot(xs, ys, linestyle="none", label=label, **_style(labels.index(label)))
-    xs_all = [x for pts in data.values() for x, _ in pts]
-    ys_all = [y for pts in data.values() for _, y in pts]
-    if min(xs_all) > 0 and max(xs_all) / min(xs_all) > 10:  # log only when the values span decades
-        ax.set_xscale("log")
-    if min(ys_all) > 0 and max(ys_all) / min(ys_all) > 10:
-        ax.set_yscale("log")
-    ax.set_xlabel("output megapixels")
-    ax.set_ylabel("time per image (ms)")
+        index = labels.index(label)
+        ax.plot(xs, ys, linestyle="none", label=label, color=_color(index), **_style(index))
+        for x, y, scale in points:
+            if (round(x, 6), scale) not in labelled:  # one label per scale and size, not one per method
+                labelled.add((round(x, 6), scale))
+                ax.annotate(scale_title(scale), (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7,
+                            color="0.35")
+    log_axis(ax.xaxis, [p[0] for pts in data.values() for p in pts])
+    log_axis(ax.yaxis, [p[1] for pts in data.values() for p in pts])
+    ax.set_xlabel("output megapixels (log)")
+    ax.set_ylabel("time per image (ms, log)")
     ax.set_title("time vs output size")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    return _png(fig)
+    _legend(fig)
+    return _render(fig)
 
 
-def all_plots(cases: Sequence[CaseRecord]) -> dict[str, bytes]:
-    """name -> PNG bytes, only for plots that have data."""
-    plots = {"accuracy_vs_scale": accuracy_plot(cases), "time_vs_mpix": time_plot(cases),
-             "memory_vs_scale": memory_plot(cases)}
-    return {name: png for name, png in plots.items() if png is not None}
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (time, accuracy) points no other point beats on both (faster or equal AND at least as accurate),
+    sorted by time: the accuracy-for-cost frontier."""
+    front = []
+    for t, a in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or a > front[-1][1]:
+            front.append((t, a))
+    return front
+
+
+def pareto_plot(cases: Sequence[CaseRecord]) -> dict[str, bytes] | None:
+    """PSNR (dB) against time per image, one panel per dataset x scale, the Pareto frontier drawn through."""
+    metric = _metric_shown(cases)
+    if metric is None:
+        return None
+    ok = [c for c in cases if c.status == OK and c.metrics.get(metric) is not None and c.time_ms]
+    groups = ordered_unique((c.dataset, c.scale) for c in ok)
+    groups = sorted(groups, key=lambda g: (ordered_unique(c.dataset for c in ok).index(g[0]), scale_key(g[1])))
+    if not groups:
+        return None
+    labels = ordered_unique(c.label for c in cases)
+    rows, cols = _panels(len(groups), most=2)
+    fig = Figure(figsize=(4.2 * cols, 3.3 * rows + 0.6), layout="constrained")
+    for i, (dataset, scale) in enumerate(groups):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        mine = [c for c in ok if (c.dataset, c.scale) == (dataset, scale)]
+        for c in mine:
+            index = labels.index(c.label)
+            ax.plot([c.time_ms], [c.metrics[metric]], linestyle="none", label=c.label, color=_color(index),
+                    **_style(index))
+        front = pareto_front([(c.time_ms, c.metrics[metric]) for c in mine])
+        if len(front) > 1:
+            ax.plot(*zip(*front), color="0.5", linewidth=1, linestyle="--", zorder=0)
+        log_axis(ax.xaxis, [c.time_ms for c in mine])
+        ax.set_title(f"{dataset_title(dataset)} {scale_title(scale)}")
+        ax.set_xlabel("time per image (ms, log)")
+        ax.set_ylabel(_axis_title(metric))
+        ax.grid(alpha=0.3, which="both")
+    _legend(fig)
+    fig.suptitle(f"{metric_title(metric)} vs time (dashed: the Pareto frontier; up and left is better)")
+    return _render(fig)
+
+
+TITLES = {"accuracy_vs_scale": "Accuracy vs scale", "time_vs_mpix": "Time vs output megapixels",
+          "memory_vs_scale": "Memory vs scale", "pareto": "Accuracy vs time (Pareto)"}
+
+
+def all_plots(cases: Sequence[CaseRecord]) -> dict[str, dict[str, bytes]]:
+    """name -> {'png': ..., 'pdf': ..., 'svg': ...}, only for plots that have data."""
+    plots = {"accuracy_vs_scale": accuracy_plot(cases), "pareto": pareto_plot(cases),
+             "time_vs_mpix": time_plot(cases), "memory_vs_scale": memory_plot(cases)}
+    return {name: files for name, files in plots.items() if files is not None}

@@ -18,6 +18,7 @@ from ..results.schema import CaseRecord
 from ..errors import MissingFile, UserError
 
 COLUMNS = ("method", "encoder", "dataset", "scale", "protocol", "metric", "value", "source")
+KINDS = ("published", "reference")  # optional column `kind`
 _DATASET_ALIASES = {"div2k": "div2k-val", "bsd100": "b100", "bsds100": "b100", "lsdir": "lsdir-val"}
 _NO_ENCODER = {"", "-", "none", "n/a"}
 
@@ -65,6 +66,8 @@ class PublishedRow:
     value: float
     source: str
     where: str = ""  # "file.csv:line", for messages
+    places: int | None = None  # decimals as printed ("38.21" -> 2): deltas are shown to places + 2
+    kind: str = "published"    # "published" (a paper's table) or "reference" (measured with the official code)
 
     def key(self) -> tuple[str, str, str, str, str]:
         return (norm_name(self.method), norm_encoder(self.encoder), norm_dataset(self.dataset),
@@ -82,6 +85,13 @@ class PublishedMatch:
     @property
     def delta(self) -> float:
         return self.ours - self.row.value
+
+
+def printed_places(text: str) -> int:
+    """Decimals of a number as written: '38.21' -> 2, '32.2375' -> 4, '38' -> 0."""
+    raw = str(text).strip().lower()
+    mantissa = raw.split("e")[0]
+    return len(mantissa.split(".", 1)[1]) if "." in mantissa else 0
 
 
 def read_published_csv(path: Path) -> list[PublishedRow]:
@@ -110,8 +120,12 @@ def read_published_csv(path: Path) -> list[PublishedRow]:
         blank = [c for c in ("method", "dataset", "scale", "metric") if not (record[c] or "").strip()]
         if blank:
             raise UserError(f"{path}:{number}: empty {', '.join(blank)}; every row names method, dataset, scale and metric.")
+        kind = (record.get("kind") or "published").strip().lower() or "published"
+        if kind not in KINDS:
+            raise UserError(f"{path}:{number}: kind {kind!r} is not one of {', '.join(KINDS)}; "
+                            "'reference' = measured with the official code, 'published' = printed in a paper.")
         rows.append(PublishedRow(**{c: (record[c] or "").strip() for c in COLUMNS if c != "value"},
-                                 value=value, where=where))
+                                 value=value, where=where, places=printed_places(record["value"]), kind=kind))
     return rows
 
 

@@ -1,13 +1,16 @@
 """Visual comparisons: the same HR-space crop from GT, bicubic and every method, side by side.
 
-The engine writes `<run>/visuals/<dataset>/<scale>/<image_id>/{GT,bicubic,<label_stem(label)>}.png`. Each
-folder becomes one row, like a paper figure: crops zoomed by nearest neighbour (pixels stay visible,
-no smoothing hides artefacts), labelled with the method name and that image's stored PSNR/SSIM.
+The engine writes `<run>/visuals/<dataset>/<scale>/<image_id>/{GT,bicubic,<label_stem(label)>}.png` (plus
+`thumb.png` and `box.json`: the whole HR image, small, and where the crop is). Each folder becomes one row,
+like a paper figure: a thumbnail with the crop's box, then the crops zoomed by nearest neighbour (pixels stay
+visible, no smoothing hides artefacts), labelled with the method name and that image's stored PSNR/SSIM, and
+under each an error map |method − GT| (mean over RGB, ×ERROR_GAIN, so a quarter-range error is white).
 """
 from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +22,7 @@ from ..results.schema import CaseRecord, ImageRecord, label_stem, slug
 from .model import dataset_title, decimals, metric_title, ordered_unique, scale_key, scale_title
 
 DISPLAY_PX = 200  # crops are zoomed to about this size (integer factor)
+ERROR_GAIN = 4    # error maps: |difference| x 4, so small errors are visible and 64 levels saturate
 _FIXED = ("GT", "bicubic")
 
 
@@ -29,10 +33,19 @@ class Tile:
     size: tuple[int, int]  # (w, h) of the original crop
     zoom: int
     caption: str = ""    # e.g. "PSNR 32.51 / SSIM 0.8912"
+    error_png: bytes = b""  # the zoomed error map against GT (none for GT itself)
 
     @property
     def data_uri(self) -> str:
-        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+        return _uri(self.png)
+
+    @property
+    def error_uri(self) -> str:
+        return _uri(self.error_png) if self.error_png else ""
+
+
+def _uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 @dataclass
@@ -41,6 +54,12 @@ class VisualRow:
     scale: str
     image: str
     tiles: list[Tile] = field(default_factory=list)
+    thumb_png: bytes = b""   # the whole HR image with the crop's box drawn on it
+    box_text: str = ""       # "crop 96x96 at (120, 200) of 512x512, where the HR has the most detail"
+
+    @property
+    def thumb_uri(self) -> str:
+        return _uri(self.thumb_png) if self.thumb_png else ""
 
     @property
     def title(self) -> str:
@@ -61,6 +80,45 @@ def zoomed_png(path: Path, display: int = DISPLAY_PX) -> tuple[bytes, tuple[int,
         buffer = io.BytesIO()
         big.save(buffer, format="PNG", optimize=True)
         return buffer.getvalue(), image.size, factor
+
+
+def error_map_png(method: Path, gt: Path, factor: int) -> bytes:
+    """|method − GT| averaged over RGB, × ERROR_GAIN, grey (black = equal), zoomed like the crops."""
+    import numpy as np
+
+    with Image.open(method) as a, Image.open(gt) as b:
+        x = np.asarray(a.convert("RGB"), dtype=np.int16)
+        y = np.asarray(b.convert("RGB"), dtype=np.int16)
+    h, w = min(x.shape[0], y.shape[0]), min(x.shape[1], y.shape[1])
+    diff = np.abs(x[:h, :w] - y[:h, :w]).mean(axis=2) * ERROR_GAIN
+    image = Image.fromarray(np.clip(np.rint(diff), 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    image = image.resize((w * factor, h * factor), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def thumbnail_with_box(folder: Path) -> tuple[bytes, str]:
+    """(PNG of thumb.png with the crop's box in red, a sentence saying where the crop is); (b'', '') without one."""
+    thumb, box_file = folder / "thumb.png", folder / "box.json"
+    if not (thumb.exists() and box_file.exists()):
+        return b"", ""
+    info = json.loads(box_file.read_text())
+    top, left, bottom, right = info["box"]
+    hr_h, hr_w = info["hr_size"]
+    with Image.open(thumb) as image:
+        image = image.convert("RGB")
+        sx, sy = image.width / hr_w, image.height / hr_h
+        draw = ImageDraw.Draw(image)
+        for inset, colour in ((0, (230, 0, 0)), (1, (255, 255, 255))):
+            draw.rectangle([left * sx - 1 - inset, top * sy - 1 - inset, right * sx + inset, bottom * sy + inset],
+                           outline=colour, width=1 if inset else 2)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+    why = {"crop_at": "placed by visuals.crop_at", "most detail": "where the HR has the most detail"}.get(
+        info.get("chosen", ""), "")
+    text = f"crop {right - left}×{bottom - top} at (top {top}, left {left}) of {hr_w}×{hr_h}" + (f", {why}" if why else "")
+    return buffer.getvalue(), text
 
 
 def _order(stems: list[str], label_slugs: list[str]) -> list[str]:
@@ -101,33 +159,52 @@ def visual_rows(run_dir: Path, cases: Sequence[CaseRecord], images: Sequence[Ima
     for folder in folders:
         dataset, scale, image = folder.parts[-3:]
         row = VisualRow(dataset_names.get(dataset, dataset), scale, image)
-        stems = [p.stem for p in folder.glob("*.png")]
+        row.thumb_png, row.box_text = thumbnail_with_box(folder)
+        stems = [p.stem for p in folder.glob("*.png") if p.stem != "thumb"]
         for stem in _order(stems, label_slugs):
             png, size, factor = zoomed_png(folder / f"{stem}.png", display)
             record = by_image.get((case_ids.get((dataset, scale, stem)), image))
-            row.tiles.append(Tile(names.get(stem, stem), png, size, factor, _caption(record)))
+            error = error_map_png(folder / f"{stem}.png", folder / "GT.png", factor) \
+                if stem != "GT" and (folder / "GT.png").exists() else b""
+            row.tiles.append(Tile(names.get(stem, stem), png, size, factor, _caption(record), error))
         if row.tiles:
             rows.append(row)
     return rows
 
 
 def figure_png(row: VisualRow, gap: int = 8, font_size: int = 14) -> bytes:
-    """The row as one labelled PNG (crops side by side, name and scores below): a figure to paste into a paper."""
+    """The row as one labelled PNG, like a paper figure: thumbnail with the box, crops side by side with name and
+    scores below, and the error maps in a second row under their crops."""
     font = ImageFont.load_default(size=font_size)
     small = ImageFont.load_default(size=font_size - 2)
     tiles = [Image.open(io.BytesIO(t.png)).convert("RGB") for t in row.tiles]
+    errors = [Image.open(io.BytesIO(t.error_png)).convert("RGB") if t.error_png else None for t in row.tiles]
+    thumb = Image.open(io.BytesIO(row.thumb_png)).convert("RGB") if row.thumb_png else None
     text_h = 2 * (font_size + 4) + 4
-    width = sum(t.width for t in tiles) + gap * (len(tiles) + 1)
-    height = max(t.height for t in tiles) + text_h + 2 * gap
+    tile_h = max(t.height for t in tiles)
+    has_errors = any(e is not None for e in errors)
+    height = tile_h + text_h + 2 * gap + ((tile_h + font_size + 8 + gap) if has_errors else 0)
+    left_w = (thumb.width + gap) if thumb is not None else 0
+    if thumb is not None:
+        height = max(height, thumb.height + 2 * gap + font_size + 8)
+    width = left_w + sum(t.width for t in tiles) + gap * (len(tiles) + 1)
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    x = gap
-    for tile, image in zip(row.tiles, tiles):
+    if thumb is not None:
+        canvas.paste(thumb, (gap, gap))
+        draw.text((gap + thumb.width / 2, gap + thumb.height + 4), row.image, fill="black", font=font, anchor="ma")
+    x = gap + left_w
+    for tile, image, error in zip(row.tiles, tiles, errors):
         canvas.paste(image, (x, gap))
         centre, y = x + image.width / 2, gap + image.height + 4
         draw.text((centre, y), tile.name, fill="black", font=font, anchor="ma")
         if tile.caption:
             draw.text((centre, y + font_size + 4), tile.caption, fill=(90, 90, 90), font=small, anchor="ma")
+        if error is not None:
+            top = gap + tile_h + text_h + gap
+            canvas.paste(error, (x, top))
+            draw.text((centre, top + error.height + 4), f"|error| x{ERROR_GAIN}", fill=(90, 90, 90), font=small,
+                      anchor="ma")
         x += image.width + gap
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG", optimize=True)

@@ -158,6 +158,10 @@ class RT4KSR(Upsampler):
         self.scales = tuple(sorted(net.scale for net in nets))
         self.reparameterize = reparameterize
 
+    def parameters_for_size(self, lr_hw: tuple[int, int], size: tuple[int, int]) -> Any:
+        """Only the network that serves this scale: a folder holds two, and each call runs one of them."""
+        return self.nets[f"x{size[0] // lr_hw[0]}"].parameters()
+
     def forward_size(self, lr: torch.Tensor, size: tuple[int, int], scale: tuple[float, float]) -> torch.Tensor:
         net = self.nets[f"x{int(scale[0])}"]
         return net(pad_to_multiple(lr, self.pad_multiple))[:, :, : size[0], : size[1]]
