@@ -402,3 +402,45 @@ def test_without_a_terminal_a_run_logs_one_line_per_finished_case_and_no_bars(tm
         ["case 4/6", "t-random (tiny)|tiny|3", "cost only (random weights)"],
         ["case 5/6", "t-smooth-x2|tiny|2", "scored"], ["case 6/6", "t-smooth-x2|tiny|3", "unsupported scale"]]
     assert "\r" not in err and "img/s" not in err  # no tqdm redraws in a log
+
+
+STAGED_PLUGIN = '''
+import time
+import torch.nn.functional as F
+from asr_bench.registry import MethodSpec
+from asr_bench.stages import stage
+from asr_bench.upsampler import Upsampler
+
+
+class Staged(Upsampler):
+    """Stages that sleep known times (encoder 40 ms, twice 15 ms of decoder), plus 10 ms of unmarked glue."""
+
+    def forward_size(self, lr, size, scale):
+        with stage("encoder"):
+            time.sleep(0.04)
+        for _ in range(2):
+            with stage("decoder"):
+                time.sleep(0.015)
+        time.sleep(0.01)
+        return F.interpolate(lr, size=size, mode="bilinear", align_corners=False)
+
+
+METHODS = [MethodSpec("t-staged", lambda encoder="none", preset=None, weights=None: Staged(), ("none",),
+                      needs_weights=False)]
+'''
+
+
+def test_stage_times_add_up_to_the_total_within_the_timers_noise(tmp_path, images):
+    plugin = tmp_path / "staged_methods.py"
+    plugin.write_text(STAGED_PLUGIN)
+    config = parse_config({"methods": ["t-staged"], "datasets": [images], "scales": [2], "metrics": ["psnr"],
+                           "device": "cpu", "plugins": [str(plugin)], "visuals": {"crop": 0},
+                           "profiling": {"warmup": 1, "repeats": 3, "max_repeats": 3, "memory": False, "flops": False},
+                           "output": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache")})
+    (case,) = run_benchmark(config, progress=False, render=False).cases
+    assert list(case.stages) == ["encoder", "decoder"]
+    assert case.stages["encoder"] >= 40 and case.stages["decoder"] >= 30  # a sleep lasts at least its length
+    glue = case.time_ms - sum(case.stages.values())
+    assert 10 <= glue <= 10 + 0.5 * case.time_ms  # the unmarked 10 ms, plus the timer's and the machine's noise
+    header = (tmp_path / "run" / "cases.csv").read_text().splitlines()[0].split(",")
+    assert "stage_encoder_ms" in header and "stage_decoder_ms" in header

@@ -29,6 +29,7 @@ from .outputs import save_output
 from .params import params_that_ran
 from .records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, ImageRecord
 from .tiling import engine_tile, tiled_forward
+from ..stages import recording
 from .timing import time_until_stable, timing_stats
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -244,9 +245,18 @@ def measure_cost(model: torch.nn.Module, upscale: Any, lr: torch.Tensor, size: t
     if prof.memory:
         memory_mb, memory_kind = peak_memory_mb(call, device)
         warmup = max(0, warmup - 1)  # the memory call was the first untimed call
-    times, output = time_until_stable(call, device, warmup, prof.repeats, prof.max_repeats, prof.rel_ci,
+    per_call: list[dict[str, float]] = []
+
+    def staged() -> Any:  # the same call, with its stages timed (methods mark them with asr_bench.stages.stage)
+        with recording(device) as recorder:
+            out = call()
+        per_call.append(recorder.totals)
+        return out
+
+    times, output = time_until_stable(staged, device, warmup, prof.repeats, prof.max_repeats, prof.rel_ci,
                                       prof.max_seconds)
     stats = timing_stats(times)
+    stages = stage_medians(per_call[warmup:])
     flops, cost_notes = None, {}
     if prof.flops == "always" or (prof.flops and stats["time_ms"] / 1000.0 <= FLOPS_MAX_CALL_S):
         flops = count_flops(call, model)
@@ -262,9 +272,16 @@ def measure_cost(model: torch.nn.Module, upscale: Any, lr: torch.Tensor, size: t
         "flops": flops,
         "output_mpix": size[0] * size[1] / 1e6,
         "cost_notes": cost_notes,
+        "stages": stages,
         "profile_input": list(lr.shape[-2:]),
     }
     return profile, output
+
+
+def stage_medians(calls: list[dict[str, float]]) -> dict[str, float]:
+    """Each stage's median over the timed calls (a stage a call did not enter counts 0 ms for it)."""
+    names = list(dict.fromkeys(name for totals in calls for name in totals))
+    return {name: float(statistics.median([totals.get(name, 0.0) for totals in calls])) for name in names}
 
 
 def count_flops(call: Any, model: torch.nn.Module | None = None) -> float | None:

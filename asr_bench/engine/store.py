@@ -276,10 +276,11 @@ def _cell(value: Any) -> Any:
 
 def cases_csv(cases: list[CaseRecord]) -> str:
     metrics = _metric_names(cases)
+    stages = list(dict.fromkeys(name for c in cases for name in c.stages))
     scalar = [k for k in CaseRecord.__dataclass_fields__ if k not in ("metrics", "notes")]
-    header = scalar + metrics + [f"note_{m}" for m in metrics]
+    header = scalar + metrics + [f"note_{m}" for m in metrics] + [f"stage_{s}_ms" for s in stages]
     rows = [[_cell(getattr(c, k)) for k in scalar] + [_cell(c.metrics.get(m)) for m in metrics]
-            + [c.notes.get(m, "") for m in metrics] for c in cases]
+            + [c.notes.get(m, "") for m in metrics] + [_cell(c.stages.get(s)) for s in stages] for c in cases]
     return csv_text(header, rows)
 
 

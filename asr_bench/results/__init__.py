@@ -43,6 +43,8 @@ def _flat(record: Any, skip: tuple[str, ...] = ("metrics", "notes")) -> dict[str
         row[metric] = value
     for metric, note in record.notes.items():
         row[f"note_{metric}"] = note
+    for name, ms in (row.pop("stages", None) or {}).items():
+        row[f"stage_{name}_ms"] = ms
     return row
 
 

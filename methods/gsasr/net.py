@@ -21,6 +21,7 @@ from torch import nn
 from asr_bench.blocks import pad_to_multiple
 from asr_bench.errors import UserError
 from asr_bench.upsampler import Upsampler
+from asr_bench.stages import stage
 
 from .decoder import Fea2GS
 from .render import render
@@ -65,7 +66,10 @@ class GSASR(Upsampler):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             if lr.device.type == "cpu":  # oneDNN's CPU convolutions are faster in NHWC; same values to rounding
                 lr = lr.contiguous(memory_format=torch.channels_last)
-            return self.decoder(self.encoder(lr), scales).float()
+            with stage("encoder"):
+                feat = self.encoder(lr)
+            with stage("decoder"):
+                return self.decoder(feat, scales).float()
 
     def forward_full(self, lr: torch.Tensor, scale: tuple[float, float], size: tuple[int, int]) -> torch.Tensor:
         """Pad to the denominator, render at floor(s * padded), crop top-left to `size`."""
@@ -75,14 +79,16 @@ class GSASR(Upsampler):
         render_h = max(math.floor(scale[0] * hp), size[0])
         render_w = max(math.floor(scale[1] * wp), size[1])
         gs = self.gaussians(padded, scale)
-        out = [render(g, render_h, render_w, scale, self.dmax, self.backend) for g in gs]
+        with stage("render"):
+            out = [render(g, render_h, render_w, scale, self.dmax, self.backend) for g in gs]
         return torch.stack(out)[:, :, : size[0], : size[1]]
 
     def forward_tiled(self, lr: torch.Tensor, scale: float, size: tuple[int, int]) -> torch.Tensor:
         """Official tiled inference (§5), one image at a time."""
         def render_tile(tile: torch.Tensor, side: int) -> torch.Tensor:
             gs = self.gaussians(tile, (scale, scale))
-            return torch.stack([render(g, side, side, (scale, scale), self.dmax, self.backend) for g in gs])
+            with stage("render"):
+                return torch.stack([render(g, side, side, (scale, scale), self.dmax, self.backend) for g in gs])
 
         canvas = tiled_upscale(lr, scale, self.tile, self.tile_overlap, self.tile_crop, render_tile)
         return canvas[:, :, : size[0], : size[1]]

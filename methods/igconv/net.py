@@ -17,6 +17,7 @@ from torch import nn
 from asr_bench.blocks import InputRange, Normalisation, pad_to_multiple
 from asr_bench.encoders import export_encoder_state
 from asr_bench.upsampler import Upsampler
+from asr_bench.stages import stage
 
 from .kernels import IGConvHead, IGSampleSkip
 
@@ -53,10 +54,12 @@ class IGConvSR(Upsampler):
 
     def forward_scale(self, x: torch.Tensor, scale: int) -> torch.Tensor:
         """The official `net_g(x, scale)`: raw output at exactly s times the input size."""
-        feat = self.encoder(self.normalise(x))
-        out = self.normalise.undo(self.upsample(feat, scale))
-        if self.skip is not None:
-            out = out + self.skip(x, feat, scale)
+        with stage("encoder"):
+            feat = self.encoder(self.normalise(x))
+        with stage("upsampler"):
+            out = self.normalise.undo(self.upsample(feat, scale))
+            if self.skip is not None:
+                out = out + self.skip(x, feat, scale)
         return out
 
     def official_state_dict(self) -> dict[str, torch.Tensor]:

@@ -20,6 +20,7 @@ from torch import nn
 
 from asr_bench.blocks import MLP, InputRange, Normalisation, make_coord, nearest_index
 from asr_bench.upsampler import Upsampler
+from asr_bench.stages import stage
 
 QUERY_CHUNK = 30000
 
@@ -42,8 +43,10 @@ class LIIF(Upsampler):
         self.query_chunk = query_chunk
 
     def forward_size(self, lr: torch.Tensor, size: tuple[int, int], scale: tuple[float, float]) -> torch.Tensor:
-        feat = self.encoder(self.normalise(lr))
-        return self.normalise.undo(self.decode(feat, size))
+        with stage("encoder"):
+            feat = self.encoder(self.normalise(lr))
+        with stage("decoder"):
+            return self.normalise.undo(self.decode(feat, size))
 
     def decode(self, feat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """The normalised RGB (B, 3, H, W) of every HR pixel centre, decoded in chunks of queries."""

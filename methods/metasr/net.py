@@ -27,6 +27,7 @@ from torch import nn
 from asr_bench.blocks import DIV2K_MEAN, MLP, InputRange, Normalisation, make_coord, nearest_index
 from asr_bench.ops.meta_upscale import AxisMap, meta_upscale
 from asr_bench.upsampler import Upsampler
+from asr_bench.stages import stage
 
 VARIANTS = ("liif", "official")
 INPUT_RANGES = {"liif": InputRange(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),   # (x - 0.5) / 0.5
@@ -74,22 +75,26 @@ class MetaSR(Upsampler):
         return self.normalise.undo(self._forward_official(self.normalise(lr), size, scale))
 
     def _forward_liif(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        feat = self.encoder(x)
+        with stage("encoder"):
+            feat = self.encoder(x)
         h, w = feat.shape[-2:]
         rows, cols = liif_axis(h, size[0], feat.device), liif_axis(w, size[1], feat.device)
         inv_scale = torch.ones(1, device=feat.device) * (2 / size[0]) * (h / 2)   # cell_v * (h / 2) = 1/s_v
-        return meta_upscale(feat, rows, cols, self._weight_fn(lambda r, c: (r, c, inv_scale), feat.shape[1]),
-                            backend=self.backend)
+        with stage("upsampler"):
+            return meta_upscale(feat, rows, cols, self._weight_fn(lambda r, c: (r, c, inv_scale), feat.shape[1]),
+                                backend=self.backend)
 
     def _forward_official(self, x: torch.Tensor, size: tuple[int, int], scale: tuple[float, float]) -> torch.Tensor:
         """Official phases use float32(1/s) of the asked scale (2.3, not 16/7): the caller passes it."""
         scale_v, scale_h = scale
-        feat = self.encoder(self.sub_mean(x))
+        with stage("encoder"):
+            feat = self.encoder(self.sub_mean(x))
         rows, cols = official_axis(size[0], scale_v, feat.device), official_axis(size[1], scale_h, feat.device)
         inv_scale = torch.zeros(1, device=feat.device)
         inv_scale[0] = 1.0 / scale_v
-        out = meta_upscale(feat, rows, cols, self._weight_fn(lambda r, c: (inv_scale, r, c), feat.shape[1]),
-                           backend=self.backend)
+        with stage("upsampler"):
+            out = meta_upscale(feat, rows, cols, self._weight_fn(lambda r, c: (inv_scale, r, c), feat.shape[1]),
+                               backend=self.backend)
         return self.add_mean(out)
 
     def _weight_fn(self, order, channels: int):
