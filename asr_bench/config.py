@@ -17,6 +17,8 @@ Config reference (every key; all optional except `methods`):
 | `metrics` | list of str | `[psnr, ssim]` | `psnr ssim lpips dists` (perceptual ones read n/a without weights) |
 | `device` | str | `auto` | `auto` (cuda if available), `cpu`, `cuda`, `cuda:N`, `mps` (Apple silicon) |
 | `precision` | str | `fp32` | `fp32`, `fp16`, `bf16` (model and input cast; metrics always in float64) |
+| `precisions` | list | `[precision]` | a case axis, e.g. `[fp32, bf16, fp16]`: each method in the dtypes its spec declares (others read `n/a (unsupported precision)`); ids get `\|bf16` |
+| `compile` | bool or list | false | `true`: the model's forward through `torch.compile`; `[false, true]`: both, as a case axis (ids get `\|compiled`) |
 | `tiling.tile` | int or null | null | LR tile size in pixels; null = whole image |
 | `tiling.overlap` | int | 8 | LR pixels shared by neighbouring tiles (each keeps its half) |
 | `profiling.warmup` | int >= 0 | 2 | untimed calls before timing (the memory-measuring call counts as one) |
@@ -58,7 +60,8 @@ from .sizes import Scale, as_pair
 ALL = "all"
 DEVICES = "auto, cpu, cuda, cuda:N, mps"
 PRECISIONS = ("fp32", "fp16", "bf16")
-TOP_KEYS = ("name", "methods", "datasets", "scales", "protocol", "metrics", "device", "precision", "tiling",
+TOP_KEYS = ("name", "methods", "datasets", "scales", "protocol", "metrics", "device", "precision", "precisions",
+            "compile", "tiling",
             "profiling", "visuals", "output", "data_root", "cache_dir", "weights_dir", "plugins", "trust_checkpoints",
             "save_images")
 METHOD_KEYS = ("method", "encoder", "checkpoint", "preset", "kwargs", "label")
@@ -124,6 +127,8 @@ class Config:
     metrics: tuple[str, ...] = ("psnr", "ssim")
     device: str = "auto"
     precision: str = "fp32"
+    precisions: tuple[str, ...] = ()      # a case axis: fp32, bf16, fp16 (default: just `precision`)
+    compile: tuple[bool, ...] = (False,)  # a case axis: eager, and/or through torch.compile
     tiling: Tiling = Tiling()
     profiling: Profiling = Profiling()
     visuals: Visuals = Visuals()
@@ -270,6 +275,9 @@ def parse_config(raw: dict[str, Any], default_name: str = "run") -> Config:
         metrics=tuple(as_text(m, f"metrics[{i}]").lower() for i, m in enumerate(as_list(raw.get("metrics", ["psnr", "ssim"]), "metrics"))),
         device=parse_device(raw.get("device", "auto")),
         precision=parse_choice(raw.get("precision", "fp32"), "precision", PRECISIONS),
+        precisions=tuple(parse_choice(p, f"precisions[{i}]", PRECISIONS)
+                         for i, p in enumerate(as_list(raw.get("precisions", []), "precisions"))),
+        compile=parse_compile(raw.get("compile", False)),
         tiling=Tiling(tile=as_int(tiling.get("tile"), "tiling.tile", minimum=1, optional=True),
                       overlap=as_int(tiling.get("overlap", 8), "tiling.overlap", minimum=0)),
         profiling=parse_profiling(profiling),
@@ -286,6 +294,15 @@ def parse_config(raw: dict[str, Any], default_name: str = "run") -> Config:
 
 
 PROFILING_KEYS = ("warmup", "repeats", "max_repeats", "rel_ci", "max_seconds", "memory", "flops", "input")
+
+
+def parse_compile(value: Any) -> tuple[bool, ...]:
+    """`compile: true` (compiled only), `false`, or `[false, true]` (both, as a case axis)."""
+    items = value if isinstance(value, list) else [value]
+    flags = tuple(as_bool(v, "compile (true, false, or [false, true])") for v in items)
+    if not flags:
+        raise UserError("config key 'compile' is an empty list; use false, true or [false, true].")
+    return tuple(dict.fromkeys(flags))
 
 
 def parse_profiling(raw: dict[str, Any]) -> Profiling:

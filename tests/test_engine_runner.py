@@ -116,6 +116,7 @@ METHODS = [
     MethodSpec("t-crash", build_crash, ("none",), needs_weights=False, options=OPTIONS),
     MethodSpec("t-smooth", build, ("none",), needs_weights=False, options=OPTIONS),
     MethodSpec("t-smooth-x2", build_x2, ("none",), scales=(2,), needs_weights=False, options=OPTIONS),
+    MethodSpec("t-smooth-bf16", build, ("none",), needs_weights=False, options=OPTIONS, dtypes=("fp32", "bf16")),
     MethodSpec("t-random", build_random, ("tiny",), needs_weights=True, options=OPTIONS),
 ]
 '''
@@ -444,3 +445,32 @@ def test_stage_times_add_up_to_the_total_within_the_timers_noise(tmp_path, image
     assert 10 <= glue <= 10 + 0.5 * case.time_ms  # the unmarked 10 ms, plus the timer's and the machine's noise
     header = (tmp_path / "run" / "cases.csv").read_text().splitlines()[0].split(",")
     assert "stage_encoder_ms" in header and "stage_decoder_ms" in header
+
+
+def test_precisions_are_a_case_axis_in_the_dtypes_each_method_declares(tmp_path, plugin, images):
+    config = make_config(tmp_path, plugin, images, scales=[2], methods=["t-smooth", "t-smooth-bf16"],
+                         precisions=["fp32", "bf16"])
+    cases = {c.case_id: c for c in run_benchmark(config, progress=False, render=False).cases}
+    assert list(cases) == ["t-smooth|tiny|2", "t-smooth|tiny|2|bf16", "t-smooth-bf16|tiny|2",
+                           "t-smooth-bf16|tiny|2|bf16"]
+    refused = cases["t-smooth|tiny|2|bf16"]
+    assert refused.status == "unsupported" and refused.notes["psnr"] == "n/a (unsupported precision)"
+    fp32, bf16 = cases["t-smooth-bf16|tiny|2"], cases["t-smooth-bf16|tiny|2|bf16"]
+    assert (fp32.precision, bf16.precision, bf16.status) == ("fp32", "bf16", "ok")
+    assert bf16.metrics["psnr"] != fp32.metrics["psnr"] and abs(bf16.metrics["psnr"] - fp32.metrics["psnr"]) < 2
+    assert bf16.case_key != fp32.case_key
+
+
+def test_compile_is_a_case_axis_and_the_forward_goes_through_torch_compile(tmp_path, plugin, images, monkeypatch):
+    compiled = []
+
+    def spy(fn, **kwargs):
+        compiled.append(fn)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", spy)
+    config = make_config(tmp_path, plugin, images, scales=[2], compile=[False, True])
+    cases = run_benchmark(config, progress=False, render=False, isolate=False).cases
+    assert [(c.case_id, c.compiled) for c in cases] == [("t-smooth|tiny|2", False), ("t-smooth|tiny|2|compiled", True)]
+    assert len(compiled) == 1 and compiled[0].__name__ == "forward_size"
+    assert cases[0].metrics == cases[1].metrics

@@ -22,6 +22,8 @@ class Case:
     dataset: str                # the dataset's name in tables and ids (a folder's own name)
     scale: Scale
     source: str = ""            # what the config named: catalogue name or folder path (default: `dataset`)
+    precision: str = "fp32"
+    compiled: bool = False
 
     @property
     def dataset_ref(self) -> str:
@@ -37,7 +39,8 @@ class Case:
 
     @property
     def case_id(self) -> str:
-        return f"{self.label}|{self.dataset}|{self.scale_label}"
+        axes = ("" if self.precision == "fp32" else f"|{self.precision}") + ("|compiled" if self.compiled else "")
+        return f"{self.label}|{self.dataset}|{self.scale_label}{axes}"
 
 
 def load_plugins(plugins: tuple[str, ...] | list[str]) -> None:
@@ -121,8 +124,10 @@ def plan_cases(config: Config, dataset_names: dict[str, str] | None = None) -> l
     """Every (method, dataset, scale), methods outermost; `dataset_names` maps config entries to table names."""
     entries = resolve_methods(config)
     names = dataset_names or {}
-    return [Case(entry, names.get(dataset, dataset), scale, source=dataset)
-            for entry in entries for dataset in config.datasets for scale in config.scales]
+    precisions = config.precisions or (config.precision,)
+    return [Case(entry, names.get(dataset, dataset), scale, source=dataset, precision=precision, compiled=compiled)
+            for entry in entries for dataset in config.datasets for scale in config.scales
+            for precision in precisions for compiled in config.compile]
 
 
 def check_names(config: Config) -> dict[str, str]:

@@ -35,6 +35,7 @@ from .timing import time_until_stable, timing_stats
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 NO_WEIGHTS_NOTE = "n/a (no weights)"
 UNSUPPORTED_NOTE = "n/a (unsupported scale)"
+UNSUPPORTED_PRECISION_NOTE = "n/a (unsupported precision)"
 
 
 class Sink(Protocol):
@@ -80,7 +81,7 @@ def base_record(case: Case, config: Config, device: torch.device, protocol_label
     return CaseRecord(case_id=case.case_id, label=case.label, method=entry.method, encoder=entry.encoder or "",
                       dataset=case.dataset, scale=case.scale_label,
                       protocol=protocol_label or protocol_text(config), device=str(device),
-                      precision=config.precision, case_key=provenance.get("case_key", ""),
+                      precision=case.precision, compiled=case.compiled, case_key=provenance.get("case_key", ""),
                       provenance=dict(provenance))
 
 
@@ -96,11 +97,12 @@ def make_protocol(config: Config) -> Any:
 
 
 def case_supported(case: Case) -> bool:
-    """Whether the method declares the case's scale (else the case is stored as unsupported, no worker needed)."""
+    """Whether the method declares the case's scale and precision (else it is stored as unsupported, no worker)."""
     from ..registry import get_method
     from ..upsampler import supports
 
-    return supports(get_method(case.entry.method).scales, case.scale)
+    spec = get_method(case.entry.method)
+    return supports(spec.scales, case.scale) and case.precision in spec.dtypes
 
 
 def unsupported_record(case: Case, config: Config, device: torch.device,
@@ -110,6 +112,9 @@ def unsupported_record(case: Case, config: Config, device: torch.device,
 
     spec = get_method(case.entry.method)
     base = base_record(case, config, device, make_protocol(config).label, provenance)
+    if case.precision not in spec.dtypes:
+        why = (f"method '{spec.name}' is not tested in {case.precision} (it runs in {', '.join(spec.dtypes)})")
+        return unsupported(base, config, why, UNSUPPORTED_PRECISION_NOTE)
     return unsupported(base, config, str(UnsupportedScale(spec.name, case.scale_label, supported_label(spec.scales))))
 
 
@@ -153,9 +158,9 @@ def method_failures() -> Iterator[None]:
         raise CaseFailure(str(exc)) from exc
 
 
-def unsupported(base: CaseRecord, config: Config, why: str) -> CaseRecord:
+def unsupported(base: CaseRecord, config: Config, why: str, note: str = "") -> CaseRecord:
     return replace(base, status=UNSUPPORTED, error=why, metrics={m: None for m in config.metrics},
-                   notes={m: UNSUPPORTED_NOTE for m in config.metrics})
+                   notes={m: note or UNSUPPORTED_NOTE for m in config.metrics})
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -185,10 +190,12 @@ def evaluate(case: Case, config: Config, device: torch.device, sink: Sink, proto
     from ..registry import build_model, get_method
 
     entry = case.entry
-    dtype = DTYPES[config.precision]
+    dtype = DTYPES[case.precision]
     torch.manual_seed(zlib.crc32(case.case_id.encode()))  # random weights: identical on every (re)run
     model = build_model(entry.method, entry.encoder, checkpoint=entry.checkpoint, device=str(device),
-                        preset=entry.preset, dtype=config.precision, **entry.kwargs)
+                        preset=entry.preset, dtype=case.precision, **entry.kwargs)
+    if case.compiled:  # the forward through torch.compile (the first timed calls pay the compile: warm up)
+        model.forward_size = torch.compile(model.forward_size)
     scored = not (get_method(entry.method).needs_weights and not getattr(model, "weights_loaded", False))
     dataset = resolve_dataset(case.dataset_ref, data_root=config.data_root)
     ids = list(dataset.image_ids())

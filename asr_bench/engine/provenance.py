@@ -71,7 +71,7 @@ def case_provenance(case: Case, config: Config, device: torch.device, dataset: A
         "scale": case.scale_label,
         "protocol": {"version": PROTOCOL_VERSION, **json.loads(json.dumps(asdict(protocol), default=str))},
         "metrics": list(config.metrics), "metric_weights": metric_weights(config),
-        "precision": config.precision, "tiling": asdict(config.tiling), "device": device.type,
+        "precision": case.precision, "compiled": case.compiled, "tiling": asdict(config.tiling), "device": device.type,
     }
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
     return {"case_key": key, "checkpoint": entry.checkpoint, "checkpoint_sha256": ckpt,

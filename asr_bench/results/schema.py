@@ -68,6 +68,7 @@ class CaseRecord:
     stages: dict[str, float] = field(default_factory=dict)    # stage name -> median ms (methods that declare stages)
     device: str = "cpu"
     precision: str = "fp32"
+    compiled: bool = False              # the forward ran through torch.compile
     case_key: str = ""                  # hash of everything that can change the numbers (resume compares it)
     provenance: dict[str, Any] = field(default_factory=dict)  # checkpoint sha256, dataset fingerprint, versions
     backends: dict[str, str] = field(default_factory=dict)    # custom op -> backend that ran ("cpp", "torch", ...)
