@@ -28,6 +28,7 @@ Config reference (every key; all optional except `methods`):
 | `profiling.max_seconds` | float | 30 | stop repeating once the timed calls have taken this long |
 | `profiling.input` | `[h, w]` or null | null | profile on a seeded random LR of this size (default: the dataset's first image, whose timed output is then also its result) |
 | `profiling.memory` | bool | true | peak memory (CUDA allocator peak; on CPU the peak RSS increase in a fresh worker process per case) |
+| `profiling.frame_rates` | bool | false | frames per second of a synthetic 1280x720 -> 3840x2160 (x3) and 1920x1080 -> 3840x2160 (x2) frame, for every method that supports the scale (measured in its first case; tiled when `tiling.tile` is set) |
 | `profiling.flops` | bool or `always` | true | FLOPs of one call via torch.utils.flop_counter; `true` skips it (with a note) when one call takes over 5 s |
 | `visuals.crop` | int | 96 | side of the HR crop saved per method for the first image of each dataset and scale; 0 = none |
 | `visuals.crop_at` | `[top, left]` or null | null | the crop's top-left corner in HR pixels; null = where the HR has the most detail |
@@ -109,6 +110,7 @@ class Profiling:
     memory: bool = True
     flops: bool | str = True         # true: counted unless one call takes over FLOPS_MAX_CALL_S; "always"; false
     input: tuple[int, int] | None = None   # profile on a seeded random LR of this size instead of the first image
+    frame_rates: bool = False        # fps of 720p->4K (x3) and 1080p->4K (x2) frames, once per method
 
 
 @dataclass(frozen=True)
@@ -293,7 +295,8 @@ def parse_config(raw: dict[str, Any], default_name: str = "run") -> Config:
     )
 
 
-PROFILING_KEYS = ("warmup", "repeats", "max_repeats", "rel_ci", "max_seconds", "memory", "flops", "input")
+PROFILING_KEYS = ("warmup", "repeats", "max_repeats", "rel_ci", "max_seconds", "memory", "flops", "input",
+                  "frame_rates")
 
 
 def parse_compile(value: Any) -> tuple[bool, ...]:
@@ -323,7 +326,8 @@ def parse_profiling(raw: dict[str, Any]) -> Profiling:
     return Profiling(warmup=as_int(raw.get("warmup", 2), "profiling.warmup", minimum=0), repeats=repeats,
                      max_repeats=max_repeats, rel_ci=as_positive(raw.get("rel_ci", 0.05), "profiling.rel_ci"),
                      max_seconds=as_positive(raw.get("max_seconds", 30.0), "profiling.max_seconds"),
-                     memory=as_bool(raw.get("memory", True), "profiling.memory"), flops=flops, input=size)
+                     memory=as_bool(raw.get("memory", True), "profiling.memory"), flops=flops, input=size,
+                     frame_rates=as_bool(raw.get("frame_rates", False), "profiling.frame_rates"))
 
 
 def as_positive(value: Any, key: str) -> float:

@@ -474,3 +474,15 @@ def test_compile_is_a_case_axis_and_the_forward_goes_through_torch_compile(tmp_p
     assert [(c.case_id, c.compiled) for c in cases] == [("t-smooth|tiny|2", False), ("t-smooth|tiny|2|compiled", True)]
     assert len(compiled) == 1 and compiled[0].__name__ == "forward_size"
     assert cases[0].metrics == cases[1].metrics
+
+
+def test_frame_rates_are_measured_once_per_method_for_the_scales_it_supports(tmp_path, plugin, images):
+    config = make_config(tmp_path, plugin, images, scales=[2, 3.5], methods=["t-smooth", "t-smooth-x2"],
+                         profiling={"warmup": 0, "repeats": 1, "memory": False, "flops": False, "frame_rates": True})
+    cases = {c.case_id: c for c in run_benchmark(config, progress=False, render=False).cases}
+    smooth, x2_only = cases["t-smooth|tiny|2"], cases["t-smooth-x2|tiny|2"]
+    assert smooth.fps_720p_4k > 0 and smooth.fps_1080p_4k > 0
+    assert "whole frame" in smooth.cost_notes["fps_1080p_4k"]
+    assert x2_only.fps_1080p_4k > 0 and x2_only.fps_720p_4k is None
+    assert x2_only.cost_notes["fps_720p_4k"] == "n/a (x3 unsupported)"
+    assert cases["t-smooth|tiny|3.5"].fps_1080p_4k is None  # measured in the method's first case only

@@ -24,6 +24,7 @@ class Case:
     source: str = ""            # what the config named: catalogue name or folder path (default: `dataset`)
     precision: str = "fp32"
     compiled: bool = False
+    frame_rates: bool = False   # this case also measures the method's 720p/1080p -> 4K frame rates
 
     @property
     def dataset_ref(self) -> str:
@@ -125,9 +126,17 @@ def plan_cases(config: Config, dataset_names: dict[str, str] | None = None) -> l
     entries = resolve_methods(config)
     names = dataset_names or {}
     precisions = config.precisions or (config.precision,)
-    return [Case(entry, names.get(dataset, dataset), scale, source=dataset, precision=precision, compiled=compiled)
-            for entry in entries for dataset in config.datasets for scale in config.scales
-            for precision in precisions for compiled in config.compile]
+    cases = [Case(entry, names.get(dataset, dataset), scale, source=dataset, precision=precision, compiled=compiled)
+             for entry in entries for dataset in config.datasets for scale in config.scales
+             for precision in precisions for compiled in config.compile]
+    if config.profiling.frame_rates:  # once per method row (label, precision, compiled): its first case
+        seen: set[tuple[str, str, bool]] = set()
+        for i, case in enumerate(cases):
+            row = (case.label, case.precision, case.compiled)
+            if row not in seen:
+                seen.add(row)
+                cases[i] = replace(case, frame_rates=True)
+    return cases
 
 
 def check_names(config: Config) -> dict[str, str]:

@@ -218,6 +218,8 @@ def evaluate(case: Case, config: Config, device: torch.device, sink: Sink, proto
             lr, size = profiling_input(case, config, protocol, dataset, ids[0])
             with ticking(bar):  # the elapsed time keeps moving while the cost is measured
                 profile, output = measure_cost(model, upscale, lr.to(device, dtype), size, config, device)
+                if case.frame_rates:
+                    profile.update(frame_rates(model, upscale, config, device, dtype, profile["cost_notes"]))
             sink.put_profile(profile)
             if config.profiling.input is None:
                 reused[ids[0]] = output  # the timed call was image 0's own call: not run again
@@ -283,6 +285,31 @@ def measure_cost(model: torch.nn.Module, upscale: Any, lr: torch.Tensor, size: t
         "profile_input": list(lr.shape[-2:]),
     }
     return profile, output
+
+
+FRAMES = {"fps_720p_4k": ((720, 1280), 3), "fps_1080p_4k": ((1080, 1920), 2)}  # LR size, scale -> 3840x2160
+
+
+def frame_rates(model: Any, upscale: Any, config: Config, device: torch.device, dtype: torch.dtype,
+                notes: dict[str, str]) -> dict[str, float | None]:
+    """Frames per second on a seeded random frame for each 4K target whose scale the method supports."""
+    from ..upsampler import supports
+
+    out: dict[str, float | None] = {}
+    for name, ((h, w), scale) in FRAMES.items():
+        if not supports(getattr(model, "scales", "any"), float(scale)):
+            out[name] = None
+            notes[name] = f"n/a (x{scale} unsupported)"
+            continue
+        frame = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+        size = (h * scale, w * scale)
+        prof = config.profiling
+        times, _ = time_until_stable(lambda: upscale(frame, size), device, 1, 1, max(1, min(prof.max_repeats, 5)),
+                                     prof.rel_ci, prof.max_seconds)
+        out[name] = 1000.0 / timing_stats(times)["time_ms"]
+        tile = config.tiling.tile
+        notes[name] = f"{len(times)} timed frame(s), " + (f"tiled ({tile} px LR tiles)" if tile else "whole frame")
+    return out
 
 
 def stage_medians(calls: list[dict[str, float]]) -> dict[str, float]:

@@ -22,6 +22,7 @@ import torch
 
 from ..config import Config
 from ..data.fingerprint import dataset_fingerprint, file_sha256
+from ..protocols import LR_RECIPE_VERSIONS
 from .cases import Case
 
 PROTOCOL_VERSION = 1     # bump when a protocol's code changes a number without a field changing
@@ -69,9 +70,10 @@ def case_provenance(case: Case, config: Config, device: torch.device, dataset: A
         "method": entry.method, "encoder": entry.encoder, "preset": entry.preset, "kwargs": entry.kwargs,
         "checkpoint_sha256": ckpt, "dataset": {"folder": fingerprint["folder"], "digest": fingerprint["digest"]},
         "scale": case.scale_label,
-        "protocol": {"version": PROTOCOL_VERSION, **json.loads(json.dumps(asdict(protocol), default=str))},
+        "protocol": {"version": PROTOCOL_VERSION, "lr_recipe_version": LR_RECIPE_VERSIONS.get(protocol.lr_recipe),
+                     **json.loads(json.dumps(asdict(protocol), default=str))},
         "metrics": list(config.metrics), "metric_weights": metric_weights(config),
-        "precision": case.precision, "compiled": case.compiled, "tiling": asdict(config.tiling), "device": device.type,
+        "precision": case.precision, "compiled": case.compiled, "frame_rates": case.frame_rates, "tiling": asdict(config.tiling), "device": device.type,
     }
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
     return {"case_key": key, "checkpoint": entry.checkpoint, "checkpoint_sha256": ckpt,

@@ -63,6 +63,8 @@ class CaseRecord:
     params: int | None = None
     flops: float | None = None          # per image (first image), from torch.utils.flop_counter
     output_mpix: float | None = None    # megapixels of the measured output
+    fps_720p_4k: float | None = None    # frames/s, 1280x720 -> 3840x2160 (x3), synthetic frame (profiling.frame_rates)
+    fps_1080p_4k: float | None = None   # frames/s, 1920x1080 -> 3840x2160 (x2)
     profile_input: list[int] = field(default_factory=list)   # LR [h, w] the cost was measured on
     cost_notes: dict[str, str] = field(default_factory=dict)  # why a cost figure is missing (e.g. FLOPs skipped)
     stages: dict[str, float] = field(default_factory=dict)    # stage name -> median ms (methods that declare stages)
