@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--weights-dir", help="also look for metric weights here")
     doctor.add_argument("--build", action="store_true", help="compile the op backends now (minutes, once)")
     doctor.add_argument("--selftest", action="store_true",
-                        help="re-run the compiled op backends' self-tests against the torch reference (exit 1 if one fails)")
+                        help="re-run the compiled op backends' self-tests against the reference (exit 1 if one fails)")
     doctor.set_defaults(handler=cmd_doctor)
     return parser
 

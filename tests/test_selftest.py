@@ -194,13 +194,24 @@ def test_a_wrong_meta_upscale_backward_is_caught(verdicts, fake_meta_backends):
         assert mu.select_backend("auto", CPU).name == "torch"
 
 
-def test_a_crashing_backend_fails_the_test_it_crashed_in(verdicts):
+def test_a_crashing_backend_fails_the_test_it_crashed_in_for_this_process_only(verdicts, monkeypatch):
     def forward(*args):
         raise RuntimeError("illegal memory access\nsecond line")
 
     result = selftest.verdict("meta_upscale", "cuda", "fake-crash", CPU, forward, None)
     assert not result.passed and result.failed_test == "forward, x2 on 5x7"
     assert result.detail == "RuntimeError: illegal memory access" and "raised" in result.reason()
+    assert selftest.verdict("meta_upscale", "cuda", "fake-crash", CPU, forward, None).cached  # not re-run here
+    assert not verdicts.exists()  # a raise may be transient (out of memory): the next process tries again
+
+
+def test_the_self_test_runs_inside_inference_mode_and_no_grad(verdicts):
+    # The runner calls the ops under torch.inference_mode(); the self-test still needs autograd for the reference.
+    fake = fake_rasterizer("asr_bench_rasterize_cpp_0ff5e7000005")
+    with torch.inference_mode():
+        assert selftest.verdict("rasterize", "cpp", fake.__name__, CPU, fake.forward, fake.backward).passed
+    with torch.no_grad():
+        assert selftest.verdict("meta_upscale", "cpp", "fake-meta-ok", CPU, mu.torch_forward, None).passed
 
 
 def test_a_backend_without_a_build_is_not_self_tested(fake_meta_backends):
@@ -224,7 +235,8 @@ def test_a_second_process_reads_the_verdict_and_a_new_build_hash_is_tested_again
     good = fake_rasterizer("asr_bench_rasterize_cpp_aaaaaaaaaaaa", calls=calls)
     first = selftest.verdict("rasterize", "cpp", good.__name__, CPU, good.forward, good.backward)
     assert first.passed and not first.cached and "forward" in calls and "backward" in calls
-    assert [p.name for p in verdicts.iterdir()] == [f"{good.__name__}--{selftest.device_name(CPU).replace(' ', '_')}.json"]
+    device = selftest.device_name(CPU).replace(" ", "_")
+    assert [p.name for p in verdicts.iterdir()] == [f"{good.__name__}--{device}.json"]
 
     monkeypatch.setattr(selftest, "_verdicts", {})  # what a second process starts with
     calls.clear()

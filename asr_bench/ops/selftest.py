@@ -10,7 +10,8 @@ tensor, divided by the largest |reference| of that tensor, must stay below `TOLE
 The verdict is keyed by (device name, build): the build is the extension module's name, which carries the hash
 of its sources, flags, torch, Python and CPU (asr_bench.ops.build), so a rebuilt backend is tested again. It is
 kept in memory and in `<extension cache>/selftest/<build>--<device>.json`, so a second process reads it instead of
-re-running; `SELFTEST_VERSION` in the file drops verdicts of an older self-test. A failing backend is disabled
+re-running; `SELFTEST_VERSION` in the file drops verdicts of an older self-test, and a verdict from a test that
+raised (perhaps out of memory) stays in memory only, so the next process tries again. A failing backend is disabled
 with one warning per process naming the failed test and the fallback. `asr-bench doctor --selftest` re-runs
 every self-test and prints the verdicts.
 """
@@ -61,8 +62,8 @@ class Verdict:
             return f"passed its self-test on {self.device}"
         if self.detail:
             return f"failed its self-test on {self.device} ({self.failed_test} raised: {self.detail})"
-        return (f"failed its self-test on {self.device} ({self.failed_test}: relative error {self.max_error:.2e} "
-                f"> {TOLERANCE:.0e})")
+        return (f"failed its self-test on {self.device} (first failing test: {self.failed_test}; max relative "
+                f"error {self.max_error:.2e} > {TOLERANCE:.0e})")
 
 
 _verdicts: dict[tuple[str, str, str, str], Verdict] = {}
@@ -82,7 +83,7 @@ def verdict_dir() -> Path:
 @functools.lru_cache(maxsize=None)
 def _device_name(device_type: str, index: int | None) -> str:
     if device_type == "cuda":
-        props = torch.cuda.get_device_properties(index if index is not None else torch.cuda.current_device())
+        props = torch.cuda.get_device_properties(index)
         return f"{props.name} (sm_{props.major}{props.minor})"
     if device_type == "cpu":
         try:
@@ -97,7 +98,9 @@ def _device_name(device_type: str, index: int | None) -> str:
 
 def device_name(device: torch.device) -> str:
     """The name a verdict is kept under: the GPU model and compute capability, or the CPU model."""
-    index = device.index if device.type == "cuda" else None
+    index = None
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
     return _device_name(device.type, index)
 
 
@@ -127,7 +130,8 @@ def verdict(
             return stored
     result = run_selftest(op, backend, build, device, forward, backward)
     _verdicts[key] = result
-    _write(result)
+    if not result.detail:  # a raise may be passing (out of memory, a busy GPU): the next process tries again
+        _write(result)
     return result
 
 
@@ -192,8 +196,18 @@ def run_selftest(
         return Verdict(op, backend, device_name(device), build, False, "(none)", math.inf, 0.0,
                        f"no self-test is defined for op '{op}'; add one to asr_bench/ops/selftest.py")
     start = time.perf_counter()
+    with torch.inference_mode(False), torch.enable_grad():  # the runner calls the ops under inference_mode
+        failed, worst, detail = _judge(SELFTESTS[op](forward, backward, device))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    return Verdict(op, backend, device_name(device), build, failed is None, failed, worst, seconds, detail)
+
+
+def _judge(tests: Iterator[Test]) -> tuple[str | None, float, str]:
+    """(first failing test or None, largest relative error, exception text) over `tests`."""
     failed, worst, detail = None, 0.0, ""
-    for test, measure in SELFTESTS[op](forward, backward, device):
+    for test, measure in tests:
         try:
             outcomes = measure()
         except Exception as exc:  # noqa: BLE001 - a crashing backend is a failing backend
@@ -202,13 +216,10 @@ def run_selftest(
             detail = f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
             break
         for name, error in outcomes:
-            worst = max(worst, error)
+            worst = max(worst, error) if error == error else math.inf  # max() would drop a NaN
             if failed is None and not error <= TOLERANCE:  # NaN fails too
                 failed = name
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    return Verdict(op, backend, device_name(device), build, failed is None, failed, worst, seconds, detail)
+    return failed, worst, detail
 
 
 def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
@@ -260,28 +271,33 @@ def rasterize_inputs(case: RasterizeCase, device: torch.device, seed: int = 0) -
 def _rasterize_tests(forward: Forward, backward: Backward | None, device: torch.device) -> Iterator[Test]:
     from .rasterize_reference import _splat_chunk
 
-    def rasterize_reference(*args: Any) -> torch.Tensor:
+    def reference_of(*args: Any) -> torch.Tensor:
         # The reference in one chunk, without rasterize_reference's checkpointing (which imports torch._dynamo:
         # seconds at first use) so that the self-test stays cheap in every worker process.
-        height, width = args[5], args[6]
-        return _splat_chunk(*args).reshape(height, width, 3).permute(2, 0, 1)
+        return _splat_chunk(*args).reshape(args[5], args[6], 3).permute(2, 0, 1)
 
     names = ("sigma_x", "sigma_y", "rho", "coords", "colours")
     for index, case in enumerate(RASTERIZE_CASES):
-        params = rasterize_inputs(case, device, seed=index)
         size = (case.height, case.width, case.dmax)
-        leaves = [p.clone().requires_grad_() for p in params]
-        with torch.enable_grad():
-            reference = rasterize_reference(*leaves, *size)
-        yield f"forward, {case.name}", lambda: [
-            (f"forward, {case.name}", relative_error(forward(*params, *size), reference))]
-        if backward is None:
-            continue
-        grad_image = torch.randn(reference.shape, generator=torch.Generator().manual_seed(100 + index)).to(device)
-        expected = torch.autograd.grad(reference, leaves, grad_image)
-        yield f"backward, {case.name}", lambda: [
-            (f"backward d{name}, {case.name}", relative_error(mine, theirs))
-            for name, mine, theirs in zip(names, backward(*params, grad_image, *size), expected, strict=True)]
+        state: dict[str, Any] = {}
+
+        def forward_test(case: RasterizeCase = case, size: tuple = size, state: dict = state) -> list[Outcome]:
+            state["params"] = params = rasterize_inputs(case, device, seed=RASTERIZE_CASES.index(case))
+            state["leaves"] = leaves = [p.clone().requires_grad_() for p in params]
+            state["reference"] = reference = reference_of(*leaves, *size)
+            return [(f"forward, {case.name}", relative_error(forward(*params, *size), reference))]
+
+        def backward_test(case: RasterizeCase = case, size: tuple = size, state: dict = state) -> list[Outcome]:
+            seed = torch.Generator().manual_seed(100 + RASTERIZE_CASES.index(case))
+            grad_image = torch.randn(state["reference"].shape, generator=seed).to(device)
+            expected = torch.autograd.grad(state["reference"], state["leaves"], grad_image)
+            ours = backward(*state["params"], grad_image, *size)
+            return [(f"backward d{name}, {case.name}", relative_error(mine, theirs))
+                    for name, mine, theirs in zip(names, ours, expected, strict=True)]
+
+        yield f"forward, {case.name}", forward_test
+        if backward is not None:
+            yield f"backward, {case.name}", backward_test
 
 
 # -- meta-upscale ---------------------------------------------------------------------------------------------
@@ -335,21 +351,27 @@ def meta_upscale_inputs(case: MetaUpscaleCase, device: torch.device, seed: int =
 def _meta_upscale_tests(forward: Forward, backward: Backward | None, device: torch.device) -> Iterator[Test]:
     from .meta_upscale import torch_forward
 
-    for index, case in enumerate(META_UPSCALE_CASES):
-        features, table, *maps = meta_upscale_inputs(case, device, seed=index)
-        leaves = [features.clone().requires_grad_(), table.clone().requires_grad_()]
-        with torch.enable_grad():
-            reference = torch_forward(*leaves, *maps)
-        yield f"forward, {case.name}", lambda: [
-            (f"forward, {case.name}", relative_error(forward(features, table, *maps), reference))]
-        if backward is None:
-            continue
-        grad_out = torch.randn(reference.shape, generator=torch.Generator().manual_seed(100 + index)).to(device)
-        expected = torch.autograd.grad(reference, leaves, grad_out)
-        yield f"backward, {case.name}", lambda: [
-            (f"backward d{name}, {case.name}", relative_error(mine, theirs))
-            for name, mine, theirs in zip(("features", "table"), backward(grad_out, features, table, *maps),
-                                          expected, strict=True)]
+    for case in META_UPSCALE_CASES:
+        state: dict[str, Any] = {}
+
+        def forward_test(case: MetaUpscaleCase = case, state: dict = state) -> list[Outcome]:
+            features, table, *maps = meta_upscale_inputs(case, device, seed=META_UPSCALE_CASES.index(case))
+            state["inputs"] = (features, table, *maps)
+            state["leaves"] = leaves = [features.clone().requires_grad_(), table.clone().requires_grad_()]
+            state["reference"] = reference = torch_forward(*leaves, *maps)
+            return [(f"forward, {case.name}", relative_error(forward(features, table, *maps), reference))]
+
+        def backward_test(case: MetaUpscaleCase = case, state: dict = state) -> list[Outcome]:
+            seed = torch.Generator().manual_seed(100 + META_UPSCALE_CASES.index(case))
+            grad_out = torch.randn(state["reference"].shape, generator=seed).to(device)
+            expected = torch.autograd.grad(state["reference"], state["leaves"], grad_out)
+            ours = backward(grad_out, *state["inputs"])
+            return [(f"backward d{name}, {case.name}", relative_error(mine, theirs))
+                    for name, mine, theirs in zip(("features", "table"), ours, expected, strict=True)]
+
+        yield f"forward, {case.name}", forward_test
+        if backward is not None:
+            yield f"backward, {case.name}", backward_test
 
 
 SELFTESTS: dict[str, Callable[[Forward, Backward | None, torch.device], Iterator[Test]]] = {
