@@ -7,6 +7,7 @@
     report         re-render tables and report.html of a stored run
     doctor         what this machine has: torch, devices, op backends, metric and method weights, data folders
     weights        the weights zoo: `weights list`, `weights fetch PRESET...`, `weights verify FILE`
+                   (--selftest: the compiled op backends checked against the reference on this device)
     bench-ops      the custom ops' micro-benchmarks
 
 `asr-bench`, `python -m asr_bench` and `python run_bench.py` are the same program; with no arguments it prints
@@ -151,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--data-root", help="also check this data folder")
     doctor.add_argument("--weights-dir", help="also look for metric weights here")
     doctor.add_argument("--build", action="store_true", help="compile the op backends now (minutes, once)")
+    doctor.add_argument("--selftest", action="store_true",
+                        help="re-run the compiled op backends' self-tests against the reference (exit 1 if one fails)")
     doctor.set_defaults(handler=cmd_doctor)
 
     weights = sub.add_parser("weights", help="official weights per preset: list, fetch, verify")
@@ -343,7 +346,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from .engine.doctor import doctor_report
 
     print(doctor_report(data_root=args.data_root, weights_dir=args.weights_dir, build=args.build))
-    return 0
+    if not args.selftest:
+        return 0
+    from .engine.doctor import selftest_lines
+
+    lines, passed = selftest_lines()
+    print("\n" + "\n".join(lines))
+    return 0 if passed else 1
 
 
 def cmd_weights_usage(args: argparse.Namespace) -> int:

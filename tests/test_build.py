@@ -78,6 +78,19 @@ def test_resolve_backend_errors_are_user_errors():
     assert build.resolve_backend("rasterize", "torch", torch.device("cpu")) == ("torch", None)
 
 
+def test_loading_an_extension_leaves_every_cache_key_unchanged(monkeypatch):
+    # torch's loader appends its libraries to the flag lists it is given; were they ours, every key computed after
+    # the first load would change and the next op would be compiled again under a new name.
+    before = {op: build.extension(op, "cpp").key for op in build.list_ops()}
+    monkeypatch.setattr(build, "_loaded", {})
+    monkeypatch.setattr(build, "_failed", {})
+    try:
+        build.load_extension("rasterize", "cpp")
+    except build.ExtensionUnavailable as error:
+        pytest.skip(f"needs the cpp rasterizer: {error}")
+    assert {op: build.extension(op, "cpp").key for op in build.list_ops()} == before
+
+
 def test_missing_source_is_reported(monkeypatch):
     monkeypatch.setattr(build, "_failed", {})
     with pytest.raises(build.ExtensionUnavailable, match="no cuda backend"):

@@ -32,6 +32,11 @@ def random_maps(h, w, height, width, py, px, seed=0):
             torch.randint(0, w, (width,), generator=g), torch.randint(0, px, (width,), generator=g))
 
 
+def assert_close_to_rounding(actual, expected, rel=1e-5):
+    """Every element within rel of the output's largest magnitude: fp32 sums of many terms in another order."""
+    torch.testing.assert_close(actual, expected, rtol=rel, atol=rel * expected.abs().max().item())
+
+
 def test_reference_backend_equals_the_per_pixel_definition():
     features = torch.randn(2, 3, 4, 5)
     table = torch.randn(3, 4, 27, 2)
@@ -47,7 +52,9 @@ def test_reference_backend_blocks_do_not_change_the_result():
     maps = random_maps(6, 5, 17, 13, 2, 3, seed=1)
     whole = mu.torch_forward(features, table, *maps)
     tiny_blocks = mu.torch_forward(features, table, *maps, gather_budget_bytes=1)
-    torch.testing.assert_close(tiny_blocks, whole, atol=0, rtol=0)
+    # Equal to float rounding, not bitwise: each block is its own BLAS call, and BLAS may block the 9C-term sums
+    # differently for different row counts (9.5e-07 seen on some CPUs).
+    assert_close_to_rounding(tiny_blocks, whole)
 
 
 def weight_net(c_in, c_out=3):
@@ -93,7 +100,7 @@ def test_front_row_blocks_when_the_table_is_too_big_give_the_same_output():
     whole = mu.meta_upscale(features, rows, cols, weight_fn)
     blocked = mu.meta_upscale(features, rows, cols, weight_fn, table_budget_bytes=1)
     assert len(calls) == 1 + 13 and all(r == 1 for r, _ in calls[1:])
-    torch.testing.assert_close(blocked, whole, atol=1e-6, rtol=1e-6)
+    assert_close_to_rounding(blocked, whole)  # the weight net ran on other batch shapes: BLAS rounding differs
 
 
 def test_gradients_of_the_reference_match_finite_differences():

@@ -50,6 +50,21 @@ def _backend_lines(build: bool) -> list[str]:
     return lines
 
 
+def selftest_lines() -> tuple[list[str], bool]:
+    """The compiled backends' self-tests, re-run now, as a table; and whether none failed."""
+    try:
+        from ..ops.selftest import selftest_rows, selftest_table
+    except ImportError:
+        return ["self-test: (asr_bench.ops.selftest not in this checkout)"], True
+    rows = selftest_rows()
+    lines = selftest_table(rows).splitlines()
+    failed = [f"{r.op}/{r.backend}" for r in rows if r.failed]
+    if failed:
+        lines.append(f"  {', '.join(failed)} failed: runs skip them ('auto' uses the torch reference); a bug to report "
+                     "with this table.")
+    return lines, not failed
+
+
 def _weights_lines(weights_dir: str | None) -> list[str]:
     """Each perceptual metric's files: found (where) or missing (where to put them)."""
     try:

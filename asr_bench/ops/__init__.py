@@ -1,6 +1,7 @@
 """Custom ops with one front each and interchangeable backends (cuda > cpp > torch reference).
 
     from asr_bench.ops import rasterize, meta_upscale, live_backends
+    with ops.backend_log() as used: ...      # {op: backend} the calls inside actually ran (asr_bench/ops/usage.py)
 
 The fronts share their module's name, so each is bound here as the function (not the submodule). The
 meta-upscale front is imported on first use, so a broken op module never breaks the other op.
@@ -11,6 +12,7 @@ import importlib
 from typing import Any
 
 from .rasterize import rasterize
+from .usage import backend_log, reset_used_backends, used_backends
 
 _LAZY = {
     "meta_upscale": ("asr_bench.ops.meta_upscale", "meta_upscale"),
@@ -18,7 +20,7 @@ _LAZY = {
     "backend_status": ("asr_bench.ops.build", "backend_status"),
 }
 
-__all__ = ["rasterize", "live_backends", "backend_status", *_LAZY]
+__all__ = ["rasterize", "backend_log", "used_backends", "reset_used_backends", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,9 @@ m)) because the name carries the hash.
 `resolve_backend(op, requested, device)` is what an op's front calls: "auto" takes the best live backend for the
 tensors' device (cuda > cpp > torch) and, when a compiled one cannot be had (no compiler, no GPU, a compile
 error), falls back to the next with ONE warning per process; an explicit backend that cannot be had is a
-UserError saying why.
+UserError saying why. A compiled backend is used only once it has passed its self-test on the tensors' device
+(asr_bench/ops/selftest.py: a few small cases against the reference, verdict cached per device and build); one
+that fails is skipped by "auto" with one warning and refused when asked for by name.
 
 CLI: `python -m asr_bench.ops.build --check-cuda` compiles every csrc/**/*.cu with nvcc (sm_90) to an object
 file, so CI catches CUDA syntax and type errors without a GPU; `--status` prints what `backend_status` sees.
@@ -36,11 +38,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import UnknownName, UserError
 from ..resources import csrc_dir
+
+if TYPE_CHECKING:
+    from .selftest import Verdict
 
 CSRC = csrc_dir()  # in the wheel (asr_bench/csrc) or the checkout (csrc/)
 BACKENDS = ("cuda", "cpp", "torch")  # order of preference for "auto"
@@ -196,9 +202,9 @@ def _compile(op: str, backend: str) -> ModuleType:
         return load(
             name=ext.name,
             sources=[str(s) for s in ext.sources],
-            extra_cflags=CXX_FLAGS,
-            extra_cuda_cflags=NVCC_FLAGS,
-            extra_ldflags=LD_FLAGS,
+            extra_cflags=list(CXX_FLAGS),  # copies: torch appends its libraries to these lists, and the flags
+            extra_cuda_cflags=list(NVCC_FLAGS),  # are part of every later cache key
+            extra_ldflags=list(LD_FLAGS),
             extra_include_paths=include,
             build_directory=str(ext.build_dir),
             verbose=os.environ.get("ASR_BENCH_VERBOSE_BUILD") == "1",
@@ -225,7 +231,7 @@ def backend_status(compile: bool = False, root: Path = CSRC) -> dict[str, dict[s
             if ext is None:
                 status[op][backend] = f"absent: no csrc/{op}/{SOURCE_OF_BACKEND[backend]}"
             elif (op, backend) in _loaded:
-                status[op][backend] = "live"
+                status[op][backend] = _loaded_state(op, backend)
             elif (op, backend) in _failed:
                 status[op][backend] = f"failed: {_failed[(op, backend)]}"
             elif (reason := _why_not_buildable(ext)) is not None:
@@ -240,6 +246,14 @@ def backend_status(compile: bool = False, root: Path = CSRC) -> dict[str, dict[s
                 status[op][backend] = "cached" if ext.is_cached else "compilable"
         status[op]["torch"] = "live"
     return status
+
+
+def _loaded_state(op: str, backend: str) -> str:
+    """'live', or 'disabled: ...' when this process saw the loaded build fail its self-test."""
+    from .selftest import build_of, known_failure
+
+    failure = known_failure(op, backend, build_of(_loaded[(op, backend)]))
+    return "live" if failure is None else f"disabled: {failure.reason()}"
 
 
 def live_backends(compile: bool = True) -> dict[str, list[str]]:
@@ -271,14 +285,33 @@ def resolve_backend(op: str, requested: str, device: torch.device) -> tuple[str,
                 f"backend '{requested}' cannot run {op} on {device.type} tensors; use backend='auto' or move the "
                 f"tensors to {'cuda' if requested == 'cuda' else 'cpu'}."
             )
-        return requested, load_extension(op, requested)
+        module = load_extension(op, requested)
+        result = self_test(op, requested, module, device)
+        if not result.passed:
+            raise ExtensionUnavailable(f"the {requested} backend of '{op}' {result.reason()}; use backend='auto' "
+                                       "(the torch reference runs instead) or backend='torch'.")
+        return requested, module
     candidates = ["cuda"] if on_cuda else (["cpp"] if device.type == "cpu" else [])
     for backend in candidates:
         try:
-            return backend, load_extension(op, backend)
+            module = load_extension(op, backend)
         except ExtensionUnavailable as error:
             _warn_once(op, backend, str(error), "the torch reference")
+            continue
+        result = self_test(op, backend, module, device)
+        if result.passed:
+            return backend, module
+        from .selftest import warn_disabled
+
+        warn_disabled(result, "the torch reference")
     return "torch", None
+
+
+def self_test(op: str, backend: str, module: ModuleType, device: torch.device) -> Verdict:
+    """The self-test verdict of a loaded compiled module on `device` (cached per device and build)."""
+    from .selftest import build_of, verdict
+
+    return verdict(op, backend, build_of(module), device, module.forward, getattr(module, "backward", None))
 
 
 def load_meta_upscale() -> None:
@@ -295,9 +328,8 @@ def load_meta_upscale() -> None:
         except ExtensionUnavailable as error:
             _warn_once("meta_upscale", backend, str(error), "the next backend")
             continue
-        op.register_backend(
-            op.Backend(backend, frozenset(devices), module.forward, getattr(module, "backward", None))
-        )
+        op.register_backend(op.Backend(backend, frozenset(devices), module.forward, getattr(module, "backward", None),
+                                       build=module.__name__))
 
 
 # ------------------------------------------------------------------ CUDA syntax check (CI, no GPU needed)

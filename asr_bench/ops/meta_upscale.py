@@ -32,17 +32,24 @@ Agreement with the reference is to float rounding (the summation order over 9*C 
 Backends register themselves with `register_backend` (asr_bench.ops.build does this for the compiled ones);
 `backend="auto"` picks `cuda` > `cpp` > `torch` among the live ones that handle the tensor's device and dtype
 (a `Backend` declares `dtypes`; float32/float64 unless it says otherwise; the reference takes fp16/bf16 too).
+A backend with a `build` (the compiled ones) runs only after passing its self-test on the device
+(asr_bench/ops/selftest.py); which backend a call ran is recorded (asr_bench/ops/usage.py).
 """
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import UnknownName, UserError
+from .usage import record
+
+if TYPE_CHECKING:
+    from .selftest import Verdict
 
 PRIORITY = ("cuda", "cpp", "torch")
 TABLE_BUDGET_BYTES = 256 * 2**20     # largest weight table built at once (then rows are processed in blocks)
@@ -72,6 +79,7 @@ class Backend:
     forward: Callable[..., torch.Tensor]
     backward: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
     dtypes: frozenset[torch.dtype] = frozenset({torch.float32, torch.float64})   # 'auto' skips it for others
+    build: str | None = None  # a compiled build's id (extension name + hash): then self-tested before use
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -108,12 +116,29 @@ def _discover() -> None:
 
 
 def select_backend(name: str, device: torch.device, dtype: torch.dtype = torch.float32) -> Backend:
-    """The backend to run on `device`: the named one, or the best live one for 'auto' (device and dtype)."""
+    """The backend to run on `device`: the named one, or the best live one for 'auto' (device and dtype).
+
+    A compiled backend (one with a `build`) must have passed its self-test on `device`: 'auto' skips one that
+    failed, with one warning, and naming it is a UserError.
+    """
     if name == "auto":
+        failed = []
         for candidate in live_backends():
-            if device.type in BACKENDS[candidate].devices and dtype in BACKENDS[candidate].dtypes:
-                return BACKENDS[candidate]
-        return BACKENDS["torch"]
+            backend = BACKENDS[candidate]
+            if device.type in backend.devices and dtype in backend.dtypes:
+                verdict = _self_test(backend, device)
+                if verdict is None or verdict.passed:
+                    break
+                failed.append(verdict)
+        else:
+            backend = BACKENDS["torch"]
+        if failed:
+            from .selftest import warn_disabled
+
+            fallback = "the torch reference" if backend.name == "torch" else f"the {backend.name} backend"
+            for verdict in failed:
+                warn_disabled(verdict, fallback)
+        return backend
     _discover()
     if name not in BACKENDS:
         raise UnknownName("meta_upscale backend (live ones)", name, BACKENDS,
@@ -122,7 +147,20 @@ def select_backend(name: str, device: torch.device, dtype: torch.dtype = torch.f
     if device.type not in backend.devices:
         raise UserError(f"meta_upscale backend '{name}' runs on {sorted(backend.devices)}, not on {device.type}; "
                         "move the tensors or use backend='auto'.")
+    verdict = _self_test(backend, device)
+    if verdict is not None and not verdict.passed:
+        raise UserError(f"the {name} backend of 'meta_upscale' {verdict.reason()}; use backend='auto' (the torch "
+                        "reference runs instead) or backend='torch'.")
     return backend
+
+
+def _self_test(backend: Backend, device: torch.device) -> Verdict | None:
+    """The self-test verdict of a compiled backend on `device` (None for one without a build: not compiled)."""
+    if backend.build is None:
+        return None
+    from .selftest import verdict
+
+    return verdict("meta_upscale", backend.name, backend.build, device, backend.forward, backend.backward)
 
 
 # ------------------------------------------------------------------------------------------------ front
@@ -173,6 +211,7 @@ def meta_upscale_table(
     """The op itself (gather + 3x3 dot product) on a ready weight table; differentiable in both tensors."""
     _check(features, table, row_source, row_phase, col_source, col_phase)
     chosen = select_backend(backend, features.device, features.dtype)
+    record("meta_upscale", chosen.name)
     args = (features, table, row_source, row_phase, col_source, col_phase)
     if chosen.name == "torch":
         return torch_forward(*args)

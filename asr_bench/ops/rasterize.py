@@ -37,6 +37,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .rasterize_reference import rasterize_reference
+from .usage import record
 
 OP_NAME = "rasterize"
 
@@ -105,6 +106,7 @@ def rasterize(
         if backend != "auto":
             raise ValueError(f"rasterize: backend '{name}' supports {_compiled_dtypes(name)}, got {colours.dtype}")
         name, module = "torch", None
+    record(OP_NAME, name)
     if module is None:
         return rasterize_reference(*inputs, int(height), int(width), float(dmax))
     return _RasterizeCompiled.apply(*inputs, int(height), int(width), float(dmax), module)
