@@ -486,3 +486,11 @@ def test_frame_rates_are_measured_once_per_method_for_the_scales_it_supports(tmp
     assert x2_only.fps_1080p_4k > 0 and x2_only.fps_720p_4k is None
     assert x2_only.cost_notes["fps_720p_4k"] == "n/a (x3 unsupported)"
     assert cases["t-smooth|tiny|3.5"].fps_1080p_4k is None  # measured in the method's first case only
+
+
+def test_each_case_records_which_op_backend_ran(tmp_path, plugin, images):
+    config = make_config(tmp_path, plugin, images, scales=[2], methods=["t-smooth", "metasr"],
+                         profiling={"warmup": 0, "repeats": 1, "memory": False, "flops": False})
+    smooth, metasr = run_benchmark(config, progress=False, render=False).cases
+    assert smooth.backends == {}
+    assert list(metasr.backends) == ["meta_upscale"] and metasr.backends["meta_upscale"] in ("cpp", "torch")

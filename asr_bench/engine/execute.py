@@ -21,6 +21,7 @@ import torch
 
 from ..config import Config
 from ..checkpoints import trusting_checkpoints
+from ..ops import backend_log
 from ..errors import UnsupportedScale, UserError, cannot_write
 from .cases import Case
 from .console import image_bar, ticking
@@ -127,8 +128,9 @@ def execute_case(case: Case, config: Config, device: torch.device, sink: Sink, p
         record = unsupported_record(case, config, device, provenance)
     else:
         try:
-            with trusting_checkpoints(config.trust_checkpoints):  # the run's setting, in-process and in workers
+            with trusting_checkpoints(config.trust_checkpoints), backend_log() as used:  # used: op -> backend
                 record = evaluate(case, config, device, sink, protocol, base, progress)
+            record = replace(record, backends=dict(used))
         except UnsupportedScale as exc:
             record = unsupported(base, config, str(exc))
         except UserError:
