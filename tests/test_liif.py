@@ -107,32 +107,37 @@ def mlp(sd, x):
     return x
 
 
-def slow_liif(feat, sd, size):
+def slow_liif(feat, sd, size, local_ensemble=True, feat_unfold=True, cell_decode=True):
     """research/liif.md §3.4, one output pixel at a time, in float64 (feat: (C, h, w) encoder output).
 
-    The loop collects each pixel's four MLP inputs and areas; the MLP then runs on all rows at once.
+    The loop collects each pixel's MLP inputs (one per ensemble member) and blend weights; the MLP then runs
+    on all rows at once. Without the ensemble the single member reads the nearest pixel with no shift.
     """
     c_, h, w = feat.shape
     H, W = size
     padded = torch.nn.functional.pad(feat.double(), (1, 1, 1, 1))
+    offsets, eps = ([(-1, -1), (-1, 1), (1, -1), (1, 1)], 1e-6) if local_ensemble else ([(0, 0)], 0.0)
     inputs, weights = [], []
     for i in range(H):
         for j in range(W):
             y, x = -1 + (2 * i + 1) / H, -1 + (2 * j + 1) / W
             areas = []
-            for vy in (-1, 1):
-                for vx in (-1, 1):
-                    yq = min(max(y + vy / h + 1e-6, -1 + 1e-6), 1 - 1e-6)
-                    xq = min(max(x + vx / w + 1e-6, -1 + 1e-6), 1 - 1e-6)
-                    p, q = round_half_even(((yq + 1) * h - 1) / 2), round_half_even(((xq + 1) * w - 1) / 2)
-                    rel_y, rel_x = (y - (-1 + (2 * p + 1) / h)) * h, (x - (-1 + (2 * q + 1) / w)) * w
-                    unfolded = padded[:, p:p + 3, q:q + 3].reshape(c_ * 9)       # index c*9 + ky*3 + kx
-                    inputs.append(torch.cat([unfolded, torch.tensor([rel_y, rel_x, 2 / H * h, 2 / W * w],
-                                                                    dtype=torch.float64)]))
-                    areas.append(abs(rel_y * rel_x) + 1e-9)
-            weights += [areas[3 - k] / sum(areas) for k in range(4)]   # each prediction: the opposite area
+            for vy, vx in offsets:
+                yq = min(max(y + vy / h + eps, -1 + 1e-6), 1 - 1e-6)
+                xq = min(max(x + vx / w + eps, -1 + 1e-6), 1 - 1e-6)
+                p, q = round_half_even(((yq + 1) * h - 1) / 2), round_half_even(((xq + 1) * w - 1) / 2)
+                rel_y, rel_x = (y - (-1 + (2 * p + 1) / h)) * h, (x - (-1 + (2 * q + 1) / w)) * w
+                if feat_unfold:
+                    feature = padded[:, p:p + 3, q:q + 3].reshape(c_ * 9)       # index c*9 + ky*3 + kx
+                else:
+                    feature = padded[:, p + 1, q + 1]
+                extra = [rel_y, rel_x] + ([2 / H * h, 2 / W * w] if cell_decode else [])
+                inputs.append(torch.cat([feature, torch.tensor(extra, dtype=torch.float64)]))
+                areas.append(abs(rel_y * rel_x) + 1e-9)
+            n = len(offsets)
+            weights += [areas[n - 1 - k] / sum(areas) for k in range(n)]   # each prediction: the opposite area
     preds = mlp(sd, torch.stack(inputs)) * torch.tensor(weights, dtype=torch.float64)[:, None]
-    return preds.view(H, W, 4, 3).sum(dim=2).permute(2, 0, 1) * 0.5 + 0.5
+    return preds.view(H, W, len(offsets), 3).sum(dim=2).permute(2, 0, 1) * 0.5 + 0.5
 
 
 @pytest.mark.parametrize("encoder", ["edsr-baseline", "edsr", "rdn"])
@@ -146,6 +151,27 @@ def test_output_equals_per_pixel_formula(encoder):
         out = model.upscale(lr, size=size, clamp=False)[0]
         expect = slow_liif(feat, ckpt["model"]["sd"], size)
         torch.testing.assert_close(out.double(), expect, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("local_ensemble", [True, False])
+@pytest.mark.parametrize("feat_unfold", [True, False])
+@pytest.mark.parametrize("cell_decode", [True, False])
+def test_every_switch_combination_equals_per_pixel_formula(local_ensemble, feat_unfold, cell_decode):
+    """The per-LR-pixel first layer holds with each official switch off (weights: the model's own, random)."""
+    torch.manual_seed(4)
+    switches = dict(local_ensemble=local_ensemble, feat_unfold=feat_unfold, cell_decode=cell_decode)
+    model = ab.build_model("liif", "edsr-baseline", hidden_list=(32, 16), **switches)
+    with torch.no_grad():
+        for p in model.imnet.parameters():   # default init leaves the MLP nearly flat; spread it so terms matter
+            p.normal_(0, 0.3)
+    sd = model.official_state_dict()
+    lr = torch.rand(1, 3, 4, 5, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        feat = model.encoder((lr - 0.5) / 0.5)[0]
+    out = model.upscale(lr, size=(9, 13), clamp=False)[0]
+    expect = slow_liif(feat, sd, (9, 13), **switches)
+    scale = expect.abs().max().item()
+    torch.testing.assert_close(out.double(), expect, atol=2e-5 * max(1.0, scale), rtol=1e-4)
 
 
 def test_query_chunks_do_not_change_the_output():

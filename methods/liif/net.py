@@ -3,10 +3,13 @@ Function"): an MLP decodes the RGB of any continuous coordinate from the nearest
 the relative coordinate and the cell size; four nearest features are blended by the areas of the opposite
 rectangles (local ensemble).
 
-Facts: research/liif.md. Every float operation of the official `query_rgb` is reproduced in the same order
+Facts: research/liif.md. The coordinate arithmetic of the official `query_rgb` is reproduced in the same order
 (coordinates, the 1e-6 shift, the clamps, nearest sampling by `grid_sample` itself, the 1e-9 area terms, the
-diagonal swap), so the output equals the official one bit for bit on CPU. Queries are decoded in chunks of
-`query_chunk` pixels (30000, as the official `batched_predict`), so memory is bounded at any output size.
+diagonal swap), so every query reads the same LR pixel with the same relative coordinate. The first MLP layer
+is split by linearity: its feature part is computed once per LR pixel (a convolution) instead of once per query
+and ensemble member, which removes the widest matmul from the per-query path; the output equals the official
+one to float rounding (about 1e-7). Queries are decoded in chunks of `query_chunk` pixels (30000, as the
+official `batched_predict`), so memory is bounded at any output size.
 
 The network only; its spec, presets and checkpoint conversion are in `__init__.py`.
 """
@@ -49,7 +52,14 @@ class LIIF(Upsampler):
             return self.normalise.undo(self.decode(feat, size))
 
     def decode(self, feat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """The normalised RGB (B, 3, H, W) of every HR pixel centre, decoded in chunks of queries."""
+        """The normalised RGB (B, 3, H, W) of every HR pixel centre, decoded in chunks of queries.
+
+        The first MLP layer is linear in [unfolded feature, relative coordinate, cell], and its feature part
+        depends only on the LR pixel a query reads; so that part is one convolution per LR pixel (3x3 when
+        unfolded, since unfold's channel order c*9 + tap is a conv kernel's), the cell part is a constant folded
+        into the bias, and the coordinate part is one row term plus one column term. A query then only gathers
+        and adds before the remaining layers: the widest matmul and the unfolded gather leave the per-query path.
+        """
         batch, _, h, w = feat.shape
         height, width = size
         rows, cols = make_coord(height, feat.device), make_coord(width, feat.device)
@@ -59,17 +69,37 @@ class LIIF(Upsampler):
         rel_cell = cell.clone()
         rel_cell[0] *= h
         rel_cell[1] *= w
-        shifts = self._shifts(rows, cols, h, w)
-        padded = F.pad(feat, (1, 1, 1, 1)).flatten(2)           # (B, C, (h+2)(w+2)): unfold's zero padding
-        taps = self._taps(w, feat.device)
+        projected, coord_weight = self._project_features(feat, rel_cell)
+        members = [(row_index, col_index, rel_rows, rel_cols,
+                    rel_rows.to(feat.dtype)[:, None] * coord_weight[:, 0],
+                    rel_cols.to(feat.dtype)[:, None] * coord_weight[:, 1])
+                   for row_index, col_index, rel_rows, rel_cols in self._shifts(rows, cols, h, w)]
         n = height * width
         chunk = self.query_chunk or n
         out = feat.new_empty(batch, n, 3)
         for start in range(0, n, chunk):
             index = torch.arange(start, min(start + chunk, n), device=feat.device)
-            out[:, start:start + index.numel()] = self._query(padded, taps, shifts, index // width, index % width,
-                                                              rel_cell, w + 2)
+            out[:, start:start + index.numel()] = self._query(projected, members, index // width, index % width, w)
         return out.view(batch, height, width, 3).permute(0, 3, 1, 2).contiguous()
+
+    def _project_features(self, feat: torch.Tensor, rel_cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(first layer's feature part + bias + cell part per LR pixel as (B, h*w, hidden), its coordinate columns).
+
+        The feature columns of the first layer's weight, reshaped to (hidden, C, 3, 3) (or (hidden, C, 1, 1)
+        without unfolding), convolve the zero-padded map exactly as F.unfold's zero padding feeds the official MLP.
+        """
+        first = self.imnet.layers[0]
+        channels = feat.shape[1]
+        taps = 9 if self.feat_unfold else 1
+        feat_weight = first.weight[:, :channels * taps]
+        coord_weight = first.weight[:, channels * taps:channels * taps + 2]
+        bias = first.bias
+        if self.cell_decode:
+            cell_weight = first.weight[:, channels * taps + 2:channels * taps + 4]
+            bias = bias + cell_weight @ rel_cell.to(cell_weight.dtype)
+        kernel = feat_weight.reshape(-1, channels, 3 if self.feat_unfold else 1, 3 if self.feat_unfold else 1)
+        projected = F.conv2d(feat, kernel, bias, padding=1 if self.feat_unfold else 0)
+        return projected.flatten(2).transpose(1, 2).contiguous(), coord_weight
 
     def _shifts(self, rows: torch.Tensor, cols: torch.Tensor, h: int, w: int) -> list[tuple[torch.Tensor, ...]]:
         """Per ensemble member: the LR row/column each output row/column reads, and the relative coordinate.
@@ -98,29 +128,21 @@ class LIIF(Upsampler):
             members.append((row_index, col_index, rel_rows, rel_cols))
         return members
 
-    def _taps(self, w: int, device: torch.device) -> torch.Tensor:
-        """Flat offsets of the 3x3 neighbourhood in the padded map, in F.unfold's (ky, kx) order."""
-        if not self.feat_unfold:
-            return torch.tensor([w + 3], device=device)  # the centre (1, 1) of the padded map
-        ky, kx = torch.meshgrid(torch.arange(3, device=device), torch.arange(3, device=device), indexing="ij")
-        return (ky * (w + 2) + kx).flatten()
+    def _query(self, projected: torch.Tensor, members: list, row: torch.Tensor, col: torch.Tensor,
+               w: int) -> torch.Tensor:
+        """The official query_rgb for the pixels (row, col): four predictions blended by opposite areas.
 
-    def _query(self, padded: torch.Tensor, taps: torch.Tensor, shifts: list, row: torch.Tensor, col: torch.Tensor,
-               rel_cell: torch.Tensor, padded_width: int) -> torch.Tensor:
-        """The official query_rgb for the pixels (row, col): four predictions blended by opposite areas."""
-        batch = padded.shape[0]
+        Per member, the first layer's output is the gathered per-LR-pixel projection plus the row and column
+        coordinate terms; the remaining layers run per query, ReLUs in place.
+        """
         preds, areas = [], []
-        for row_index, col_index, rel_rows, rel_cols in shifts:
-            base = row_index[row] * padded_width + col_index[col]
-            q_feat = padded[:, :, base[:, None] + taps]                          # (B, C, Q, taps)
-            q_feat = q_feat.permute(0, 2, 1, 3).reshape(batch, row.numel(), -1)  # channel index c*9 + tap
-            rel = torch.stack([rel_rows[row], rel_cols[col]], dim=-1).expand(batch, -1, -1)
-            parts = [q_feat, rel.to(q_feat.dtype)]      # coordinates stay float32 until here (fp16/bf16 runs)
-            if self.cell_decode:
-                parts.append(rel_cell.to(q_feat.dtype).expand(batch, row.numel(), 2))
-            inp = torch.cat(parts, dim=-1)
-            preds.append(self.imnet(inp.view(batch * row.numel(), -1)).view(batch, row.numel(), -1))
-            areas.append(torch.abs(rel[:, :, 0] * rel[:, :, 1]) + 1e-9)
+        for row_index, col_index, rel_rows, rel_cols, row_term, col_term in members:
+            hidden = projected.index_select(1, row_index[row] * w + col_index[col])      # (B, Q, hidden)
+            hidden += row_term[row]
+            hidden += col_term[col]
+            preds.append(self._rest_of_mlp(hidden))
+            rel_y, rel_x = rel_rows[row], rel_cols[col]
+            areas.append(torch.abs(rel_y * rel_x).unsqueeze(0) + 1e-9)
         tot_area = torch.stack(areas).sum(dim=0)
         if self.local_ensemble:
             areas = [areas[3], areas[2], areas[1], areas[0]]
@@ -128,6 +150,12 @@ class LIIF(Upsampler):
         for pred, area in zip(preds, areas):
             ret = ret + pred * (area / tot_area).unsqueeze(-1).to(pred.dtype)
         return ret
+
+    def _rest_of_mlp(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP after its first Linear, on (B, Q, hidden) pre-activations; ReLUs in place to save a copy."""
+        for layer in self.imnet.layers[1:]:
+            x = x.relu_() if isinstance(layer, nn.ReLU) else layer(x)
+        return x
 
     # ------------------------------------------------------------------------------------- checkpoints
 
