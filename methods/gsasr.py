@@ -54,9 +54,16 @@ PRESETS = {
                {"decoder": {**ENHANCED, "num_crossattn_blocks": 2, "num_crossattn_layers": 4, "window_size": 16},
                 "denominator": 16, "amp": True},
                "enhanced model (RoPE, window 16), HF GSASR_enhenced_ultra/SWIN_DIV2K or SWIN_DF2K"),
+        Preset("hatl-ultra", "hat", {"large": True, "rope": True, "embed_dim": 192, "squeeze_factor": 32,
+                                     "out_features": 64},
+               {"decoder": {**ENHANCED, "num_crossattn_blocks": 4, "num_crossattn_layers": 4,
+                            "num_selfattn_blocks": 8, "num_selfattn_layers": 6, "window_size": 16},
+                "denominator": 16, "amp": True},
+               "ultra model: HAT-L with RoPE (192 dims, 12 groups, window 16) trained on SA-1B, "
+               "HF GSASR_enhenced_ultra/HATL_SA1B (denominator lcm(16, 16) = 16)"),
     )
 }
-ENCODERS = ("edsr-baseline", "rdn", "swinir")
+ENCODERS = ("edsr-baseline", "rdn", "swinir", "hat")
 
 
 class GSASR(Upsampler):

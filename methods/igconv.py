@@ -27,7 +27,7 @@ from asr_bench.upsampler import Upsampler
 from ._igconv_parts import IGConvHead, IGSampleSkip
 
 SCALES = tuple(range(2, 13))
-ENCODERS = ("edsr-baseline", "edsr", "rdn", "swinir")
+ENCODERS = ("edsr-baseline", "edsr", "rdn", "swinir", "hat")
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 CITATION = ("Lee, Yun, Ro. Implicit Grid Convolution for Multi-Scale Image Super-Resolution. "
             "arXiv:2408.09674, 2024. https://github.com/dslisleedh/IGConv")
@@ -145,6 +145,8 @@ _EDSR = {"normalise": True, "img_range": 1.0, "head_key": "upsample", "param_key
 _RDN = {"normalise": False, "head_key": "UPNet", "param_keys": ("params", "params_ema")}
 _SWINIR = {"normalise": True, "img_range": 1.0, "head_key": "upsample", "pad_multiple": 8,
            "param_keys": ("params", "params_ema")}
+_HAT = {"normalise": True, "img_range": 1.0, "head_key": "upsample", "pad_multiple": 16,
+        "param_keys": ("params_ema", "params")}
 _SWINIR_ENCODER = {"img_size": 48, "window_size": 8, "embed_dim": 180, "depths": (6,) * 6,
                    "num_heads": (6,) * 6, "mlp_ratio": 2.0}
 
@@ -161,6 +163,9 @@ def _presets(method: str, plus: bool) -> dict[str, Preset]:
         ("swinir", _SWINIR_ENCODER, _SWINIR, "SwinIR classical (180, 6x6, window 8), LR reflect-padded to 8; "
          "official SwinIR/SwinIR_IGConvPlus_DIV2K.pth (params)" if plus
          else "SwinIR classical; no official checkpoint (derived shapes)"),
+        ("hat", {}, _HAT, "HAT (180, 6 groups x 6, window 16), LR reflect-padded to 16; official "
+         "HAT/HAT_IGPlus_DF2K_Finetuning.pth (params_ema, ImageNet-pretrained)" if plus
+         else "HAT; no official checkpoint (IGConv+ shapes without the skip)"),
     ]
     return {f"{method}.{enc}": Preset(f"{method}.{enc}", enc, dict(enc_kw), {**method_kw, **geo}, text)
             for enc, enc_kw, method_kw, text in rows}

@@ -25,6 +25,8 @@ from ..errors import UnknownName, UserError
 from .edsr import EDSR
 from .edsr import edsr as _edsr
 from .edsr import edsr_baseline as _edsr_baseline
+from .hat import HAT
+from .hat import hat as _hat
 from .keymaps import (encoder_keys, export_encoder_state, load_encoder_state, schemes_for,
                       split_encoder_state)
 from .rdn import RDN
@@ -34,10 +36,30 @@ from .swinir import swinir as _swinir
 
 
 @dataclass(frozen=True)
+class Capabilities:
+    """What an encoder is proven (by its test file) to support; everything defaults to off / unknown.
+
+    - `dtypes`: parameter/input dtypes whose CPU forward runs and stays close to float32.
+    - `size_multiple`: inputs that are a multiple of this are used as they are; others are reflect-padded on the
+      bottom/right and the features cropped back (a method may pad first, as the official test code does).
+    - `receptive_radius`: LR pixels an output feature depends on in each direction; tiles overlapping by this
+      much give exactly the whole-image result. None: unbounded (global pooling or attention chains), so tiling
+      changes the result and `tile_overlap` is only advice.
+    - `tile_overlap`: advised overlap (LR pixels) when tiling to bound memory.
+    """
+
+    dtypes: tuple[str, ...] = ("float32",)
+    size_multiple: int = 1
+    receptive_radius: int | None = None
+    tile_overlap: int = 0
+
+
+@dataclass(frozen=True)
 class EncoderSpec:
     name: str
     builder: Callable[..., nn.Module]
     description: str
+    capabilities: Capabilities = Capabilities()
 
 
 _ENCODERS = {
@@ -47,6 +69,9 @@ _ENCODERS = {
         EncoderSpec("edsr", _edsr, "EDSR, 256 ch, 32 res blocks, res_scale 0.1 (38 M params)"),
         EncoderSpec("rdn", _rdn, "RDN config B (D16 C8 G64, 22 M params); config='A' for D20 C6 G32"),
         EncoderSpec("swinir", _swinir, "SwinIR classical body, 180 dims, 6x6 Swin blocks, window 8 (11.5 M)"),
+        EncoderSpec("hat", _hat, "HAT, 180 dims, 6 groups x 6 blocks + OCAB, window 16 (20.6 M); large=True for "
+                    "HAT-L (12 groups), rope=True for GSASR's RoPE variant",
+                    Capabilities(dtypes=("float32", "bfloat16"), size_multiple=16, tile_overlap=16)),
     )
 }
 
@@ -66,6 +91,11 @@ def _spec(name: str) -> EncoderSpec:
     return _ENCODERS[name]
 
 
+def encoder_capabilities(name: str) -> Capabilities:
+    """The capability flags of an encoder's default configuration (see `Capabilities`)."""
+    return _spec(name).capabilities
+
+
 def build_encoder(name: str, **kwargs: Any) -> nn.Module:
     """A freshly initialised encoder; the module has `.out_channels` and returns LR-resolution features."""
     spec = _spec(name)
@@ -77,6 +107,7 @@ def build_encoder(name: str, **kwargs: Any) -> nn.Module:
 
 
 __all__ = [
-    "EDSR", "RDN", "SwinIR", "build_encoder", "list_encoders", "encoder_description", "load_encoder_state",
-    "encoder_keys", "export_encoder_state", "schemes_for", "split_encoder_state",
+    "EDSR", "HAT", "RDN", "SwinIR", "build_encoder", "list_encoders", "encoder_description", "load_encoder_state",
+    "encoder_keys", "export_encoder_state", "schemes_for", "split_encoder_state", "Capabilities",
+    "encoder_capabilities",
 ]

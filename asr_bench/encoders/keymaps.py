@@ -14,6 +14,8 @@ Schemes:
   belong to the Meta-SR method, not to the encoder.
 - SwinIR: `swinir` = `basicsr` = `igconv` = `gsasr` (official names, including the persistent
   `relative_position_index` and `attn_mask` buffers; `conv_before_upsample.0` when built with `out_features`).
+- HAT: `hat` = `basicsr` = `igconv` = `gsasr` (official names, including the persistent
+  `relative_position_index_SA` / `_OCA` buffers and, with RoPE, `rope_t_x` / `rope_t_y`).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from torch import nn
 from ..checkpoints import load_strict
 from ..errors import UnknownName, UserError
 from .edsr import EDSR
+from .hat import HAT
 from .rdn import RDN
 from .swinir import SwinIR
 
@@ -72,6 +75,7 @@ _SCHEMES: dict[type, dict[str, Scheme]] = {
     },
     RDN: {name: (_identity, _no_extras, False) for name in ("liif", "metasr", "basicsr", "igconv", "gsasr")},
     SwinIR: {name: (_identity, _no_extras, False) for name in ("swinir", "basicsr", "igconv", "gsasr")},
+    HAT: {name: (_identity, _no_extras, False) for name in ("hat", "basicsr", "igconv", "gsasr")},
 }
 
 
@@ -84,7 +88,7 @@ def _scheme_table(encoder: nn.Module) -> dict[str, Scheme]:
     for cls, table in _SCHEMES.items():
         if isinstance(encoder, cls):
             return table
-    raise UserError(f"{type(encoder).__name__} is not one of our encoders (EDSR, RDN, SwinIR); "
+    raise UserError(f"{type(encoder).__name__} is not one of our encoders (EDSR, RDN, SwinIR, HAT, ...); "
                     "build it with asr_bench.encoders.build_encoder.")
 
 
