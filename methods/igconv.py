@@ -27,7 +27,7 @@ from asr_bench.upsampler import Upsampler
 from ._igconv_parts import IGConvHead, IGSampleSkip
 
 SCALES = tuple(range(2, 13))
-ENCODERS = ("edsr-baseline", "edsr", "rdn", "swinir", "hat")
+ENCODERS = ("edsr-baseline", "edsr", "rdn", "swinir", "hat", "rcan", "plksr", "smfanet")
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 CITATION = ("Lee, Yun, Ro. Implicit Grid Convolution for Multi-Scale Image Super-Resolution. "
             "arXiv:2408.09674, 2024. https://github.com/dslisleedh/IGConv")
@@ -42,7 +42,10 @@ class IGConvSR(Upsampler):
       RDN uses raw [0, 1] in and out. The skip always samples the raw image.
     - `pad_multiple`: SwinIR's test code reflect-pads the LR on the bottom/right to a multiple of its window and
       crops the output back to (s h, s w); we do the same so numbers match the official pipeline.
-    - `head_key`: the official name of the head in checkpoints (`upsample`, or `UPNet` for RDN).
+    - `head_key`: the official name of the head in checkpoints (`upsample`, `UPNet` for RDN, `tail` for RCAN,
+      `to_rgb` for PLKSR, `to_img` for SMFANet).
+    - `mean_convs`: RCAN normalises with learnable 1x1 convs `sub_mean` (on the input) and `add_mean` (on the
+      head's output), initialised to -/+ the DIV2K mean and stored in its checkpoints.
     """
 
     scales = SCALES
@@ -50,8 +53,11 @@ class IGConvSR(Upsampler):
     def __init__(self, encoder: nn.Module, *, plus: bool, normalise: bool, img_range: float = 1.0,
                  geo_ensemble: bool = False, fold_ensemble: bool = False, implicit_dim: int = 256,
                  latent_layers: int = 4, kernel_size: int = 3, max_s: int = 4, pad_multiple: int = 1,
-                 head_key: str = "upsample", param_keys: tuple[str, ...] = ("params_ema", "params")) -> None:
+                 head_key: str = "upsample", param_keys: tuple[str, ...] = ("params_ema", "params"),
+                 mean_convs: bool = False) -> None:
         super().__init__()
+        if mean_convs:
+            self.sub_mean, self.add_mean = mean_shift_conv(-1.0), mean_shift_conv(1.0)
         channels = encoder.out_channels
         self.encoder = encoder
         self.upsample = IGConvHead(channels, kernel_size, implicit_dim, latent_layers, geo_ensemble, max_s,
@@ -64,6 +70,7 @@ class IGConvSR(Upsampler):
         self.pad_multiple = pad_multiple
         self.head_key = head_key
         self.param_keys = tuple(param_keys)
+        self.mean_convs = mean_convs
 
     # -- forward -------------------------------------------------------------------------------------
     def forward_size(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -76,11 +83,15 @@ class IGConvSR(Upsampler):
     def forward_scale(self, x: torch.Tensor, scale: int) -> torch.Tensor:
         """The official `net_g(x, scale)`: raw output at exactly s times the input size."""
         inp = x
-        if self.normalise:
+        if self.mean_convs:
+            x = self.sub_mean(x)
+        elif self.normalise:
             x = (x - self.mean) * self.img_range
         feat = self.encoder(x)
         out = self.upsample(feat, scale)
-        if self.normalise:
+        if self.mean_convs:
+            out = self.add_mean(out)
+        elif self.normalise:
             out = out / self.img_range + self.mean
         if self.skip is not None:
             out = out + self.skip(inp, feat, scale)
@@ -103,7 +114,12 @@ class IGConvSR(Upsampler):
         sd = unwrap_checkpoint(as_state_dict(checkpoint), self.param_keys)
         head = {k[len(self.head_key) + 1:]: v for k, v in sd.items() if k.startswith(self.head_key + ".")}
         skip = {k[len("skip."):]: v for k, v in sd.items() if k.startswith("skip.")}
-        rest = {k: v for k, v in sd.items() if not k.startswith((self.head_key + ".", "skip."))}
+        own = (self.head_key + ".", "skip.") + (("sub_mean.", "add_mean.") if self.mean_convs else ())
+        rest = {k: v for k, v in sd.items() if not k.startswith(own)}
+        if self.mean_convs:
+            for name in ("sub_mean", "add_mean"):
+                load_strict(getattr(self, name), {k[len(name) + 1:]: v for k, v in sd.items()
+                                                  if k.startswith(name + ".")}, f"RCAN '{name}.*'")
         if not head:
             raise UserError(f"checkpoint has no '{self.head_key}.*' keys; is it an IGConv checkpoint for this "
                             "encoder? (RDN names the head 'UPNet', the others 'upsample').")
@@ -121,11 +137,24 @@ class IGConvSR(Upsampler):
 
     def official_state_dict(self) -> dict[str, torch.Tensor]:
         """This model's weights under the official key names (what the official code would save)."""
-        sd = dict(export_encoder_state(self.encoder, "igconv"))
+        sd = {}
+        if self.mean_convs:
+            for name in ("sub_mean", "add_mean"):
+                sd.update({f"{name}.{k}": v for k, v in getattr(self, name).state_dict().items()})
+        sd.update(export_encoder_state(self.encoder, "igconv"))
         sd.update({f"{self.head_key}.{k}": v for k, v in self.upsample.state_dict().items()})
         if self.skip is not None:
             sd.update({f"skip.{k}": v for k, v in self.skip.state_dict().items()})
         return sd
+
+
+def mean_shift_conv(sign: float) -> nn.Conv2d:
+    """RCAN's MeanShift: a 1x1 conv with identity weight and bias sign * DIV2K mean (rgb_range 1, std 1)."""
+    conv = nn.Conv2d(3, 3, 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+        conv.bias.copy_(sign * torch.tensor(DIV2K_MEAN))
+    return conv
 
 
 def unwrap_checkpoint(container: Mapping[str, Any], param_keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -147,6 +176,10 @@ _SWINIR = {"normalise": True, "img_range": 1.0, "head_key": "upsample", "pad_mul
            "param_keys": ("params", "params_ema")}
 _HAT = {"normalise": True, "img_range": 1.0, "head_key": "upsample", "pad_multiple": 16,
         "param_keys": ("params_ema", "params")}
+_RCAN = {"normalise": False, "mean_convs": True, "head_key": "tail", "max_s": 8,
+         "param_keys": ("params", "params_ema")}
+_PLKSR = {"normalise": False, "head_key": "to_rgb", "param_keys": ("params_ema", "params")}
+_SMFANET = {"normalise": False, "head_key": "to_img", "param_keys": ("params_ema", "params")}
 _SWINIR_ENCODER = {"img_size": 48, "window_size": 8, "embed_dim": 180, "depths": (6,) * 6,
                    "num_heads": (6,) * 6, "mlp_ratio": 2.0}
 
@@ -166,6 +199,14 @@ def _presets(method: str, plus: bool) -> dict[str, Preset]:
         ("hat", {}, _HAT, "HAT (180, 6 groups x 6, window 16), LR reflect-padded to 16; official "
          "HAT/HAT_IGPlus_DF2K_Finetuning.pth (params_ema, ImageNet-pretrained)" if plus
          else "HAT; no official checkpoint (IGConv+ shapes without the skip)"),
+        ("rcan", {}, _RCAN, "RCAN (64, 10x20), trained on x2,3,4,8 (max_s 8), learnable mean-shift convs; official "
+         "RCAN/RCAN_IGConvPlus_DIV2K_S8.pth (params)" if plus
+         else "RCAN; no official checkpoint (IGConv+ shapes without the skip)"),
+        ("plksr", {}, _PLKSR, "PLKSR (64, 28 blocks, 17x17), raw [0,1] in/out; official "
+         "PLKSR/PLKSR_IGConvPlus_DF2K.pth (params_ema)" if plus
+         else "PLKSR; no official checkpoint (IGConv+ shapes without the skip)"),
+        ("smfanet", {}, _SMFANET, "SMFANet+ (48, 12 blocks), raw [0,1] in/out; official "
+         f"SMFANet/SMFANet_{'IGConvPlus' if plus else 'IGConv'}_DF2K.pth (params_ema)"),
     ]
     return {f"{method}.{enc}": Preset(f"{method}.{enc}", enc, dict(enc_kw), {**method_kw, **geo}, text)
             for enc, enc_kw, method_kw, text in rows}

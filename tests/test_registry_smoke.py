@@ -72,6 +72,9 @@ def test_readme_plugin_example_runs_as_written(tmp_path, monkeypatch):
 # Tiny versions of the big encoders, so every preset that uses one runs here in well under a second.
 TINY_ENCODERS = {
     "hat": {"window_size": 4, "embed_dim": 12, "depths": (1,), "num_heads": (2,), "squeeze_factor": 4},
+    "rcan": {"n_feats": 8, "n_resgroups": 1, "n_resblocks": 1, "reduction": 4},
+    "plksr": {"dim": 8, "n_blocks": 1, "kernel_size": 5},
+    "smfanet": {"dim": 8, "n_blocks": 1},
 }
 TINY_ROPE = {"embed_dim": 16, "compress_ratio": 2}  # RoPE needs head_dim % 4 == 0
 TINY_GSASR_DECODER = {"channel": 24, "num_crossattn_blocks": 1, "num_crossattn_layers": 1,

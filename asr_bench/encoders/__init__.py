@@ -8,7 +8,9 @@ feat = enc(x)                                            # (B, enc.out_channels,
 ```
 
 Names: `edsr-baseline` (64 ch, 16 blocks), `edsr` (256 ch, 32 blocks, res_scale 0.1), `rdn` (config B: D16 C8
-G64; `config="A"`), `swinir` (classical: 180 dims, 6x6 blocks, window 8; `out_features=64` for GSASR's head).
+G64; `config="A"`), `swinir` (classical: 180 dims, 6x6 blocks, window 8; `out_features=64` for GSASR's head),
+`hat` (HAT, window 16; `large=True` HAT-L; `rope=True` GSASR's RoPE variant), `rcan`, `plksr`, `smfanet`.
+Each spec carries `Capabilities` (dtypes, size multiple, receptive radius, tile overlap) that its test proves.
 Design: each module uses one canonical naming (BasicSR's for EDSR, the shared RDN names, the official SwinIR
 names) and `keymaps.py` maps it to each checkpoint naming ("scheme"): see `schemes_for(encoder)`.
 No encoder normalises its input: normalisation belongs to the method's preset.
@@ -29,9 +31,15 @@ from .hat import HAT
 from .hat import hat as _hat
 from .keymaps import (encoder_keys, export_encoder_state, load_encoder_state, schemes_for,
                       split_encoder_state)
+from .plksr import PLKSR
+from .plksr import plksr as _plksr
+from .rcan import RCAN
+from .rcan import rcan as _rcan
 from .rdn import RDN
 from .rdn import rdn as _rdn
 from .swinir import SwinIR
+from .smfanet import SMFANet
+from .smfanet import smfanet as _smfanet
 from .swinir import swinir as _swinir
 
 
@@ -72,6 +80,12 @@ _ENCODERS = {
         EncoderSpec("hat", _hat, "HAT, 180 dims, 6 groups x 6 blocks + OCAB, window 16 (20.6 M); large=True for "
                     "HAT-L (12 groups), rope=True for GSASR's RoPE variant",
                     Capabilities(dtypes=("float32", "bfloat16"), size_multiple=16, tile_overlap=16)),
+        EncoderSpec("rcan", _rcan, "RCAN, 64 ch, 10 residual groups x 20 channel-attention blocks (15.3 M)",
+                    Capabilities(dtypes=("float32", "bfloat16"), tile_overlap=16)),
+        EncoderSpec("plksr", _plksr, "PLKSR, 64 ch, 28 partial-large-kernel (17x17) blocks, DCCM, EA (7.4 M)",
+                    Capabilities(dtypes=("float32", "bfloat16"), receptive_radius=309, tile_overlap=309)),
+        EncoderSpec("smfanet", _smfanet, "SMFANet+, 48 ch, 12 self-modulation feature aggregation blocks (0.5 M)",
+                    Capabilities(dtypes=("float32", "bfloat16"), tile_overlap=16)),
     )
 }
 
@@ -107,7 +121,7 @@ def build_encoder(name: str, **kwargs: Any) -> nn.Module:
 
 
 __all__ = [
-    "EDSR", "HAT", "RDN", "SwinIR", "build_encoder", "list_encoders", "encoder_description", "load_encoder_state",
+    "EDSR", "HAT", "PLKSR", "RCAN", "RDN", "SMFANet", "SwinIR", "build_encoder", "list_encoders", "encoder_description", "load_encoder_state",
     "encoder_keys", "export_encoder_state", "schemes_for", "split_encoder_state", "Capabilities",
     "encoder_capabilities",
 ]

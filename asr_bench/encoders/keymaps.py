@@ -16,6 +16,7 @@ Schemes:
   `relative_position_index` and `attn_mask` buffers; `conv_before_upsample.0` when built with `out_features`).
 - HAT: `hat` = `basicsr` = `igconv` = `gsasr` (official names, including the persistent
   `relative_position_index_SA` / `_OCA` buffers and, with RoPE, `rope_t_x` / `rope_t_y`).
+- RCAN, PLKSR, SMFANet: their own official names = `igconv` (RCAN's `sub_mean` / `add_mean` belong to the method).
 """
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ from ..checkpoints import load_strict
 from ..errors import UnknownName, UserError
 from .edsr import EDSR
 from .hat import HAT
+from .plksr import PLKSR
+from .rcan import RCAN
 from .rdn import RDN
+from .smfanet import SMFANet
 from .swinir import SwinIR
 
 MEAN_RGB = (0.4488, 0.4371, 0.4040)  # DIV2K mean used by EDSR's MeanShift (rgb_range 1)
@@ -76,6 +80,9 @@ _SCHEMES: dict[type, dict[str, Scheme]] = {
     RDN: {name: (_identity, _no_extras, False) for name in ("liif", "metasr", "basicsr", "igconv", "gsasr")},
     SwinIR: {name: (_identity, _no_extras, False) for name in ("swinir", "basicsr", "igconv", "gsasr")},
     HAT: {name: (_identity, _no_extras, False) for name in ("hat", "basicsr", "igconv", "gsasr")},
+    RCAN: {name: (_identity, _no_extras, False) for name in ("rcan", "igconv")},
+    PLKSR: {name: (_identity, _no_extras, False) for name in ("plksr", "igconv")},
+    SMFANet: {name: (_identity, _no_extras, False) for name in ("smfanet", "igconv")},
 }
 
 
