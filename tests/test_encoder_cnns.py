@@ -201,7 +201,8 @@ def test_smfanet_equals_slow_reference(size):
 
 # ------------------------------------------------------------------ official tables through build_model
 TABLES = [  # RCAN (200 blocks) and PLKSR (28 big kernels) build in seconds each: slow
-    pytest.param("igconv-plus", "rcan", "igconv_keys_RCAN_IGConvPlus_DIV2K_S2348.tsv", "params", marks=pytest.mark.slow),
+    pytest.param("igconv-plus", "rcan", "igconv_keys_RCAN_IGConvPlus_DIV2K_S2348.tsv", "params",
+                 marks=pytest.mark.slow),
     pytest.param("igconv-plus", "plksr", "igconv_keys_PLKSR_IGConvPlus_DF2K.tsv", "params_ema",
                  marks=pytest.mark.slow),
     ("igconv-plus", "smfanet", "igconv_keys_SMFANet_IGConvPlus_DF2K.tsv", "params_ema"),
@@ -209,7 +210,8 @@ TABLES = [  # RCAN (200 blocks) and PLKSR (28 big kernels) build in seconds each
 ]
 
 
-@pytest.mark.parametrize("method,encoder,table,param_key", TABLES, ids=lambda v: v[12:-4] if str(v).endswith(".tsv") else None)
+@pytest.mark.parametrize("method,encoder,table,param_key", TABLES,
+                         ids=lambda v: v[12:-4] if str(v).endswith(".tsv") else None)
 def test_official_table_loads_strictly_and_round_trips(method, encoder, table, param_key):
     rows = research_rows(table)
     sd = table_state(rows)

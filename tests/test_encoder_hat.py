@@ -217,7 +217,8 @@ def random_state(enc, seed: int) -> dict[str, torch.Tensor]:
             sd[key] = torch.rand(value.shape, generator=g) * 2
         else:
             fan_in = max(1, int(np.prod(value.shape[1:])))
-            sd[key] = torch.randn(value.shape, generator=g) * (0.7 / fan_in ** 0.5) + (0.3 if "bias_table" in key else 0)
+            offset = 0.3 if "bias_table" in key else 0.0
+            sd[key] = torch.randn(value.shape, generator=g) * (0.7 / fan_in ** 0.5) + offset
     return sd
 
 
@@ -230,7 +231,8 @@ TINY = {
 
 @pytest.mark.parametrize("variant,size,out_features", [
     ("hat", (5, 7), None), ("rope", (8, 8), 5),  # padded to 8x8: 2x2 windows, shifts, masks, OCAB borders
-    pytest.param("hat", (9, 13), 5, marks=pytest.mark.slow), pytest.param("rope", (9, 13), None, marks=pytest.mark.slow)])
+    pytest.param("hat", (9, 13), 5, marks=pytest.mark.slow),
+    pytest.param("rope", (9, 13), None, marks=pytest.mark.slow)])
 def test_hat_equals_slow_reference(variant, size, out_features):
     cfg = TINY[variant]
     enc = build_encoder("hat", out_features=out_features, conv_scale=0.3, **cfg).eval()

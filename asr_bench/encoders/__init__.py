@@ -121,7 +121,8 @@ def build_encoder(name: str, **kwargs: Any) -> nn.Module:
 
 
 __all__ = [
-    "EDSR", "HAT", "PLKSR", "RCAN", "RDN", "SMFANet", "SwinIR", "build_encoder", "list_encoders", "encoder_description", "load_encoder_state",
+    "EDSR", "HAT", "PLKSR", "RCAN", "RDN", "SMFANet", "SwinIR", "build_encoder", "list_encoders",
+    "encoder_description", "load_encoder_state",
     "encoder_keys", "export_encoder_state", "schemes_for", "split_encoder_state", "Capabilities",
     "encoder_capabilities",
 ]

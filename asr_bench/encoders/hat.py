@@ -95,7 +95,8 @@ class HATWindowAttention(nn.Module):
             attn = attn + bias.unsqueeze(0)
             if mask is not None:
                 nw = mask.shape[0]
-                attn = (attn.view(b_ // nw, nw, self.heads, n, n) + mask.unsqueeze(1).unsqueeze(0)).view(-1, self.heads, n, n)
+                attn = attn.view(b_ // nw, nw, self.heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
+                attn = attn.view(-1, self.heads, n, n)
             out = attn.softmax(dim=-1) @ v
         return self.proj(out.transpose(1, 2).reshape(b_, n, c))
 
