@@ -104,7 +104,7 @@ class IGConvSR(Upsampler):
         if ph == 0 and pw == 0:
             return lr
         if ph >= h or pw >= w:
-            raise UserError(f"input {h}x{w} is too small for SwinIR's reflect padding to a multiple of {m}; "
+            raise UserError(f"input {h}x{w} is too small for the reflect padding (SwinIR, HAT) to a multiple of {m}; "
                             f"use an input of at least {m}x{m} pixels.")
         return F.pad(lr, (0, pw, 0, ph), mode="reflect")
 

@@ -312,3 +312,19 @@ def test_capability_flags_are_what_the_tests_show():
         odd = torch.rand(1, 3, 7, 10)
         padded = F.pad(odd, (0, 2, 0, 1), mode="reflect")
         torch.testing.assert_close(enc(odd), enc(padded)[:, :, :7, :10])
+
+
+def test_igconv_hat_pads_to_16_and_refuses_too_small_inputs():
+    """The official test code reflect-pads the LR to a multiple of 16 for HAT and crops the output back."""
+    import dataclasses
+
+    spec = ab.registry.get_method("igconv-plus")
+    tiny = dataclasses.replace(spec.presets["igconv-plus.hat"], encoder_kwargs=TINY["hat"])
+    model = spec.builder(encoder="hat", preset=tiny).eval()
+    lr = torch.rand(1, 3, 9, 13)
+    with torch.no_grad():
+        got = model.upscale(lr, scale=2, clamp=False)
+        want = model.forward_scale(F.pad(lr, (0, 3, 0, 7), mode="reflect"), 2)[..., :18, :26]
+    torch.testing.assert_close(got, want)
+    with pytest.raises(UserError, match="too small"):
+        model.upscale(torch.rand(1, 3, 8, 20), scale=2)
