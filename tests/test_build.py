@@ -131,3 +131,23 @@ def test_check_cuda_compiles_torch_extension_headers(tmp_path):
                                 "rasterize/binning.h": (build.CSRC / "rasterize" / "binning.h").read_text()})
     result = run_check(root)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_lock_left_by_a_build_killed_midway_does_not_hang_the_next_load(tmp_path):
+    """torch's `lock` file survives a SIGKILL mid-compile; under our flock it is known stale and removed."""
+    import fcntl
+    import subprocess
+    import sys
+
+    from asr_bench.ops.build import build_lock
+
+    (tmp_path / "lock").write_text("")  # what a killed compile leaves
+    with build_lock(tmp_path):
+        assert not (tmp_path / "lock").exists()
+        # while held, another process cannot take the build lock (it would wait, not race the compile)
+        probe = ("import fcntl, sys; f = open(sys.argv[1], 'w')\n"
+                 "try:\n    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+                 "except BlockingIOError:\n    print('held')")
+        lock = str(tmp_path / ".asr-bench-build.lock")
+        assert subprocess.run([sys.executable, "-c", probe, lock], capture_output=True, text=True).stdout.strip() == "held"
+    assert subprocess.run([sys.executable, "-c", probe, lock], capture_output=True, text=True).stdout.strip() == "free"

@@ -103,11 +103,25 @@ def test_official_key_tables_load_strictly_through_build_model(variant):
     assert set(model.decoder.state_dict()) == set(dec)
 
 
-def test_hat_l_table_is_recognised_but_reported_unsupported():
+@pytest.mark.slow  # full-size HAT-L (45.5 M) + ultra decoder (38 M): builds twice, ~15 s on a busy CPU
+def test_ultra_hat_l_table_loads_strictly_through_build_model():
     table = key_table("ultra_hatl")
     assert len(table["encoder"]) == 1872 and len(table["decoder"]) == 2126  # dossier §3.6
-    with pytest.raises(ab.UserError):
-        ab.build_model("gsasr", "hat-l")
+    VARIANTS["ultra_hatl"] = ("hat", "hatl-ultra")
+    try:
+        ck = official_format("ultra_hatl")
+    finally:
+        del VARIANTS["ultra_hatl"]
+    model = ab.build_model("gsasr", "hat", checkpoint=ck, preset="gsasr.hatl-ultra")
+    assert model.weights_loaded and model.denominator == 16
+    for part, module in (("encoder", model.encoder), ("decoder", model.decoder)):
+        sd = ck[part]["params_ema"]
+        assert set(module.state_dict()) == set(sd)
+        assert all(torch.equal(v, sd[k]) for k, v in module.state_dict().items()), part
+    with pytest.raises(UserError, match="missing"):
+        broken = {"encoder": {"params_ema": {k: v for k, v in ck["encoder"]["params_ema"].items()
+                                             if "overlap_attn" not in k}}, "decoder": ck["decoder"]}
+        ab.build_model("gsasr", "hat", checkpoint=broken, preset="gsasr.hatl-ultra")
 
 
 def test_checkpoint_files_and_folder(tmp_path):
@@ -139,7 +153,8 @@ def test_registry_entry():
     spec = get_method("gsasr")
     assert spec.scales == "any"
     assert spec.preset_for("swinir", None).name == "gsasr.swinir-paper"
-    assert {p.encoder for p in spec.presets.values()} == {"edsr-baseline", "rdn", "swinir"}
+    assert {p.encoder for p in spec.presets.values()} == {"edsr-baseline", "rdn", "swinir", "hat"}
+    assert spec.preset_for("hat", None).name == "gsasr.hatl-ultra"
 
 
 # ----------------------------------------------------------------------------- structural tables

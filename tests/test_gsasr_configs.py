@@ -14,7 +14,7 @@ from asr_bench.report.published import read_published_csv
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["gsasr_x4", "gsasr_cost"])
+@pytest.mark.parametrize("name", ["gsasr_x4", "gsasr_cost", "gsasr_ultra"])
 def test_paper_configs_name_only_known_things(name):
     config = load_config(REPO / "configs" / "paper" / f"{name}.yml")
     assert config.protocol.name == "gsasr"
@@ -29,7 +29,9 @@ def test_paper_configs_name_only_known_things(name):
 def test_x4_config_covers_every_released_family():
     config = load_config(REPO / "configs" / "paper" / "gsasr_x4.yml")
     assert config.scales == (4.0,) and config.datasets == ("div2k-val", "lsdir-val", "urban100")
-    assert {e.preset for e in config.methods} == set(get_method("gsasr").presets)
+    ultra = load_config(REPO / "configs" / "paper" / "gsasr_ultra.yml")
+    assert ultra.scales == (4.0,) and ultra.datasets == config.datasets
+    assert {e.preset for e in config.methods + ultra.methods} == set(get_method("gsasr").presets)
 
 
 def test_cost_config_scales():
@@ -45,6 +47,6 @@ def test_published_csv_has_the_readme_table():
     # dossier §8.1 rows: EDSR paper, SWIN enhanced DF2K, HATL ultra
     assert value("gsasr", "edsr-baseline", "div2k-val", "psnr", "Paper Reported") == [30.89]
     assert value("gsasr", "swinir", "urban100", "ssim", "Enhanced, trained on DF2K") == [0.8343]
-    assert value("gsasr", "hat-l", "lsdir-val", "dists", "Ultra") == [0.1470]
+    assert value("gsasr", "hat", "lsdir-val", "dists", "Ultra") == [0.1470]
     assert value("liif", "rdn", "div2k-val", "lpips", "LIIF Paper") == [0.2566]
     assert len(rows) == 17 * 3 * 4 and all(r.scale in (4, 4.0, "4") or float(r.scale) == 4 for r in rows)

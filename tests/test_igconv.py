@@ -80,7 +80,7 @@ def test_strict_load_rejects_missing_extra_and_wrong_family_keys():
 
 
 def test_checkpoint_key_preference_follows_the_official_test_configs():
-    """EDSR test YAMLs load params_ema, RDN/SwinIR ones load params (research/igconv.md §0.8)."""
+    """EDSR/PLKSR/SMFANet/HAT/ATD test YAMLs load params_ema, the others params (research/igconv.md §0.8)."""
     table = research_file("igconv_keys_EDSRbaseline_IGConv_classdefaults_NOTRELEASED.tsv")
     ema, raw = tsv_state_dict(table, seed=1), tsv_state_dict(table, seed=2)
     both = {"params": raw, "params_ema": ema}
@@ -93,7 +93,8 @@ def test_checkpoint_key_preference_follows_the_official_test_configs():
     presets = {**ab.registry.get_method("igconv").presets, **ab.registry.get_method("igconv-plus").presets}
     for name, preset in presets.items():
         first = preset.checkpoint_keys[0]
-        assert first == ("params_ema" if preset.encoder.startswith("edsr") else "params"), name
+        ema_families = ("edsr", "edsr-baseline", "plksr", "smfanet", "hat", "atd")
+        assert first == ("params_ema" if preset.encoder in ema_families else "params"), name
 
 
 # -- an independent float64 re-derivation of the method (research/igconv.md §1.2, §1.3, §2.1) -----------
@@ -305,7 +306,7 @@ def test_swinir_pads_to_its_window_and_crops_back():
 
 def test_presets_carry_the_official_normalisation_and_ensemble():
     spec_plus, spec = ab.registry.get_method("igconv-plus"), ab.registry.get_method("igconv")
-    assert set(spec_plus.presets) == {f"igconv-plus.{e}" for e in ("edsr", "edsr-baseline", "rdn", "swinir")}
+    assert set(spec_plus.presets) >= {f"igconv-plus.{e}" for e in ("edsr", "edsr-baseline", "rdn", "swinir")}
     rdn = ab.build_model("igconv-plus", preset="igconv-plus.rdn")
     assert not rdn.normalise.centred and rdn.upsample.geo_ensemble and rdn.skip.convs.geo_ensemble  # YAML: geo true
     edsr = ab.build_model("igconv", preset="igconv.edsr-baseline")
@@ -348,7 +349,9 @@ def test_batch_equals_images_one_by_one_and_x5_extrapolates():
     batch = model.upscale(lr, scale=5, clamp=False)
     assert batch.shape == (2, 3, 25, 35)
     for i in range(2):
-        assert torch.allclose(batch[i:i + 1], model.upscale(lr[i:i + 1], scale=5, clamp=False), atol=1e-6)
+        # equal to float rounding: a batch of 2 and of 1 take other BLAS blockings (their summation order differs)
+        single = model.upscale(lr[i:i + 1], scale=5, clamp=False)
+        assert torch.allclose(batch[i:i + 1], single, rtol=1e-5, atol=1e-5 * float(single.abs().max()))
 
 
 def test_checkpoint_file_with_module_prefix_loads(tmp_path):

@@ -8,7 +8,9 @@ feat = enc(x)                                            # (B, enc.out_channels,
 ```
 
 Names: `edsr-baseline` (64 ch, 16 blocks), `edsr` (256 ch, 32 blocks, res_scale 0.1), `rdn` (config B: D16 C8
-G64; `config="A"`), `swinir` (classical: 180 dims, 6x6 blocks, window 8; `out_features=64` for GSASR's head).
+G64; `config="A"`), `swinir` (classical: 180 dims, 6x6 blocks, window 8; `out_features=64` for GSASR's head),
+`hat` (HAT, window 16; `large=True` HAT-L; `rope=True` GSASR's RoPE variant), `rcan`, `plksr`, `smfanet`.
+Each spec carries `Capabilities` (dtypes, size multiple, receptive radius, tile overlap) that its test proves.
 Design: each module uses one canonical naming (BasicSR's for EDSR, the shared RDN names, the official SwinIR
 names) and `keymaps.py` maps it to each checkpoint naming ("scheme"): see `schemes_for(encoder)`.
 No encoder normalises its input: normalisation belongs to the method's preset.
@@ -25,12 +27,39 @@ from ..errors import UnknownName, UserError
 from .edsr import EDSR
 from .edsr import edsr as _edsr
 from .edsr import edsr_baseline as _edsr_baseline
+from .hat import HAT
+from .hat import hat as _hat
 from .keymaps import (encoder_keys, encoder_state_from_official, export_encoder_state, load_encoder_state,
                       model_state_from_official, schemes_for, split_encoder_state)
+from .plksr import PLKSR
+from .plksr import plksr as _plksr
+from .rcan import RCAN
+from .rcan import rcan as _rcan
 from .rdn import RDN
 from .rdn import rdn as _rdn
 from .swinir import SwinIR
+from .smfanet import SMFANet
+from .smfanet import smfanet as _smfanet
 from .swinir import swinir as _swinir
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an encoder is proven (by its test file) to support; everything defaults to off / unknown.
+
+    - `dtypes`: parameter/input dtypes whose CPU forward runs and stays close to float32.
+    - `size_multiple`: inputs that are a multiple of this are used as they are; others are reflect-padded on the
+      bottom/right and the features cropped back (a method may pad first, as the official test code does).
+    - `receptive_radius`: LR pixels an output feature depends on in each direction; tiles overlapping by this
+      much give exactly the whole-image result. None: unbounded (global pooling or attention chains), so tiling
+      changes the result and `tile_overlap` is only advice.
+    - `tile_overlap`: advised overlap (LR pixels) when tiling to bound memory.
+    """
+
+    dtypes: tuple[str, ...] = ("float32",)
+    size_multiple: int = 1
+    receptive_radius: int | None = None
+    tile_overlap: int = 0
 
 
 @dataclass(frozen=True)
@@ -38,6 +67,7 @@ class EncoderSpec:
     name: str
     builder: Callable[..., nn.Module]
     description: str
+    capabilities: Capabilities = Capabilities()
 
 
 _ENCODERS = {
@@ -47,6 +77,15 @@ _ENCODERS = {
         EncoderSpec("edsr", _edsr, "EDSR, 256 ch, 32 res blocks, res_scale 0.1 (38 M params)"),
         EncoderSpec("rdn", _rdn, "RDN config B (D16 C8 G64, 22 M params); config='A' for D20 C6 G32"),
         EncoderSpec("swinir", _swinir, "SwinIR classical body, 180 dims, 6x6 Swin blocks, window 8 (11.5 M)"),
+        EncoderSpec("hat", _hat, "HAT, 180 dims, 6 groups x 6 blocks + OCAB, window 16 (20.6 M); large=True for "
+                    "HAT-L (12 groups), rope=True for GSASR's RoPE variant",
+                    Capabilities(dtypes=("float32", "bfloat16"), size_multiple=16, tile_overlap=16)),
+        EncoderSpec("rcan", _rcan, "RCAN, 64 ch, 10 residual groups x 20 channel-attention blocks (15.3 M)",
+                    Capabilities(dtypes=("float32", "bfloat16"), tile_overlap=16)),
+        EncoderSpec("plksr", _plksr, "PLKSR, 64 ch, 28 partial-large-kernel (17x17) blocks, DCCM, EA (7.4 M)",
+                    Capabilities(dtypes=("float32", "bfloat16"), receptive_radius=309, tile_overlap=309)),
+        EncoderSpec("smfanet", _smfanet, "SMFANet+, 48 ch, 12 self-modulation feature aggregation blocks (0.5 M)",
+                    Capabilities(dtypes=("float32", "bfloat16"), tile_overlap=16)),
     )
 }
 
@@ -66,6 +105,11 @@ def _spec(name: str) -> EncoderSpec:
     return _ENCODERS[name]
 
 
+def encoder_capabilities(name: str) -> Capabilities:
+    """The capability flags of an encoder's default configuration (see `Capabilities`)."""
+    return _spec(name).capabilities
+
+
 def build_encoder(name: str, **kwargs: Any) -> nn.Module:
     """A freshly initialised encoder; the module has `.out_channels` and returns LR-resolution features."""
     spec = _spec(name)
@@ -77,7 +121,8 @@ def build_encoder(name: str, **kwargs: Any) -> nn.Module:
 
 
 __all__ = [
-    "EDSR", "RDN", "SwinIR", "build_encoder", "list_encoders", "encoder_description", "load_encoder_state",
-    "model_state_from_official",
-    "encoder_keys", "encoder_state_from_official", "export_encoder_state", "schemes_for", "split_encoder_state",
+    "EDSR", "HAT", "PLKSR", "RCAN", "RDN", "SMFANet", "SwinIR", "build_encoder", "list_encoders",
+    "encoder_description", "load_encoder_state", "model_state_from_official", "encoder_keys",
+    "encoder_state_from_official", "export_encoder_state", "schemes_for", "split_encoder_state", "Capabilities",
+    "encoder_capabilities",
 ]

@@ -14,6 +14,9 @@ Schemes:
   belong to the Meta-SR method, not to the encoder.
 - SwinIR: `swinir` = `basicsr` = `igconv` = `gsasr` (official names, including the persistent
   `relative_position_index` and `attn_mask` buffers; `conv_before_upsample.0` when built with `out_features`).
+- HAT: `hat` = `basicsr` = `igconv` = `gsasr` (official names, including the persistent
+  `relative_position_index_SA` / `_OCA` buffers and, with RoPE, `rope_t_x` / `rope_t_y`).
+- RCAN, PLKSR, SMFANet: their own official names = `igconv` (RCAN's `sub_mean` / `add_mean` belong to the method).
 """
 from __future__ import annotations
 
@@ -26,7 +29,11 @@ from ..blocks import DIV2K_MEAN
 from ..checkpoints import add_prefix, check_keys_and_shapes, load_strict, split_prefix
 from ..errors import UnknownName, UserError
 from .edsr import EDSR
+from .hat import HAT
+from .plksr import PLKSR
+from .rcan import RCAN
 from .rdn import RDN
+from .smfanet import SMFANet
 from .swinir import SwinIR
 
 
@@ -72,6 +79,10 @@ _SCHEMES: dict[type, dict[str, Scheme]] = {
     },
     RDN: {name: (_identity, _no_extras, False) for name in ("liif", "metasr", "basicsr", "igconv", "gsasr")},
     SwinIR: {name: (_identity, _no_extras, False) for name in ("swinir", "basicsr", "igconv", "gsasr")},
+    HAT: {name: (_identity, _no_extras, False) for name in ("hat", "basicsr", "igconv", "gsasr")},
+    RCAN: {name: (_identity, _no_extras, False) for name in ("rcan", "igconv")},
+    PLKSR: {name: (_identity, _no_extras, False) for name in ("plksr", "igconv")},
+    SMFANet: {name: (_identity, _no_extras, False) for name in ("smfanet", "igconv")},
 }
 
 
@@ -84,7 +95,7 @@ def _scheme_table(encoder: nn.Module) -> dict[str, Scheme]:
     for cls, table in _SCHEMES.items():
         if isinstance(encoder, cls):
             return table
-    raise UserError(f"{type(encoder).__name__} is not one of our encoders (EDSR, RDN, SwinIR); "
+    raise UserError(f"{type(encoder).__name__} is not one of our encoders (EDSR, RDN, SwinIR, HAT, ...); "
                     "build it with asr_bench.encoders.build_encoder.")
 
 

@@ -25,6 +25,8 @@ file, so CI catches CUDA syntax and type errors without a GPU; `--status` prints
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import os
 import platform
@@ -34,7 +36,7 @@ import sys
 import sysconfig
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -199,22 +201,39 @@ def _compile(op: str, backend: str) -> ModuleType:
     ext.build_dir.mkdir(parents=True, exist_ok=True)
     include = [str(CSRC / op), str(CSRC)]  # csrc/ so that "common/<name>.h" resolves
     try:
-        return load(
-            name=ext.name,
-            sources=[str(s) for s in ext.sources],
-            extra_cflags=list(CXX_FLAGS),  # copies: torch appends its libraries to these lists, and the flags
-            extra_cuda_cflags=list(NVCC_FLAGS),  # are part of every later cache key
-            extra_ldflags=list(LD_FLAGS),
-            extra_include_paths=include,
-            build_directory=str(ext.build_dir),
-            verbose=os.environ.get("ASR_BENCH_VERBOSE_BUILD") == "1",
-        )
+        with build_lock(ext.build_dir):
+            return load(
+                name=ext.name,
+                sources=[str(s) for s in ext.sources],
+                extra_cflags=list(CXX_FLAGS),  # copies: torch appends its libraries to these lists, and the flags
+                extra_cuda_cflags=list(NVCC_FLAGS),  # are part of every later cache key
+                extra_ldflags=list(LD_FLAGS),
+                extra_include_paths=include,
+                build_directory=str(ext.build_dir),
+                verbose=os.environ.get("ASR_BENCH_VERBOSE_BUILD") == "1",
+            )
     except Exception as error:  # compiler errors arrive as RuntimeError/CalledProcessError/ImportError
         first = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise ExtensionUnavailable(
             f"compiling the {backend} backend of '{op}' failed ({first}); build log in {ext.build_dir}, "
             "rerun with ASR_BENCH_VERBOSE_BUILD=1 to see it, or use backend='torch'."
         ) from error
+
+
+@contextlib.contextmanager
+def build_lock(build_dir: Path) -> Iterator[None]:
+    """One builder per build folder, held with flock (the kernel releases it when its process dies).
+
+    torch's own lock is a plain `lock` file that a process killed mid-compile leaves behind, after which every
+    later load waits forever; holding our flock means nobody else is building, so such a file is stale and
+    is removed before torch looks for it."""
+    with open(build_dir / ".asr-bench-build.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            (build_dir / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def backend_status(compile: bool = False, root: Path = CSRC) -> dict[str, dict[str, str]]:

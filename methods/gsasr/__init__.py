@@ -17,7 +17,7 @@ from asr_bench.weightfiles import WeightFile
 from .decoder import Fea2GS
 from .net import GSASR
 
-ENCODERS = ("edsr-baseline", "rdn", "swinir")
+ENCODERS = ("edsr-baseline", "rdn", "swinir", "hat")
 PAPER = ("Chen et al., Generalized and Efficient 2D Gaussian Splatting for Arbitrary-scale Super-Resolution, "
          "ICCV 2025 (arXiv 2501.06838). https://github.com/ChrisDud0257/GSASR")
 HF = "https://huggingface.co/mutou0308/GSASR/resolve/main/"
@@ -61,6 +61,16 @@ PRESETS = (
            weights=pair("GSASR_enhenced_ultra/SWIN_DIV2K", "1kVLkOs4KrXlXsPsh0oqvey2dvT6TxqH-", train="DIV2K")
            + pair("GSASR_enhenced_ultra/SWIN_DF2K", "1ql6dktVUlQFIoPSJkEuvvMPz9TlacMdy", train="DF2K"),
            description="enhanced model (RoPE, window 16), HF GSASR_enhenced_ultra/SWIN_DIV2K or SWIN_DF2K"),
+    Preset("gsasr.hatl-ultra", "hat", {"large": True, "rope": True, "embed_dim": 192, "squeeze_factor": 32,
+                                       "out_features": 64},
+           {"decoder": {**ENHANCED, "num_crossattn_blocks": 4, "num_crossattn_layers": 4, "num_selfattn_blocks": 8,
+                        "num_selfattn_layers": 6, "window_size": 16}, "amp": True}, multiple=16,
+           weights=tuple(WeightFile(f"{role}.pth", urls=(f"{HF}GSASR_enhenced_ultra/HATL_SA1B/{role}.pth",),
+                                    license="Apache-2.0", paper=PAPER,
+                                    extra={"role": role, "folder": "GSASR_enhenced_ultra/HATL_SA1B"})
+                         for role in ("encoder", "decoder")),
+           description="ultra model: HAT-L with RoPE (192 dims, 12 groups, window 16) trained on SA-1B, "
+                       "HF GSASR_enhenced_ultra/HATL_SA1B (denominator lcm(16, 16) = 16)"),
 )
 
 

@@ -20,7 +20,7 @@ from asr_bench.weightfiles import WeightFile
 from .net import IGConvSR
 
 SCALES = tuple(range(2, 13))
-ENCODERS = ("edsr-baseline", "edsr", "rdn", "swinir")
+ENCODERS = ("edsr-baseline", "edsr", "rdn", "swinir", "hat", "rcan", "plksr", "smfanet")
 PAPER = ("Lee, Yun, Ro. Implicit Grid Convolution for Multi-Scale Image Super-Resolution. "
          "arXiv:2408.09674, 2024. https://github.com/dslisleedh/IGConv")
 RELEASE = "https://github.com/dslisleedh/IGConv/releases/tag/v1.0.0"
@@ -55,6 +55,25 @@ def presets(method: str, plus: bool) -> tuple[Preset, ...]:
                weights=released("SwinIR/SwinIR_IGConvPlus_DIV2K.pth") if plus else (),
                description="SwinIR classical (180, 6x6, window 8), LR reflect-padded to 8; " + (
                    "official SwinIR_IGConvPlus_DIV2K.pth (params)" if plus else "no official checkpoint")),
+        Preset(f"{method}.hat", "hat", {}, geo, normalisation=DIV2K_CENTRED, multiple=16,
+               weights=released("HAT/HAT_IGPlus_DF2K_Finetuning.pth") if plus else (),
+               description="HAT (180, 6 groups x 6, window 16), LR reflect-padded to 16; " + (
+                   "official HAT_IGPlus_DF2K_Finetuning.pth (params_ema, ImageNet-pretrained)" if plus
+                   else "no official checkpoint (IGConv+ shapes without the skip)")),
+        Preset(f"{method}.rcan", "rcan", {}, {**geo, "head_key": "tail", "max_s": 8, "mean_convs": True},
+               checkpoint_keys=("params", "params_ema"),
+               weights=released("RCAN/RCAN_IGConvPlus_DIV2K_S8.pth") if plus else (),
+               description="RCAN (64, 10x20), trained on x2,3,4,8 (max_s 8), learnable mean-shift convs; " + (
+                   "official RCAN_IGConvPlus_DIV2K_S8.pth (params)" if plus
+                   else "no official checkpoint (IGConv+ shapes without the skip)")),
+        Preset(f"{method}.plksr", "plksr", {}, {**geo, "head_key": "to_rgb"},
+               weights=released("PLKSR/PLKSR_IGConvPlus_DF2K.pth") if plus else (),
+               description="PLKSR (64, 28 blocks, 17x17), raw [0,1] in/out; " + (
+                   "official PLKSR_IGConvPlus_DF2K.pth (params_ema)" if plus
+                   else "no official checkpoint (IGConv+ shapes without the skip)")),
+        Preset(f"{method}.smfanet", "smfanet", {}, {**geo, "head_key": "to_img"},
+               weights=released(f"SMFANet/SMFANet_{kind}_DF2K.pth"),
+               description=f"SMFANet+ (48, 12 blocks), raw [0,1] in/out; official SMFANet_{kind}_DF2K.pth (params_ema)"),
     )
 
 
@@ -79,8 +98,10 @@ def convert(model: IGConvSR, weights: Weights) -> dict:
         raise UserError("checkpoint has IGSample 'skip.*' keys: it is an IGConv+ checkpoint; use the method "
                         "'igconv-plus'." if has_skip else "checkpoint has no IGSample 'skip.*' keys: it is a plain "
                         "IGConv checkpoint; use the method 'igconv'.")
-    return model_state_from_official(model, sd, "igconv", {head: "upsample.", "skip.": "skip."}, encoder_prefix="",
-                                     what="IGConv checkpoint")
+    parts = {head: "upsample.", "skip.": "skip."}
+    if model.mean_convs:  # RCAN's learnable mean shifts keep their official names
+        parts.update({"sub_mean.": "sub_mean.", "add_mean.": "add_mean."})
+    return model_state_from_official(model, sd, "igconv", parts, encoder_prefix="", what="IGConv checkpoint")
 
 
 OPTIONS = {
