@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods._gsasr_decoder import Fea2GS, GSSelfAttn, roll_tokens, tokens_to_image
+from asr_bench.methods.gsasr.decoder import Fea2GS, GSSelfAttn, roll_tokens, tokens_to_image
 
 
 def roll_by_hand(x: torch.Tensor, hc: int, wc: int, side: int, shift: int) -> torch.Tensor:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import ALL, Config, MethodEntry
-from ..errors import MissingFile, UserError
+from ..errors import MissingFile, UnknownName, UserError
 from ..sizes import Scale, format_scale
 
 
