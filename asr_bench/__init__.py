@@ -4,6 +4,7 @@ Public API (everything else is internal)::
 
     import asr_bench as ab
     model = ab.build_model("liif", "edsr-baseline", checkpoint="edsr-baseline-liif.pth")
+    model = ab.build_model(preset="rt4ksr.x2", checkpoint="rt4ksr_x2.pth")   # presets: ab.all_presets()
     sr = model.upscale(lr, scale=3.5)
     ab.metrics.psnr(sr, hr, crop=4, y_channel=True)
     ab.data.imresize(img, scale=1 / 4)
@@ -19,7 +20,7 @@ import importlib
 from typing import Any
 
 from .errors import UnsupportedScale, UserError
-from .registry import build_model, list_methods
+from .registry import all_presets, build_model, get_preset, list_methods
 from .upsampler import Upsampler
 
 __version__ = "0.1.0"
@@ -36,7 +37,7 @@ _LAZY = {
     "Detection": ("asr_bench.detect", "Detection"),
 }
 
-__all__ = ["build_model", "list_methods", "Upsampler", "UserError", "UnsupportedScale", *_LAZY]
+__all__ = ["build_model", "list_methods", "all_presets", "get_preset", "Upsampler", "UserError", "UnsupportedScale", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

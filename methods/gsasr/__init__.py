@@ -109,6 +109,7 @@ METHODS = [
         presets=PRESETS,
         multiple=12,
         tiling="internal",
+        dtypes=("fp32", "bf16", "fp16"),   # run by tests/test_precision.py (the decoder's output is rendered in fp32)
         options={
             "dmax": Option("half-width of each Gaussian's box in NDC (official 0.1)"),
             "tile": Option("official tiled inference: LR tile side, a multiple of the denominator (e.g. 480)"),
