@@ -10,8 +10,8 @@
 | ntire    | MATLAB uint8                           | floor(s * lr)               | uint8 levels| RGB; 4                         |
 
 Premade LR files (the dataset's `LR_bicubic/X<s>` etc.) are used wherever they exist, for every protocol.
-SSIM is always BasicSR's, on the protocol's colour space (Y unless RGB) and border; LPIPS/DISTS on RGB [0,1]
-with the same border. Sources: research/gsasr.md section 7, liif.md section 5, metasr.md section 2.4,
+SSIM is always BasicSR's, on the protocol's colour space (Y unless RGB) and border; LPIPS/DISTS and piq's
+metrics (ms-ssim, fsim, vif, gmsd, haarpsi) on RGB [0,1] with the same border. Sources: research/gsasr.md section 7, liif.md section 5, metasr.md section 2.4,
 rt4ksr.md section 4.
 
 Choices where the official code is silent (written down here and tested):
@@ -36,7 +36,8 @@ from .data.fingerprint import image_sha256
 from .data.images import quantize, read_image, to_tensor, write_image
 from .data.imresize import imresize
 from .errors import UnknownName, UserError
-from .metrics import METRICS, WeightsMissing, dists, lpips, psnr, psnr_shave, ssim
+from .metrics import (METRICS, PIQ_METRICS, ImageTooSmall, PackageMissing, WeightsMissing, dists, lpips,
+                      piq_metric, psnr, psnr_shave, ssim)
 from .sizes import Scale, format_scale
 
 LR_RECIPES = ("basicsr-float", "matlab-uint8", "liif")
@@ -215,7 +216,7 @@ class Protocol:
         dataset: str = "",
         weights_dir: str | None = None,
     ) -> tuple[dict[str, float | None], dict[str, str]]:
-        """Per-image metric values (None + a note when a metric's weights are absent)."""
+        """Per-image metric values (None + a note when a metric's weights or optional package are absent)."""
         border, use_y = self.border(scale, dataset), self.colour_is_y(dataset)
         if sr.shape != hr.shape:
             raise UserError(f"output size {tuple(sr.shape[-2:])} differs from the target {tuple(hr.shape[-2:])}; "
@@ -232,6 +233,8 @@ class Protocol:
                 values[name] = self._metric(name, sr, hr, border, use_y, weights_dir)
             except WeightsMissing as missing:
                 values[name], notes[name] = None, f"n/a (weights missing: {missing.filename})"
+            except (PackageMissing, ImageTooSmall) as missing:
+                values[name], notes[name] = None, f"n/a ({missing})"
         return values, notes
 
     def _metric(self, name: str, sr: torch.Tensor, hr: torch.Tensor, border: int, use_y: bool,
@@ -245,6 +248,8 @@ class Protocol:
         sr_c, hr_c = _crop(sr, border), _crop(hr, border)
         if name == "lpips":
             return lpips(sr_c, hr_c, weights_dir)
+        if name in PIQ_METRICS:
+            return piq_metric(name, sr_c, hr_c)
         return dists(sr_c, hr_c, weights_dir)
 
 

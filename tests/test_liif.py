@@ -158,9 +158,18 @@ def test_output_equals_per_pixel_formula(encoder):
 @pytest.mark.parametrize("cell_decode", [True, False])
 def test_every_switch_combination_equals_per_pixel_formula(local_ensemble, feat_unfold, cell_decode):
     """The per-LR-pixel first layer holds with each official switch off (weights: the model's own, random)."""
+    check_against_per_pixel_formula((32, 16), local_ensemble=local_ensemble, feat_unfold=feat_unfold,
+                                    cell_decode=cell_decode)
+
+
+def test_a_single_linear_layer_mlp_equals_per_pixel_formula():
+    """hidden_list=(): the first layer is the output layer, so the split first layer alone gives the RGB."""
+    check_against_per_pixel_formula(())
+
+
+def check_against_per_pixel_formula(hidden_list, **switches):
     torch.manual_seed(4)
-    switches = dict(local_ensemble=local_ensemble, feat_unfold=feat_unfold, cell_decode=cell_decode)
-    model = ab.build_model("liif", "edsr-baseline", hidden_list=(32, 16), **switches)
+    model = ab.build_model("liif", "edsr-baseline", hidden_list=hidden_list, **switches)
     with torch.no_grad():
         for p in model.imnet.parameters():   # default init leaves the MLP nearly flat; spread it so terms matter
             p.normal_(0, 0.3)

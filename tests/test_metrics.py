@@ -83,7 +83,7 @@ def test_basicsr_y_is_the_bt601_luma_to_float32_precision():
 
 
 def test_metric_table():
-    assert list_metrics() == ["psnr", "ssim", "lpips", "dists"]
+    assert list_metrics() == ["psnr", "ssim", "lpips", "dists", "ms-ssim", "fsim", "vif", "gmsd", "haarpsi"]
     assert not METRICS["psnr"].lower_better and METRICS["lpips"].lower_better and METRICS["dists"].lower_better
     assert METRICS["lpips"].needs_weights and not METRICS["ssim"].needs_weights
     with pytest.raises(UnknownName, match="psnr"):

@@ -31,6 +31,11 @@ QUERY_CHUNK = 30000
 # ------------------------------------------------------------------------------------------------ LIIF
 
 
+def _buffer_view(buffer: torch.Tensor, batch: int, queries: int, width: int) -> torch.Tensor:
+    """The first batch*queries*width elements of a flat buffer as a contiguous (batch, queries, width) tensor."""
+    return buffer[:batch * queries * width].view(batch, queries, width)
+
+
 class LIIF(Upsampler):
     """encoder -> LIIF decoder, with the preset's normalisation (officially (x - 0.5) / 0.5, undone after)."""
 
@@ -76,10 +81,15 @@ class LIIF(Upsampler):
                    for row_index, col_index, rel_rows, rel_cols in self._shifts(rows, cols, h, w)]
         n = height * width
         chunk = self.query_chunk or n
+        widest = max([projected.shape[2]] + [layer.out_features for layer in self.imnet.layers[1:-1]
+                                              if isinstance(layer, nn.Linear)])
+        # three flat buffers reused by every chunk and member: no per-chunk allocations of the wide activations
+        buffers = [feat.new_empty(batch * min(chunk, n) * widest) for _ in range(3)]
         out = feat.new_empty(batch, n, 3)
         for start in range(0, n, chunk):
             index = torch.arange(start, min(start + chunk, n), device=feat.device)
-            out[:, start:start + index.numel()] = self._query(projected, members, index // width, index % width, w)
+            out[:, start:start + index.numel()] = self._query(projected, members, index // width, index % width, w,
+                                                              buffers)
         return out.view(batch, height, width, 3).permute(0, 3, 1, 2).contiguous()
 
     def _project_features(self, feat: torch.Tensor, rel_cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,21 +138,23 @@ class LIIF(Upsampler):
             members.append((row_index, col_index, rel_rows, rel_cols))
         return members
 
-    def _query(self, projected: torch.Tensor, members: list, row: torch.Tensor, col: torch.Tensor,
-               w: int) -> torch.Tensor:
+    def _query(self, projected: torch.Tensor, members: list, row: torch.Tensor, col: torch.Tensor, w: int,
+               buffers: list[torch.Tensor]) -> torch.Tensor:
         """The official query_rgb for the pixels (row, col): four predictions blended by opposite areas.
 
         Per member, the first layer's output is the gathered per-LR-pixel projection plus the row and column
-        coordinate terms; the remaining layers run per query, ReLUs in place.
+        coordinate terms; the remaining layers run per query in the shared buffers, ReLUs in place.
         """
+        batch, queries, width = projected.shape[0], row.numel(), projected.shape[2]
         preds, areas = [], []
         for row_index, col_index, rel_rows, rel_cols, row_term, col_term in members:
-            hidden = projected.index_select(1, row_index[row] * w + col_index[col])      # (B, Q, hidden)
-            hidden += row_term[row]
-            hidden += col_term[col]
-            preds.append(self._rest_of_mlp(hidden))
-            rel_y, rel_x = rel_rows[row], rel_cols[col]
-            areas.append(torch.abs(rel_y * rel_x).unsqueeze(0) + 1e-9)
+            hidden = _buffer_view(buffers[0], batch, queries, width)
+            torch.index_select(projected, 1, row_index[row] * w + col_index[col], out=hidden)
+            term = _buffer_view(buffers[2], 1, queries, width)[0]
+            hidden += torch.index_select(row_term, 0, row, out=term)
+            hidden += torch.index_select(col_term, 0, col, out=term)
+            preds.append(self._rest_of_mlp(hidden, buffers))
+            areas.append(torch.abs(rel_rows[row] * rel_cols[col]).unsqueeze(0) + 1e-9)
         tot_area = torch.stack(areas).sum(dim=0)
         if self.local_ensemble:
             areas = [areas[3], areas[2], areas[1], areas[0]]
@@ -151,10 +163,23 @@ class LIIF(Upsampler):
             ret = ret + pred * (area / tot_area).unsqueeze(-1).to(pred.dtype)
         return ret
 
-    def _rest_of_mlp(self, x: torch.Tensor) -> torch.Tensor:
-        """The MLP after its first Linear, on (B, Q, hidden) pre-activations; ReLUs in place to save a copy."""
-        for layer in self.imnet.layers[1:]:
-            x = x.relu_() if isinstance(layer, nn.ReLU) else layer(x)
+    def _rest_of_mlp(self, x: torch.Tensor, buffers: list[torch.Tensor]) -> torch.Tensor:
+        """The MLP after its first Linear on (B, Q, hidden) pre-activations held in buffers[0]; hidden layers
+        write into buffers[0]/[1] alternately (ReLUs in place), the narrow output layer gets a fresh tensor."""
+        layers = list(self.imnet.layers[1:])
+        if not layers:   # hidden_list=(): the first layer was the output; the buffer is reused by the next member
+            return x.clone()
+        current = 0
+        for position, layer in enumerate(layers):
+            if isinstance(layer, nn.ReLU):
+                x = x.relu_()
+            elif position == len(layers) - 1:
+                x = layer(x)
+            else:
+                current = 1 - current
+                out = _buffer_view(buffers[current], x.shape[0], x.shape[1], layer.out_features)
+                torch.addmm(layer.bias, x.view(-1, x.shape[-1]), layer.weight.t(), out=out.view(-1, out.shape[-1]))
+                x = out
         return x
 
     # ------------------------------------------------------------------------------------- checkpoints
