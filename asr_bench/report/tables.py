@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from ..results.csv_views import csv_text
 from ..results.schema import CaseRecord
 from .model import (
-    MISSING, AccuracyTable, Cell, CostRow, accuracy_tables, column_chunks, cost_only_summary, dataset_title, decimals,
-    delta_places, fmt, fmt_delta, fmt_rate, footnote_mark, lower_better, metric_sort_key, metric_title, na_text,
+    MISSING, AccuracyTable, Cell, CostRow, column_chunks, cost_only_summary, dataset_title, decimals,
+    delta_places, fmt, fmt_delta, fmt_rate, footnote_mark, lower_better, metric_sort_key, metric_title,
     ordered_unique, scale_title, unsupported_summary,
 )
 
