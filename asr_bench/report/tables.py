@@ -467,8 +467,8 @@ def summary_table(cases: Sequence[CaseRecord], width: int = SUMMARY_WIDTH) -> st
     if hidden:
         reasons = ordered_unique(n for c in cases if c.status == "ok" for m in metrics if m not in shown
                                  for n in [c.notes.get(m, "")] if n)
-        out.append(clip(f"not shown (n/a for every case): {', '.join(hidden)}"
-                        + (f" — {reasons[0]}" if len(reasons) == 1 else ""), width))
+        text = f"not shown (n/a for every case): {', '.join(hidden)}" + (f" — {'; '.join(reasons)}" if reasons else "")
+        out.append(text if len(text) <= width else _wrap(text, width))
     out += [clip(f"error in {c.label} {c.dataset} x{c.scale}: {c.error}", width) for c in cases if c.status == "error"]
     for extra in (cost_only_summary(cases), unsupported_summary(cases)):
         if extra:
