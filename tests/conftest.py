@@ -30,3 +30,9 @@ def liif_checkpoint() -> Path:
 @pytest.fixture
 def rt4ksr_weights() -> Path:
     return shared_path("weights", "rt4ksr")
+
+
+@pytest.fixture
+def png_only_plots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Render plots as PNG only (PDF and SVG triple the time of a report): for tests that do not look at them."""
+    monkeypatch.setattr("asr_bench.report.plots.FORMATS", ("png",))

@@ -91,6 +91,10 @@ def test_a_first_compile_is_announced_and_a_cached_one_is_not(monkeypatch, tmp_p
     monkeypatch.setattr(cpp, "load", lambda **kwargs: "module")
     assert build._compile("rasterize", "cpp") == "module"
     assert "compiling the C++ rasterize backend (once, about a minute" in capsys.readouterr().err
-    (ext.build_dir / f"{ext.name}.so").write_text("")  # now cached
+    (ext.build_dir / f"{ext.name}.so").write_text("")  # cached, but built from another checkout's sources:
+    (ext.build_dir / "build.ninja").write_text("build cpu.o: compile /elsewhere/csrc/rasterize/cpu.cpp\n")
+    build._compile("rasterize", "cpp")  # ninja will rebuild: say so
+    assert "compiling the C++ rasterize backend" in capsys.readouterr().err
+    (ext.build_dir / "build.ninja").write_text(f"build cpu.o: compile {source}\n")  # cached from these sources
     build._compile("rasterize", "cpp")
     assert "compiling" not in capsys.readouterr().err

@@ -81,7 +81,7 @@ def test_bicubic_without_encoder_matches_an_empty_or_none_encoder(tmp_path: Path
         assert match.row.value == published
 
 
-def test_render_writes_the_comparison_table_with_deltas(tmp_path: Path) -> None:
+def test_render_writes_the_comparison_table_with_deltas(tmp_path: Path, png_only_plots: None) -> None:
     cases = make_run(tmp_path / "run", visuals=False)
     folder = _write(tmp_path, "liif,edsr-baseline,set5,2,gsasr,psnr,38.17,LIIF paper\n"
                               "gsasr,edsr,urban100,4,gsasr,psnr,27.01,GSASR README\n"      # errored case: no match

@@ -171,7 +171,7 @@ def test_visual_rows_are_nearest_neighbour_zooms_of_the_stored_crops_in_method_o
     assert f"PSNR {liif.metrics['psnr']:.2f} / SSIM {liif.metrics['ssim']:.4f}" in html
 
 
-def test_text_from_the_store_is_escaped(tmp_path: Path) -> None:
+def test_text_from_the_store_is_escaped(tmp_path: Path, png_only_plots: None) -> None:
     cases = make_cases()
     cases[0].label = "<script>alert(1)</script>"
     cases[0].case_id = cases[0].label + "|set5|2"
@@ -180,7 +180,7 @@ def test_text_from_the_store_is_escaped(tmp_path: Path) -> None:
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
-def test_a_run_without_run_json_or_visuals_still_renders(tmp_path: Path) -> None:
+def test_a_run_without_run_json_or_visuals_still_renders(tmp_path: Path, png_only_plots: None) -> None:
     make_run(tmp_path / "run", visuals=False)
     (tmp_path / "run" / "run.json").unlink()
     html = render_report(tmp_path / "run")["report.html"].read_text()

@@ -40,7 +40,7 @@ def test_the_pareto_front_is_every_point_no_other_point_beats():
     assert pareto_front(points) == sorted(set(points) - dominated)
 
 
-def test_provenance_and_timing_spread_are_shown_when_the_records_have_them(tmp_path: Path):
+def test_provenance_and_timing_spread_are_shown_when_the_records_have_them(tmp_path: Path, png_only_plots: None):
     cases = make_cases()
     for case in cases:
         if case.status in ("ok", "no-weights") and case.time_ms is not None:
@@ -61,7 +61,7 @@ def test_provenance_and_timing_spread_are_shown_when_the_records_have_them(tmp_p
     assert stored["provenance"]["dataset_fingerprint"] == "fp-set5"  # the record field round-trips
 
 
-def test_records_without_provenance_or_spread_render_without_those_parts(tmp_path: Path):
+def test_records_without_provenance_or_spread_render_without_those_parts(tmp_path: Path, png_only_plots: None):
     make_run(tmp_path / "run", visuals=False)
     html = render_report(tmp_path / "run")["report.html"].read_text()
     assert "Provenance per case" not in html and 'class="spread"' not in html

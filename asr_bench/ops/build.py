@@ -185,6 +185,18 @@ def _default_compile_notice(op: str, backend: str) -> None:
 compile_notice: Callable[[str, str], None] = _default_compile_notice
 
 
+def will_compile(ext: Extension) -> bool:
+    """Whether loading `ext` will run the compiler: nothing cached, or the cache was built from another checkout's
+    sources (the build dir is shared, keyed by source content; ninja rebuilds when the source paths differ)."""
+    if not ext.is_cached:
+        return True
+    ninja = ext.build_dir / "build.ninja"
+    if not ninja.exists():
+        return True
+    text = ninja.read_text(encoding="utf-8", errors="replace")
+    return not all(str(source) in text for source in ext.sources)
+
+
 def _compile(op: str, backend: str) -> ModuleType:
     ext = extension(op, backend)
     if ext is None:
@@ -196,7 +208,7 @@ def _compile(op: str, backend: str) -> ModuleType:
         raise ExtensionUnavailable(f"cannot build the {backend} backend of '{op}': {reason}; use backend='torch'.")
     from torch.utils.cpp_extension import load
 
-    if not ext.is_cached:
+    if will_compile(ext):
         compile_notice(op, backend)
     ext.build_dir.mkdir(parents=True, exist_ok=True)
     include = [str(CSRC / op), str(CSRC)]  # csrc/ so that "common/<name>.h" resolves

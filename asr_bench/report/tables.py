@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from ..results.csv_views import csv_text
 from ..results.schema import CaseRecord
 from .model import (
-    MISSING, AccuracyTable, Cell, CostRow, accuracy_tables, column_chunks, cost_only_summary, dataset_title, decimals,
-    delta_places, fmt, fmt_delta, fmt_rate, footnote_mark, lower_better, metric_sort_key, metric_title, na_text,
+    MISSING, AccuracyTable, Cell, CostRow, column_chunks, cost_only_summary, dataset_title, decimals,
+    delta_places, fmt, fmt_delta, fmt_rate, footnote_mark, lower_better, metric_sort_key, metric_title,
     ordered_unique, scale_title, unsupported_summary,
 )
 
@@ -467,8 +467,8 @@ def summary_table(cases: Sequence[CaseRecord], width: int = SUMMARY_WIDTH) -> st
     if hidden:
         reasons = ordered_unique(n for c in cases if c.status == "ok" for m in metrics if m not in shown
                                  for n in [c.notes.get(m, "")] if n)
-        out.append(clip(f"not shown (n/a for every case): {', '.join(hidden)}"
-                        + (f" — {reasons[0]}" if len(reasons) == 1 else ""), width))
+        text = f"not shown (n/a for every case): {', '.join(hidden)}" + (f" — {'; '.join(reasons)}" if reasons else "")
+        out.append(text if len(text) <= width else _wrap(text, width))
     out += [clip(f"error in {c.label} {c.dataset} x{c.scale}: {c.error}", width) for c in cases if c.status == "error"]
     for extra in (cost_only_summary(cases), unsupported_summary(cases)):
         if extra:
