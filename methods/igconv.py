@@ -27,7 +27,7 @@ from asr_bench.upsampler import Upsampler
 from ._igconv_parts import IGConvHead, IGSampleSkip
 
 SCALES = tuple(range(2, 13))
-ENCODERS = ("edsr-baseline", "edsr", "rdn", "swinir")
+ENCODERS = ("edsr-baseline", "edsr", "rdn", "swinir", "srformer")
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 CITATION = ("Lee, Yun, Ro. Implicit Grid Convolution for Multi-Scale Image Super-Resolution. "
             "arXiv:2408.09674, 2024. https://github.com/dslisleedh/IGConv")
@@ -148,6 +148,11 @@ _SWINIR = {"normalise": True, "img_range": 1.0, "head_key": "upsample", "pad_mul
 _SWINIR_ENCODER = {"img_size": 48, "window_size": 8, "embed_dim": 180, "depths": (6,) * 6,
                    "num_heads": (6,) * 6, "mlp_ratio": 2.0}
 
+_SRFORMER = {"normalise": True, "img_range": 1.0, "head_key": "upsample", "pad_multiple": 22,
+             "param_keys": ("params", "params_ema")}
+_SRFORMER_ENCODER = {"img_size": 64, "window_size": 22, "embed_dim": 180, "depths": (6,) * 6,
+                     "num_heads": (6,) * 6, "mlp_ratio": 2.0}
+
 
 def _presets(method: str, plus: bool) -> dict[str, Preset]:
     geo = {"geo_ensemble": plus}
@@ -161,6 +166,8 @@ def _presets(method: str, plus: bool) -> dict[str, Preset]:
         ("swinir", _SWINIR_ENCODER, _SWINIR, "SwinIR classical (180, 6x6, window 8), LR reflect-padded to 8; "
          "official SwinIR/SwinIR_IGConvPlus_DIV2K.pth (params)" if plus
          else "SwinIR classical; no official checkpoint (derived shapes)"),
+        ("srformer", _SRFORMER_ENCODER, _SRFORMER, "SRFormer (180, 6x6, window 22) trained on DF2K, LR reflect-padded "
+         f"to 22; official SRFormer/SRFormer_{'IGConvPlus' if plus else 'IGConv'}_DF2K.pth (params)"),
     ]
     return {f"{method}.{enc}": Preset(f"{method}.{enc}", enc, dict(enc_kw), {**method_kw, **geo}, text)
             for enc, enc_kw, method_kw, text in rows}

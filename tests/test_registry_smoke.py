@@ -67,3 +67,28 @@ def test_readme_plugin_example_runs_as_written(tmp_path, monkeypatch):
     assert ab.build_model("nearest-feat", checkpoint=sd).weights_loaded
     with pytest.raises(ab.UserError, match="missing"):
         ab.build_model("nearest-feat", checkpoint={k: v for k, v in list(sd.items())[1:]})
+
+
+# Encoders added for the released IGConv families; their presets run on a tiny build of the same encoder (the
+# preset's method options unchanged), so every preset is exercised without building 10-20 M parameter models.
+TINY_ENCODERS = {
+    "srformer": dict(img_size=8, window_size=4, embed_dim=16, depths=(2,), num_heads=(2,)),
+}
+PRESETS = [(m, p) for m in ab.list_methods() for p, preset in get_method(m).presets.items()
+           if preset.encoder in TINY_ENCODERS]
+
+
+@pytest.mark.parametrize("method,preset", PRESETS, ids=[p for _, p in PRESETS])
+def test_every_encoder_family_preset_runs_on_a_tiny_build(method, preset):
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    spec = get_method(method)
+    tiny = replace(spec.presets[preset], encoder_kwargs=TINY_ENCODERS[spec.presets[preset].encoder])
+    model = spec.builder(encoder=tiny.encoder, checkpoint=None, preset=tiny).eval()
+    lr = torch.rand(1, 3, 12, 14)
+    s = int(min(spec.scales))
+    out = model.upscale(lr, scale=s)
+    assert tuple(out.shape) == (1, 3, 12 * s, 14 * s) and torch.isfinite(out).all()
+    with pytest.raises(UnsupportedScale, match=f"x{s}"):
+        model.upscale(lr, scale=s + 0.5)

@@ -8,7 +8,9 @@ feat = enc(x)                                            # (B, enc.out_channels,
 ```
 
 Names: `edsr-baseline` (64 ch, 16 blocks), `edsr` (256 ch, 32 blocks, res_scale 0.1), `rdn` (config B: D16 C8
-G64; `config="A"`), `swinir` (classical: 180 dims, 6x6 blocks, window 8; `out_features=64` for GSASR's head).
+G64; `config="A"`), `swinir` (classical: 180 dims, 6x6 blocks, window 8; `out_features=64` for GSASR's head),
+`srformer` (180 dims, 6x6 permuted-attention blocks, window 22). `encoder_capabilities(name)` gives the dtypes,
+padding multiple and tiling advice that tests/test_encoder_capabilities.py checks.
 Design: each module uses one canonical naming (BasicSR's for EDSR, the shared RDN names, the official SwinIR
 names) and `keymaps.py` maps it to each checkpoint naming ("scheme"): see `schemes_for(encoder)`.
 No encoder normalises its input: normalisation belongs to the method's preset.
@@ -22,6 +24,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import UnknownName, UserError
+from .capabilities import DEFAULT, Capabilities
 from .edsr import EDSR
 from .edsr import edsr as _edsr
 from .edsr import edsr_baseline as _edsr_baseline
@@ -29,6 +32,8 @@ from .keymaps import (encoder_keys, export_encoder_state, load_encoder_state, sc
                       split_encoder_state)
 from .rdn import RDN
 from .rdn import rdn as _rdn
+from .srformer import SRFormer
+from .srformer import srformer as _srformer
 from .swinir import SwinIR
 from .swinir import swinir as _swinir
 
@@ -38,6 +43,7 @@ class EncoderSpec:
     name: str
     builder: Callable[..., nn.Module]
     description: str
+    capabilities: Capabilities = DEFAULT
 
 
 _ENCODERS = {
@@ -47,6 +53,10 @@ _ENCODERS = {
         EncoderSpec("edsr", _edsr, "EDSR, 256 ch, 32 res blocks, res_scale 0.1 (38 M params)"),
         EncoderSpec("rdn", _rdn, "RDN config B (D16 C8 G64, 22 M params); config='A' for D20 C6 G32"),
         EncoderSpec("swinir", _swinir, "SwinIR classical body, 180 dims, 6x6 Swin blocks, window 8 (11.5 M)"),
+        EncoderSpec("srformer", _srformer, "SRFormer, 180 dims, 6x6 permuted-attention blocks, window 22 (10.4 M)",
+                    Capabilities(("float32", "float64", "float16", "bfloat16"), 22,
+                                 "attention memory grows with the window (22x22 queries x 11x11 keys per head); "
+                                 "tile by multiples of 22 LR pixels with a 22-pixel overlap")),
     )
 }
 
@@ -66,6 +76,11 @@ def _spec(name: str) -> EncoderSpec:
     return _ENCODERS[name]
 
 
+def encoder_capabilities(name: str) -> Capabilities:
+    """The dtypes, padding multiple and tiling advice of a registered encoder (tested per encoder)."""
+    return _spec(name).capabilities
+
+
 def build_encoder(name: str, **kwargs: Any) -> nn.Module:
     """A freshly initialised encoder; the module has `.out_channels` and returns LR-resolution features."""
     spec = _spec(name)
@@ -77,6 +92,6 @@ def build_encoder(name: str, **kwargs: Any) -> nn.Module:
 
 
 __all__ = [
-    "EDSR", "RDN", "SwinIR", "build_encoder", "list_encoders", "encoder_description", "load_encoder_state",
+    "EDSR", "RDN", "SRFormer", "SwinIR", "Capabilities", "build_encoder", "encoder_capabilities", "list_encoders", "encoder_description", "load_encoder_state",
     "encoder_keys", "export_encoder_state", "schemes_for", "split_encoder_state",
 ]

@@ -14,6 +14,8 @@ Schemes:
   belong to the Meta-SR method, not to the encoder.
 - SwinIR: `swinir` = `basicsr` = `igconv` = `gsasr` (official names, including the persistent
   `relative_position_index` and `attn_mask` buffers; `conv_before_upsample.0` when built with `out_features`).
+- SRFormer: `srformer` = `igconv` (official names, with the `aligned_relative_position_index` and `attn_mask`
+  buffers).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from ..checkpoints import load_strict
 from ..errors import UnknownName, UserError
 from .edsr import EDSR
 from .rdn import RDN
+from .srformer import SRFormer
 from .swinir import SwinIR
 
 MEAN_RGB = (0.4488, 0.4371, 0.4040)  # DIV2K mean used by EDSR's MeanShift (rgb_range 1)
@@ -72,6 +75,7 @@ _SCHEMES: dict[type, dict[str, Scheme]] = {
     },
     RDN: {name: (_identity, _no_extras, False) for name in ("liif", "metasr", "basicsr", "igconv", "gsasr")},
     SwinIR: {name: (_identity, _no_extras, False) for name in ("swinir", "basicsr", "igconv", "gsasr")},
+    SRFormer: {name: (_identity, _no_extras, False) for name in ("srformer", "igconv")},
 }
 
 
@@ -84,7 +88,7 @@ def _scheme_table(encoder: nn.Module) -> dict[str, Scheme]:
     for cls, table in _SCHEMES.items():
         if isinstance(encoder, cls):
             return table
-    raise UserError(f"{type(encoder).__name__} is not one of our encoders (EDSR, RDN, SwinIR); "
+    raise UserError(f"{type(encoder).__name__} is not one of our encoders ({', '.join(c.__name__ for c in _SCHEMES)}); "
                     "build it with asr_bench.encoders.build_encoder.")
 
 

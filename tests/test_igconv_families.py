@@ -1,0 +1,81 @@
+"""The IGConv encoder families' paper configs name only registered things, and results/published/igconv.csv
+holds each family's table exactly as research/igconv.md §7 prints it."""
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+from test_igconv import PUBLISHED, research_file
+
+from asr_bench.config import load_config
+from asr_bench.data.catalogue import list_datasets
+from asr_bench.registry import get_method
+
+REPO = Path(__file__).resolve().parent.parent
+DATASETS = ["set5", "set14", "b100", "urban100", "manga109"]
+# family -> (paper config, encoder in the CSV, dossier section, row label in that section)
+FAMILIES = {
+    "srformer": ("igconv_srformer", "srformer", "### 7.4", "SRFormer"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_paper_config_names_only_known_things(family):
+    config = load_config(REPO / "configs" / "paper" / f"{FAMILIES[family][0]}.yml")
+    assert config.protocol.name == "gsasr" and set(config.datasets) <= set(list_datasets())
+    assert {e.method for e in config.methods} == {"igconv", "igconv-plus"}
+    for entry in config.methods:
+        spec = get_method(entry.method)
+        assert entry.encoder in spec.encoders
+        assert spec.preset_for(entry.encoder, entry.preset).encoder == entry.encoder
+
+
+def _dossier_rows(section: str, label: str) -> dict:
+    """(method, dataset, scale, metric) -> value from a §7 table with IGConv and IGConv+ cells per scale."""
+    text = research_file("igconv.md").read_text().split(section)[1].split("\n### ")[0]
+    expected = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if section == "### 7.4":  # | enc | ×s | IGConv | IGConv+ |
+            if len(cells) != 4 or cells[0] != label:
+                continue
+            cells = cells[1:]
+        m = re.fullmatch(r"×(\d)", cells[0]) if cells else None
+        if not m or len(cells) != 3:
+            continue
+        for method, cell in zip(("igconv", "igconv-plus"), cells[1:]):
+            for ds, pair in zip(DATASETS, cell.split(",")):
+                psnr, ssim = pair.strip().split("/")
+                expected[(method, ds, m.group(1), "psnr")] = float(psnr)
+                expected[(method, ds, m.group(1), "ssim")] = float(ssim)
+    return expected
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_published_rows_equal_the_dossier_table(family):
+    _, encoder, section, label = FAMILIES[family]
+    expected = _dossier_rows(section, label)
+    assert len(expected) == 60
+    with PUBLISHED.open() as f:
+        got = {(r["method"], r["dataset"], r["scale"], r["metric"]): float(r["value"])
+               for r in csv.DictReader(f) if r["encoder"] == encoder}
+    assert got == expected
+
+
+# Per released test YAML (dslisleedh/IGConv options/test/*): preset -> (geo_ensemble, LR pad multiple of the test
+# model, first checkpoint key tried, max_s).
+OFFICIAL_OPTIONS = {
+    "igconv.srformer": (False, 22, "params", 4),
+    "igconv-plus.srformer": (True, 22, "params", 4),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(OFFICIAL_OPTIONS))
+def test_presets_carry_the_official_test_options(preset):
+    method = preset.split(".")[0]
+    geo, pad, key, max_s = OFFICIAL_OPTIONS[preset]
+    kwargs = get_method(method).presets[preset].method_kwargs
+    assert kwargs["geo_ensemble"] is geo and kwargs.get("pad_multiple", 1) == pad
+    assert kwargs["param_keys"][0] == key and kwargs.get("max_s", 4) == max_s and kwargs["normalise"]
