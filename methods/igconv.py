@@ -27,7 +27,7 @@ from asr_bench.upsampler import Upsampler
 from ._igconv_parts import IGConvHead, IGSampleSkip
 
 SCALES = tuple(range(2, 13))
-ENCODERS = ("edsr-baseline", "edsr", "rdn", "swinir", "srformer")
+ENCODERS = ("edsr-baseline", "edsr", "rdn", "swinir", "srformer", "atd")
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 CITATION = ("Lee, Yun, Ro. Implicit Grid Convolution for Multi-Scale Image Super-Resolution. "
             "arXiv:2408.09674, 2024. https://github.com/dslisleedh/IGConv")
@@ -152,6 +152,11 @@ _SRFORMER = {"normalise": True, "img_range": 1.0, "head_key": "upsample", "pad_m
              "param_keys": ("params", "params_ema")}
 _SRFORMER_ENCODER = {"img_size": 64, "window_size": 22, "embed_dim": 180, "depths": (6,) * 6,
                      "num_heads": (6,) * 6, "mlp_ratio": 2.0}
+_ATD = {"normalise": True, "img_range": 1.0, "head_key": "upsample", "pad_multiple": 16,
+        "param_keys": ("params_ema", "params")}
+_ATD_ENCODER = {"img_size": 96, "window_size": 16, "embed_dim": 210, "depths": (6,) * 6, "num_heads": (6,) * 6,
+                "category_size": 256, "num_tokens": 128, "reducted_dim": 20, "convffn_kernel_size": 5,
+                "mlp_ratio": 2.0}
 
 
 def _presets(method: str, plus: bool) -> dict[str, Preset]:
@@ -168,6 +173,10 @@ def _presets(method: str, plus: bool) -> dict[str, Preset]:
          else "SwinIR classical; no official checkpoint (derived shapes)"),
         ("srformer", _SRFORMER_ENCODER, _SRFORMER, "SRFormer (180, 6x6, window 22) trained on DF2K, LR reflect-padded "
          f"to 22; official SRFormer/SRFormer_{'IGConvPlus' if plus else 'IGConv'}_DF2K.pth (params)"),
+        ("atd", _ATD_ENCODER, _ATD, "ATD (210, 6x6, window 16) trained on DF2K, large-patch fine-tuned, LR "
+         "reflect-padded to 16; official ATD/ATD_IGPlus_DF2K_LargePatch_Finetuning.pth (params_ema)" if plus
+         else "ATD (210, 6x6, window 16); no official checkpoint (NOTRELEASED: the released encoder with plain "
+         "IGConv, class-default head)"),
     ]
     return {f"{method}.{enc}": Preset(f"{method}.{enc}", enc, dict(enc_kw), {**method_kw, **geo}, text)
             for enc, enc_kw, method_kw, text in rows}

@@ -10,6 +10,8 @@ from asr_bench.encoders import build_encoder, encoder_capabilities, list_encoder
 # Tiny configurations of the encoders whose flags are not the defaults (same code paths as the full ones).
 TINY = {
     "srformer": dict(img_size=8, window_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4)),
+    "atd": dict(window_size=4, embed_dim=12, depths=(2, 2), num_heads=(2, 3), category_size=16, num_tokens=5,
+                reducted_dim=4),
 }
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5, "bfloat16": 5e-2, "float16": 1e-2}  # of max |float64 output|
 

@@ -73,6 +73,8 @@ def test_readme_plugin_example_runs_as_written(tmp_path, monkeypatch):
 # preset's method options unchanged), so every preset is exercised without building 10-20 M parameter models.
 TINY_ENCODERS = {
     "srformer": dict(img_size=8, window_size=4, embed_dim=16, depths=(2,), num_heads=(2,)),
+    "atd": dict(window_size=4, embed_dim=12, depths=(2,), num_heads=(2,), category_size=16, num_tokens=5,
+                reducted_dim=4),
 }
 PRESETS = [(m, p) for m in ab.list_methods() for p, preset in get_method(m).presets.items()
            if preset.encoder in TINY_ENCODERS]

@@ -9,7 +9,7 @@ feat = enc(x)                                            # (B, enc.out_channels,
 
 Names: `edsr-baseline` (64 ch, 16 blocks), `edsr` (256 ch, 32 blocks, res_scale 0.1), `rdn` (config B: D16 C8
 G64; `config="A"`), `swinir` (classical: 180 dims, 6x6 blocks, window 8; `out_features=64` for GSASR's head),
-`srformer` (180 dims, 6x6 permuted-attention blocks, window 22). `encoder_capabilities(name)` gives the dtypes,
+`srformer` (180 dims, 6x6 permuted-attention blocks, window 22), `atd` (210 dims, 6x6 layers, window 16). `encoder_capabilities(name)` gives the dtypes,
 padding multiple and tiling advice that tests/test_encoder_capabilities.py checks.
 Design: each module uses one canonical naming (BasicSR's for EDSR, the shared RDN names, the official SwinIR
 names) and `keymaps.py` maps it to each checkpoint naming ("scheme"): see `schemes_for(encoder)`.
@@ -24,6 +24,8 @@ from typing import Any
 from torch import nn
 
 from ..errors import UnknownName, UserError
+from .atd import ATD
+from .atd import atd as _atd
 from .capabilities import DEFAULT, Capabilities
 from .edsr import EDSR
 from .edsr import edsr as _edsr
@@ -46,6 +48,9 @@ class EncoderSpec:
     capabilities: Capabilities = DEFAULT
 
 
+ATD_TILING = ("category attention mixes tokens across the whole input (groups of 256 after a global sort), so "
+              "tiles change the output; its memory is linear in the pixels, tile only beyond ~512x512 LR, by "
+              "multiples of 16")
 _ENCODERS = {
     spec.name: spec
     for spec in (
@@ -57,6 +62,8 @@ _ENCODERS = {
                     Capabilities(("float32", "float64", "float16", "bfloat16"), 22,
                                  "attention memory grows with the window (22x22 queries x 11x11 keys per head); "
                                  "tile by multiples of 22 LR pixels with a 22-pixel overlap")),
+        EncoderSpec("atd", _atd, "ATD, 210 dims, 6x6 layers (window 16 + token-dictionary + category attention, "
+                    "20 M)", Capabilities(("float32", "float64"), 16, ATD_TILING)),
     )
 }
 
@@ -92,6 +99,6 @@ def build_encoder(name: str, **kwargs: Any) -> nn.Module:
 
 
 __all__ = [
-    "EDSR", "RDN", "SRFormer", "SwinIR", "Capabilities", "build_encoder", "encoder_capabilities", "list_encoders", "encoder_description", "load_encoder_state",
+    "ATD", "EDSR", "RDN", "SRFormer", "SwinIR", "Capabilities", "build_encoder", "encoder_capabilities", "list_encoders", "encoder_description", "load_encoder_state",
     "encoder_keys", "export_encoder_state", "schemes_for", "split_encoder_state",
 ]

@@ -16,6 +16,7 @@ Schemes:
   `relative_position_index` and `attn_mask` buffers; `conv_before_upsample.0` when built with `out_features`).
 - SRFormer: `srformer` = `igconv` (official names, with the `aligned_relative_position_index` and `attn_mask`
   buffers).
+- ATD: `atd` = `igconv` (official names; the one buffer is the top-level `relative_position_index_SA`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from torch import nn
 
 from ..checkpoints import load_strict
 from ..errors import UnknownName, UserError
+from .atd import ATD
 from .edsr import EDSR
 from .rdn import RDN
 from .srformer import SRFormer
@@ -76,6 +78,7 @@ _SCHEMES: dict[type, dict[str, Scheme]] = {
     RDN: {name: (_identity, _no_extras, False) for name in ("liif", "metasr", "basicsr", "igconv", "gsasr")},
     SwinIR: {name: (_identity, _no_extras, False) for name in ("swinir", "basicsr", "igconv", "gsasr")},
     SRFormer: {name: (_identity, _no_extras, False) for name in ("srformer", "igconv")},
+    ATD: {name: (_identity, _no_extras, False) for name in ("atd", "igconv")},
 }
 
 

@@ -87,13 +87,13 @@ class PermutedAttention(nn.Module):
 
 
 class ConvFFN(nn.Module):
-    """fc1 -> GELU -> x + GELU(depthwise 5x5 conv of x on the image) -> fc2."""
+    """fc1 -> GELU -> x + GELU(depthwise k x k conv of x on the image) -> fc2 (SRFormer and ATD; k = 5)."""
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, kernel_size: int = 5) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
-        self.dwconv = _DepthwiseConv(hidden)
+        self.dwconv = _DepthwiseConv(hidden, kernel_size)
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -102,9 +102,10 @@ class ConvFFN(nn.Module):
 
 
 class _DepthwiseConv(nn.Module):
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, kernel_size: int) -> None:
         super().__init__()
-        self.depthwise_conv = nn.Sequential(nn.Conv2d(channels, channels, 5, 1, 2, groups=channels), nn.GELU())
+        self.depthwise_conv = nn.Sequential(
+            nn.Conv2d(channels, channels, kernel_size, 1, (kernel_size - 1) // 2, groups=channels), nn.GELU())
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         b, _, c = x.shape
