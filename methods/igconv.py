@@ -27,7 +27,7 @@ from asr_bench.upsampler import Upsampler
 from ._igconv_parts import IGConvHead, IGSampleSkip
 
 SCALES = tuple(range(2, 13))
-ENCODERS = ("edsr-baseline", "edsr", "rdn", "swinir", "srformer", "atd")
+ENCODERS = ("edsr-baseline", "edsr", "rdn", "swinir", "srformer", "atd", "mambair", "mambair-light")
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 CITATION = ("Lee, Yun, Ro. Implicit Grid Convolution for Multi-Scale Image Super-Resolution. "
             "arXiv:2408.09674, 2024. https://github.com/dslisleedh/IGConv")
@@ -157,6 +157,11 @@ _ATD = {"normalise": True, "img_range": 1.0, "head_key": "upsample", "pad_multip
 _ATD_ENCODER = {"img_size": 96, "window_size": 16, "embed_dim": 210, "depths": (6,) * 6, "num_heads": (6,) * 6,
                 "category_size": 256, "num_tokens": 128, "reducted_dim": 20, "convffn_kernel_size": 5,
                 "mlp_ratio": 2.0}
+_MAMBAIR = {"normalise": True, "img_range": 1.0, "head_key": "upsample", "param_keys": ("params", "params_ema")}
+_MAMBAIR_ENCODER = {"embed_dim": 180, "depths": (6,) * 6, "d_state": 16, "mlp_ratio": 2.0}
+_MAMBAIR_LIGHT_ENCODER = {"embed_dim": 60, "depths": (6,) * 4, "d_state": 16, "mlp_ratio": 1.5}
+_MAMBA_NOTE = ("no padding; the official test (MambaMSModel) cuts LR images of 200+ pixels per side into "
+               "overlapping pieces, which this preset does not")
 
 
 def _presets(method: str, plus: bool) -> dict[str, Preset]:
@@ -177,9 +182,20 @@ def _presets(method: str, plus: bool) -> dict[str, Preset]:
          "reflect-padded to 16; official ATD/ATD_IGPlus_DF2K_LargePatch_Finetuning.pth (params_ema)" if plus
          else "ATD (210, 6x6, window 16); no official checkpoint (NOTRELEASED: the released encoder with plain "
          "IGConv, class-default head)"),
+        ("mambair", _MAMBAIR_ENCODER, _MAMBAIR, "MambaIR (180, 6x6) trained on DF2K; official MambaIR/MambaIR_"
+         f"{'IGConvPlus' if plus else 'IGConv'}_DF2K.pth (params); {_MAMBA_NOTE}"),
+        ("mambair-light", _MAMBAIR_LIGHT_ENCODER, _MAMBAIR, "MambaIR-light (60, 4x6, expansion 1.5) trained on "
+         f"DIV2K; official MambaIRLight/MambaIR_Light_{'IGConvPlus' if plus else 'IGConv'}_DIV2K.pth (params); "
+         f"{_MAMBA_NOTE}"),
     ]
-    return {f"{method}.{enc}": Preset(f"{method}.{enc}", enc, dict(enc_kw), {**method_kw, **geo}, text)
-            for enc, enc_kw, method_kw, text in rows}
+    presets = {f"{method}.{enc}": Preset(f"{method}.{enc}", enc, dict(enc_kw), {**method_kw, **geo}, text)
+               for enc, enc_kw, method_kw, text in rows}
+    if plus:  # trained on DF2K + LSDIR ("DFL") at x2..x8 with max_s 8
+        presets[f"{method}.mambair-s8"] = Preset(
+            f"{method}.mambair-s8", "mambair", dict(_MAMBAIR_ENCODER), {**_MAMBAIR, **geo, "max_s": 8},
+            f"MambaIR (180, 6x6) trained on DFL at x2-x8 (max_s 8); official MambaIR/MambaIR_IGConvPlus_DFL_S8.pth "
+            f"(params); {_MAMBA_NOTE}")
+    return presets
 
 
 def _builder(plus: bool):

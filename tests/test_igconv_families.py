@@ -19,6 +19,8 @@ DATASETS = ["set5", "set14", "b100", "urban100", "manga109"]
 FAMILIES = {
     "srformer": ("igconv_srformer", "srformer", "### 7.4", "SRFormer"),
     "atd": ("igconv_atd", "atd", None, None),
+    "mambair": ("igconv_mambair", "mambair", "### 7.4", "MambaIR"),
+    "mambair-light": ("igconv_mambair_light", "mambair-light", "### 7.3", None),
 }
 # Not in the dossier's tables: transcribed here from the README image figs/Quantitative_PT.png (paper Table 4),
 # the ATD-IGConv+ (DF2K) rows; the dossier quotes x4 Urban100 28.43/0.8444 from it.
@@ -85,6 +87,11 @@ OFFICIAL_OPTIONS = {
     "igconv.srformer": (False, 22, "params", 4),
     "igconv-plus.srformer": (True, 22, "params", 4),
     "igconv-plus.atd": (True, 16, "params_ema", 4),
+    "igconv.mambair": (False, 1, "params", 4),
+    "igconv-plus.mambair": (True, 1, "params", 4),
+    "igconv-plus.mambair-s8": (True, 1, "params", 8),
+    "igconv.mambair-light": (False, 1, "params", 4),
+    "igconv-plus.mambair-light": (True, 1, "params", 4),
 }
 
 

@@ -75,6 +75,8 @@ TINY_ENCODERS = {
     "srformer": dict(img_size=8, window_size=4, embed_dim=16, depths=(2,), num_heads=(2,)),
     "atd": dict(window_size=4, embed_dim=12, depths=(2,), num_heads=(2,), category_size=16, num_tokens=5,
                 reducted_dim=4),
+    "mambair": dict(embed_dim=30, depths=(1,), d_state=2),
+    "mambair-light": dict(embed_dim=30, depths=(1,), d_state=2),
 }
 PRESETS = [(m, p) for m in ab.list_methods() for p, preset in get_method(m).presets.items()
            if preset.encoder in TINY_ENCODERS]

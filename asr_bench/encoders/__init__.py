@@ -9,7 +9,8 @@ feat = enc(x)                                            # (B, enc.out_channels,
 
 Names: `edsr-baseline` (64 ch, 16 blocks), `edsr` (256 ch, 32 blocks, res_scale 0.1), `rdn` (config B: D16 C8
 G64; `config="A"`), `swinir` (classical: 180 dims, 6x6 blocks, window 8; `out_features=64` for GSASR's head),
-`srformer` (180 dims, 6x6 permuted-attention blocks, window 22), `atd` (210 dims, 6x6 layers, window 16). `encoder_capabilities(name)` gives the dtypes,
+`srformer` (180 dims, 6x6 permuted-attention blocks, window 22), `atd` (210 dims, 6x6 layers, window 16),
+`mambair` (180 dims, 6x6 state-space blocks) and `mambair-light` (60 dims, 4x6). `encoder_capabilities(name)` gives the dtypes,
 padding multiple and tiling advice that tests/test_encoder_capabilities.py checks.
 Design: each module uses one canonical naming (BasicSR's for EDSR, the shared RDN names, the official SwinIR
 names) and `keymaps.py` maps it to each checkpoint naming ("scheme"): see `schemes_for(encoder)`.
@@ -32,6 +33,9 @@ from .edsr import edsr as _edsr
 from .edsr import edsr_baseline as _edsr_baseline
 from .keymaps import (encoder_keys, export_encoder_state, load_encoder_state, schemes_for,
                       split_encoder_state)
+from .mambair import MambaIR
+from .mambair import mambair as _mambair
+from .mambair import mambair_light as _mambair_light
 from .rdn import RDN
 from .rdn import rdn as _rdn
 from .srformer import SRFormer
@@ -51,6 +55,8 @@ class EncoderSpec:
 ATD_TILING = ("category attention mixes tokens across the whole input (groups of 256 after a global sort), so "
               "tiles change the output; its memory is linear in the pixels, tile only beyond ~512x512 LR, by "
               "multiples of 16")
+MAMBA_TILING = ("the scans run over the whole image, so tiles change the output; the official test cuts images "
+                "of 200+ pixels per side into pieces with a 10% overlap; the scan state is float32 whatever the dtype")
 _ENCODERS = {
     spec.name: spec
     for spec in (
@@ -64,6 +70,10 @@ _ENCODERS = {
                                  "tile by multiples of 22 LR pixels with a 22-pixel overlap")),
         EncoderSpec("atd", _atd, "ATD, 210 dims, 6x6 layers (window 16 + token-dictionary + category attention, "
                     "20 M)", Capabilities(("float32", "float64"), 16, ATD_TILING)),
+        EncoderSpec("mambair", _mambair, "MambaIR, 180 dims, 6x6 state-space blocks, d_state 16 (20 M)",
+                    Capabilities(("float32", "float64", "bfloat16"), 1, MAMBA_TILING)),
+        EncoderSpec("mambair-light", _mambair_light, "MambaIR-light, 60 dims, 4x6 state-space blocks (1.4 M)",
+                    Capabilities(("float32", "float64", "bfloat16"), 1, MAMBA_TILING)),
     )
 }
 
@@ -99,6 +109,6 @@ def build_encoder(name: str, **kwargs: Any) -> nn.Module:
 
 
 __all__ = [
-    "ATD", "EDSR", "RDN", "SRFormer", "SwinIR", "Capabilities", "build_encoder", "encoder_capabilities", "list_encoders", "encoder_description", "load_encoder_state",
+    "ATD", "EDSR", "MambaIR", "RDN", "SRFormer", "SwinIR", "Capabilities", "build_encoder", "encoder_capabilities", "list_encoders", "encoder_description", "load_encoder_state",
     "encoder_keys", "export_encoder_state", "schemes_for", "split_encoder_state",
 ]

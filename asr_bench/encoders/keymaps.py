@@ -17,6 +17,7 @@ Schemes:
 - SRFormer: `srformer` = `igconv` (official names, with the `aligned_relative_position_index` and `attn_mask`
   buffers).
 - ATD: `atd` = `igconv` (official names; the one buffer is the top-level `relative_position_index_SA`).
+- MambaIR (and MambaIR-light): `mambair` = `igconv` (official names, no buffers).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from ..checkpoints import load_strict
 from ..errors import UnknownName, UserError
 from .atd import ATD
 from .edsr import EDSR
+from .mambair import MambaIR
 from .rdn import RDN
 from .srformer import SRFormer
 from .swinir import SwinIR
@@ -79,6 +81,7 @@ _SCHEMES: dict[type, dict[str, Scheme]] = {
     SwinIR: {name: (_identity, _no_extras, False) for name in ("swinir", "basicsr", "igconv", "gsasr")},
     SRFormer: {name: (_identity, _no_extras, False) for name in ("srformer", "igconv")},
     ATD: {name: (_identity, _no_extras, False) for name in ("atd", "igconv")},
+    MambaIR: {name: (_identity, _no_extras, False) for name in ("mambair", "igconv")},
 }
 
 
