@@ -3,8 +3,8 @@
 A SwinIR-shaped body whose window attention is *permuted*: keys and values are projected to a quarter of the
 channels per token, and each 2x2 block of tokens is folded into one key/value token with the full channel
 count. So a ws x ws window of queries attends to (ws/2)^2 keys, with a relative-position bias between the
-query's 2x2 cell and the key cell, and a shift mask whose key side lives on the half-resolution map (shift
-ws//2 there becomes (ws//2)//2, as officially). The MLP is a ConvFFN: fc1, GELU, plus a depthwise 5x5 conv
+query's 2x2 cell and the key cell, and a shift mask whose key side lives on the half-resolution map, where the
+shift ws//2 becomes ceil((ws//2) / 2) (the official `-shift_size // 2` rounds towards -inf: 6 for window 22). The MLP is a ConvFFN: fc1, GELU, plus a depthwise 5x5 conv
 (+GELU) on the image layout, fc2.
 
 Names and buffers are the official ones (IGConv's `srformer_ig_arch.py`, after HVision-NKU/SRFormer), so the
@@ -45,9 +45,9 @@ def _region_labels(h: int, w: int, ws: int, shift: int) -> torch.Tensor:
 
 def permuted_shift_mask(h: int, w: int, ws: int, shift: int) -> torch.Tensor:
     """(nW, ws^2, (ws/2)^2): -100 where a query's region (full map, shift) differs from its key cell's region
-    (half map, shift // 2)."""
+    (half map, shift ceil(shift / 2), as the official slices `-shift_size // 2` give)."""
     queries = _region_labels(h, w, ws, shift)
-    keys = _region_labels(h // 2, w // 2, ws // 2, shift // 2)
+    keys = _region_labels(h // 2, w // 2, ws // 2, -(-shift // 2))
     mask = queries.unsqueeze(2) - keys.unsqueeze(1)
     return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
 
