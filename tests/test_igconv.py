@@ -80,7 +80,7 @@ def test_strict_load_rejects_missing_extra_and_wrong_family_keys():
 
 
 def test_checkpoint_key_preference_follows_the_official_test_configs():
-    """EDSR test YAMLs load params_ema, RDN/SwinIR ones load params (research/igconv.md §0.8)."""
+    """EDSR/ATD test YAMLs load params_ema, RDN/SwinIR/SRFormer/MambaIR ones load params (igconv.md §0.8)."""
     table = research_file("igconv_keys_EDSRbaseline_IGConv_classdefaults_NOTRELEASED.tsv")
     ema, raw = tsv_state_dict(table, seed=1), tsv_state_dict(table, seed=2)
     both = {"params": raw, "params_ema": ema}
@@ -93,7 +93,8 @@ def test_checkpoint_key_preference_follows_the_official_test_configs():
     presets = {**ab.registry.get_method("igconv").presets, **ab.registry.get_method("igconv-plus").presets}
     for name, preset in presets.items():
         first = preset.method_kwargs["param_keys"][0]
-        assert first == ("params_ema" if preset.encoder.startswith("edsr") else "params"), name
+        assert first == ("params_ema" if preset.encoder.startswith("edsr") or preset.encoder == "atd"
+                         else "params"), name
 
 
 # -- an independent float64 re-derivation of the method (research/igconv.md §1.2, §1.3, §2.1) -----------
