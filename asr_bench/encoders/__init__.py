@@ -64,15 +64,15 @@ _ENCODERS = {
         EncoderSpec("edsr", _edsr, "EDSR, 256 ch, 32 res blocks, res_scale 0.1 (38 M params)"),
         EncoderSpec("rdn", _rdn, "RDN config B (D16 C8 G64, 22 M params); config='A' for D20 C6 G32"),
         EncoderSpec("swinir", _swinir, "SwinIR classical body, 180 dims, 6x6 Swin blocks, window 8 (11.5 M)"),
-        EncoderSpec("srformer", _srformer, "SRFormer, 180 dims, 6x6 permuted-attention blocks, window 22 (10.4 M)",
+        EncoderSpec("srformer", _srformer, "SRFormer, 180 dims, 6x6 permuted-attention blocks, window 22 (10.1 M)",
                     Capabilities(("float32", "float64", "float16", "bfloat16"), 22,
                                  "attention memory grows with the window (22x22 queries x 11x11 keys per head); "
                                  "tile by multiples of 22 LR pixels with a 22-pixel overlap")),
         EncoderSpec("atd", _atd, "ATD, 210 dims, 6x6 layers (window 16 + token-dictionary + category attention, "
-                    "20 M)", Capabilities(("float32", "float64"), 16, ATD_TILING)),
-        EncoderSpec("mambair", _mambair, "MambaIR, 180 dims, 6x6 state-space blocks, d_state 16 (20 M)",
+                    "19.8 M)", Capabilities(("float32", "float64"), 16, ATD_TILING)),
+        EncoderSpec("mambair", _mambair, "MambaIR, 180 dims, 6x6 state-space blocks, d_state 16 (20.2 M)",
                     Capabilities(("float32", "float64", "bfloat16"), 1, MAMBA_TILING)),
-        EncoderSpec("mambair-light", _mambair_light, "MambaIR-light, 60 dims, 4x6 state-space blocks (1.4 M)",
+        EncoderSpec("mambair-light", _mambair_light, "MambaIR-light, 60 dims, 4x6 state-space blocks (1.6 M)",
                     Capabilities(("float32", "float64", "bfloat16"), 1, MAMBA_TILING)),
     )
 }
