@@ -17,8 +17,8 @@ Config reference (every key; all optional except `methods`):
 | `metrics` | list of str | `[psnr, ssim]` | `psnr ssim lpips dists` (perceptual ones read n/a without weights) |
 | `device` | str | `auto` | `auto` (cuda if available), `cpu`, `cuda`, `cuda:N`, `mps` (Apple silicon) |
 | `precision` | str | `fp32` | `fp32`, `fp16`, `bf16` (model and input cast; metrics always in float64) |
-| `precisions` | list | `[precision]` | a case axis, e.g. `[fp32, bf16, fp16]`: each method in the dtypes its spec declares (others read `n/a (unsupported precision)`); ids get `\|bf16` |
-| `compile` | bool or list | false | `true`: the model's forward through `torch.compile`; `[false, true]`: both, as a case axis (ids get `\|compiled`) |
+| `precisions` | list | `[precision]` | a case axis, e.g. `[fp32, bf16, fp16]`: each method in the dtypes its spec declares (others read `n/a (unsupported precision)`); case ids get a `bf16` suffix |
+| `compile` | bool or list | false | `true`: the model's forward through `torch.compile`; `[false, true]`: both, as a case axis (case ids get a `compiled` suffix) |
 | `tiling.tile` | int or null | null | LR tile size in pixels; null = whole image |
 | `tiling.overlap` | int | 8 | LR pixels shared by neighbouring tiles (each keeps its half) |
 | `profiling.warmup` | int >= 0 | 2 | untimed calls before timing (the memory-measuring call counts as one) |

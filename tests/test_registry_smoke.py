@@ -208,6 +208,11 @@ TINY_ENCODERS = {
     "rcan": {"n_feats": 8, "n_resgroups": 1, "n_resblocks": 1, "reduction": 4},
     "plksr": {"dim": 8, "n_blocks": 1, "kernel_size": 5},
     "smfanet": {"dim": 8, "n_blocks": 1},
+    "srformer": dict(img_size=8, window_size=4, embed_dim=16, depths=(2,), num_heads=(2,)),
+    "atd": dict(window_size=4, embed_dim=12, depths=(2,), num_heads=(2,), category_size=16, num_tokens=5,
+                reducted_dim=4),
+    "mambair": dict(embed_dim=30, depths=(1,), d_state=2),
+    "mambair-light": dict(embed_dim=30, depths=(1,), d_state=2),
 }
 TINY_ROPE = {"embed_dim": 16, "compress_ratio": 2}  # RoPE needs head_dim % 4 == 0
 TINY_GSASR_DECODER = {"channel": 24, "num_crossattn_blocks": 1, "num_crossattn_layers": 1,

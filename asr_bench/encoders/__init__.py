@@ -11,6 +11,9 @@ Names: `edsr-baseline` (64 ch, 16 blocks), `edsr` (256 ch, 32 blocks, res_scale 
 G64; `config="A"`), `swinir` (classical: 180 dims, 6x6 blocks, window 8; `out_features=64` for GSASR's head),
 `hat` (HAT, window 16; `large=True` HAT-L; `rope=True` GSASR's RoPE variant), `rcan`, `plksr`, `smfanet`.
 Each spec carries `Capabilities` (dtypes, size multiple, receptive radius, tile overlap) that its test proves.
+`srformer` (180 dims, 6x6 permuted-attention blocks, window 22), `atd` (210 dims, 6x6 layers, window 16),
+`mambair` (180 dims, 6x6 state-space blocks) and `mambair-light` (60 dims, 4x6). `encoder_capabilities(name)` gives the dtypes,
+padding multiple and tiling advice that tests/test_encoder_capabilities.py checks.
 Design: each module uses one canonical naming (BasicSR's for EDSR, the shared RDN names, the official SwinIR
 names) and `keymaps.py` maps it to each checkpoint naming ("scheme"): see `schemes_for(encoder)`.
 No encoder normalises its input: normalisation belongs to the method's preset.
@@ -24,6 +27,9 @@ from typing import Any
 from torch import nn
 
 from ..errors import UnknownName, UserError
+from .atd import ATD
+from .atd import atd as _atd
+from .capabilities import DEFAULT, Capabilities
 from .edsr import EDSR
 from .edsr import edsr as _edsr
 from .edsr import edsr_baseline as _edsr_baseline
@@ -35,8 +41,13 @@ from .plksr import PLKSR
 from .plksr import plksr as _plksr
 from .rcan import RCAN
 from .rcan import rcan as _rcan
+from .mambair import MambaIR
+from .mambair import mambair as _mambair
+from .mambair import mambair_light as _mambair_light
 from .rdn import RDN
 from .rdn import rdn as _rdn
+from .srformer import SRFormer
+from .srformer import srformer as _srformer
 from .swinir import SwinIR
 from .smfanet import SMFANet
 from .smfanet import smfanet as _smfanet
@@ -44,32 +55,18 @@ from .swinir import swinir as _swinir
 
 
 @dataclass(frozen=True)
-class Capabilities:
-    """What an encoder is proven (by its test file) to support; everything defaults to off / unknown.
-
-    - `dtypes`: parameter/input dtypes whose CPU forward runs and stays close to float32.
-    - `size_multiple`: inputs that are a multiple of this are used as they are; others are reflect-padded on the
-      bottom/right and the features cropped back (a method may pad first, as the official test code does).
-    - `receptive_radius`: LR pixels an output feature depends on in each direction; tiles overlapping by this
-      much give exactly the whole-image result. None: unbounded (global pooling or attention chains), so tiling
-      changes the result and `tile_overlap` is only advice.
-    - `tile_overlap`: advised overlap (LR pixels) when tiling to bound memory.
-    """
-
-    dtypes: tuple[str, ...] = ("float32",)
-    size_multiple: int = 1
-    receptive_radius: int | None = None
-    tile_overlap: int = 0
-
-
-@dataclass(frozen=True)
 class EncoderSpec:
     name: str
     builder: Callable[..., nn.Module]
     description: str
-    capabilities: Capabilities = Capabilities()
+    capabilities: Capabilities = DEFAULT
 
 
+ATD_TILING = ("category attention mixes tokens across the whole input (groups of 256 after a global sort), so "
+              "tiles change the output; its memory is linear in the pixels, tile only beyond ~512x512 LR, by "
+              "multiples of 16")
+MAMBA_TILING = ("the scans run over the whole image, so tiles change the output; the official test cuts images "
+                "of 200+ pixels per side into pieces with a 10% overlap; the scan state is float32 whatever the dtype")
 _ENCODERS = {
     spec.name: spec
     for spec in (
@@ -86,6 +83,16 @@ _ENCODERS = {
                     Capabilities(dtypes=("float32", "bfloat16"), receptive_radius=309, tile_overlap=309)),
         EncoderSpec("smfanet", _smfanet, "SMFANet+, 48 ch, 12 self-modulation feature aggregation blocks (0.5 M)",
                     Capabilities(dtypes=("float32", "bfloat16"), tile_overlap=16)),
+        EncoderSpec("srformer", _srformer, "SRFormer, 180 dims, 6x6 permuted-attention blocks, window 22 (10.1 M)",
+                    Capabilities(("float32", "float64", "float16", "bfloat16"), 22,
+                                 "attention memory grows with the window (22x22 queries x 11x11 keys per head); "
+                                 "tile by multiples of 22 LR pixels with a 22-pixel overlap")),
+        EncoderSpec("atd", _atd, "ATD, 210 dims, 6x6 layers (window 16 + token-dictionary + category attention, "
+                    "19.8 M)", Capabilities(("float32", "float64"), 16, ATD_TILING)),
+        EncoderSpec("mambair", _mambair, "MambaIR, 180 dims, 6x6 state-space blocks, d_state 16 (20.2 M)",
+                    Capabilities(("float32", "float64", "bfloat16"), 1, MAMBA_TILING)),
+        EncoderSpec("mambair-light", _mambair_light, "MambaIR-light, 60 dims, 4x6 state-space blocks (1.6 M)",
+                    Capabilities(("float32", "float64", "bfloat16"), 1, MAMBA_TILING)),
     )
 }
 
@@ -121,8 +128,8 @@ def build_encoder(name: str, **kwargs: Any) -> nn.Module:
 
 
 __all__ = [
-    "EDSR", "HAT", "PLKSR", "RCAN", "RDN", "SMFANet", "SwinIR", "build_encoder", "list_encoders",
-    "encoder_description", "load_encoder_state", "model_state_from_official", "encoder_keys",
+    "ATD", "EDSR", "HAT", "MambaIR", "PLKSR", "RCAN", "RDN", "SMFANet", "SRFormer", "SwinIR", "build_encoder",
+    "list_encoders", "encoder_description", "load_encoder_state", "model_state_from_official", "encoder_keys",
     "encoder_state_from_official", "export_encoder_state", "schemes_for", "split_encoder_state", "Capabilities",
     "encoder_capabilities",
 ]

@@ -17,6 +17,10 @@ Schemes:
 - HAT: `hat` = `basicsr` = `igconv` = `gsasr` (official names, including the persistent
   `relative_position_index_SA` / `_OCA` buffers and, with RoPE, `rope_t_x` / `rope_t_y`).
 - RCAN, PLKSR, SMFANet: their own official names = `igconv` (RCAN's `sub_mean` / `add_mean` belong to the method).
+- SRFormer: `srformer` = `igconv` (official names, with the `aligned_relative_position_index` and `attn_mask`
+  buffers).
+- ATD: `atd` = `igconv` (official names; the one buffer is the top-level `relative_position_index_SA`).
+- MambaIR (and MambaIR-light): `mambair` = `igconv` (official names, no buffers).
 """
 from __future__ import annotations
 
@@ -28,12 +32,16 @@ from torch import nn
 from ..blocks import DIV2K_MEAN
 from ..checkpoints import add_prefix, check_keys_and_shapes, load_strict, split_prefix
 from ..errors import UnknownName, UserError
+from .atd import ATD
 from .edsr import EDSR
 from .hat import HAT
 from .plksr import PLKSR
 from .rcan import RCAN
 from .rdn import RDN
 from .smfanet import SMFANet
+from .mambair import MambaIR
+from .rdn import RDN
+from .srformer import SRFormer
 from .swinir import SwinIR
 
 
@@ -83,6 +91,9 @@ _SCHEMES: dict[type, dict[str, Scheme]] = {
     RCAN: {name: (_identity, _no_extras, False) for name in ("rcan", "igconv")},
     PLKSR: {name: (_identity, _no_extras, False) for name in ("plksr", "igconv")},
     SMFANet: {name: (_identity, _no_extras, False) for name in ("smfanet", "igconv")},
+    SRFormer: {name: (_identity, _no_extras, False) for name in ("srformer", "igconv")},
+    ATD: {name: (_identity, _no_extras, False) for name in ("atd", "igconv")},
+    MambaIR: {name: (_identity, _no_extras, False) for name in ("mambair", "igconv")},
 }
 
 
@@ -95,7 +106,7 @@ def _scheme_table(encoder: nn.Module) -> dict[str, Scheme]:
     for cls, table in _SCHEMES.items():
         if isinstance(encoder, cls):
             return table
-    raise UserError(f"{type(encoder).__name__} is not one of our encoders (EDSR, RDN, SwinIR, HAT, ...); "
+    raise UserError(f"{type(encoder).__name__} is not one of our encoders ({', '.join(c.__name__ for c in _SCHEMES)}); "
                     "build it with asr_bench.encoders.build_encoder.")
 
 

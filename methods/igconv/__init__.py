@@ -20,13 +20,23 @@ from asr_bench.weightfiles import WeightFile
 from .net import IGConvSR
 
 SCALES = tuple(range(2, 13))
-ENCODERS = ("edsr-baseline", "edsr", "rdn", "swinir", "hat", "rcan", "plksr", "smfanet")
+ENCODERS = ("edsr-baseline", "edsr", "rdn", "swinir", "hat", "rcan", "plksr", "smfanet", "srformer", "atd",
+            "mambair", "mambair-light")
 PAPER = ("Lee, Yun, Ro. Implicit Grid Convolution for Multi-Scale Image Super-Resolution. "
          "arXiv:2408.09674, 2024. https://github.com/dslisleedh/IGConv")
 RELEASE = "https://github.com/dslisleedh/IGConv/releases/tag/v1.0.0"
 DIV2K_CENTRED = InputRange(mean=DIV2K_MEAN)
 SWINIR_CLASSICAL = {"img_size": 48, "window_size": 8, "embed_dim": 180, "depths": (6,) * 6,
                     "num_heads": (6,) * 6, "mlp_ratio": 2.0}
+SRFORMER_ENCODER = {"img_size": 64, "window_size": 22, "embed_dim": 180, "depths": (6,) * 6,
+                    "num_heads": (6,) * 6, "mlp_ratio": 2.0}
+ATD_ENCODER = {"img_size": 96, "window_size": 16, "embed_dim": 210, "depths": (6,) * 6, "num_heads": (6,) * 6,
+               "category_size": 256, "num_tokens": 128, "reducted_dim": 20, "convffn_kernel_size": 5,
+               "mlp_ratio": 2.0}
+MAMBAIR_ENCODER = {"embed_dim": 180, "depths": (6,) * 6, "d_state": 16, "mlp_ratio": 2.0}
+MAMBAIR_LIGHT_ENCODER = {"embed_dim": 60, "depths": (6,) * 4, "d_state": 16, "mlp_ratio": 1.5}
+MAMBA_NOTE = ("no padding; the official test (MambaMSModel) cuts LR images of 200+ pixels per side into "
+              "overlapping pieces, which this preset does not")
 
 
 def released(path: str) -> tuple[WeightFile, ...]:
@@ -74,7 +84,30 @@ def presets(method: str, plus: bool) -> tuple[Preset, ...]:
         Preset(f"{method}.smfanet", "smfanet", {}, {**geo, "head_key": "to_img"},
                weights=released(f"SMFANet/SMFANet_{kind}_DF2K.pth"),
                description=f"SMFANet+ (48, 12 blocks), raw [0,1] in/out; official SMFANet_{kind}_DF2K.pth (params_ema)"),
-    )
+        Preset(f"{method}.srformer", "srformer", SRFORMER_ENCODER, geo, normalisation=DIV2K_CENTRED, multiple=22,
+               checkpoint_keys=("params", "params_ema"), weights=released(f"SRFormer/SRFormer_{kind}_DF2K.pth"),
+               description=f"SRFormer (180, 6x6, window 22) trained on DF2K, LR reflect-padded to 22; official "
+                           f"SRFormer_{kind}_DF2K.pth (params)"),
+        Preset(f"{method}.atd", "atd", ATD_ENCODER, geo, normalisation=DIV2K_CENTRED, multiple=16,
+               weights=released("ATD/ATD_IGPlus_DF2K_LargePatch_Finetuning.pth") if plus else (),
+               description="ATD (210, 6x6, window 16) trained on DF2K, large-patch fine-tuned, LR reflect-padded to "
+                           "16; " + ("official ATD_IGPlus_DF2K_LargePatch_Finetuning.pth (params_ema)" if plus else
+                                     "no official checkpoint (NOTRELEASED: the released encoder with plain IGConv, "
+                                     "class-default head)")),
+        Preset(f"{method}.mambair", "mambair", MAMBAIR_ENCODER, geo, normalisation=DIV2K_CENTRED,
+               checkpoint_keys=("params", "params_ema"), weights=released(f"MambaIR/MambaIR_{kind}_DF2K.pth"),
+               description=f"MambaIR (180, 6x6) trained on DF2K; official MambaIR_{kind}_DF2K.pth (params); "
+                           f"{MAMBA_NOTE}"),
+        Preset(f"{method}.mambair-light", "mambair-light", MAMBAIR_LIGHT_ENCODER, geo, normalisation=DIV2K_CENTRED,
+               checkpoint_keys=("params", "params_ema"),
+               weights=released(f"MambaIRLight/MambaIR_Light_{kind}_DIV2K.pth"),
+               description=f"MambaIR-light (60, 4x6, expansion 1.5) trained on DIV2K; official "
+                           f"MambaIR_Light_{kind}_DIV2K.pth (params); {MAMBA_NOTE}"),
+    ) + ((Preset(f"{method}.mambair-s8", "mambair", MAMBAIR_ENCODER, {**geo, "max_s": 8},
+                 normalisation=DIV2K_CENTRED, checkpoint_keys=("params", "params_ema"),
+                 weights=released("MambaIR/MambaIR_IGConvPlus_DFL_S8.pth"),
+                 description=f"MambaIR (180, 6x6) trained on DF2K + LSDIR at x2-x8 (max_s 8); official "
+                             f"MambaIR_IGConvPlus_DFL_S8.pth (params); {MAMBA_NOTE}"),) if plus else ())
 
 
 def builder(plus: bool):
