@@ -18,7 +18,6 @@ Tables (schema version in `meta`):
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..jsontext import dumps, finite  # noqa: F401 - the store writes strict JSON like every other writer
 from .schema import SCHEMA_VERSION
 
 DB_NAME = "results.sqlite"
@@ -92,21 +92,6 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-
-
-def finite(value: Any) -> Any:
-    """NaN/Infinity are not JSON: stored as null (the record's note says why a metric is n/a)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
-def dumps(data: Any) -> str:
-    return json.dumps(finite(data), allow_nan=False, sort_keys=False)
 
 
 def database_files(run_dir: Path) -> list[Path]:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asr_bench.encoders.rope import apply_rope, random_mixed_freqs, rope_cis, rope_positions  # noqa: F401 - shared with HAT-RoPE
+
 
 # ----------------------------------------------------------------------------- layout helpers
 def tokens_to_image(x: torch.Tensor, hc: int, wc: int, side: int, channels_last: bool = False) -> torch.Tensor:
@@ -119,38 +121,6 @@ def cross_relative_index(seeds_side: int, window: int) -> torch.Tensor:
     dx = sx.flatten()[:, None] - tx.flatten()[None, :]
     lookup = lambda t: torch.tensor([position[v] for v in t.flatten().tolist()]).reshape(t.shape)  # noqa: E731
     return lookup(dy) * stride + lookup(dx)
-
-
-def rope_positions(side: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token t of a side-wide grid sits at column t mod side, row t div side (float32 buffers)."""
-    t = torch.arange(side * side, dtype=torch.float32)
-    return t % side, torch.div(t, side, rounding_mode="floor")
-
-
-def random_mixed_freqs(head_dim: int, heads: int, theta: float = 10.0) -> torch.Tensor:
-    """RoPE-Mixed initial frequencies, 2 x heads x head_dim/2 (trained values come from the checkpoint)."""
-    mag = 1 / (theta ** (torch.arange(0, head_dim, 4)[: head_dim // 4].float() / head_dim))
-    fx, fy = [], []
-    for _ in range(heads):
-        a = torch.rand(1) * 2 * torch.pi
-        fx.append(torch.cat([mag * torch.cos(a), mag * torch.cos(torch.pi / 2 + a)]))
-        fy.append(torch.cat([mag * torch.sin(a), mag * torch.sin(torch.pi / 2 + a)]))
-    return torch.stack([torch.stack(fx), torch.stack(fy)])
-
-
-def rope_cis(freqs: torch.Tensor, t_x: torch.Tensor, t_y: torch.Tensor) -> torch.Tensor:
-    """heads x N x head_dim/2 unit complex rotations, always float32 (no autocast: angles reach ~100 rad)."""
-    with torch.autocast(device_type=freqs.device.type, enabled=False):
-        freqs, t_x, t_y = freqs.float(), t_x.float(), t_y.float()
-        angle = t_x[None, :, None] * freqs[0][:, None, :] + t_y[None, :, None] * freqs[1][:, None, :]
-        return torch.polar(torch.ones_like(angle), angle)
-
-
-def apply_rope(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent channel pairs (2f, 2f+1) of (B_, heads, N, d) by cis[:, :N]; float32 inside."""
-    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    out = torch.view_as_real(pairs * cis[None, :, : x.shape[2]]).flatten(3)
-    return out.to(x.dtype)
 
 
 # ----------------------------------------------------------------------------- building blocks
