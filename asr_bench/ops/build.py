@@ -53,9 +53,9 @@ if TYPE_CHECKING:
 CSRC = csrc_dir()  # in the wheel (asr_bench/csrc) or the checkout (csrc/)
 BACKENDS = ("cuda", "cpp", "torch")  # order of preference for "auto"
 SOURCE_OF_BACKEND = {"cpp": "cpu.cpp", "cuda": "cuda.cu"}
-CXX_FLAGS = ["-O3", "-fopenmp", "-march=native", "-ffp-contract=off", "-std=c++17"]
+CXX_FLAGS = ["-O3", "-fopenmp", "-march=native", "-ffp-contract=off", "-std=c++20"]
 LD_FLAGS = ["-fopenmp"]
-NVCC_FLAGS = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+NVCC_FLAGS = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
 CHECK_ARCH = "sm_90"  # Hopper: the arch `--check-cuda` compiles for
 COMMON = "common"  # csrc/common/: headers shared by several ops (csrc/ is on the include path), not an op
 
