@@ -124,9 +124,13 @@ METHODS = [
 
 @pytest.fixture(scope="session")
 def plugin(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("plugin")
+    # One file per session, whichever module asks (test_engine_provenance imports this fixture: a second fixture
+    # instance must not write a second plugin, since plugins are cached by file stem and count calls beside it).
+    folder = tmp_path_factory.getbasetemp() / "engine-plugin"
     path = folder / "engine_test_methods.py"
-    path.write_text(PLUGIN.replace("CALLS_PATH", str(folder / "calls.txt")))
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(PLUGIN.replace("CALLS_PATH", str(folder / "calls.txt")))
     return str(path)
 
 

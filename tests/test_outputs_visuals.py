@@ -57,7 +57,9 @@ def test_save_crops_writes_thumbnail_and_box_and_every_method_uses_the_first_box
     gt = np.asarray(Image.open(tmp_path / "GT.png"))
     expected = np.round(hr[0, :, 4:20, 6:22].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     assert np.array_equal(gt, expected)
-    b = np.asarray(Image.open(tmp_path / "b.png"))
+    from asr_bench.results.schema import label_stem
+
+    b = np.asarray(Image.open(tmp_path / f"{label_stem('B')}.png"))
     assert np.array_equal(b, np.round(hr.flip(-1)[0, :, 4:20, 6:22].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
     assert Image.open(tmp_path / "thumb.png").size == (48, 40)  # small images are kept whole
 
