@@ -1,12 +1,14 @@
 """Shared fixtures: the real data in ../shared/data, skipped with a reason when absent."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+RESEARCH = REPO.parent / "shared" / "research"
 
 
 def shared_path(*parts: str) -> Path:
@@ -36,3 +38,18 @@ def rt4ksr_weights() -> Path:
 def png_only_plots(monkeypatch: pytest.MonkeyPatch) -> None:
     """Render plots as PNG only (PDF and SVG triple the time of a report): for tests that do not look at them."""
     monkeypatch.setattr("asr_bench.report.plots.FORMATS", ("png",))
+
+
+def research_key_table(name: str) -> list[tuple[str, str, tuple[int, ...], str]]:
+    """(part, key, shape, dtype) rows of a research *_keys_*.tsv (part '' in single-file tables); skip when absent."""
+    path = RESEARCH / name
+    if not path.exists():
+        pytest.skip(f"needs {path} (the project's shared research folder beside the checkout)")
+    lines = path.read_text().splitlines()
+    header = lines[0].split("\t")
+    rows = []
+    for line in lines[1:]:
+        cols = dict(zip(header, line.split("\t")))
+        rows.append((cols.get("part", ""), cols["key"], tuple(int(n) for n in re.findall(r"\d+", cols["shape"])),
+                     cols["dtype"]))
+    return rows

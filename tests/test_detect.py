@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import research_key_table
 import torch
 
 import asr_bench as ab
@@ -60,17 +61,7 @@ EXPECTED = {
 
 def table_rows(name: str) -> list[tuple[str, str, tuple[int, ...], str]]:
     """(part, key, shape, dtype) of a research table; part is '' for single-file (IGConv) tables."""
-    path = RESEARCH / name
-    if not path.exists():
-        pytest.skip(f"needs {path} (the project's shared research folder beside the checkout)")
-    lines = path.read_text().splitlines()
-    header = lines[0].split("\t")
-    rows = []
-    for line in lines[1:]:
-        cols = dict(zip(header, line.split("\t")))
-        rows.append((cols.get("part", ""), cols["key"], tuple(int(n) for n in re.findall(r"\d+", cols["shape"])),
-                     cols["dtype"]))
-    return rows
+    return research_key_table(name)
 
 
 def tensor(shape, dtype="float32", device="meta", gen=None):

@@ -9,11 +9,10 @@ RoPE as real cos/sin rotations of channel pairs, all in float64.
 from __future__ import annotations
 
 import math
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import research_key_table
 import torch
 import torch.nn.functional as F
 
@@ -21,22 +20,10 @@ import asr_bench as ab
 from asr_bench.encoders import build_encoder, encoder_capabilities, encoder_keys, load_encoder_state
 from asr_bench.errors import UserError
 
-RESEARCH = Path(__file__).resolve().parent.parent.parent / "shared" / "research"
 
 
 def research_rows(name: str, part: str | None = None) -> list[tuple[str, tuple[int, ...], str]]:
-    path = RESEARCH / name
-    if not path.exists():
-        pytest.skip(f"needs {path} (the project's shared research folder beside the checkout)")
-    lines = path.read_text().splitlines()
-    header = lines[0].split("\t")
-    rows = []
-    for line in lines[1:]:
-        cols = dict(zip(header, line.split("\t")))
-        if part is not None and cols.get("part") != part:
-            continue
-        rows.append((cols["key"], tuple(int(n) for n in re.findall(r"\d+", cols["shape"])), cols["dtype"]))
-    return rows
+    return [(key, shape, dtype) for p, key, shape, dtype in research_key_table(name) if part is None or p == part]
 
 
 # ------------------------------------------------------------------ structural constants from their definitions

@@ -7,10 +7,9 @@ state dict, so a wrong key map, a missing skip or a wrong block order fails.
 from __future__ import annotations
 
 import functools
-import re
-from pathlib import Path
 
 import pytest
+from conftest import research_key_table
 import torch
 import torch.nn.functional as F
 
@@ -18,24 +17,11 @@ from asr_bench.encoders import (build_encoder, encoder_keys, export_encoder_stat
                                 load_encoder_state, schemes_for, split_encoder_state)
 from asr_bench.errors import UnknownName, UserError
 
-RESEARCH = Path(__file__).resolve().parent.parent.parent / "shared" / "research"
 
 
 def research_table(name: str) -> list[tuple[str, tuple[int, ...], str]]:
-    """(key, shape, dtype) rows of a research .tsv, for either of its two column layouts; skip when absent."""
-    path = RESEARCH / name
-    if not path.exists():
-        pytest.skip(f"needs {path} (the project's shared research folder beside the checkout)")
-    lines = path.read_text().splitlines()
-    header = lines[0].split("\t")
-    rows = []
-    for line in lines[1:]:
-        cols = dict(zip(header, line.split("\t")))
-        if "part" in cols and cols["part"] != "encoder":
-            continue
-        shape = tuple(int(n) for n in re.findall(r"\d+", cols["shape"]))
-        rows.append((cols["key"], shape, cols["dtype"]))
-    return rows
+    """(key, shape, dtype) encoder rows of a research .tsv (both column layouts); skip when absent."""
+    return [(key, shape, dtype) for part, key, shape, dtype in research_key_table(name) if part in ("", "encoder")]
 
 
 def random_state(rows, seed: int = 0, buffers: dict | None = None) -> dict[str, torch.Tensor]:
