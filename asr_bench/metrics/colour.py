@@ -26,12 +26,15 @@ def as_rgb01(image: torch.Tensor) -> torch.Tensor:
 
 
 def y_basicsr(rgb01: torch.Tensor) -> torch.Tensor:
-    """(3,H,W) RGB in [0,1] -> (H,W) Y on the 0..255 scale, float64, BasicSR's float32 rounding reproduced."""
-    r, g, b = rgb01.to(torch.float32).to(torch.float64)
+    """(3,H,W) RGB in [0,1] -> (H,W) Y on the 0..255 scale, float64, BasicSR's float32 rounding reproduced.
+
+    In place, in BasicSR's order of operations (float64 dot in B, G, R order, +16, /255, float32, *255): the
+    metrics call this on full-size images, where every temporary is another pass over tens of MB."""
+    r, g, b = rgb01.to(torch.float32).contiguous()   # decoded images arrive channels-last
     kr, kg, kb = Y_BT601_COEFFS
-    y = ((b * kb + g * kg + r * kr) + 16.0) / 255.0   # bgr2ycbcr on float32 input: float64 dot in B,G,R order
-    y = y.to(torch.float32) * torch.tensor(255.0, dtype=torch.float32)   # .astype(float32), then * 255.
-    return y.to(torch.float64)
+    y = b.to(torch.float64).mul_(kb)
+    y.add_(g.to(torch.float64).mul_(kg)).add_(r.to(torch.float64).mul_(kr)).add_(16.0).div_(255.0)
+    return y.to(torch.float32).mul_(255.0).to(torch.float64)
 
 
 def y_exact(rgb01: torch.Tensor) -> torch.Tensor:

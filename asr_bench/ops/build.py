@@ -137,10 +137,23 @@ def has_compiler() -> bool:
     return shutil.which(os.environ.get("CXX", "c++")) is not None
 
 
-def has_cuda_toolchain() -> bool:
-    from torch.utils.cpp_extension import CUDA_HOME
+def cpp_extension():
+    """`torch.utils.cpp_extension`, imported without its import-time "No CUDA runtime is found" log line: on a
+    CPU machine with nvcc installed every run would print it, and our errors are one line on stderr."""
+    import logging
 
-    return torch.cuda.is_available() and (CUDA_HOME is not None or shutil.which("nvcc") is not None)
+    quiet = logging.getLogger("torch.utils.cpp_extension")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        import torch.utils.cpp_extension as module
+    finally:
+        quiet.setLevel(level)
+    return module
+
+
+def has_cuda_toolchain() -> bool:
+    return torch.cuda.is_available() and (cpp_extension().CUDA_HOME is not None or shutil.which("nvcc") is not None)
 
 
 def _why_not_buildable(ext: Extension) -> str | None:
@@ -206,7 +219,7 @@ def _compile(op: str, backend: str) -> ModuleType:
     reason = _why_not_buildable(ext)
     if reason:
         raise ExtensionUnavailable(f"cannot build the {backend} backend of '{op}': {reason}; use backend='torch'.")
-    from torch.utils.cpp_extension import load
+    load = cpp_extension().load
 
     if will_compile(ext):
         compile_notice(op, backend)
@@ -367,7 +380,7 @@ def load_meta_upscale() -> None:
 
 
 def _nvcc_command(source: Path, output: Path, nvcc: str, root: Path | None = None) -> list[str]:
-    from torch.utils.cpp_extension import include_paths
+    include_paths = cpp_extension().include_paths
 
     root = source.parent.parent if root is None else root  # csrc/, so that "common/<name>.h" resolves
     includes = [*include_paths(), sysconfig.get_paths()["include"], str(source.parent), str(root)]
