@@ -163,3 +163,34 @@ def test_precision_table_has_the_stored_deltas_and_speedups(run) -> None:
     accuracy = {r["label"]: r for r in _csv(paths["accuracy.csv"])}
     assert float(accuracy[LIIF]["Set5 x2 PSNR"]) == 34.5
     assert float(accuracy[f"{LIIF} [bf16]"]["Set5 x2 PSNR"]) == 34.4875
+
+
+def test_each_variant_has_its_own_crop_and_a_bicubic_method_replaces_the_fixed_bicubic_tile(tmp_path: Path,
+                                                                                          png_only_plots: None) -> None:
+    from PIL import Image
+
+    from asr_bench.engine.records import ImageRecord
+    from asr_bench.results.schema import label_stem
+
+    run_dir = tmp_path / "run"
+    store = RunStore(run_dir)
+    store.write_run({"config": {"metrics": ["psnr", "ssim"]}})
+    bicubic = CaseRecord(case_id="bicubic|set5|2", label="bicubic", method="bicubic", encoder="", dataset="set5",
+                         scale="2", protocol="gsasr", metrics={"psnr": 30.0, "ssim": 0.9}, time_ms=1.0)
+    records = [bicubic, *(r for r in _records() if r.scale == "2" and r.label == LIIF)]
+    psnr = {bicubic.case_id: 30.0, f"{LIIF}|set5|2": 36.11, f"{LIIF}|set5|2|bf16": 36.07}  # per-image, distinct
+    for record in records:
+        store.put_case(record)
+        store.add_image(ImageRecord(record.case_id, "baby", metrics={"psnr": psnr[record.case_id], "ssim": 0.95}),
+                        record.case_id)
+    store.close()
+    folder = run_dir / "visuals" / "set5" / "2" / "baby"
+    folder.mkdir(parents=True)
+    crops = ["GT", "bicubic", label_stem("bicubic"), label_stem(LIIF), label_stem(f"{LIIF} [bf16]")]
+    for i, stem in enumerate(crops):  # how the engine names them: the variant label for bf16
+        Image.new("RGB", (8, 8), (30 * i, 0, 0)).save(folder / f"{stem}.png")
+    html = render_report(run_dir)["report.html"].read_text()
+    names = re.findall(r'<div class="name">([^<]*)</div>', html)
+    assert names == ["GT", "bicubic", LIIF, f"{LIIF} [bf16]"]  # one bicubic tile: the method's
+    captions = re.findall(r'<div class="metric">([^<]*)</div>', html)
+    assert captions[1:] == ["PSNR 30.00 / SSIM 0.9500", "PSNR 36.11 / SSIM 0.9500", "PSNR 36.07 / SSIM 0.9500"]

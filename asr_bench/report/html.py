@@ -27,8 +27,8 @@ from .explain import machine, protocol_fields, provenance_rows, status_words
 from .model import (
     FRAME_RATES, AccuracyTable, Cell, CostRow, VariantRow, accuracy_tables, cost_only_summary, cost_rows,
     dataset_title, decimals, delta_places, fmt, fmt_delta, fmt_rate, footnote_mark, frame_rate_reasons,
-    has_frame_rates, lower_better, metric_title, ordered_unique, scale_title, unsupported_summary, variant_rows,
-    with_variant_labels,
+    has_frame_rates, lower_better, metric_title, ordered_unique, scale_title, unsupported_summary, variant_label,
+    variant_rows, with_variant_labels,
 )
 from .plots import TITLES, all_plots, stage_caption
 from .published import load_published
@@ -257,6 +257,7 @@ def render_html(data: RunData, tables: Sequence[AccuracyTable], cost: Sequence[C
         published=published_view,
         plots=[{"title": TITLES.get(name, name), "name": name,
                 "caption": stage_caption(data.cases) if name == "stages" else "",
+                "wide": name == "stages",  # one bar per method and scale: the labels need the page's width
                 "uri": "data:image/png;base64," + base64.b64encode(files["png"]).decode("ascii")}
                for name, files in plots.items()],
         variants=_variant_view(*variants) if variants[0] else None,
@@ -352,7 +353,9 @@ def _write_all(data: RunData, published_dir: Path | None, tables: Any, cost: Any
     for name, files in plots.items():
         for fmt_name, payload in files.items():
             out[f"plots/{name}.{fmt_name}"] = _write(data.run_dir / "plots" / f"{name}.{fmt_name}", payload, temp_dir)
-    visuals = visual_rows(data.run_dir, (stored or data).cases, data.images)  # crops are named by the plain label
+    # the engine names a crop by the case's variant label (the plain label for fp32 eager), in every run
+    crop_cases = [dataclasses.replace(c, label=variant_label(c)) for c in (stored or data).cases]
+    visuals = visual_rows(data.run_dir, crop_cases, data.images)
     for row in visuals:
         name = f"plots/visual_{slug(row.dataset)}_x{row.scale}_{row.image}.png"
         out[name] = _write(data.run_dir / name, figure_png(row), temp_dir)

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from ..results.schema import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord
+from ..results.schema import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, variant, variant_label
 from .published import PublishedMatch, PublishedRow, match_published
 
 METRIC_ORDER = ("psnr", "ssim", "lpips", "dists")
@@ -133,22 +133,9 @@ def ordered_unique(values: Iterable[str]) -> list[str]:
 UNSUPPORTED_PRECISION = "n/a (unsupported precision)"  # the engine's note on a case its method has no dtype for
 
 
-def variant(case: CaseRecord) -> str:
-    """How a case differs from fp32 eager, the reference the others are compared with: '' (it is fp32 eager),
-    'bf16', 'compiled', 'fp16 compiled'."""
-    parts = [] if case.precision == "fp32" else [case.precision]
-    return " ".join(parts + (["compiled"] if case.compiled else []))
-
-
 def has_variants(cases: Sequence[CaseRecord]) -> bool:
     """Whether the run has more than one (precision, compile) setting: then rows need the variant in their name."""
     return len({(c.precision, bool(c.compiled)) for c in cases}) > 1
-
-
-def variant_label(case: CaseRecord) -> str:
-    """'LIIF (edsr-baseline) [bf16]'; the plain label for fp32 eager."""
-    text = variant(case)
-    return f"{case.label} [{text}]" if text else case.label
 
 
 def with_variant_labels(cases: Sequence[CaseRecord]) -> list[CaseRecord]:
@@ -429,8 +416,8 @@ class CostRow:
 
     @property
     def spread(self) -> str:
-        """'11.9–13.0' (min–max of the repeats) when the store has it, else ''."""
-        if self.time_min_ms is None or self.time_max_ms is None:
+        """'11.9–13.0' (min–max of the repeats) when the store has it, else '' (also for one timed call: no spread)."""
+        if self.time_min_ms is None or self.time_max_ms is None or self.time_repeats == 1:
             return ""
         return f"{self.time_min_ms:.1f}–{self.time_max_ms:.1f}"
 
@@ -543,7 +530,7 @@ def variant_rows(cases: Sequence[CaseRecord], metrics: Sequence[str] = ()) -> tu
     """(rows, metric names) of the precision / compile comparison; no rows when the run has one setting only.
 
     A variant the method has no dtype for (unsupported precision) has no row: the cost table's notes name it.
-    Rows keep run order of datasets and labels, scales sort numerically; variants follow the run's order."""
+    Rows: by dataset, then method (run order), then scale (numerically), then variant (run order)."""
     if not has_variants(cases):
         return [], []
     reference = {(c.label, c.dataset, c.scale, c.protocol): c for c in cases if not variant(c)}
@@ -554,7 +541,7 @@ def variant_rows(cases: Sequence[CaseRecord], metrics: Sequence[str] = ()) -> tu
     datasets = ordered_unique(c.dataset for c in cases)
     labels = ordered_unique(c.label for c in cases)
     variants = ordered_unique(variant(c) for c in others)
-    others.sort(key=lambda c: (datasets.index(c.dataset), scale_key(c.scale), labels.index(c.label),
+    others.sort(key=lambda c: (datasets.index(c.dataset), labels.index(c.label), scale_key(c.scale),
                                variants.index(variant(c))))
     rows = []
     for c in others:

@@ -340,7 +340,7 @@ def stage_plot(cases: Sequence[CaseRecord]) -> dict[str, bytes] | None:
             axes[1].barh(pos, 100 * ms / total, left=share, height=0.7, color=colours[name])
             left += ms
             share += 100 * ms / total
-        axes[0].annotate(f"{bar.total_ms:.3g} ms", (max(left, bar.total_ms), pos), textcoords="offset points",
+        axes[0].annotate(f"{bar.total_ms:.0f} ms" if bar.total_ms >= 100 else f"{bar.total_ms:.3g} ms", (max(left, bar.total_ms), pos), textcoords="offset points",
                          xytext=(4, 0), va="center", fontsize=7, color="0.3")
     axes[0].set_yticks(ticks, tick_names, fontsize=8)
     axes[0].invert_yaxis()
