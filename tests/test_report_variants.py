@@ -194,3 +194,21 @@ def test_each_variant_has_its_own_crop_and_a_bicubic_method_replaces_the_fixed_b
     assert names == ["GT", "bicubic", LIIF, f"{LIIF} [bf16]"]  # one bicubic tile: the method's
     captions = re.findall(r'<div class="metric">([^<]*)</div>', html)
     assert captions[1:] == ["PSNR 30.00 / SSIM 0.9500", "PSNR 36.11 / SSIM 0.9500", "PSNR 36.07 / SSIM 0.9500"]
+
+
+def test_a_compiled_case_is_compared_with_fp32_eager_and_the_summary_names_variants() -> None:
+    from dataclasses import replace
+
+    from asr_bench.report.model import variant_rows
+    from asr_bench.report.tables import summary_table
+
+    eager = next(r for r in _records() if r.case_id == f"{LIIF}|set5|2")
+    compiled = replace(eager, case_id=f"{LIIF}|set5|2|compiled", compiled=True, time_ms=64.0,
+                       metrics={"psnr": 34.5, "ssim": 0.9050})
+    rows, names = variant_rows([eager, compiled])
+    assert names == ["psnr", "ssim"] and len(rows) == 1
+    assert rows[0].variant == "compiled" and rows[0].speedup == pytest.approx(80.0 / 64.0)
+    assert rows[0].deltas == {"psnr": 0.0, "ssim": 0.0}
+    lines = summary_table([eager, compiled]).splitlines()
+    assert any(line.startswith(f"{LIIF} [compiled]"[:23]) for line in lines)  # labels are clipped to 24 columns
+    assert variant_rows([eager]) == ([], [])  # one setting: no comparison

@@ -482,6 +482,8 @@ def variant_latex(rows: Sequence[VariantRow], names: Sequence[str]) -> str:
     for r in rows:
         cells = [latex_escape(c) for c in variant_cells(r, names, reasons)]
         cells = [re.sub(r"^n/a \(([a-z]+)\)$", r"--\\textsuperscript{\1}", c) for c in cells]
+        cells[1] = latex_escape(f"{dataset_title(r.dataset)} ") + rf"$\times${latex_escape(r.scale)}"
+        cells[6:] = [("$-$" + c[1:]) if c.startswith("-") else c for c in cells[6:]]  # a minus, not a hyphen
         tabular.append(" & ".join(cells) + r" \\")
     tabular += [r"\bottomrule", r"\end{tabular}"]
     lines = [r"\begin{table}[htbp]", r"\centering",
