@@ -32,7 +32,7 @@ Config reference (every key; all optional except `methods`):
 | `profiling.flops` | bool or `always` | true | FLOPs of one call via torch.utils.flop_counter; `true` skips it (with a note) when one call takes over 5 s |
 | `visuals.crop` | int | 96 | side of the HR crop saved per method for the first image of each dataset and scale; 0 = none |
 | `visuals.crop_at` | `[top, left]` or null | null | the crop's top-left corner in HR pixels; null = where the HR has the most detail |
-| `save_images` | bool | false | write every SR output as PNG under `<run>/images/<dataset>/x<scale>/<label>/<image>.png` |
+| `save_images` | bool | false | write every SR output as PNG under `<run>/images/<dataset>/x<scale>/<label>/<image>.png` (`<label> [bf16]`, `<label> [compiled]` for the other precisions and compile settings) |
 | `output` | str or null | `results/<name>` | run folder; reruns resume there |
 | `data_root` | str or null | null | where datasets live (then `$ASR_BENCH_DATA`, then `./datasets`) |
 | `cache_dir` | str | `.cache/asr_bench` | generated LR images |

@@ -463,6 +463,11 @@ def test_precisions_are_a_case_axis_in_the_dtypes_each_method_declares(tmp_path,
     assert (fp32.precision, bf16.precision, bf16.status) == ("fp32", "bf16", "ok")
     assert bf16.metrics["psnr"] != fp32.metrics["psnr"] and abs(bf16.metrics["psnr"] - fp32.metrics["psnr"]) < 2
     assert bf16.case_key != fp32.case_key
+    from asr_bench.results.schema import label_stem
+
+    (folder,) = (tmp_path / "run" / "visuals" / "tiny" / "2").iterdir()  # the first image's crops
+    stems = {p.stem for p in folder.glob("*.png")}
+    assert {label_stem("t-smooth-bf16"), label_stem("t-smooth-bf16 [bf16]")} <= stems  # one crop per variant
 
 
 def test_compile_is_a_case_axis_and_the_forward_goes_through_torch_compile(tmp_path, plugin, images, monkeypatch):

@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import random
+import re
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -51,9 +52,9 @@ def test_provenance_and_timing_spread_are_shown_when_the_records_have_them(tmp_p
     html = render_report(tmp_path / "run")["report.html"].read_text()
     assert "Provenance per case" in html and "ab" * 32 in html and "fp-urban100" in html and "torch 2.13.0" in html
     liif = next(c for c in cases if c.label.startswith("LIIF") and c.dataset == "set5" and c.scale == "2")
-    spread = f"{liif.time_min_ms:.1f}–{liif.time_max_ms:.1f}"
+    spread = f"{liif.time_min_ms:.1f}–{liif.time_max_ms:.1f}, n={liif.time_repeats}"  # the median's repeat count too
     assert f'<span class="spread">{spread}</span>' in html
-    assert spread in cost_markdown(cost_rows(cases))
+    assert f"{liif.time_ms:.1f} ({spread})" in cost_markdown(cost_rows(cases))
     row = next(r for r in csv.DictReader(io.StringIO(cost_csv(cost_rows(cases))))
                if r["label"] == liif.label and r["dataset"] == "set5" and r["scale"] == "2")
     assert float(row["time_min_ms"]) == liif.time_min_ms and float(row["time_iqr_ms"]) == 0.1
@@ -64,4 +65,6 @@ def test_provenance_and_timing_spread_are_shown_when_the_records_have_them(tmp_p
 def test_records_without_provenance_or_spread_render_without_those_parts(tmp_path: Path, png_only_plots: None):
     make_run(tmp_path / "run", visuals=False)
     html = render_report(tmp_path / "run")["report.html"].read_text()
-    assert "Provenance per case" not in html and 'class="spread"' not in html
+    assert "Provenance per case" not in html
+    spreads = re.findall(r'<span class="spread">([^<]*)</span>', html)
+    assert spreads and set(spreads) == {"n=10"}  # no min–max stored: only the repeat count (make_cases: 10)

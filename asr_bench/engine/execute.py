@@ -30,6 +30,7 @@ from .outputs import save_output
 from .params import params_that_ran
 from .records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, ImageRecord
 from .tiling import engine_tile, tiled_forward
+from ..results.schema import variant_label
 from ..stages import recording
 from .timing import time_until_stable, timing_stats
 
@@ -375,10 +376,10 @@ def score_images(case: Case, config: Config, device: torch.device, sink: Sink, p
         with method_failures():  # e.g. an output of the wrong size: this method's fault, not the input's
             values, notes = protocol.score(sr, hr, case.scale, list(config.metrics), case.dataset, config.weights_dir)
         if index == 0 and config.visuals.crop:
-            save_crops(visual_dir(Path(sink.run_dir), case.dataset, case.scale_label, image_id), case.label,
+            save_crops(visual_dir(Path(sink.run_dir), case.dataset, case.scale_label, image_id), variant_label(case),
                        sr, hr, lr, config.visuals.crop, config.visuals.crop_at)
         if config.save_images:
-            save_output(Path(sink.run_dir), case.dataset, case.scale_label, case.label, image_id, sr)
+            save_output(Path(sink.run_dir), case.dataset, case.scale_label, variant_label(case), image_id, sr)
         record = finite_record(ImageRecord(case_id=case.case_id, image=image_id, metrics=dict(values),
                                            notes=dict(notes), lr_size=tuple(lr.shape[-2:]), sr_size=tuple(sr.shape[-2:])))
         sink.add_image(record)

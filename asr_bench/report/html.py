@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -24,16 +25,18 @@ from ..results.schema import slug
 from ..results import load
 from .explain import machine, protocol_fields, provenance_rows, status_words
 from .model import (
-    AccuracyTable, Cell, CostRow, accuracy_tables, cost_only_summary, cost_rows, dataset_title, decimals,
-    delta_places, fmt, fmt_delta, fmt_rate, footnote_mark, lower_better, metric_title, ordered_unique, scale_title,
-    unsupported_summary,
+    FRAME_RATES, AccuracyTable, Cell, CostRow, VariantRow, accuracy_tables, cost_only_summary, cost_rows,
+    dataset_title, decimals, delta_places, fmt, fmt_delta, fmt_rate, footnote_mark, frame_rate_reasons,
+    has_frame_rates, lower_better, metric_title, ordered_unique, scale_title, unsupported_summary, variant_label,
+    variant_rows, with_variant_labels,
 )
-from .plots import TITLES, all_plots
+from .plots import TITLES, all_plots, stage_caption
 from .published import load_published
 from .reading import RunData
 from .tables import (
     accuracy_csv, accuracy_latex, accuracy_markdown, cost_csv, cost_header, cost_latex, cost_markdown,
-    latex_document, published_csv, published_display, published_latex, published_markdown, published_rows,
+    frame_rate_note, latex_document, published_csv, published_display, published_latex, published_markdown,
+    published_rows, variant_cells, variant_csv, variant_header, variant_latex, variant_markdown, variant_notes,
 )
 from .visuals import VisualRow, figure_png, visual_rows
 
@@ -163,6 +166,7 @@ def _accuracy_view(table: AccuracyTable, table_id: int) -> dict[str, Any]:
 def _cost_view(rows: Sequence[CostRow], notes: _Footnotes) -> dict[str, Any]:
     kinds = ordered_unique(r.memory_kind for r in rows if r.memory_kind)
     protocols = ordered_unique(r.protocol for r in rows)
+    frames = has_frame_rates(rows)
     groups = []
     for r in rows:
         key = (r.dataset, r.scale, r.protocol)
@@ -172,19 +176,39 @@ def _cost_view(rows: Sequence[CostRow], notes: _Footnotes) -> dict[str, Any]:
         groups[-1]["rows"].append({
             "label": r.label, "random": r.random_weights,
             "reason": r.reason, "footnote": notes.number(r.label, r.message) if r.reason == "error" else None,
-            "mpix": fmt(r.output_mpix, 3), "time": fmt(r.time_ms, 1), "spread": r.spread, "fps": fmt_rate(r.fps),
+            "mpix": fmt(r.output_mpix, 3), "time": fmt(r.time_ms, 1), "spread": r.spread_text, "fps": fmt_rate(r.fps),
+            "frames": [{"text": r.frame_text(k), "title": r.frame_notes.get(k, "")} for k in FRAME_RATES] if frames else [],
             "memory": fmt(r.memory_mb, 1), "memory_title": r.memory_kind,
             "params": fmt(r.params / 1e6 if r.params is not None else None, 3),
             "flops": fmt(r.flops / 1e9 if r.flops is not None else None, 2),
             "best_time": r.best_time, "best_memory": r.best_memory,
         })
-    settings = ordered_unique(f"median of {r.time_repeats} repeat{'s' if r.time_repeats != 1 else ''} after "
-                              f"{r.time_warmup} warm-up run{'s' if r.time_warmup != 1 else ''}"
-                              for r in rows if r.time_repeats)
+    warmups = ordered_unique(str(r.time_warmup) for r in rows if r.time_repeats)
+    timing = (f"the median after {'/'.join(warmups)} warm-up call{'s' if warmups != ['1'] else ''}" if warmups else "")
     return {"header": cost_header(rows), "groups": groups, "protocols": protocols, "kinds": kinds,
-            "timing": "; ".join(settings), "devices": ordered_unique(f"{r.device} {r.precision}" for r in rows),
+            "timing": timing, "devices": ordered_unique(f"{r.device} {r.precision}" for r in rows),
             "has_random": any(r.random_weights for r in rows), "has_spread": any(r.spread for r in rows),
+            "has_count": any(r.spread_text for r in rows),
+            "frames_note": frame_rate_note(rows), "frames_na": frame_rate_reasons(rows),
             "single_repeat": bool(rows) and all(r.time_repeats == 1 for r in rows if r.time_repeats)}
+
+
+def _variant_view(rows: Sequence[VariantRow], names: Sequence[str]) -> dict[str, Any]:
+    """The precision / compile comparison for the page: the same cells as the Markdown, signs coloured."""
+    reasons: list[str] = []
+    body = []
+    for r in rows:
+        cells = variant_cells(r, names, reasons)
+        deltas = []
+        for m, text in zip(names, cells[6:]):
+            value = r.deltas.get(m)
+            better = None if value is None else ((value < 0) if lower_better(m) else (value > 0))
+            sign = ("na" if value is None else "same" if text.startswith("±") else "better" if better else "worse")
+            deltas.append({"text": text, "sign": sign})
+        body.append({"label": cells[0], "case": cells[1], "variant": cells[2], "time": cells[3],
+                     "reference": cells[4], "speedup": cells[5], "faster": r.speedup is not None and r.speedup > 1,
+                     "deltas": deltas})
+    return {"header": variant_header(names), "rows": body, "notes": variant_notes(rows, reasons)}
 
 
 def _template() -> jinja2.Template:
@@ -198,8 +222,9 @@ def _template() -> jinja2.Template:
 
 def render_html(data: RunData, tables: Sequence[AccuracyTable], cost: Sequence[CostRow],
                 published: Sequence[dict[str, Any]], plots: dict[str, dict[str, bytes]],
-                visuals: Sequence[VisualRow]) -> str:
-    """The report page as one string; everything embedded."""
+                visuals: Sequence[VisualRow], variants: tuple[Sequence[VariantRow], Sequence[str]] = ((), ())) -> str:
+    """The report page as one string; everything embedded. `data.cases` carry their variant labels
+    (`with_variant_labels`) when the run has several precisions or compile settings."""
     notes = _Footnotes()
     accuracy = [_accuracy_view(t, i + 1) for i, t in enumerate(tables)]
     cost_view = _cost_view(cost, notes)
@@ -231,8 +256,11 @@ def render_html(data: RunData, tables: Sequence[AccuracyTable], cost: Sequence[C
         cost=cost_view,
         published=published_view,
         plots=[{"title": TITLES.get(name, name), "name": name,
+                "caption": stage_caption(data.cases) if name == "stages" else "",
+                "wide": name == "stages",  # one bar per method and scale: the labels need the page's width
                 "uri": "data:image/png;base64," + base64.b64encode(files["png"]).decode("ascii")}
                for name, files in plots.items()],
+        variants=_variant_view(*variants) if variants[0] else None,
         visuals=visuals,
         footnotes=notes.listing(),
     )
@@ -284,28 +312,36 @@ def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str,
     """Render every table, plot and the HTML of a run folder from its store alone; returns name -> path.
 
     Names: 'accuracy.md|tex|csv', 'cost.md|tex|csv', 'published.md|tex|csv' (when a published folder is
-    given), 'tables.tex' (a complete LaTeX document inputting the .tex tables), 'plots/<name>.png|pdf|svg'
+    given), 'precision.md|tex|csv' (when the run has several precisions or compile settings), 'tables.tex' (a complete LaTeX document inputting the .tex tables), 'plots/<name>.png|pdf|svg'
     (including one 'visual_<dataset>_x<scale>_<image>.png' figure per crop folder), 'report.html'.
     """
     results = load(Path(run_dir))  # the public reading API: DataFrames + the records they were built from
-    data = results.data
+    stored = results.data
+    data = dataclasses.replace(stored, cases=with_variant_labels(stored.cases))  # fp32 and bf16 rows kept apart
     published_numbers = load_published(published_dir)
-    tables = accuracy_tables(data.cases, published_numbers, configured_metrics(data.run))
+    metrics = configured_metrics(data.run)
+    tables = accuracy_tables(data.cases, published_numbers, metrics)
     cost = cost_rows(data.cases)
     published = published_rows(tables)
     plots = all_plots(data.cases)
+    variants = variant_rows(stored.cases, metrics)
     with _temp_dir(data.run_dir) as temp_dir:
-        return _write_all(data, published_dir, tables, cost, published, plots, temp_dir)
+        return _write_all(data, published_dir, tables, cost, published, plots, temp_dir, variants, stored)
 
 
 def _write_all(data: RunData, published_dir: Path | None, tables: Any, cost: Any, published: Any,
-               plots: dict[str, bytes], temp_dir: Path) -> dict[str, Path]:
+               plots: dict[str, bytes], temp_dir: Path, variants: tuple[Any, Any] = ((), ()),
+               stored: RunData | None = None) -> dict[str, Path]:
     out: dict[str, Path] = {}
     tables_dir = data.run_dir / "tables"
     texts = {"accuracy.md": accuracy_markdown(tables, data.cases), "accuracy.tex": accuracy_latex(tables, data.cases),
              "accuracy.csv": accuracy_csv(tables), "cost.md": cost_markdown(cost, data.cases),
              "cost.tex": cost_latex(cost, data.cases), "cost.csv": cost_csv(cost)}
     inputs = [name for name, has in (("accuracy", bool(tables)), ("cost", bool(cost))) if has]
+    if variants[0]:
+        texts |= {"precision.md": variant_markdown(*variants), "precision.tex": variant_latex(*variants),
+                  "precision.csv": variant_csv(*variants)}
+        inputs.append("precision")
     if published_dir is not None:
         texts |= {"published.md": published_markdown(published), "published.tex": published_latex(published),
                   "published.csv": published_csv(published)}
@@ -317,10 +353,12 @@ def _write_all(data: RunData, published_dir: Path | None, tables: Any, cost: Any
     for name, files in plots.items():
         for fmt_name, payload in files.items():
             out[f"plots/{name}.{fmt_name}"] = _write(data.run_dir / "plots" / f"{name}.{fmt_name}", payload, temp_dir)
-    visuals = visual_rows(data.run_dir, data.cases, data.images)
+    # the engine names a crop by the case's variant label (the plain label for fp32 eager), in every run
+    crop_cases = [dataclasses.replace(c, label=variant_label(c)) for c in (stored or data).cases]
+    visuals = visual_rows(data.run_dir, crop_cases, data.images)
     for row in visuals:
         name = f"plots/visual_{slug(row.dataset)}_x{row.scale}_{row.image}.png"
         out[name] = _write(data.run_dir / name, figure_png(row), temp_dir)
     out["report.html"] = _write(data.run_dir / "report.html",
-                                render_html(data, tables, cost, published, plots, visuals), temp_dir)
+                                render_html(data, tables, cost, published, plots, visuals, variants), temp_dir)
     return out

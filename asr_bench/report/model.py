@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from ..results.schema import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord
+from ..results.schema import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, variant, variant_label
 from .published import PublishedMatch, PublishedRow, match_published
 
 METRIC_ORDER = ("psnr", "ssim", "lpips", "dists")
@@ -115,7 +115,7 @@ def delta_places(published_places: int | None, metric: str) -> int:
 def na_text(case: CaseRecord, metric: str | None = None) -> str:
     """Why a cell has no number, in the words the tables show."""
     if case.status == UNSUPPORTED:
-        return "n/a (unsupported scale)"
+        return UNSUPPORTED_PRECISION if UNSUPPORTED_PRECISION in case.notes.values() else "n/a (unsupported scale)"
     if case.status == NO_WEIGHTS:
         return "n/a (no weights)"
     if case.status == ERROR:
@@ -128,6 +128,22 @@ def na_text(case: CaseRecord, metric: str | None = None) -> str:
 
 def ordered_unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
+
+
+UNSUPPORTED_PRECISION = "n/a (unsupported precision)"  # the engine's note on a case its method has no dtype for
+
+
+def has_variants(cases: Sequence[CaseRecord]) -> bool:
+    """Whether the run has more than one (precision, compile) setting: then rows need the variant in their name."""
+    return len({(c.precision, bool(c.compiled)) for c in cases}) > 1
+
+
+def with_variant_labels(cases: Sequence[CaseRecord]) -> list[CaseRecord]:
+    """The cases with the variant in their label when the run has several (precision, compile) settings, so every
+    table and plot keeps the fp32 and bf16 rows of a method apart (they share label, dataset and scale)."""
+    if not has_variants(cases):
+        return list(cases)
+    return [replace(c, label=variant_label(c)) for c in cases]
 
 
 @dataclass(frozen=True)
@@ -349,18 +365,19 @@ def cost_only_summary(cases: Sequence[CaseRecord]) -> str:
 
 
 def unsupported_summary(cases: Sequence[CaseRecord]) -> str:
-    """'not run (unsupported scale): RT4KSR at x4, x6.5': those cases have no cost either."""
-    per_label: dict[str, list[str]] = {}
+    """'not run (unsupported scale): RT4KSR at x4, x6.5': those cases have no cost either. Cases a method has no
+    dtype for are named apart ('not run (unsupported precision): ...')."""
+    per_reason: dict[str, dict[str, list[str]]] = {}
     for c in cases:
         if c.status == UNSUPPORTED:
-            per_label.setdefault(c.label, [])
+            reason = na_text(c)[len("n/a ("):-1]
+            scales = per_reason.setdefault(reason, {}).setdefault(c.label, [])
             text = scale_title(c.scale)
-            if text not in per_label[c.label]:
-                per_label[c.label].append(text)
-    if not per_label:
-        return ""
-    return "not run (unsupported scale): " + "; ".join(f"{label} at {', '.join(scales)}"
-                                                       for label, scales in per_label.items())
+            if text not in scales:
+                scales.append(text)
+    return "; ".join(f"not run ({reason}): " + "; ".join(f"{label} at {', '.join(scales)}"
+                                                          for label, scales in per_label.items())
+                     for reason, per_label in per_reason.items())
 
 
 @dataclass
@@ -389,6 +406,8 @@ class CostRow:
     time_min_ms: float | None = None
     time_max_ms: float | None = None
     time_iqr_ms: float | None = None
+    frames: dict[str, float | None] = field(default_factory=dict)   # FRAME_RATES key -> fps of the method
+    frame_notes: dict[str, str] = field(default_factory=dict)       # FRAME_RATES key -> why n/a ('x3 unsupported')
 
     @property
     def fps(self) -> float | None:
@@ -397,10 +416,56 @@ class CostRow:
 
     @property
     def spread(self) -> str:
-        """'11.9–13.0' (min–max of the repeats) when the store has it, else ''."""
-        if self.time_min_ms is None or self.time_max_ms is None:
+        """'11.9–13.0' (min–max of the repeats) when the store has it, else '' (also for one timed call: no spread)."""
+        if self.time_min_ms is None or self.time_max_ms is None or self.time_repeats == 1:
             return ""
         return f"{self.time_min_ms:.1f}–{self.time_max_ms:.1f}"
+
+    @property
+    def spread_text(self) -> str:
+        """'11.9–13.0, n=7': the spread and how many timed calls the median is of (adaptive: it differs per row)."""
+        count = f"n={self.time_repeats}" if self.time_repeats and self.time_ms is not None and not self.reason else ""
+        return ", ".join(part for part in (self.spread, count) if part)
+
+    def frame_text(self, key: str) -> str:
+        """A frame-rate cell: the rate, 'n/a' where the method cannot make that frame (the reason goes below the
+        table), '–' where it was not measured."""
+        value = self.frames.get(key)
+        if value is not None:
+            return fmt_rate(value)
+        return "n/a" if self.frame_notes.get(key, "").startswith("n/a") else MISSING
+
+
+# CaseRecord field -> (column title, what it is): profiling.frame_rates measures them once per method row
+FRAME_RATES = {"fps_720p_4k": ("FPS 720p→4K", "1280×720 → 3840×2160 (×3)"),
+               "fps_1080p_4k": ("FPS 1080p→4K", "1920×1080 → 3840×2160 (×2)")}
+
+
+def has_frame_rates(rows: Sequence[CostRow]) -> bool:
+    """Whether the run measured frame rates (profiling.frame_rates): then the cost table has their columns."""
+    return any(r.frames.get(k) is not None or r.frame_notes.get(k) for r in rows for k in FRAME_RATES)
+
+
+def frame_rate_reasons(rows: Sequence[CostRow]) -> list[str]:
+    """'FPS 720p→4K n/a: RT4KSR (x3 unsupported)', one line per column that has an n/a cell."""
+    lines = []
+    for key, (title, _) in FRAME_RATES.items():
+        why = ordered_unique(f"{r.label} ({r.frame_notes[key][len('n/a ('):-1] if r.frame_notes[key].startswith('n/a (') else r.frame_notes[key]})"
+                             for r in rows if r.frames.get(key) is None and r.frame_notes.get(key, "").startswith("n/a"))
+        if why:
+            lines.append(f"{title} n/a: {', '.join(why)}")
+    return lines
+
+
+def _method_frames(cases: Sequence[CaseRecord]) -> dict[str, tuple[dict[str, float | None], dict[str, str]]]:
+    """label -> (frame rates, notes) from the case that measured them (the method row's first case)."""
+    out: dict[str, tuple[dict[str, float | None], dict[str, str]]] = {}
+    for c in cases:
+        values = {k: getattr(c, k, None) for k in FRAME_RATES}
+        notes = {k: c.cost_notes[k] for k in FRAME_RATES if c.cost_notes.get(k)}
+        if any(v is not None for v in values.values()) or notes:
+            out.setdefault(c.label, (values, notes))
+    return out
 
 
 def cost_rows(cases: Sequence[CaseRecord]) -> list[CostRow]:
@@ -412,9 +477,11 @@ def cost_rows(cases: Sequence[CaseRecord]) -> list[CostRow]:
         (c for c in cases if c.status != UNSUPPORTED),
         key=lambda c: (datasets.index(c.dataset), scale_key(c.scale), labels.index(c.label), c.protocol),
     )
+    frames = _method_frames(cases)
     rows = []
     for c in ordered:
         measured = c.status in (OK, NO_WEIGHTS)
+        rates, rate_notes = frames.get(c.label, ({}, {}))
         rows.append(CostRow(
             label=c.label, dataset=c.dataset, scale=c.scale, protocol=c.protocol,
             reason="" if measured else na_text(c),
@@ -426,6 +493,7 @@ def cost_rows(cases: Sequence[CaseRecord]) -> list[CostRow]:
             time_min_ms=getattr(c, "time_min_ms", None) if measured else None,
             time_max_ms=getattr(c, "time_max_ms", None) if measured else None,
             time_iqr_ms=getattr(c, "time_iqr_ms", None) if measured else None,
+            frames=dict(rates), frame_notes=dict(rate_notes),
         ))
     for key in ordered_unique((r.dataset, r.scale, r.protocol) for r in rows):
         group = [r for r in rows if (r.dataset, r.scale, r.protocol) == key]
@@ -436,3 +504,67 @@ def cost_rows(cases: Sequence[CaseRecord]) -> list[CostRow]:
                     if getattr(r, attr) == min(values):
                         setattr(r, flag, True)
     return rows
+
+
+@dataclass
+class VariantRow:
+    """One case in another precision or compiled, against the same case in fp32 eager (the reference).
+
+    `deltas[metric]` = this − reference (None where either is n/a; `notes[metric]` says why), `speedup` =
+    reference median time / this median time (> 1: faster). `reason` is set when there is nothing to compare."""
+
+    label: str
+    dataset: str
+    scale: str
+    protocol: str
+    variant: str
+    time_ms: float | None
+    reference_ms: float | None
+    speedup: float | None
+    deltas: dict[str, float | None]
+    notes: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+
+
+def variant_rows(cases: Sequence[CaseRecord], metrics: Sequence[str] = ()) -> tuple[list[VariantRow], list[str]]:
+    """(rows, metric names) of the precision / compile comparison; no rows when the run has one setting only.
+
+    A variant the method has no dtype for (unsupported precision) has no row: the cost table's notes name it.
+    Rows: by dataset, then method (run order), then scale (numerically), then variant (run order)."""
+    if not has_variants(cases):
+        return [], []
+    reference = {(c.label, c.dataset, c.scale, c.protocol): c for c in cases if not variant(c)}
+    others = [c for c in cases if variant(c) and c.status != UNSUPPORTED]
+    names = sorted({*metrics, *(m for c in cases if c.status == OK for m, v in c.metrics.items() if v is not None)},
+                   key=metric_sort_key)
+    names = [m for m in names if any(c.metrics.get(m) is not None for c in cases if c.status == OK)]
+    datasets = ordered_unique(c.dataset for c in cases)
+    labels = ordered_unique(c.label for c in cases)
+    variants = ordered_unique(variant(c) for c in others)
+    others.sort(key=lambda c: (datasets.index(c.dataset), labels.index(c.label), scale_key(c.scale),
+                               variants.index(variant(c))))
+    rows = []
+    for c in others:
+        ref = reference.get((c.label, c.dataset, c.scale, c.protocol))
+        measured = c.status in (OK, NO_WEIGHTS)
+        ref_measured = ref is not None and ref.status in (OK, NO_WEIGHTS)
+        time_ms = c.time_ms if measured else None
+        ref_ms = ref.time_ms if ref_measured else None
+        deltas: dict[str, float | None] = {}
+        notes: dict[str, str] = {}
+        for m in names:
+            mine = c.metrics.get(m) if c.status == OK else None
+            theirs = ref.metrics.get(m) if ref is not None and ref.status == OK else None
+            deltas[m] = mine - theirs if mine is not None and theirs is not None else None
+            if deltas[m] is None:
+                notes[m] = (na_text(c, m) if mine is None else
+                            "no fp32 eager case" if ref is None else na_text(ref, m) + " in fp32")
+        reason = ("error" if c.status == ERROR else
+                  "no fp32 eager case" if ref is None else
+                  "fp32 eager: " + na_text(ref) if not ref_measured else "")
+        rows.append(VariantRow(
+            label=c.label, dataset=c.dataset, scale=c.scale, protocol=c.protocol, variant=variant(c),
+            time_ms=time_ms, reference_ms=ref_ms,
+            speedup=ref_ms / time_ms if ref_ms and time_ms else None,
+            deltas=deltas, notes=notes, reason=reason))
+    return rows, names

@@ -1,5 +1,6 @@
 """Plots for the report: PSNR (dB) vs scale per dataset, time vs output megapixels (log-log), memory vs scale
-(log), and a PSNR-vs-time Pareto plot per dataset x scale (accuracy against cost).
+(log), a PSNR-vs-time Pareto plot per dataset x scale (accuracy against cost), and stacked bars of where a
+call's time goes (the stages methods declare, `CaseRecord.stages`).
 
 Figures are built with `matplotlib.figure.Figure` and the Agg canvas directly (no pyplot), so rendering a
 report never touches global matplotlib state or needs a display. Each plot is written as PNG (embedded in
@@ -11,12 +12,14 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from ..results.schema import NO_WEIGHTS, OK, CaseRecord
+from ..results.schema import NO_WEIGHTS, OK, CaseRecord, slug
 from .model import dataset_title, metric_sort_key, metric_title, ordered_unique, scale_key, scale_title, scale_value
 
 _MARKERS = "osD^v<>pXh*"
@@ -237,12 +240,129 @@ def pareto_plot(cases: Sequence[CaseRecord]) -> dict[str, bytes] | None:
     return _render(fig)
 
 
+OTHER = "other"           # the part of a call's median time no stage covers
+STAGE_NOISE = 0.02        # stage sums above the total by more than this fraction are named in the caption
+
+
+@dataclass
+class StageBar:
+    """One bar of the stage figure: a case's stage medians in declared order, and what is left of its total."""
+
+    label: str
+    dataset: str
+    scale: str
+    total_ms: float
+    stages: dict[str, float]
+    profile_input: tuple[int, ...]
+
+    @property
+    def other_ms(self) -> float:
+        """Total median minus the sum of the stage medians, never below 0 (medians do not add exactly)."""
+        return max(0.0, self.total_ms - sum(self.stages.values()))
+
+    @property
+    def excess_ms(self) -> float:
+        """How far the stage medians' sum exceeds the total median (0 when it does not)."""
+        return max(0.0, sum(self.stages.values()) - self.total_ms)
+
+
+def stage_bars(cases: Sequence[CaseRecord]) -> list[StageBar]:
+    """Bars for the measured cases that have stages: by dataset (run order), label (run order), then scale."""
+    measured = [c for c in cases if c.status in (OK, NO_WEIGHTS) and c.stages and c.time_ms]
+    datasets = ordered_unique(c.dataset for c in cases)
+    labels = ordered_unique(c.label for c in cases)
+    measured.sort(key=lambda c: (datasets.index(c.dataset), labels.index(c.label), scale_key(c.scale)))
+    return [StageBar(c.label, c.dataset, c.scale, float(c.time_ms), {k: float(v) for k, v in c.stages.items()},
+                     tuple(c.profile_input)) for c in measured]
+
+
+def stage_names(bars: Sequence[StageBar]) -> list[str]:
+    """Every stage in the order methods declare them (first seen), 'other' last."""
+    return ordered_unique([name for bar in bars for name in bar.stages]) + [OTHER]
+
+
+def stage_caption(cases: Sequence[CaseRecord]) -> str:
+    """What the stage figure shows: whose medians, on which input; where the stages exceed the total."""
+    bars = stage_bars(cases)
+    if not bars:
+        return ""
+    inputs = []
+    for dataset in ordered_unique(b.dataset for b in bars):
+        sizes = ordered_unique("×".join(str(n) for n in b.profile_input) for b in bars
+                               if b.dataset == dataset and b.profile_input)
+        inputs.append(f"{dataset_title(dataset)}: LR {', '.join(sizes)}" if sizes else dataset_title(dataset))
+    text = ("Median ms per stage over the timed calls of each case, on its profiling input "
+            f"({'; '.join(inputs)}); other = the total median minus the stages' sum (never below 0).")
+    over = [b for b in bars if b.excess_ms > STAGE_NOISE * b.total_ms]
+    if over:
+        worst = max(over, key=lambda b: b.excess_ms / b.total_ms)
+        text += (f" In {len(over)} bar{'s' if len(over) > 1 else ''} the stages add up to more than the total "
+                 f"(at most {worst.excess_ms:.2f} ms, {100 * worst.excess_ms / worst.total_ms:.0f}%, "
+                 f"{worst.label} x{worst.scale}): medians of parts need not add to the median of the whole; "
+                 "there other is 0.")
+    return text
+
+
+def stage_gid(bar: StageBar, stage: str) -> str:
+    """The SVG id of a segment ('stage-set5_liif_edsr-baseline_x2-encoder'), so a reader can find it in the file."""
+    return f"stage-{slug(f'{bar.dataset} {bar.label} x{bar.scale}')}-{slug(stage)}"
+
+
+def stage_plot(cases: Sequence[CaseRecord]) -> dict[str, bytes] | None:
+    """Where the time goes: one horizontal stacked bar per case with stages (method x scale, per dataset), in ms,
+    and beside it the same bars as shares of the total, so a method's small bars are still legible."""
+    bars = stage_bars(cases)
+    if not bars:
+        return None
+    names = stage_names(bars)
+    colours = {name: ("0.72" if name == OTHER else _color(i)) for i, name in enumerate(names)}
+    datasets = ordered_unique(b.dataset for b in bars)
+    several = len(datasets) > 1
+    height = 0.34 * len(bars) + 0.5 * len(datasets) + 1.4
+    fig = Figure(figsize=(10.0, max(2.6, height)), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True, width_ratios=[3, 2])
+    ticks, tick_names, y = [], [], 0.0
+    positions = []
+    for dataset in datasets:
+        for bar in (b for b in bars if b.dataset == dataset):
+            positions.append(y)
+            ticks.append(y)
+            tick_names.append(f"{bar.label} {scale_title(bar.scale)}" + (f" · {dataset_title(dataset)}" if several else ""))
+            y += 1.0
+        y += 0.5  # a gap between datasets
+    for bar, pos in zip(bars, positions):
+        left = share = 0.0
+        parts = [*bar.stages.items(), (OTHER, bar.other_ms)]
+        total = sum(ms for _, ms in parts) or 1.0
+        for name, ms in parts:
+            drawn = axes[0].barh(pos, ms, left=left, height=0.7, color=colours[name])
+            drawn.patches[0].set_gid(stage_gid(bar, name))
+            axes[1].barh(pos, 100 * ms / total, left=share, height=0.7, color=colours[name])
+            left += ms
+            share += 100 * ms / total
+        axes[0].annotate(f"{bar.total_ms:.0f} ms" if bar.total_ms >= 100 else f"{bar.total_ms:.3g} ms", (max(left, bar.total_ms), pos), textcoords="offset points",
+                         xytext=(4, 0), va="center", fontsize=7, color="0.3")
+    axes[0].set_yticks(ticks, tick_names, fontsize=8)
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("median time per call (ms)")
+    axes[0].set_xlim(0, max(max(b.total_ms, sum(b.stages.values())) for b in bars) * 1.15)
+    axes[1].set_xlabel("share of the call (%)")
+    axes[1].set_xlim(0, 100)
+    for ax in axes:
+        ax.grid(alpha=0.3, axis="x")
+    handles = [Patch(color=colours[name], label=name) for name in names]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(names), 6), fontsize="small")
+    fig.suptitle("where the time goes: stages per method and scale")
+    return _render(fig)
+
+
 TITLES = {"accuracy_vs_scale": "Accuracy vs scale", "time_vs_mpix": "Time vs output megapixels",
-          "memory_vs_scale": "Memory vs scale", "pareto": "Accuracy vs time (Pareto)"}
+          "memory_vs_scale": "Memory vs scale", "pareto": "Accuracy vs time (Pareto)",
+          "stages": "Where the time goes (stages)"}
 
 
 def all_plots(cases: Sequence[CaseRecord]) -> dict[str, dict[str, bytes]]:
     """name -> {'png': ..., 'pdf': ..., 'svg': ...}, only for plots that have data."""
     plots = {"accuracy_vs_scale": accuracy_plot(cases), "pareto": pareto_plot(cases),
-             "time_vs_mpix": time_plot(cases), "memory_vs_scale": memory_plot(cases)}
+             "time_vs_mpix": time_plot(cases), "memory_vs_scale": memory_plot(cases), "stages": stage_plot(cases)}
     return {name: files for name, files in plots.items() if files is not None}

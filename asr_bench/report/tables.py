@@ -9,14 +9,16 @@ float) so a CSV round-trips to the stored numbers.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from ..results.csv_views import csv_text
 from ..results.schema import CaseRecord
 from .model import (
-    MISSING, AccuracyTable, Cell, CostRow, column_chunks, cost_only_summary, dataset_title, decimals,
-    delta_places, fmt, fmt_delta, fmt_rate, footnote_mark, lower_better, metric_sort_key, metric_title,
-    ordered_unique, scale_title, unsupported_summary,
+    FRAME_RATES, MISSING, AccuracyTable, Cell, CostRow, VariantRow, column_chunks, cost_only_summary, dataset_title,
+    decimals, delta_places, fmt, fmt_delta, fmt_rate, footnote_mark, frame_rate_reasons, has_frame_rates,
+    lower_better, metric_sort_key, metric_title, ordered_unique, scale_title, unsupported_summary,
+    with_variant_labels,
 )
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -283,26 +285,46 @@ def _memory_kinds(rows: Sequence[CostRow]) -> list[str]:
 
 
 def timing_note(rows: Sequence[CostRow]) -> str:
-    settings = ordered_unique(f"{r.time_repeats} repeats after {r.time_warmup} warm-up" for r in rows if r.time_repeats)
+    warmups = ordered_unique(str(r.time_warmup) for r in rows if r.time_repeats)
     devices = ordered_unique(f"{r.device} {r.precision}" for r in rows)
     note = "time = median per image at batch 1"
     if any(r.spread for r in rows):
-        note += " (min–max of the repeats below it)"
-    if settings:
-        note += f"; {'; '.join(settings)}"
+        note += " (min–max of the timed calls beside it, n = their number)"
+    elif any(r.spread_text for r in rows):
+        note += " (n = timed calls)"
+    if warmups:
+        note += f"; after {'/'.join(warmups)} warm-up call{'s' if warmups != ['1'] else ''}"
     return note + f"; device: {', '.join(devices)}"
 
 
+def frame_rate_note(rows: Sequence[CostRow]) -> str:
+    """What the frame-rate columns are, '' when the run did not measure them."""
+    if not has_frame_rates(rows):
+        return ""
+    how = ordered_unique(n for r in rows for k in FRAME_RATES for n in [r.frame_notes.get(k, "")]
+                         if n and not n.startswith("n/a"))
+    what = "; ".join(f"{title} = frames/s of {size}" for title, size in FRAME_RATES.values())
+    return (f"{what}: one seeded random frame, once per method (in its first case), the same in every row of it"
+            + (f" ({'; '.join(how)})" if how else ""))
+
+
 def cost_header(rows: Sequence[CostRow]) -> list[str]:
-    return ["Method", "Output (MP)", "Time (ms)", "FPS", "Memory (MB)", "Params (M)", "FLOPs (G)"]
+    frames = [title for title, _ in FRAME_RATES.values()] if has_frame_rates(rows) else []
+    return ["Method", "Output (MP)", "Time (ms)", "FPS", *frames, "Memory (MB)", "Params (M)", "FLOPs (G)"]
 
 
-def cost_values(row: CostRow) -> list[str]:
-    """Display strings after the method: output MP, time (with its spread), fps, memory, params (M), GFLOPs."""
+def cost_values(row: CostRow, frames: bool = False) -> list[str]:
+    """Display strings after the method: output MP, time, fps, [frame rates], memory, params (M), GFLOPs."""
     time_text = MISSING if row.reason else fmt(row.time_ms, 1)
-    return [fmt(row.output_mpix, 3), time_text, fmt_rate(row.fps), fmt(row.memory_mb, 1),
+    rates = [row.frame_text(k) for k in FRAME_RATES] if frames else []
+    return [fmt(row.output_mpix, 3), time_text, fmt_rate(row.fps), *rates, fmt(row.memory_mb, 1),
             fmt(row.params / 1e6 if row.params is not None else None, 3),
             fmt(row.flops / 1e9 if row.flops is not None else None, 2)]
+
+
+def memory_column(rows: Sequence[CostRow]) -> int:
+    """Index of the memory cell in `cost_values` (after the frame-rate columns when there are some)."""
+    return 3 + (len(FRAME_RATES) if has_frame_rates(rows) else 0)
 
 
 def _cost_groups(rows: Sequence[CostRow]) -> list[tuple[tuple[str, str, str], list[CostRow]]]:
@@ -318,6 +340,7 @@ def cost_notes(rows: Sequence[CostRow], cases: Sequence[CaseRecord] = (), markdo
     kinds = _memory_kinds(rows)
     notes = [timing_note(rows), f"memory = {', '.join(kinds)}" if kinds else "memory not measured (profiling.memory: false)",
              f"FPS = 1000 / time; fastest time and smallest memory per dataset and scale in {bold}"]
+    notes += [line for line in (frame_rate_note(rows), *frame_rate_reasons(rows)) if line]
     if any(r.random_weights for r in rows):
         notes.append("* = random weights (no checkpoint): cost only, no accuracy")
     notes += [f"({footnote_mark(n)}) {text}" for text, n in numbers.items()]
@@ -335,22 +358,24 @@ def cost_markdown(rows: Sequence[CostRow], cases: Sequence[CaseRecord] = ()) -> 
         return "No case ran (every one was an unsupported scale).\n"
     protocols = ordered_unique(r.protocol for r in rows)
     notes, numbers = cost_notes(rows, cases)
+    header = cost_header(rows)
+    frames, memory = has_frame_rates(rows), memory_column(rows)
     body = []
     for (dataset, scale, protocol), group in _cost_groups(rows):
-        body.append([f"**{dataset_title(dataset)} {scale_title(scale)}**"] + [""] * 6)
+        body.append([f"**{dataset_title(dataset)} {scale_title(scale)}**"] + [""] * (len(header) - 1))
         for r in group:
-            cells = cost_values(r)
+            cells = cost_values(r, frames)
             if r.reason == "error":
                 cells[1] = f"{MISSING} ({footnote_mark(numbers[f'error in {r.label}: {r.message}'])})"
-            if r.spread:
-                cells[1] += f" ({r.spread})"
+            if r.spread_text:
+                cells[1] += f" ({r.spread_text})"
             if r.best_time and not r.reason:
                 cells[1] = f"**{cells[1]}**"
             if r.best_memory:
-                cells[3] = f"**{cells[3]}**"
+                cells[memory] = f"**{cells[memory]}**"
             body.append([_cost_label(r, len(protocols) > 1), *cells])
     return ("### Cost — protocol: " + ", ".join(protocols) + "\n\n"
-            + _md_table(cost_header(rows), body, ["l"] + ["r"] * 6) + "\n\n"
+            + _md_table(header, body, ["l"] + ["r"] * (len(header) - 1)) + "\n\n"
             + "\n".join(f"- {n}" for n in notes) + "\n")
 
 
@@ -360,20 +385,21 @@ def cost_latex(rows: Sequence[CostRow], cases: Sequence[CaseRecord] = ()) -> str
     protocols = ordered_unique(r.protocol for r in rows)
     notes, numbers = cost_notes(rows, cases, markdown=False)
     header = [latex_escape(h) for h in cost_header(rows)]
-    tabular = [r"\begin{tabular}{lrrrrrr}", r"\toprule", " & ".join(header) + r" \\"]
+    frames, memory, width = has_frame_rates(rows), memory_column(rows), len(header)
+    tabular = [rf"\begin{{tabular}}{{l{'r' * (width - 1)}}}", r"\toprule", " & ".join(header) + r" \\"]
     for (dataset, scale, protocol), group in _cost_groups(rows):
         title = latex_escape(f"{dataset_title(dataset)} ") + rf"$\times${latex_escape(scale)}"
-        tabular += [r"\midrule", rf"\multicolumn{{7}}{{l}}{{\emph{{{title}}}}} \\", r"\cmidrule(lr){1-7}"]
+        tabular += [r"\midrule", rf"\multicolumn{{{width}}}{{l}}{{\emph{{{title}}}}} \\", rf"\cmidrule(lr){{1-{width}}}"]
         for r in group:
-            cells = [latex_escape(c) for c in cost_values(r)]
+            cells = [latex_escape(c) for c in cost_values(r, frames)]
             if r.reason == "error":
                 cells[1] = rf"--\textsuperscript{{{footnote_mark(numbers[f'error in {r.label}: {r.message}'])}}}"
             if r.best_time and not r.reason:
                 cells[1] = rf"\textbf{{{cells[1]}}}"
-            if r.spread:
-                cells[1] = rf"\shortstack[r]{{{cells[1]}\\ {{\scriptsize {latex_escape(r.spread)}}}}}"
+            if r.spread_text:
+                cells[1] = rf"\shortstack[r]{{{cells[1]}\\ {{\scriptsize {latex_escape(r.spread_text)}}}}}"
             if r.best_memory:
-                cells[3] = rf"\textbf{{{cells[3]}}}"
+                cells[memory] = rf"\textbf{{{cells[memory]}}}"
             label = latex_escape(_cost_label(r, len(protocols) > 1)).replace("*", r"$^\ast$")
             tabular.append(" & ".join([label, *cells]) + r" \\")
     tabular += [r"\bottomrule", r"\end{tabular}"]
@@ -387,12 +413,92 @@ def cost_latex(rows: Sequence[CostRow], cases: Sequence[CaseRecord] = ()) -> str
 def cost_csv(rows: Sequence[CostRow]) -> str:
     header = ["protocol", "label", "dataset", "scale", "status", "output_mpix", "time_ms", "time_min_ms",
               "time_max_ms", "time_iqr_ms", "fps", "memory_mb", "memory_kind", "params", "flops", "device",
-              "precision", "time_repeats", "time_warmup"]
+              "precision", "time_repeats", "time_warmup", *FRAME_RATES, *(f"{k}_note" for k in FRAME_RATES)]
     body = [[r.protocol, r.label, r.dataset, r.scale,
              r.reason or ("random weights" if r.random_weights else "ok"), *(
         _csv_value(v) for v in (r.output_mpix, r.time_ms, r.time_min_ms, r.time_max_ms, r.time_iqr_ms, r.fps,
                                 r.memory_mb, r.memory_kind, r.params, r.flops, r.device, r.precision,
-                                r.time_repeats, r.time_warmup))] for r in rows]
+                                r.time_repeats, r.time_warmup, *(r.frames.get(k) for k in FRAME_RATES),
+                                *(r.frame_notes.get(k, "") for k in FRAME_RATES)))] for r in rows]
+    return csv_text(header, body)
+
+
+# ------------------------------------------------------------------------------------------ precision
+
+
+def speedup_text(value: float | None) -> str:
+    """'1.84×' (> 1: faster than fp32 eager); '–' where either time is missing."""
+    return MISSING if value is None else f"{value:.2f}×"
+
+
+def variant_header(names: Sequence[str]) -> list[str]:
+    return ["Method", "Case", "Variant", "Time (ms)", "fp32 (ms)", "Speed-up",
+            *(f"Δ{metric_title(m)}{' (dB)' if m.lower().startswith('psnr') else ''}" for m in names)]
+
+
+def variant_cells(row: VariantRow, names: Sequence[str], reasons: list[str]) -> list[str]:
+    """Display strings of one comparison row; the reason of an n/a delta is added to `reasons` and marked."""
+    cells = [row.label, f"{dataset_title(row.dataset)} {scale_title(row.scale)}", row.variant,
+             fmt(row.time_ms, 1), fmt(row.reference_ms, 1), speedup_text(row.speedup)]
+    for m in names:
+        value = row.deltas.get(m)
+        if value is not None:
+            cells.append(fmt_delta(value, delta_places(None, m)))
+            continue
+        reason = row.reason or row.notes.get(m, "n/a")
+        if reason not in reasons:
+            reasons.append(reason)
+        cells.append(f"n/a ({footnote_mark(reasons.index(reason) + 1)})")
+    return cells
+
+
+def variant_notes(rows: Sequence[VariantRow], reasons: Sequence[str]) -> list[str]:
+    notes = ["Each row against the same method, dataset and scale in fp32 without torch.compile: Δ = this − fp32 "
+             "(PSNR in dB; ↑ metrics: positive is better, ↓ metrics: negative is better), shown to the metric's "
+             "decimals plus two; speed-up = fp32 median time / this median time (above 1× = faster), both the "
+             "cost table's medians on the same profiling input"]
+    notes += [f"({footnote_mark(i + 1)}) {reason}" for i, reason in enumerate(reasons)]
+    return notes
+
+
+def variant_markdown(rows: Sequence[VariantRow], names: Sequence[str]) -> str:
+    if not rows:
+        return "The run has one precision and compile setting: nothing to compare.\n"
+    reasons: list[str] = []
+    body = [variant_cells(r, names, reasons) for r in rows]
+    header = variant_header(names)
+    return ("### Precision and compile vs fp32 eager\n\n"
+            + _md_table(header, body, ["l", "l", "l"] + ["r"] * (len(header) - 3)) + "\n\n"
+            + "\n".join(f"- {n}" for n in variant_notes(rows, reasons)) + "\n")
+
+
+def variant_latex(rows: Sequence[VariantRow], names: Sequence[str]) -> str:
+    if not rows:
+        return "% no precision table: the run has one precision and compile setting\n"
+    reasons: list[str] = []
+    header = variant_header(names)
+    tabular = [rf"\begin{{tabular}}{{lll{'r' * (len(header) - 3)}}}", r"\toprule",
+               " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    for r in rows:
+        cells = [latex_escape(c) for c in variant_cells(r, names, reasons)]
+        cells = [re.sub(r"^n/a \(([a-z]+)\)$", r"--\\textsuperscript{\1}", c) for c in cells]
+        cells[1] = latex_escape(f"{dataset_title(r.dataset)} ") + rf"$\times${latex_escape(r.scale)}"
+        cells[6:] = [("$-$" + c[1:]) if c.startswith("-") else c for c in cells[6:]]  # a minus, not a hyphen
+        tabular.append(" & ".join(cells) + r" \\")
+    tabular += [r"\bottomrule", r"\end{tabular}"]
+    lines = [r"\begin{table}[htbp]", r"\centering",
+             r"\caption{Precision and compile: accuracy change and speed-up against fp32 eager.}",
+             *_fit(tabular), *_latex_notes([latex_escape(n) for n in variant_notes(rows, reasons)]), r"\end{table}"]
+    return "% requires \\usepackage{booktabs,graphicx}\n" + "\n".join(lines) + "\n"
+
+
+def variant_csv(rows: Sequence[VariantRow], names: Sequence[str]) -> str:
+    header = ["protocol", "label", "dataset", "scale", "variant", "time_ms", "fp32_time_ms", "speedup",
+              *(f"delta_{m}" for m in names), "notes"]
+    body = [[r.protocol, r.label, r.dataset, r.scale, r.variant,
+             *(_csv_value(v) for v in (r.time_ms, r.reference_ms, r.speedup, *(r.deltas.get(m) for m in names))),
+             "; ".join(ordered_unique([r.reason] if r.reason else [f"{m}: {n}" for m, n in r.notes.items()]))]
+            for r in rows]
     return csv_text(header, body)
 
 
@@ -424,6 +530,7 @@ def summary_table(cases: Sequence[CaseRecord], width: int = SUMMARY_WIDTH) -> st
     """
     if not cases:
         return "(no cases)"
+    cases = with_variant_labels(cases)
     metrics = sorted(ordered_unique(m for c in cases for m in [*c.metrics, *c.notes]), key=metric_sort_key)
     shown = [m for m in metrics if any(c.metrics.get(m) is not None for c in cases)]
     protocols = ordered_unique(c.protocol for c in cases)

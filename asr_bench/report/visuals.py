@@ -152,6 +152,7 @@ def visual_rows(run_dir: Path, cases: Sequence[CaseRecord], images: Sequence[Ima
     case_ids = {**{(slug(c.dataset), c.scale, slug(c.label)): c.case_id for c in cases},
                 **{(slug(c.dataset), c.scale, label_stem(c.label)): c.case_id for c in cases}}
     by_image = {(i.case_id, slug(i.image)): i for i in images}
+    bicubic_stems = {label_stem(c.label) for c in cases if c.method == "bicubic"}
     folders = sorted((p for p in root.glob("*/*/*") if p.is_dir()),
                      key=lambda p: (datasets.index(p.parts[-3]) if p.parts[-3] in datasets else len(datasets),
                                     p.parts[-3], scale_key(p.parts[-2]), p.parts[-1]))
@@ -161,6 +162,8 @@ def visual_rows(run_dir: Path, cases: Sequence[CaseRecord], images: Sequence[Ima
         row = VisualRow(dataset_names.get(dataset, dataset), scale, image)
         row.thumb_png, row.box_text = thumbnail_with_box(folder)
         stems = [p.stem for p in folder.glob("*.png") if p.stem != "thumb"]
+        if any(stem in stems for stem in bicubic_stems):  # the run's bicubic method has its own, labelled crop
+            stems = [stem for stem in stems if stem != "bicubic"]
         for stem in _order(stems, label_slugs):
             png, size, factor = zoomed_png(folder / f"{stem}.png", display)
             record = by_image.get((case_ids.get((dataset, scale, stem)), image))

@@ -102,3 +102,17 @@ def label_stem(label: str) -> str:
     import hashlib
 
     return f"{slug(label)}-{hashlib.sha1(label.encode('utf-8')).hexdigest()[:6]}"
+
+
+def variant(case: Any) -> str:
+    """How a case (a CaseRecord or the engine's Case) differs from fp32 eager, the reference the others are compared
+    with: '' (it is fp32 eager), 'bf16', 'compiled', 'fp16 compiled'."""
+    parts = [] if case.precision == "fp32" else [case.precision]
+    return " ".join(parts + (["compiled"] if case.compiled else []))
+
+
+def variant_label(case: Any) -> str:
+    """'LIIF (edsr-baseline) [bf16]'; the plain label for fp32 eager. The engine names a case's crop by it, so the
+    fp32 and bf16 crops of one method do not overwrite each other."""
+    text = variant(case)
+    return f"{case.label} [{text}]" if text else case.label
