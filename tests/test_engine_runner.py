@@ -497,6 +497,14 @@ def test_frame_rates_are_measured_once_per_method_for_the_scales_it_supports(tmp
     assert cases["t-smooth|tiny|3.5"].fps_1080p_4k is None  # measured in the method's first case only
 
 
+def test_frame_rates_go_to_the_first_case_that_runs_not_an_unsupported_one(tmp_path, plugin, images):
+    config = make_config(tmp_path, plugin, images, scales=[3.5, 2], methods=["t-smooth-x2"],
+                         profiling={"warmup": 0, "repeats": 1, "memory": False, "flops": False, "frame_rates": True})
+    cases = {c.case_id: c for c in run_benchmark(config, progress=False, render=False).cases}
+    assert cases["t-smooth-x2|tiny|3.5"].status == "unsupported" and cases["t-smooth-x2|tiny|3.5"].fps_1080p_4k is None
+    assert cases["t-smooth-x2|tiny|2"].fps_1080p_4k > 0
+
+
 def test_each_case_records_which_op_backend_ran(tmp_path, plugin, images):
     config = make_config(tmp_path, plugin, images, scales=[2], methods=["t-smooth", "metasr"],
                          profiling={"warmup": 0, "repeats": 1, "memory": False, "flops": False})

@@ -129,14 +129,23 @@ def plan_cases(config: Config, dataset_names: dict[str, str] | None = None) -> l
     cases = [Case(entry, names.get(dataset, dataset), scale, source=dataset, precision=precision, compiled=compiled)
              for entry in entries for dataset in config.datasets for scale in config.scales
              for precision in precisions for compiled in config.compile]
-    if config.profiling.frame_rates:  # once per method row (label, precision, compiled): its first case
+    if config.profiling.frame_rates:  # once per method row (label, precision, compiled): its first case that runs
         seen: set[tuple[str, str, bool]] = set()
         for i, case in enumerate(cases):
             row = (case.label, case.precision, case.compiled)
-            if row not in seen:
+            if row not in seen and case_supported(case):
                 seen.add(row)
                 cases[i] = replace(case, frame_rates=True)
     return cases
+
+
+def case_supported(case: Case) -> bool:
+    """Whether the method declares the case's scale and precision (else it is stored as unsupported, no worker)."""
+    from ..registry import get_method
+    from ..upsampler import supports
+
+    spec = get_method(case.entry.method)
+    return supports(spec.scales, case.scale) and case.precision in spec.dtypes
 
 
 def check_names(config: Config) -> dict[str, str]:

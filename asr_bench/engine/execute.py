@@ -23,7 +23,7 @@ from ..config import Config
 from ..checkpoints import trusting_checkpoints
 from ..ops import backend_log
 from ..errors import UnsupportedScale, UserError, cannot_write
-from .cases import Case
+from .cases import Case, case_supported
 from .console import image_bar, ticking
 from .memory import peak_memory_mb
 from .outputs import save_output
@@ -96,15 +96,6 @@ def make_protocol(config: Config) -> Any:
     from ..protocols import get_protocol
 
     return get_protocol(config.protocol.name, **config.protocol.overrides)
-
-
-def case_supported(case: Case) -> bool:
-    """Whether the method declares the case's scale and precision (else it is stored as unsupported, no worker)."""
-    from ..registry import get_method
-    from ..upsampler import supports
-
-    spec = get_method(case.entry.method)
-    return supports(spec.scales, case.scale) and case.precision in spec.dtypes
 
 
 def unsupported_record(case: Case, config: Config, device: torch.device,
