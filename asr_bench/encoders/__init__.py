@@ -70,9 +70,10 @@ ATD_TILING = ("category attention mixes tokens across the whole input (groups of
               "multiples of 16")
 MAMBA_TILING = ("the scans run over the whole image, so tiles change the output; the official test cuts images "
                 "of 200+ pixels per side into pieces with a 10% overlap; the scan state is float32 whatever the dtype")
-HIT_SRF_TILING = ("windows are anchored at the top-left and reach 64x64 LR pixels, and the channel correlation mixes "
-                  "each whole window, so tiles change the output; tile by multiples of 64 with a 64-pixel overlap; "
-                  "the official test cuts images of 200+ pixels per side into pieces with a 10% overlap")
+HIT_SRF_TILING = ("windows are anchored at the top-left and reach 64x64 LR pixels (with the 48-pixel ones, the window "
+                  "grids line up only every 192 pixels), and the channel correlation mixes each whole window, so "
+                  "tiles change the output; the official test cuts LR images of 200+ pixels per side into pieces "
+                  "with a 10% overlap")
 _ENCODERS = {
     spec.name: spec
     for spec in (

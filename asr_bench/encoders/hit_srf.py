@@ -12,7 +12,8 @@ x = x + LN(SCC(x)); x = x + LN(ConvFFN(x)). SCC (spatial-channel correlation) on
 - channel: one head over all C/2 channels, out = v (q^T v / L)^T;
 - concat (spatial first) and project.
 Each block reflect-pads its input on the bottom/right to a multiple of its own window and crops the result back;
-where the window exceeds the image, the official two-step reflect pad equals the periodic reflection used here.
+where the pad exceeds the image, the official two-step reflect pad equals the repeated reflection used here
+(which also serves the sizes the official code rejects: under 17 pixels per side for the 64-pixel windows).
 
 Names are the official ones (IGConv's `hit_srf_arch.py`, after XiangZ-0/HiT-SR); no buffers in the state dict.
 No input normalisation inside (that belongs to the method).
