@@ -14,6 +14,7 @@ TINY = {
                 reducted_dim=4),
     "mambair": dict(embed_dim=30, depths=(1, 1), d_state=3, mlp_ratio=1.5),
     "mambair-light": dict(embed_dim=30, depths=(1,), d_state=3),
+    "hit-srf": dict(embed_dim=20, depths=(2, 2), num_heads=(2, 2), base_win_size=(4, 4), hier_win_ratios=(1, 2)),
 }
 # their flags are checked beside their other tests (test_encoder_hat.py, test_encoder_cnns.py)
 TESTED_ELSEWHERE = {"hat", "rcan", "plksr", "smfanet"}

@@ -60,7 +60,7 @@ def edsr_reference(x, sd, naming: str, n_blocks: int, res_scale: float, global_s
 
 def test_list_encoders():
     assert {"edsr", "edsr-baseline", "rdn", "swinir", "hat", "rcan", "plksr", "smfanet", "srformer", "atd",
-            "mambair", "mambair-light"} <= set(list_encoders())
+            "mambair", "mambair-light", "hit-srf"} <= set(list_encoders())
     assert list_encoders() == sorted(list_encoders())
     with pytest.raises(UnknownName, match="did you mean|Did you mean"):
         build_encoder("edsr_baseline")

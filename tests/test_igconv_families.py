@@ -21,6 +21,7 @@ FAMILIES = {
     "atd": ("igconv_atd", "atd", None, None),
     "mambair": ("igconv_mambair", "mambair", "### 7.4", "MambaIR"),
     "mambair-light": ("igconv_mambair_light", "mambair-light", "### 7.3", None),
+    "hit-srf": ("igconv_hit_srf", "hit-srf", "### 7.2", None),
 }
 # Not in the dossier's tables: transcribed here from the README image figs/Quantitative_PT.png (paper Table 4),
 # the ATD-IGConv+ (DF2K) rows; the dossier quotes x4 Urban100 28.43/0.8444 from it.
@@ -92,6 +93,8 @@ OFFICIAL_OPTIONS = {
     "igconv-plus.mambair-s8": (True, 1, "params", 8),
     "igconv.mambair-light": (False, 1, "params", 4),
     "igconv-plus.mambair-light": (True, 1, "params", 4),
+    "igconv.hit-srf": (False, 1, "params", 4),
+    "igconv-plus.hit-srf": (True, 1, "params", 4),
 }
 
 

@@ -213,6 +213,7 @@ TINY_ENCODERS = {
                 reducted_dim=4),
     "mambair": dict(embed_dim=30, depths=(1,), d_state=2),
     "mambair-light": dict(embed_dim=30, depths=(1,), d_state=2),
+    "hit-srf": dict(embed_dim=20, depths=(2,), num_heads=(2,), base_win_size=(4, 4), hier_win_ratios=(0.5, 2)),
 }
 TINY_ROPE = {"embed_dim": 16, "compress_ratio": 2}  # RoPE needs head_dim % 4 == 0
 TINY_GSASR_DECODER = {"channel": 24, "num_crossattn_blocks": 1, "num_crossattn_layers": 1,

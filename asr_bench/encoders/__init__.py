@@ -12,7 +12,8 @@ G64; `config="A"`), `swinir` (classical: 180 dims, 6x6 blocks, window 8; `out_fe
 `hat` (HAT, window 16; `large=True` HAT-L; `rope=True` GSASR's RoPE variant), `rcan`, `plksr`, `smfanet`.
 Each spec carries `Capabilities` (dtypes, size multiple, receptive radius, tile overlap) that its test proves.
 `srformer` (180 dims, 6x6 permuted-attention blocks, window 22), `atd` (210 dims, 6x6 layers, window 16),
-`mambair` (180 dims, 6x6 state-space blocks) and `mambair-light` (60 dims, 4x6). `encoder_capabilities(name)` gives the dtypes,
+`mambair` (180 dims, 6x6 state-space blocks), `mambair-light` (60 dims, 4x6) and `hit-srf` (60 dims, 4x6
+hierarchical-window blocks). `encoder_capabilities(name)` gives the dtypes,
 padding multiple and tiling advice that tests/test_encoder_capabilities.py checks.
 Design: each module uses one canonical naming (BasicSR's for EDSR, the shared RDN names, the official SwinIR
 names) and `keymaps.py` maps it to each checkpoint naming ("scheme"): see `schemes_for(encoder)`.
@@ -35,6 +36,8 @@ from .edsr import edsr as _edsr
 from .edsr import edsr_baseline as _edsr_baseline
 from .hat import HAT
 from .hat import hat as _hat
+from .hit_srf import HiTSRF
+from .hit_srf import hit_srf as _hit_srf
 from .keymaps import (encoder_keys, encoder_state_from_official, export_encoder_state, load_encoder_state,
                       model_state_from_official, schemes_for, split_encoder_state)
 from .plksr import PLKSR
@@ -67,6 +70,10 @@ ATD_TILING = ("category attention mixes tokens across the whole input (groups of
               "multiples of 16")
 MAMBA_TILING = ("the scans run over the whole image, so tiles change the output; the official test cuts images "
                 "of 200+ pixels per side into pieces with a 10% overlap; the scan state is float32 whatever the dtype")
+HIT_SRF_TILING = ("windows are anchored at the top-left and reach 64x64 LR pixels (with the 48-pixel ones, the window "
+                  "grids line up only every 192 pixels), and the channel correlation mixes each whole window, so "
+                  "tiles change the output; the official test cuts LR images of 200+ pixels per side into pieces "
+                  "with a 10% overlap")
 _ENCODERS = {
     spec.name: spec
     for spec in (
@@ -93,6 +100,8 @@ _ENCODERS = {
                     Capabilities(("float32", "float64", "bfloat16"), 1, MAMBA_TILING)),
         EncoderSpec("mambair-light", _mambair_light, "MambaIR-light, 60 dims, 4x6 state-space blocks (1.6 M)",
                     Capabilities(("float32", "float64", "bfloat16"), 1, MAMBA_TILING)),
+        EncoderSpec("hit-srf", _hit_srf, "HiT-SRF, 60 dims, 4x6 spatial-channel correlation blocks on hierarchical "
+                    "windows 4..64 (0.8 M)", Capabilities(("float32", "float64", "bfloat16"), 1, HIT_SRF_TILING)),
     )
 }
 
@@ -128,7 +137,7 @@ def build_encoder(name: str, **kwargs: Any) -> nn.Module:
 
 
 __all__ = [
-    "ATD", "EDSR", "HAT", "MambaIR", "PLKSR", "RCAN", "RDN", "SMFANet", "SRFormer", "SwinIR", "build_encoder",
+    "ATD", "EDSR", "HAT", "HiTSRF", "MambaIR", "PLKSR", "RCAN", "RDN", "SMFANet", "SRFormer", "SwinIR", "build_encoder",
     "list_encoders", "encoder_description", "load_encoder_state", "model_state_from_official", "encoder_keys",
     "encoder_state_from_official", "export_encoder_state", "schemes_for", "split_encoder_state", "Capabilities",
     "encoder_capabilities",

@@ -2,7 +2,7 @@
 
 Defaults are *off* (float32 only, no multiple, unknown receptive field, no advice) until a test proves otherwise:
 each registered encoder's flags are checked by its tests (tests/test_encoder_capabilities.py for SRFormer, ATD,
-MambaIR; test_encoder_hat.py and test_encoder_cnns.py for HAT, RCAN, PLKSR, SMFANet): every listed dtype runs
+MambaIR, HiT-SRF; test_encoder_hat.py and test_encoder_cnns.py for HAT, RCAN, PLKSR, SMFANet): every listed dtype runs
 and stays close to float32/float64, and inputs that are not a multiple of `size_multiple` are padded inside and
 cropped back.
 """

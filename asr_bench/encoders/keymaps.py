@@ -21,6 +21,7 @@ Schemes:
   buffers).
 - ATD: `atd` = `igconv` (official names; the one buffer is the top-level `relative_position_index_SA`).
 - MambaIR (and MambaIR-light): `mambair` = `igconv` (official names, no buffers).
+- HiT-SRF: `hit-srf` = `igconv` (official names, no buffers).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from ..errors import UnknownName, UserError
 from .atd import ATD
 from .edsr import EDSR
 from .hat import HAT
+from .hit_srf import HiTSRF
 from .plksr import PLKSR
 from .rcan import RCAN
 from .rdn import RDN
@@ -94,6 +96,7 @@ _SCHEMES: dict[type, dict[str, Scheme]] = {
     SRFormer: {name: (_identity, _no_extras, False) for name in ("srformer", "igconv")},
     ATD: {name: (_identity, _no_extras, False) for name in ("atd", "igconv")},
     MambaIR: {name: (_identity, _no_extras, False) for name in ("mambair", "igconv")},
+    HiTSRF: {name: (_identity, _no_extras, False) for name in ("hit-srf", "igconv")},
 }
 
 

@@ -21,7 +21,7 @@ from .net import IGConvSR
 
 SCALES = tuple(range(2, 13))
 ENCODERS = ("edsr-baseline", "edsr", "rdn", "swinir", "hat", "rcan", "plksr", "smfanet", "srformer", "atd",
-            "mambair", "mambair-light")
+            "mambair", "mambair-light", "hit-srf")
 PAPER = ("Lee, Yun, Ro. Implicit Grid Convolution for Multi-Scale Image Super-Resolution. "
          "arXiv:2408.09674, 2024. https://github.com/dslisleedh/IGConv")
 RELEASE = "https://github.com/dslisleedh/IGConv/releases/tag/v1.0.0"
@@ -35,6 +35,8 @@ ATD_ENCODER = {"img_size": 96, "window_size": 16, "embed_dim": 210, "depths": (6
                "mlp_ratio": 2.0}
 MAMBAIR_ENCODER = {"embed_dim": 180, "depths": (6,) * 6, "d_state": 16, "mlp_ratio": 2.0}
 MAMBAIR_LIGHT_ENCODER = {"embed_dim": 60, "depths": (6,) * 4, "d_state": 16, "mlp_ratio": 1.5}
+HIT_SRF_ENCODER = {"embed_dim": 60, "depths": (6,) * 4, "num_heads": (6,) * 4, "base_win_size": (8, 8),
+                   "hier_win_ratios": (0.5, 1, 2, 4, 6, 8), "mlp_ratio": 2.0}
 MAMBA_NOTE = ("no padding; the official test (MambaMSModel) cuts LR images of 200+ pixels per side into "
               "overlapping pieces, which this preset does not")
 
@@ -103,6 +105,12 @@ def presets(method: str, plus: bool) -> tuple[Preset, ...]:
                weights=released(f"MambaIRLight/MambaIR_Light_{kind}_DIV2K.pth"),
                description=f"MambaIR-light (60, 4x6, expansion 1.5) trained on DIV2K; official "
                            f"MambaIR_Light_{kind}_DIV2K.pth (params); {MAMBA_NOTE}"),
+        Preset(f"{method}.hit-srf", "hit-srf", HIT_SRF_ENCODER, geo, normalisation=DIV2K_CENTRED,
+               checkpoint_keys=("params", "params_ema"), weights=released(f"HiT_SRF/HiT_SRF_{kind}_DF2K.pth"),
+               description=f"HiT-SRF (60, 4x6, windows 4..64) trained on DIV2K (the file says DF2K); official "
+                           f"HiT_SRF_{kind}_DF2K.pth (params); no LR padding (each block pads to its own window "
+                           f"and crops back); the official test (MambaMSModel) cuts LR images of 200+ pixels per "
+                           f"side into overlapping pieces, which this preset does not"),
     ) + ((Preset(f"{method}.mambair-s8", "mambair", MAMBAIR_ENCODER, {**geo, "max_s": 8},
                  normalisation=DIV2K_CENTRED, checkpoint_keys=("params", "params_ema"),
                  weights=released("MambaIR/MambaIR_IGConvPlus_DFL_S8.pth"),
