@@ -22,10 +22,9 @@ from typing import Any
 
 import torch
 
-from .checkpoints import read_checkpoint
-from .errors import MissingFile, UserError
+from .checkpoints import CHECKPOINT_SUFFIXES, read_checkpoint, unwrap
+from .errors import UserError
 
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 RT4KSR_CHANNELS = {48: 2, 108: 3}                      # 3 * (2 s)^2 output channels of the upsampler conv
 IGCONV_HEADS = ("upsample", "UPNet", "tail", "to_rgb", "to_img")  # where each IGConv encoder names its head
 
@@ -84,31 +83,11 @@ def detect_parts(parts: Mapping[str, Mapping[str, torch.Tensor]], meta: Mapping[
     raise UserError(f"{source} holds {len(found)} checkpoints ({listing}); name one file instead.")
 
 
-def read_parts(checkpoint: Any) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any], str]:
-    """(parts, container facts, source) of a path, folder, pair or loaded dict; files are memory-mapped."""
-    if isinstance(checkpoint, (str, Path)):
-        path = Path(checkpoint).expanduser()
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
-            if not files:
-                raise MissingFile("checkpoint in folder", path,
-                                  f"Put the official file(s) there ({', '.join(CHECKPOINT_SUFFIXES)}) or name one file.")
-            unwrapped = {f.stem: unwrap(read_shapes(f), str(f)) for f in files}
-            if len(unwrapped) == 1:
-                (sd, meta), = unwrapped.values()
-                return {"model": sd}, meta, str(files[0])
-            return {stem: sd for stem, (sd, _) in unwrapped.items()}, {}, f"folder {path}"
-        if not path.is_file():
-            raise MissingFile("checkpoint file", path, "Check the path (a .pth file, or a folder of them).")
-        sd, meta = unwrap(read_shapes(path), str(path))
-        return {"model": sd}, meta, str(path)
-    if not isinstance(checkpoint, Mapping):
-        raise UserError(f"a checkpoint is a path, a folder or a loaded dict, not {type(checkpoint).__name__}.")
-    if {"encoder", "decoder"} <= set(checkpoint) and not isinstance(checkpoint["encoder"], torch.Tensor):
-        return {name: read_parts(checkpoint[name])[0]["model"] for name in ("encoder", "decoder")}, {}, \
-            "the checkpoint pair"
-    sd, meta = unwrap(checkpoint, "the checkpoint")
-    return {"model": sd}, meta, "the checkpoint"
+def read_parts(checkpoint: Any) -> tuple[Mapping[str, Mapping[str, torch.Tensor]], Mapping[str, Any], str]:
+    """(parts, container facts, source) of a path, folder, pair or loaded dict (`checkpoints.unwrap`, the one
+    unwrapping, with files memory-mapped)."""
+    weights = unwrap(checkpoint, read=read_shapes)
+    return weights.parts, weights.meta, weights.source
 
 
 def read_shapes(path: Path) -> Any:
@@ -118,36 +97,6 @@ def read_shapes(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - legacy (non-zip) files and pickled optimiser objects: the full reader
         return read_checkpoint(path)
-
-
-# ------------------------------------------------------------------------------------------ unwrapping
-
-
-def unwrap(obj: Any, where: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict, container facts) from every official container; `module.` prefixes stripped."""
-    facts: dict[str, Any] = {}
-    if not isinstance(obj, Mapping):
-        raise UserError(f"{where} is a {type(obj).__name__}, not a state dict or a checkpoint dict; "
-                        "pass the official .pth file.")
-    model = obj.get("model")
-    if isinstance(model, Mapping) and isinstance(model.get("sd"), Mapping):   # LIIF repo: {'model': {name, args, sd}}
-        facts = {"container": "{'model': {'name', 'args', 'sd'}}", "name": model.get("name"),
-                 "args": model.get("args") or {}}
-        obj = model["sd"]
-    else:
-        for key in ("params_ema", "params", "state_dict"):
-            if isinstance(obj.get(key), Mapping):
-                facts = {"container": f"{{'{key}': ...}}"}
-                obj = obj[key]
-                break
-    sd = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-    if not sd:
-        raise UserError(f"{where} holds no tensors (top-level keys: {', '.join(map(str, list(obj)[:8]))}); "
-                        "is it a PyTorch checkpoint of a super-resolution model?")
-    if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-        facts["prefix"] = "module."
-    return sd, facts
 
 
 # ------------------------------------------------------------------------------------------- encoders
