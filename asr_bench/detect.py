@@ -127,17 +127,30 @@ def _dim(sd: Mapping[str, torch.Tensor], key: str, axis: int = 0) -> int | None:
     return int(sd[key].shape[axis]) if key in sd else None
 
 
-def _side(sd: Mapping[str, torch.Tensor], index: str, table: str, axis: int = 0) -> int | None:
+def _side(sd: Mapping[str, torch.Tensor], index: str, table: str) -> int | None:
     """A window side from a relative-position index (side^2 rows) or else its bias table ((2 side - 1)^2 rows)."""
     if index in sd:
-        return math.isqrt(int(sd[index].shape[axis]))
+        return math.isqrt(int(sd[index].shape[0]))
     return (math.isqrt(int(sd[table].shape[0])) + 1) // 2 if table in sd else None
 
 
-def _groups(keys: set[str], group: str, block: str) -> tuple[int, ...]:
-    """Blocks per group: `group` is the regex of a group index, `block` the block list inside group {i}."""
-    n = _count(keys, group)
-    return tuple(_count(keys, block.format(i=i)) for i in range(n))
+def _body(sd: Mapping[str, torch.Tensor], blocks: str = "blocks") -> tuple[int, tuple[int, ...]]:
+    """(width, blocks per group) of the SwinIR-style body the transformer and Mamba encoders share: conv_first,
+    then `layers.N.residual_group.<blocks>.M`."""
+    keys = set(sd)
+    n = _count(keys, r"layers\.(\d+)\.residual_group\.")
+    depths = tuple(_count(keys, rf"layers\.{i}\.residual_group\.{blocks}\.(\d+)\.") for i in range(n))
+    return int(sd["conv_first.weight"].shape[0]), depths
+
+
+def _size(family: str, embed: int, depths: tuple[int, ...], unit: str = "blocks") -> str:
+    return f"{family} {embed} dims, {len(depths)} groups x {depths[0] if depths else 0} {unit}"
+
+
+def _heads(sd: Mapping[str, torch.Tensor], groups: int, *tables: str) -> tuple[int, ...]:
+    """Attention heads per group: dim 1 of the first block's bias table (or RoPE frequencies) in each group."""
+    return tuple(next((_dim(sd, f"layers.{i}.residual_group.{t}", 1) for t in tables
+                       if f"layers.{i}.residual_group.{t}" in sd), None) for i in range(groups))
 
 
 def read_encoder(sd: Mapping[str, torch.Tensor], what: str) -> EncoderRead:
@@ -208,13 +221,11 @@ def _read_rdn(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
 
 
 def _read_swinir(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
-    keys = set(sd)
-    depths = _groups(keys, r"layers\.(\d+)\.residual_group\.", r"layers\.{i}\.residual_group\.blocks\.(\d+)\.")
-    tables = [sd[f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table"] for i in range(len(depths))]
-    embed = sd["conv_first.weight"].shape[0]
+    embed, depths = _body(sd)
     hyper: dict[str, Any] = {
-        "embed_dim": embed, "depths": depths, "num_heads": tuple(t.shape[1] for t in tables),
-        "window_size": (round(tables[0].shape[0] ** 0.5) + 1) // 2,
+        "embed_dim": embed, "depths": depths,
+        "num_heads": _heads(sd, len(depths), "blocks.0.attn.relative_position_bias_table"),
+        "window_size": _side(sd, "", "layers.0.residual_group.blocks.0.attn.relative_position_bias_table"),
         "mlp_ratio": sd["layers.0.residual_group.blocks.0.mlp.fc1.weight"].shape[0] / embed,
         "out_features": _dim(sd, "conv_before_upsample.0.weight"),
     }
@@ -224,17 +235,14 @@ def _read_swinir(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
 def _read_hat(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
     """HAT / HAT-L / GSASR's RoPE HAT: the window from the self-attention index, the overlap window from the OCA
     index, channel-attention ratios from the CAB convs, RoPE from `rope_freqs`."""
-    keys = set(sd)
-    depths = _groups(keys, r"layers\.(\d+)\.residual_group\.", r"layers\.{i}\.residual_group\.blocks\.(\d+)\.")
-    embed = _dim(sd, "conv_first.weight")
+    embed, depths = _body(sd)
     block = "layers.0.residual_group.blocks.0."
-    rope = any(k.endswith("rope_freqs") for k in keys)
+    rope = any(k.endswith("rope_freqs") for k in sd)
     window = _side(sd, "relative_position_index_SA", block + "attn.relative_position_bias_table")
-    overlap = _side(sd, "relative_position_index_OCA", "", axis=1)
-    if overlap is None and "layers.0.residual_group.overlap_attn.relative_position_bias_table" in sd:
-        overlap = math.isqrt(_dim(sd, "layers.0.residual_group.overlap_attn.relative_position_bias_table")) - window + 1
-    heads = tuple(_dim(sd, f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table", 1)
-                  or _dim(sd, f"layers.{i}.residual_group.blocks.0.attn.rope_freqs", 1) for i in range(len(depths)))
+    oca_table = "layers.0.residual_group.overlap_attn.relative_position_bias_table"   # (window + overlap - 1)^2 rows
+    overlap = (math.isqrt(_dim(sd, "relative_position_index_OCA", 1)) if "relative_position_index_OCA" in sd
+               else math.isqrt(_dim(sd, oca_table)) - window + 1 if oca_table in sd else None)
+    heads = _heads(sd, len(depths), "blocks.0.attn.relative_position_bias_table", "blocks.0.attn.rope_freqs")
     hyper = {
         "embed_dim": embed, "depths": depths, "num_heads": heads, "window_size": window,
         "compress_ratio": embed // _dim(sd, block + "conv_block.cab.0.weight"),
@@ -243,58 +251,50 @@ def _read_hat(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
         "mlp_ratio": _dim(sd, block + "mlp.fc1.weight") / embed,
         "rope": rope, "out_features": _dim(sd, "conv_before_upsample.0.weight"),
     }
-    return EncoderRead("hat", hyper, f"HAT {embed} dims, {len(depths)} groups x {depths[0]} blocks, window {window}"
+    return EncoderRead("hat", hyper, _size("HAT", embed, depths) + f", window {window}"
                        + (", RoPE" if rope else "") + (f", {hyper['out_features']}-ch head" if hyper["out_features"]
                                                        else ""))
 
 
 def _read_atd(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
-    keys = set(sd)
-    depths = _groups(keys, r"layers\.(\d+)\.residual_group\.", r"layers\.{i}\.residual_group\.layers\.(\d+)\.")
-    embed = _dim(sd, "conv_first.weight")
+    embed, depths = _body(sd, "layers")
     layer = "layers.0.residual_group.layers.0."
     hyper = {
         "embed_dim": embed, "depths": depths,
-        "num_heads": tuple(_dim(sd, f"layers.{i}.residual_group.layers.0.attn_win.relative_position_bias_table", 1)
-                           for i in range(len(depths))),
+        "num_heads": _heads(sd, len(depths), "layers.0.attn_win.relative_position_bias_table"),
         "window_size": _side(sd, "relative_position_index_SA", layer + "attn_win.relative_position_bias_table"),
         "num_tokens": _dim(sd, "layers.0.residual_group.td"),
         "reducted_dim": _dim(sd, layer + "attn_atd.wq.weight"),
         "convffn_kernel_size": _dim(sd, layer + "convffn.dwconv.depthwise_conv.0.weight", -1),
         "mlp_ratio": _dim(sd, layer + "convffn.fc1.weight") / embed,
     }
-    return EncoderRead("atd", hyper, f"ATD {embed} dims, {len(depths)} groups x {depths[0]} layers, window "
-                       f"{hyper['window_size']}, {hyper['num_tokens']} tokens")
+    return EncoderRead("atd", hyper, _size("ATD", embed, depths, "layers")
+                       + f", window {hyper['window_size']}, {hyper['num_tokens']} tokens")
 
 
 def _read_srformer(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
-    keys = set(sd)
-    depths = _groups(keys, r"layers\.(\d+)\.residual_group\.", r"layers\.{i}\.residual_group\.blocks\.(\d+)\.")
-    embed = _dim(sd, "conv_first.weight")
+    embed, depths = _body(sd)
     block = "layers.0.residual_group.blocks.0."
     hyper = {
         "embed_dim": embed, "depths": depths,
-        "num_heads": tuple(_dim(sd, f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table", 1)
-                           for i in range(len(depths))),
+        "num_heads": _heads(sd, len(depths), "blocks.0.attn.relative_position_bias_table"),
         "window_size": math.isqrt(_dim(sd, block + "attn.aligned_relative_position_index")),
         "mlp_ratio": _dim(sd, block + "mlp.fc1.weight") / embed,
     }
-    return EncoderRead("srformer", hyper, f"SRFormer {embed} dims, {len(depths)} groups x {depths[0]} blocks, "
-                       f"window {hyper['window_size']}")
+    return EncoderRead("srformer", hyper, _size("SRFormer", embed, depths)
+                       + f", window {hyper['window_size']}")
 
 
 def _read_mambair(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
     """MambaIR or MambaIR-light: the same network, told apart by size (width, depths, expansion)."""
-    keys = set(sd)
-    depths = _groups(keys, r"layers\.(\d+)\.residual_group\.", r"layers\.{i}\.residual_group\.blocks\.(\d+)\.")
-    embed = _dim(sd, "conv_first.weight")
+    embed, depths = _body(sd)
     ssm = "layers.0.residual_group.blocks.0.self_attention."
     hyper = {"embed_dim": embed, "depths": depths, "d_state": _dim(sd, ssm + "A_logs", 1),
              "mlp_ratio": _dim(sd, ssm + "in_proj.weight") / (2 * embed)}   # in_proj makes x and z, expand x dim each
     name = next((n for n in ("mambair", "mambair-light")
                  if all(_same(encoder_arguments(n, {}).get(k), v) for k, v in hyper.items())), "mambair")
-    return EncoderRead(name, hyper, f"MambaIR {embed} dims, {len(depths)} groups x {depths[0]} blocks, expansion "
-                       f"{hyper['mlp_ratio']:g}")
+    return EncoderRead(name, hyper, _size("MambaIR", embed, depths)
+                       + f", expansion {hyper['mlp_ratio']:g}")
 
 
 def _read_rcan(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
