@@ -2,8 +2,9 @@
 
 Official checkpoints come wrapped in many ways (`{'model': {'sd'}}` for LIIF, `{'params', 'params_ema'}`
 for BasicSR-style repos, `{'state_dict'}` with `module.` prefixes for RT4KSR, two files for GSASR, a folder).
-`unwrap` takes every container off once, for every method (the registry calls it), and `load_strict` is the
-one strict loader, so that every failure reads the same way.
+`unwrap` takes every container off once, for every method (the registry calls it) and for detection (which
+passes a memory-mapping reader and reads the container facts it records), and `load_strict` is the one strict
+loader, so that every failure reads the same way.
 
 Checkpoints are data, not code: `read_checkpoint` never runs a pickle's code unless the user trusts the file
 (`--trust-checkpoints`; README "Plugins are code, checkpoints are data").
@@ -15,7 +16,7 @@ import contextvars
 import pickle
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,11 +119,6 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise _unreadable(path, exc) from None
 
 
-def is_state_dict(obj: Any) -> bool:
-    """A non-empty mapping of names to tensors."""
-    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
-
-
 def strip_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """Drop `prefix` (e.g. 'module.') from every key that has it."""
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd.items()}
@@ -166,35 +162,48 @@ class Weights:
         return self.parts[name]
 
 
-CHECKPOINT_FILES = ("*.pth", "*.pt", "*.safetensors")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")   # what a folder's files may be
+LIIF_CONTAINER = "{'model': {'name', 'args', 'sd'}}"
+Reader = Callable[[Path], Any]
 
 
-def unwrap(checkpoint: Checkpoint, keys: Sequence[str] = ("params_ema", "params")) -> Weights:
-    """Every official container -> `Weights`.
+def unwrap(checkpoint: Checkpoint, keys: Sequence[str] = ("params_ema", "params"),
+           read: Reader = read_checkpoint) -> Weights:
+    """Every official container -> `Weights`: the one unwrapping that loading and detection share.
 
-    A folder: every .pth/.pt/.safetensors file in it, by stem. A mapping whose values are all paths or
-    containers (no tensors): a pair such as {'encoder': ..., 'decoder': ...}. Anything else is one file:
+    A folder: every checkpoint file in it (`CHECKPOINT_SUFFIXES`), by stem. A mapping whose values are all paths
+    or containers (no tensors): a pair such as {'encoder': ..., 'decoder': ...}. Anything else is one file:
     BasicSR's {'params_ema', 'params'} (the first of `keys` present), {'state_dict': ...}, LIIF's
-    {'model': {'name', 'args', 'sd'}}, or a bare state dict; a DataParallel `module.` prefix is dropped.
+    {'model': {'name', 'args', 'sd'}}, {'model': sd}, or a bare state dict; a DataParallel `module.` prefix is
+    dropped. `meta` records what the container said (`container`, `prefix`, LIIF's `name` and `args`); `read`
+    opens a file (detection passes a memory-mapping reader, as it reads shapes only).
     """
     if checkpoint is None:
         raise UserError("no checkpoint given")
     if isinstance(checkpoint, (str, Path)):
         path = Path(checkpoint).expanduser()
         if path.is_dir():
-            files = sorted(f for pattern in CHECKPOINT_FILES for f in path.glob(pattern))
+            files = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in CHECKPOINT_SUFFIXES)
             if not files:
-                raise MissingFile("checkpoint files (.pth, .pt, .safetensors)", path,
+                raise MissingFile(f"checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)})", path,
                                   "Put the official files in that folder or name one file.")
-            parts = {f.stem: _one(read_checkpoint(f), keys, str(f)) for f in files}
-            return Weights({k: sd for k, (sd, _) in parts.items()}, {}, str(path))
-        sd, meta = _one(read_checkpoint(path), keys, str(path))
+            opened = {f.stem: open_container(read(f), keys, str(f)) for f in files}
+            if len(opened) == 1:
+                (stem, (sd, meta)), = opened.items()
+                return Weights({stem: sd}, meta, str(files[0]))
+            return Weights({stem: sd for stem, (sd, _) in opened.items()}, {}, str(path))
+        if not path.is_file():
+            raise MissingFile("checkpoint file", path, "Check the path (a .pth file, or a folder of them), or omit "
+                                                       "the checkpoint to benchmark random weights.")
+        sd, meta = open_container(read(path), keys, str(path))
         return Weights({"model": sd}, meta, str(path))
-    if (isinstance(checkpoint, Mapping) and checkpoint and not _is_container(checkpoint)
+    if not isinstance(checkpoint, Mapping):
+        raise UserError(f"a checkpoint is a path, a folder or a loaded dict, not {type(checkpoint).__name__}.")
+    if (checkpoint and not _is_container(checkpoint)
             and all(isinstance(v, (str, Path, Mapping)) for v in checkpoint.values())):
-        parts = {name: unwrap(item, keys).single() for name, item in checkpoint.items()}
+        parts = {name: unwrap(item, keys, read).single() for name, item in checkpoint.items()}
         return Weights(parts, {}, f"checkpoint pair {{{', '.join(repr(k) for k in checkpoint)}}}")
-    sd, meta = _one(checkpoint, keys, "checkpoint")
+    sd, meta = open_container(checkpoint, keys, "checkpoint")
     return Weights({"model": sd}, meta, "checkpoint")
 
 
@@ -204,29 +213,32 @@ def _is_container(obj: Mapping[str, Any]) -> bool:
         "model" in obj and isinstance(obj["model"], Mapping))
 
 
-def _one(data: Any, keys: Sequence[str], source: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict, meta) of one file's container."""
+def open_container(data: Any, keys: Sequence[str], source: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, what the container said) of one file: only name -> tensor entries are kept, so shape-only
+    (meta or memory-mapped) tensors pass as well as real ones."""
     if not isinstance(data, Mapping):
-        raise UserError(f"{source} is a {type(data).__name__}, not a checkpoint dict; pass the official .pth file.")
+        raise UserError(f"{source} is a {type(data).__name__}, not a state dict or a checkpoint dict; "
+                        "pass the official .pth file.")
     meta: dict[str, Any] = {}
-    if any(k in data for k in ("params", "params_ema")):
-        present = [k for k in keys if k in data] or [k for k in ("params_ema", "params") if k in data]
-        data = data[present[0]]
-    elif "state_dict" in data and isinstance(data["state_dict"], Mapping):
-        data = data["state_dict"]
-    elif "model" in data and isinstance(data["model"], Mapping):
-        model = data["model"]
-        if "sd" in model:
-            meta = {k: v for k, v in model.items() if k != "sd"}
-            data = model["sd"]
-        else:
-            data = model
-    if not is_state_dict(data):
-        raise UserError(f"{source} holds no state dict (top-level keys {sorted(map(str, data))[:8]}); "
-                        "expected params/params_ema, state_dict, {'model': {'sd'}} or a bare state dict.")
-    sd = dict(data)
+    model = data.get("model")
+    if isinstance(model, Mapping) and isinstance(model.get("sd"), Mapping):
+        meta = {**{k: v for k, v in model.items() if k != "sd"}, "container": LIIF_CONTAINER}
+        meta["args"] = meta.get("args") or {}
+        data = model["sd"]
+    else:
+        wrapper = next((k for k in (*keys, "params_ema", "params", "state_dict") if isinstance(data.get(k), Mapping)),
+                       "model" if isinstance(model, Mapping) else None)
+        if wrapper is not None:
+            meta = {"container": f"{{'{wrapper}': ...}}"}
+            data = data[wrapper]
+    sd = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not sd:
+        raise UserError(f"{source} holds no tensors (top-level keys: {', '.join(map(str, list(data)[:8]))}); "
+                        "expected params/params_ema, state_dict, {'model': {'sd'}} or a bare state dict of a "
+                        "super-resolution model.")
     if all(k.startswith("module.") for k in sd):
         sd = strip_prefix(sd, "module.")
+        meta["prefix"] = "module."
     return sd, meta
 
 

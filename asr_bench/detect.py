@@ -2,18 +2,21 @@
 
 A user holding an official file should not have to know which method, encoder and preset it belongs to.
 As spandrel does, we read the architecture from the state dict: the key names say the family (LIIF's
-`encoder.*` + `imnet.*`, Meta-RDN's `P2W.meta_block`, IGConv's hyper-network head, RT4KSR's `hfb`, GSASR's
-`gs_embedding`), the shapes give the hyperparameters (EDSR channels/blocks, RDN D/C/G, SwinIR depths/embed
-dim/heads/window, RT4KSR's scale, GSASR paper vs enhanced), and those are matched against the registered
-presets. Containers are unwrapped as the methods do (`params_ema`/`params`, `state_dict` + `module.`,
-LIIF's `{'model': {'sd'}}`, a folder, GSASR's `{'encoder', 'decoder'}` pair).
+`encoder.*` + `imnet.*`, Meta-RDN's `P2W.meta_block`, IGConv's hyper-network head under each encoder's name,
+RT4KSR's `hfb`, GSASR's `gs_embedding`; HAT's OCAB, ATD's token dictionary, MambaIR's `A_logs`, ...), the shapes
+give the hyperparameters (widths, depths, heads, windows, expansions, RoPE, GSASR paper vs enhanced) and those
+are matched against the registered presets' encoder arguments. Containers are taken off by
+`checkpoints.unwrap`, the one unwrapping (with a memory-mapping reader here).
 
-Only shapes are read, so detection works on meta tensors and never builds a model; `build_model` (and
-`asr-bench weights verify`) then load the file strictly, which checks every key.
+What no tensor shows (IGConv's `max_s`) cannot be detected: presets that differ only there are told apart by the
+official file name, else the default is taken and `reason` says so. Only shapes are read, so detection works on
+meta tensors and never builds a model; `build_model` (and `asr-bench weights verify`) then load the file
+strictly, which checks every key.
 """
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,10 +25,9 @@ from typing import Any
 
 import torch
 
-from .checkpoints import read_checkpoint
-from .errors import MissingFile, UserError
+from .checkpoints import CHECKPOINT_SUFFIXES, read_checkpoint, unwrap
+from .errors import UserError
 
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 RT4KSR_CHANNELS = {48: 2, 108: 3}                      # 3 * (2 s)^2 output channels of the upsampler conv
 IGCONV_HEADS = ("upsample", "UPNet", "tail", "to_rgb", "to_img")  # where each IGConv encoder names its head
 
@@ -44,7 +46,7 @@ class Detection:
 
 
 class UnsupportedFamily(UserError):
-    """A real architecture we recognise but do not implement yet (HAT, ATD, MambaIR, ...)."""
+    """A real architecture we recognise but do not implement yet (HiT-SRF, LTE, ...)."""
 
 
 # ---------------------------------------------------------------------------------------------- entry
@@ -64,7 +66,7 @@ def detect_parts(parts: Mapping[str, Mapping[str, torch.Tensor]], meta: Mapping[
     """Detection on unwrapped state dicts: {"model": sd} for one file, {"encoder", "decoder"} for GSASR, one part
     per file stem for a folder (the layout of `checkpoints.unwrap`'s `Weights`)."""
     if {"encoder", "decoder"} <= set(parts):
-        return _detect_gsasr(parts["encoder"], parts["decoder"], f"{source} (encoder + decoder)")
+        return _detect_gsasr(parts["encoder"], parts["decoder"], source)
     if len(parts) == 1:
         return _detect_state(next(iter(parts.values())), meta, source)
     found = []
@@ -84,31 +86,11 @@ def detect_parts(parts: Mapping[str, Mapping[str, torch.Tensor]], meta: Mapping[
     raise UserError(f"{source} holds {len(found)} checkpoints ({listing}); name one file instead.")
 
 
-def read_parts(checkpoint: Any) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any], str]:
-    """(parts, container facts, source) of a path, folder, pair or loaded dict; files are memory-mapped."""
-    if isinstance(checkpoint, (str, Path)):
-        path = Path(checkpoint).expanduser()
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
-            if not files:
-                raise MissingFile("checkpoint in folder", path,
-                                  f"Put the official file(s) there ({', '.join(CHECKPOINT_SUFFIXES)}) or name one file.")
-            unwrapped = {f.stem: unwrap(read_shapes(f), str(f)) for f in files}
-            if len(unwrapped) == 1:
-                (sd, meta), = unwrapped.values()
-                return {"model": sd}, meta, str(files[0])
-            return {stem: sd for stem, (sd, _) in unwrapped.items()}, {}, f"folder {path}"
-        if not path.is_file():
-            raise MissingFile("checkpoint file", path, "Check the path (a .pth file, or a folder of them).")
-        sd, meta = unwrap(read_shapes(path), str(path))
-        return {"model": sd}, meta, str(path)
-    if not isinstance(checkpoint, Mapping):
-        raise UserError(f"a checkpoint is a path, a folder or a loaded dict, not {type(checkpoint).__name__}.")
-    if {"encoder", "decoder"} <= set(checkpoint) and not isinstance(checkpoint["encoder"], torch.Tensor):
-        return {name: read_parts(checkpoint[name])[0]["model"] for name in ("encoder", "decoder")}, {}, \
-            "the checkpoint pair"
-    sd, meta = unwrap(checkpoint, "the checkpoint")
-    return {"model": sd}, meta, "the checkpoint"
+def read_parts(checkpoint: Any) -> tuple[Mapping[str, Mapping[str, torch.Tensor]], Mapping[str, Any], str]:
+    """(parts, container facts, source) of a path, folder, pair or loaded dict (`checkpoints.unwrap`, the one
+    unwrapping, with files memory-mapped)."""
+    weights = unwrap(checkpoint, read=read_shapes)
+    return weights.parts, weights.meta, weights.source
 
 
 def read_shapes(path: Path) -> Any:
@@ -120,44 +102,18 @@ def read_shapes(path: Path) -> Any:
         return read_checkpoint(path)
 
 
-# ------------------------------------------------------------------------------------------ unwrapping
-
-
-def unwrap(obj: Any, where: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict, container facts) from every official container; `module.` prefixes stripped."""
-    facts: dict[str, Any] = {}
-    if not isinstance(obj, Mapping):
-        raise UserError(f"{where} is a {type(obj).__name__}, not a state dict or a checkpoint dict; "
-                        "pass the official .pth file.")
-    model = obj.get("model")
-    if isinstance(model, Mapping) and isinstance(model.get("sd"), Mapping):   # LIIF repo: {'model': {name, args, sd}}
-        facts = {"container": "{'model': {'name', 'args', 'sd'}}", "name": model.get("name"),
-                 "args": model.get("args") or {}}
-        obj = model["sd"]
-    else:
-        for key in ("params_ema", "params", "state_dict"):
-            if isinstance(obj.get(key), Mapping):
-                facts = {"container": f"{{'{key}': ...}}"}
-                obj = obj[key]
-                break
-    sd = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-    if not sd:
-        raise UserError(f"{where} holds no tensors (top-level keys: {', '.join(map(str, list(obj)[:8]))}); "
-                        "is it a PyTorch checkpoint of a super-resolution model?")
-    if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-        facts["prefix"] = "module."
-    return sd, facts
-
-
 # ------------------------------------------------------------------------------------------- encoders
 
 
 @dataclass(frozen=True)
 class EncoderRead:
     name: str                       # our encoder name
-    hyper: dict[str, Any]           # what the shapes say
+    hyper: dict[str, Any]           # what the shapes say: constructor arguments (EDSR/RDN: their own sizes)
     text: str                       # for the reason line
+
+
+# Families we recognise but do not implement: a key fragment only they have -> the name the error gives.
+UNSUPPORTED = ((".correlation.", "HiT-SRF"),)
 
 
 def _count(keys: Iterable[str], pattern: str) -> int:
@@ -166,40 +122,64 @@ def _count(keys: Iterable[str], pattern: str) -> int:
     return len({m.group(1) for k in keys if (m := regex.match(k))})
 
 
-def _foreign_family(sd: Mapping[str, torch.Tensor]) -> str | None:
-    """The name of a known architecture we do not implement yet, from keys only it has."""
+def _dim(sd: Mapping[str, torch.Tensor], key: str, axis: int = 0) -> int | None:
+    """One size of one tensor, None where the key is absent."""
+    return int(sd[key].shape[axis]) if key in sd else None
+
+
+def _side(sd: Mapping[str, torch.Tensor], index: str, table: str) -> int | None:
+    """A window side from a relative-position index (side^2 rows) or else its bias table ((2 side - 1)^2 rows)."""
+    if index in sd:
+        return math.isqrt(int(sd[index].shape[0]))
+    return (math.isqrt(int(sd[table].shape[0])) + 1) // 2 if table in sd else None
+
+
+def _body(sd: Mapping[str, torch.Tensor], blocks: str = "blocks") -> tuple[int, tuple[int, ...]]:
+    """(width, blocks per group) of the SwinIR-style body the transformer and Mamba encoders share: conv_first,
+    then `layers.N.residual_group.<blocks>.M`."""
+    keys = set(sd)
+    n = _count(keys, r"layers\.(\d+)\.residual_group\.")
+    depths = tuple(_count(keys, rf"layers\.{i}\.residual_group\.{blocks}\.(\d+)\.") for i in range(n))
+    return int(sd["conv_first.weight"].shape[0]), depths
+
+
+def _size(family: str, embed: int, depths: tuple[int, ...], unit: str = "blocks") -> str:
+    return f"{family} {embed} dims, {len(depths)} groups x {depths[0] if depths else 0} {unit}"
+
+
+def _heads(sd: Mapping[str, torch.Tensor], groups: int, *tables: str) -> tuple[int, ...]:
+    """Attention heads per group: dim 1 of the first block's bias table (or RoPE frequencies) in each group."""
+    return tuple(next((_dim(sd, f"layers.{i}.residual_group.{t}", 1) for t in tables
+                       if f"layers.{i}.residual_group.{t}" in sd), None) for i in range(groups))
+
+
+def read_encoder(sd: Mapping[str, torch.Tensor], what: str) -> EncoderRead:
+    """Which of our encoders these (prefix-free) keys are, with the hyperparameters their shapes give."""
+    from .encoders import list_encoders
+
     keys = set(sd)
 
     def has(fragment: str) -> bool:
         return any(fragment in k for k in keys)
 
-    if has("relative_position_index_OCA") or has("overlap_attn"):
-        return "HAT-L" if has("rope_freqs") else "HAT"
-    if has("attn_atd") or has("residual_group.layers.0.wqkv"):
-        return "ATD"
-    if has("self_attention.A_logs"):
-        light = "conv_first.weight" in sd and sd["conv_first.weight"].shape[0] == 60
-        return "MambaIR-Light" if light else "MambaIR"
-    if has("aligned_relative_position_index"):
-        return "SRFormer"
-    if has(".correlation."):
-        return "HiT-SRF"
-    if has("channe_mixer") or has(".lk.conv"):
-        return "PLKSR"
-    if has(".smfa.") or "to_feat.weight" in keys:
-        return "SMFANet"
-    if "head.0.weight" in keys and has("body.0.body.0.body.0."):
-        return "RCAN"
-    return None
-
-
-def read_encoder(sd: Mapping[str, torch.Tensor], what: str) -> EncoderRead:
-    """Which of our encoders these (prefix-free) keys are, with the hyperparameters their shapes give."""
-    keys = set(sd)
-    foreign = _foreign_family(sd)
-    if foreign:
-        raise UnsupportedFamily(f"{what}: unsupported family {foreign} (recognised from its keys, not implemented "
-                                "yet); supported encoders: edsr-baseline, edsr, rdn, swinir.")
+    for fragment, family in UNSUPPORTED:
+        if has(fragment):
+            raise UnsupportedFamily(f"{what}: unsupported family {family} (recognised from its keys, not implemented "
+                                    f"yet); supported encoders: {', '.join(list_encoders())}.")
+    families = (("HAT", "relative_position_index_OCA" in keys or has(".overlap_attn."), _read_hat),
+                ("ATD", has(".attn_atd."), _read_atd),
+                ("MambaIR", has(".self_attention.A_logs"), _read_mambair),
+                ("SRFormer", has(".attn.aligned_relative_position_index"), _read_srformer),
+                ("PLKSR", has(".channe_mixer."), _read_plksr),
+                ("SMFANet", "to_feat.weight" in keys and has(".smfa."), _read_smfanet),
+                ("RCAN", "head.0.weight" in keys and "body.0.body.0.body.0.weight" in keys, _read_rcan))
+    for family, present, reader in families:
+        if present:
+            try:
+                return reader(sd)
+            except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError):
+                raise UserError(f"{what} has {family} keys but lacks the tensors its sizes are read from (first "
+                                f"layers, conv_first/head); is the file complete?") from None
     if "SFENet1.weight" in keys:
         return _read_rdn(sd)
     if "conv_first.weight" in keys and "body.0.conv1.weight" in keys:
@@ -210,9 +190,10 @@ def read_encoder(sd: Mapping[str, torch.Tensor], what: str) -> EncoderRead:
             and "layers.0.residual_group.blocks.0.attn.qkv.weight" in keys:
         return _read_swinir(sd)
     top = sorted({k.split(".")[0] for k in keys})
-    raise UserError(f"{what}: no known encoder in its keys (top-level names: {', '.join(top[:10])}); "
-                    "expected EDSR (conv_first/body.N.conv1 or head.0/body.N.body.0), RDN (SFENet1, RDBs) or "
-                    "SwinIR (conv_first, patch_embed, layers.N.residual_group).")
+    raise UserError(f"{what}: no known encoder in its keys (top-level names: {', '.join(top[:10])}); expected EDSR "
+                    "(conv_first/body.N.conv1 or head.0/body.N.body.0), RDN (SFENet1, RDBs), SwinIR/HAT/SRFormer/ATD/"
+                    "MambaIR (conv_first, patch_embed, layers.N.residual_group), RCAN (head.0, body.N.body.M.body), "
+                    "PLKSR (feats.N.channe_mixer) or SMFANet (to_feat, feats.N.smfa).")
 
 
 def _read_edsr(sd: Mapping[str, torch.Tensor], feats: int, blocks: int, naming: str) -> EncoderRead:
@@ -240,26 +221,126 @@ def _read_rdn(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
 
 
 def _read_swinir(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
-    keys = set(sd)
-    layers = _count(keys, r"layers\.(\d+)\.residual_group\.")
-    depths = tuple(_count(keys, rf"layers\.{i}\.residual_group\.blocks\.(\d+)\.") for i in range(layers))
-    tables = [sd[f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table"] for i in range(layers)]
-    embed = sd["conv_first.weight"].shape[0]
+    embed, depths = _body(sd)
     hyper: dict[str, Any] = {
-        "embed_dim": embed, "depths": depths, "num_heads": tuple(t.shape[1] for t in tables),
-        "window_size": (round(tables[0].shape[0] ** 0.5) + 1) // 2,
+        "embed_dim": embed, "depths": depths,
+        "num_heads": _heads(sd, len(depths), "blocks.0.attn.relative_position_bias_table"),
+        "window_size": _side(sd, "", "layers.0.residual_group.blocks.0.attn.relative_position_bias_table"),
         "mlp_ratio": sd["layers.0.residual_group.blocks.0.mlp.fc1.weight"].shape[0] / embed,
-        "out_features": (sd["conv_before_upsample.0.weight"].shape[0]
-                         if "conv_before_upsample.0.weight" in sd else None),
+        "out_features": _dim(sd, "conv_before_upsample.0.weight"),
     }
     return EncoderRead("swinir", hyper, f"SwinIR {embed} dims, depths {list(depths)}, window {hyper['window_size']}")
 
 
-def _swinir_defaults() -> dict[str, Any]:
-    from .encoders.swinir import SwinIR
+def _read_hat(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
+    """HAT / HAT-L / GSASR's RoPE HAT: the window from the self-attention index, the overlap window from the OCA
+    index, channel-attention ratios from the CAB convs, RoPE from `rope_freqs`."""
+    embed, depths = _body(sd)
+    block = "layers.0.residual_group.blocks.0."
+    rope = any(k.endswith("rope_freqs") for k in sd)
+    window = _side(sd, "relative_position_index_SA", block + "attn.relative_position_bias_table")
+    oca_table = "layers.0.residual_group.overlap_attn.relative_position_bias_table"   # (window + overlap - 1)^2 rows
+    overlap = (math.isqrt(_dim(sd, "relative_position_index_OCA", 1)) if "relative_position_index_OCA" in sd
+               else math.isqrt(_dim(sd, oca_table)) - window + 1 if oca_table in sd else None)
+    heads = _heads(sd, len(depths), "blocks.0.attn.relative_position_bias_table", "blocks.0.attn.rope_freqs")
+    hyper = {
+        "embed_dim": embed, "depths": depths, "num_heads": heads, "window_size": window,
+        "compress_ratio": embed // _dim(sd, block + "conv_block.cab.0.weight"),
+        "squeeze_factor": embed // _dim(sd, block + "conv_block.cab.3.attention.1.weight"),
+        "overlap_ratio": None if overlap is None else (overlap - window) / window,
+        "mlp_ratio": _dim(sd, block + "mlp.fc1.weight") / embed,
+        "rope": rope, "out_features": _dim(sd, "conv_before_upsample.0.weight"),
+    }
+    return EncoderRead("hat", hyper, _size("HAT", embed, depths) + f", window {window}"
+                       + (", RoPE" if rope else "") + (f", {hyper['out_features']}-ch head" if hyper["out_features"]
+                                                       else ""))
 
-    params = inspect.signature(SwinIR).parameters
-    return {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
+
+def _read_atd(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
+    embed, depths = _body(sd, "layers")
+    layer = "layers.0.residual_group.layers.0."
+    hyper = {
+        "embed_dim": embed, "depths": depths,
+        "num_heads": _heads(sd, len(depths), "layers.0.attn_win.relative_position_bias_table"),
+        "window_size": _side(sd, "relative_position_index_SA", layer + "attn_win.relative_position_bias_table"),
+        "num_tokens": _dim(sd, "layers.0.residual_group.td"),
+        "reducted_dim": _dim(sd, layer + "attn_atd.wq.weight"),
+        "convffn_kernel_size": _dim(sd, layer + "convffn.dwconv.depthwise_conv.0.weight", -1),
+        "mlp_ratio": _dim(sd, layer + "convffn.fc1.weight") / embed,
+    }
+    return EncoderRead("atd", hyper, _size("ATD", embed, depths, "layers")
+                       + f", window {hyper['window_size']}, {hyper['num_tokens']} tokens")
+
+
+def _read_srformer(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
+    embed, depths = _body(sd)
+    block = "layers.0.residual_group.blocks.0."
+    hyper = {
+        "embed_dim": embed, "depths": depths,
+        "num_heads": _heads(sd, len(depths), "blocks.0.attn.relative_position_bias_table"),
+        "window_size": math.isqrt(_dim(sd, block + "attn.aligned_relative_position_index")),
+        "mlp_ratio": _dim(sd, block + "mlp.fc1.weight") / embed,
+    }
+    return EncoderRead("srformer", hyper, _size("SRFormer", embed, depths)
+                       + f", window {hyper['window_size']}")
+
+
+def _read_mambair(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
+    """MambaIR or MambaIR-light: the same network, told apart by size (width, depths, expansion)."""
+    embed, depths = _body(sd)
+    ssm = "layers.0.residual_group.blocks.0.self_attention."
+    hyper = {"embed_dim": embed, "depths": depths, "d_state": _dim(sd, ssm + "A_logs", 1),
+             "mlp_ratio": _dim(sd, ssm + "in_proj.weight") / (2 * embed)}   # in_proj makes x and z, expand x dim each
+    name = next((n for n in ("mambair", "mambair-light")
+                 if all(_same(encoder_arguments(n, {}).get(k), v) for k, v in hyper.items())), "mambair")
+    return EncoderRead(name, hyper, _size("MambaIR", embed, depths)
+                       + f", expansion {hyper['mlp_ratio']:g}")
+
+
+def _read_rcan(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
+    keys = set(sd)
+    feats = _dim(sd, "head.0.weight")
+    hyper = {"n_feats": feats, "n_resgroups": _count(keys, r"body\.(\d+)\.body\.0\.body\.0\.weight$"),
+             "n_resblocks": _count(keys, r"body\.0\.body\.(\d+)\.body\.0\.weight$"),
+             "reduction": feats // _dim(sd, "body.0.body.0.body.3.conv_du.0.weight")}
+    return EncoderRead("rcan", hyper, f"RCAN {feats} ch, {hyper['n_resgroups']} groups x {hyper['n_resblocks']} blocks")
+
+
+def _read_plksr(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
+    from .encoders.plksr import CCM_KERNELS
+
+    keys = set(sd)
+    dim = _dim(sd, "feats.0.weight")
+    kernels = (_dim(sd, "feats.1.channe_mixer.0.weight", -1), _dim(sd, "feats.1.channe_mixer.2.weight", -1))
+    hyper = {"dim": dim, "n_blocks": _count(keys, r"feats\.(\d+)\.lk\.conv\.weight$"),
+             "kernel_size": _dim(sd, "feats.1.lk.conv.weight", -1),
+             "split_ratio": _dim(sd, "feats.1.lk.conv.weight") / dim,
+             "ccm_type": next((k for k, v in CCM_KERNELS.items() if v == kernels), f"unknown {kernels}"),
+             "use_ea": "feats.1.attn.f.0.weight" in keys}
+    return EncoderRead("plksr", hyper, f"PLKSR {dim} ch, {hyper['n_blocks']} blocks, {hyper['kernel_size']}x"
+                       f"{hyper['kernel_size']} kernel, {hyper['ccm_type']}")
+
+
+def _read_smfanet(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
+    dim = _dim(sd, "to_feat.weight")
+    hyper = {"dim": dim, "n_blocks": _count(sd, r"feats\.(\d+)\.smfa\.alpha$"),
+             "ffn_scale": _dim(sd, "feats.0.pcfn.conv_0.weight") / dim}
+    return EncoderRead("smfanet", hyper, f"SMFANet {dim} ch, {hyper['n_blocks']} blocks")
+
+
+def encoder_arguments(name: str, declared: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments a preset's encoder is built with: the class defaults, under the named builder's
+    own (HAT-L's depths, MambaIR-light's sizes), under the preset's."""
+    from . import encoders as enc
+    from .encoders.hat import hat_kwargs
+    from .encoders.mambair import LIGHT
+
+    classes = {"swinir": enc.SwinIR, "hat": enc.HAT, "atd": enc.ATD, "srformer": enc.SRFormer, "rcan": enc.RCAN,
+               "plksr": enc.PLKSR, "smfanet": enc.SMFANet, "mambair": enc.MambaIR, "mambair-light": enc.MambaIR}
+    given = (hat_kwargs(**declared) if name == "hat" else {**LIGHT, **declared} if name == "mambair-light"
+             else dict(declared))
+    params = inspect.signature(classes[name]).parameters
+    return {**{n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}, **given}
 
 
 def encoder_matches(read: EncoderRead, preset: Any) -> bool:
@@ -269,10 +350,10 @@ def encoder_matches(read: EncoderRead, preset: Any) -> bool:
     declared = dict(getattr(preset, "encoder_kwargs", {}) or {})
     if read.name == "rdn":
         return declared.get("config", "B") == read.hyper["config"]
-    if read.name == "swinir":
-        wanted = {**_swinir_defaults(), **declared}
-        return all(_same(wanted.get(k), v) for k, v in read.hyper.items())
-    return True
+    if read.name in ("edsr", "edsr-baseline"):       # the name is the size
+        return True
+    wanted = encoder_arguments(read.name, declared)
+    return all(_same(wanted.get(k), v) for k, v in read.hyper.items())
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -311,7 +392,8 @@ def _detect_state(sd: Mapping[str, torch.Tensor], facts: Mapping[str, Any], wher
     except UserError:
         top = sorted({k.split(".")[0] for k in keys})
         raise UserError(f"{where}: not a checkpoint of a supported method (top-level names: {', '.join(top[:10])}); "
-                        "candidates: liif, metasr (encoder.* + imnet.*), igconv/igconv-plus (upsample.query_kernel), "
+                        "candidates: liif, metasr (encoder.* + imnet.*), igconv/igconv-plus (a query_kernel head: "
+                        f"{'/'.join(IGCONV_HEADS)}), "
                         "rt4ksr (hfb.*, upsample.0), gsasr (an encoder.pth + decoder.pth pair).") from None
     raise UserError(f"{where} has {enc.text} encoder keys but no upsampler of a supported method (LIIF/Meta-SR "
                     "imnet.*, IGConv query_kernel, RT4KSR hfb.*); if it is a GSASR encoder.pth, pass the folder "
@@ -353,16 +435,24 @@ def _detect_rt4ksr(sd: Mapping[str, torch.Tensor], where: str, container: str) -
     return Detection(detection.method, "none", detection.preset, detection.reason, {"scale": scale}, options)
 
 
+def _head_key(preset: Any) -> str:
+    return (preset.method_kwargs or {}).get("head_key", "upsample")
+
+
 def _detect_igconv(sd: Mapping[str, torch.Tensor], head: str, where: str, container: str) -> Detection:
     plus = any(k.startswith("skip.") for k in sd)
     method = "igconv-plus" if plus else "igconv"
-    rest = {k: v for k, v in sd.items() if not k.startswith((f"{head}.", "skip."))}
+    mean = any(k.startswith(("sub_mean.", "add_mean.")) for k in sd)      # RCAN's learnable mean shifts
+    rest = {k: v for k, v in sd.items() if not k.startswith((f"{head}.", "skip.", "sub_mean.", "add_mean."))}
     enc = read_encoder(rest, f"{where} ({method} head '{head}.*')")
-    expected_head = "UPNet" if enc.name == "rdn" else "upsample"
-    if head != expected_head:
+    heads = sorted({_head_key(p) for _, p in method_presets(method) if encoder_matches(enc, p)})
+    if heads and head not in heads:
         raise UserError(f"{where}: an {method} head named '{head}.*' on {enc.text}; the official {enc.name} models "
-                        f"name it '{expected_head}.*', so this file matches no preset.")
-    return _choose(method, enc, where, f"{container}: {method} ({'with' if plus else 'no'} IGSample skip), {enc.text}")
+                        f"name it '{heads[0]}.*', so this file matches no preset.")
+    reason = (f"{container}: {method} ({'with' if plus else 'no'} IGSample skip, head '{head}.*'), {enc.text}"
+              + (", learnable mean shifts" if mean else ""))
+    return _choose(method, enc, where, reason,
+                   lambda p: _head_key(p) == head and bool((p.method_kwargs or {}).get("mean_convs")) == mean)
 
 
 def _detect_gsasr(enc_sd: Mapping[str, torch.Tensor], dec_sd: Mapping[str, torch.Tensor], where: str) -> Detection:
@@ -392,17 +482,65 @@ def _detect_gsasr(enc_sd: Mapping[str, torch.Tensor], dec_sd: Mapping[str, torch
 # --------------------------------------------------------------------------------------- preset choice
 
 
+# Method arguments that change no tensor shape, so no file shows them: what each one changes.
+SHAPELESS = {"max_s": "the hyper-network's largest scale code; r = 2 / min(s, max_s), so outputs differ only "
+                      "above x4"}
+
+
 def _choose(method: str, enc: EncoderRead, where: str, reason: str, extra=lambda preset: True) -> Detection:
-    """The one registered preset of `method` that builds this encoder and passes `extra`."""
+    """The one registered preset of `method` that builds this encoder and passes `extra`; presets that differ only
+    in `SHAPELESS` arguments are told apart by the official file name, else the default one is taken and the
+    reason says so."""
     presets = method_presets(method)
-    fits = [name for name, p in presets if (enc.name == "none" or encoder_matches(enc, p)) and extra(p)]
+    fits = [(name, p) for name, p in presets if (enc.name == "none" or encoder_matches(enc, p)) and extra(p)]
+    if len(fits) > 1 and _shape_twins([p for _, p in fits]):
+        name, note = _pick_twin(fits, where, reason)
+        return Detection(method, enc.name, name, f"{reason}; {note}", dict(enc.hyper))
     if len(fits) == 1:
-        return Detection(method, enc.name, fits[0], reason, dict(enc.hyper))
+        name, preset = fits[0]
+        fixed = [f"{k} {v}" for k, v in (preset.method_kwargs or {}).items() if k in SHAPELESS]
+        note = f"; {', '.join(fixed)} from the preset (no tensor shows it)" if fixed else ""
+        return Detection(method, enc.name, name, reason + note, dict(enc.hyper))
     known = ", ".join(name for name, _ in presets) or "(none)"
     if not fits:
         raise UserError(f"{where} is {reason}, but no {method} preset builds it (presets: {known}); "
                         "the file may be a variant we do not ship.")
-    raise UserError(f"{where} is {reason} and fits several presets ({', '.join(fits)}); pass preset= to choose.")
+    raise UserError(f"{where} is {reason} and fits several presets ({', '.join(n for n, _ in fits)}); "
+                    "pass preset= to choose.")
+
+
+def _shape_twins(presets: list[Any]) -> bool:
+    """Whether these presets build the same tensors: same encoder and arguments, method arguments equal but for
+    `SHAPELESS` ones."""
+    def shape(p: Any) -> tuple:
+        rest = {k: v for k, v in (p.method_kwargs or {}).items() if k not in SHAPELESS}
+        return p.encoder, repr(sorted(dict(p.encoder_kwargs or {}).items())), repr(sorted(rest.items()))
+
+    return len({shape(p) for p in presets}) == 1
+
+
+def _pick_twin(fits: list[tuple[str, Any]], where: str, reason: str) -> tuple[str, str]:
+    """(preset, note) among presets whose files have the same keys and shapes: the one whose official file has this
+    file's name, else the one without a SHAPELESS override; one line naming both otherwise."""
+    def differs(p: Any) -> str:
+        return ", ".join(f"{k} {v}" for k, v in (p.method_kwargs or {}).items() if k in SHAPELESS) or "defaults"
+
+    what = "; ".join(f"{k}: {text}" for k, text in SHAPELESS.items())
+    file = Path(where).name
+    named = [n for n, p in fits if any(wf.filename == file for wf in p.weights)]
+    if len(named) == 1:
+        others = ", ".join(f"{n} ({differs(p)})" for n, p in fits if n != named[0])
+        return named[0], (f"the keys and shapes are also those of {others}, which no tensor tells apart ({what}); "
+                          f"the file name {file} is the official file of {named[0]}")
+    defaults = [n for n, p in fits if not SHAPELESS.keys() & set(p.method_kwargs or {})]
+    if len(defaults) != 1:
+        raise UserError(f"{where} is {reason} and fits {', '.join(f'{n} ({differs(p)})' for n, p in fits)} equally: "
+                        f"they differ only where no tensor shows ({what}); pass preset: to choose.")
+    default = defaults[0]
+    others = [(n, p) for n, p in fits if n != default]
+    use = " or ".join(f"preset: {n}" + (f" for {p.weights[0].filename}" if p.weights else "") for n, p in others)
+    return default, (f"the same keys and shapes fit {', '.join(f'{n} ({differs(p)})' for n, p in others)}, which no "
+                     f"tensor tells apart ({what}); taken as the default {default}: pass {use}")
 
 
 def method_presets(method: str) -> list[tuple[str, Any]]:

@@ -447,7 +447,8 @@ def _transfer(url: str, part: Path, start: int, progress: bool, label: str) -> N
 
 def verify(checkpoint: str | Path, device: str = "cpu") -> list[str]:
     """`weights verify FILE`: detect, strict-load through build_model, parameters and sha256 of each file."""
-    from .detect import CHECKPOINT_SUFFIXES, detect_checkpoint
+    from .checkpoints import CHECKPOINT_SUFFIXES
+    from .detect import detect_checkpoint
     from .registry import build_model
 
     path = Path(checkpoint).expanduser()
@@ -459,7 +460,7 @@ def verify(checkpoint: str | Path, device: str = "cpu") -> list[str]:
     lines = [f"method {found.method}, encoder {found.encoder}, preset {found.preset or '(method default)'}",
              f"  why: {found.reason}",
              f"  strict load: ok, {params:,} parameters, weights_loaded={bool(getattr(model, 'weights_loaded', False))}"]
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES) \
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES) \
         if path.is_dir() else [path]
     declared = [(name, wf) for name, (_, preset) in named_presets().items() for wf in weight_files(preset)]
     names = [wf.filename for _, wf in declared]

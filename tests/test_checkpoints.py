@@ -161,3 +161,55 @@ cache_dir: {tmp_path / 'cache'}
         assert run_cli([*argv, "--output", str(tmp_path / "trusted"), "--trust-checkpoints"]) == 0
     shown = capsys.readouterr().err + "".join(str(w.message) for w in caught)
     assert marker.exists() and "full pickle" in shown
+
+
+# ---------------------------------------------------------------- one unwrapping for loading and detection
+
+
+def shapes(*names):
+    return {n: torch.empty(2, 3, device="meta") for n in names}
+
+
+@pytest.mark.parametrize("container,keys,facts", [
+    (lambda sd: sd, ("params_ema", "params"), {}),
+    (lambda sd: {"params": sd, "params_ema": {}}, ("params", "params_ema"), {"container": "{'params': ...}"}),
+    (lambda sd: {"params_ema": sd, "params": shapes("other")}, ("params_ema", "params"),
+     {"container": "{'params_ema': ...}"}),
+    (lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}, ("params_ema",),
+     {"container": "{'state_dict': ...}", "prefix": "module."}),
+    (lambda sd: {"model": sd, "optimizer": {"lr": 1e-4}}, ("params_ema",), {"container": "{'model': ...}"}),
+    (lambda sd: {"model": {"name": "liif", "args": None, "sd": sd}, "epoch": 1000}, ("params_ema",),
+     {"container": "{'model': {'name', 'args', 'sd'}}", "name": "liif", "args": {}}),
+], ids=["bare", "params-first", "params_ema-first", "state_dict-module", "model-sd", "liif-repo"])
+def test_unwrap_takes_off_every_container_and_says_which(container, keys, facts):
+    from asr_bench.checkpoints import unwrap
+
+    sd = shapes("conv.weight", "conv.bias")                    # shape-only tensors: what detection reads
+    weights = unwrap(container(sd), keys)
+    assert list(weights.parts) == ["model"] and set(weights.single()) == set(sd)
+    assert all(weights.single()[k] is sd[k] for k in sd)       # the file's own tensors, not copies
+    assert dict(weights.meta) == facts
+
+
+def test_unwrap_a_folder_by_stem_and_a_pair_of_paths(tmp_path):
+    from asr_bench.checkpoints import unwrap
+
+    torch.save({"params_ema": {"a": torch.zeros(2)}}, tmp_path / "encoder.pth")
+    torch.save({"b": torch.ones(3)}, tmp_path / "decoder.pth")
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    folder = unwrap(tmp_path)
+    assert {k: set(v) for k, v in folder.parts.items()} == {"encoder": {"a"}, "decoder": {"b"}}
+    pair = unwrap({"encoder": tmp_path / "encoder.pth", "decoder": str(tmp_path / "decoder.pth")})
+    assert torch.equal(pair.part("decoder", "")["b"], torch.ones(3))
+    with pytest.raises(UserError, match="holds no tensors"):
+        unwrap({"epoch": 3})
+
+
+def test_detection_reads_files_as_data_too(tmp_path):
+    """Detection memory-maps files, but a file that needs full pickle still goes through the trust check."""
+    from asr_bench.detect import detect_checkpoint
+
+    path, marker = payload_checkpoint(tmp_path)
+    with pytest.raises(UntrustedCheckpoint):
+        detect_checkpoint(path)
+    assert not marker.exists()

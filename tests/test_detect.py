@@ -31,7 +31,7 @@ EXPECTED = {
     "gsasr_keys_enhanced_edsr.tsv": ("gsasr", "edsr-baseline", "gsasr.edsr-baseline-enhanced"),
     "gsasr_keys_enhanced_rdn.tsv": ("gsasr", "rdn", "gsasr.rdn-enhanced"),
     "gsasr_keys_enhanced_swin.tsv": ("gsasr", "swinir", "gsasr.swinir-enhanced"),
-    "gsasr_keys_ultra_hatl.tsv": "HAT-L",
+    "gsasr_keys_ultra_hatl.tsv": ("gsasr", "hat", "gsasr.hatl-ultra"),
     "igconv_keys_EDSR_IGConv_DIV2K.tsv": ("igconv", "edsr", "igconv.edsr"),
     "igconv_keys_EDSR_IGConvPlus_DIV2K.tsv": ("igconv-plus", "edsr", "igconv-plus.edsr"),
     "igconv_keys_EDSRbaseline_IGConv_classdefaults_NOTRELEASED.tsv": ("igconv", "edsr-baseline", "igconv.edsr-baseline"),
@@ -41,21 +41,23 @@ EXPECTED = {
     "igconv_keys_RDN_IGConvPlus_DIV2K.tsv": ("igconv-plus", "rdn", "igconv-plus.rdn"),
     "igconv_keys_SwinIR_IGConv_derived_NOTRELEASED.tsv": ("igconv", "swinir", "igconv.swinir"),
     "igconv_keys_SwinIR_IGConvPlus_DIV2K.tsv": ("igconv-plus", "swinir", "igconv-plus.swinir"),
-    "igconv_keys_ATD_IGPlus.tsv": "ATD",
-    "igconv_keys_HAT_IGPlus.tsv": "HAT",
+    "igconv_keys_ATD_IGPlus.tsv": ("igconv-plus", "atd", "igconv-plus.atd"),
+    "igconv_keys_HAT_IGPlus.tsv": ("igconv-plus", "hat", "igconv-plus.hat"),
     "igconv_keys_HiT_SRF_IGConv_DIV2K.tsv": "HiT-SRF",
     "igconv_keys_HiT_SRF_IGConvPlus_DIV2K.tsv": "HiT-SRF",
-    "igconv_keys_MambaIR_IGConv_DF2K.tsv": "MambaIR",
-    "igconv_keys_MambaIR_IGConvPlus_DF2K.tsv": "MambaIR",
-    "igconv_keys_MambaIR_IGConvPlus_DFL_S8.tsv": "MambaIR",
-    "igconv_keys_MambaIR_Light_IGConv_DIV2K.tsv": "MambaIR-Light",
-    "igconv_keys_MambaIR_Light_IGConvPlus_DIV2K.tsv": "MambaIR-Light",
-    "igconv_keys_PLKSR_IGConvPlus_DF2K.tsv": "PLKSR",
-    "igconv_keys_RCAN_IGConvPlus_DIV2K_S2348.tsv": "RCAN",
-    "igconv_keys_SMFANet_IGConv_DF2K.tsv": "SMFANet",
-    "igconv_keys_SMFANet_IGConvPlus_DF2K.tsv": "SMFANet",
-    "igconv_keys_SRFormer_IGConv_DF2K.tsv": "SRFormer",
-    "igconv_keys_SRFormer_IGConvPlus_DF2K.tsv": "SRFormer",
+    "igconv_keys_MambaIR_IGConv_DF2K.tsv": ("igconv", "mambair", "igconv.mambair"),
+    "igconv_keys_MambaIR_IGConvPlus_DF2K.tsv": ("igconv-plus", "mambair", "igconv-plus.mambair"),
+    # the S8 file has the DF2K file's keys and shapes (max_s shows in no tensor): the default, see test_mambair_s8_*
+    "igconv_keys_MambaIR_IGConvPlus_DFL_S8.tsv": ("igconv-plus", "mambair", "igconv-plus.mambair"),
+    "igconv_keys_MambaIR_Light_IGConv_DIV2K.tsv": ("igconv", "mambair-light", "igconv.mambair-light"),
+    "igconv_keys_MambaIR_Light_IGConvPlus_DIV2K.tsv":
+        ("igconv-plus", "mambair-light", "igconv-plus.mambair-light"),
+    "igconv_keys_PLKSR_IGConvPlus_DF2K.tsv": ("igconv-plus", "plksr", "igconv-plus.plksr"),
+    "igconv_keys_RCAN_IGConvPlus_DIV2K_S2348.tsv": ("igconv-plus", "rcan", "igconv-plus.rcan"),
+    "igconv_keys_SMFANet_IGConv_DF2K.tsv": ("igconv", "smfanet", "igconv.smfanet"),
+    "igconv_keys_SMFANet_IGConvPlus_DF2K.tsv": ("igconv-plus", "smfanet", "igconv-plus.smfanet"),
+    "igconv_keys_SRFormer_IGConv_DF2K.tsv": ("igconv", "srformer", "igconv.srformer"),
+    "igconv_keys_SRFormer_IGConvPlus_DF2K.tsv": ("igconv-plus", "srformer", "igconv-plus.srformer"),
 }
 
 
@@ -114,6 +116,95 @@ def test_hyperparameters_come_from_the_shapes():
     assert gsasr["out_features"] == 64
     assert gsasr["decoder"] == {"channel": 192, "window_size": 16, "rope": True, "num_crossattn_blocks": 2,
                                 "num_crossattn_layers": 4, "num_selfattn_blocks": 6}
+
+
+def test_the_new_families_hyperparameters_come_from_the_shapes():
+    """Numbers from the research dossiers (igconv.md §3, gsasr.md) and the encoders' docs, not from the presets."""
+    def hyper(table):
+        return ab.detect_checkpoint(official_container(table)).hyperparameters
+
+    ultra = hyper("gsasr_keys_ultra_hatl.tsv")
+    assert (ultra["embed_dim"], ultra["depths"], ultra["squeeze_factor"], ultra["rope"]) == (192, (6,) * 12, 32, True)
+    assert (ultra["window_size"], ultra["overlap_ratio"], ultra["out_features"]) == (16, 0.5, 64)
+    hat = hyper("igconv_keys_HAT_IGPlus.tsv")
+    assert (hat["embed_dim"], hat["depths"], hat["num_heads"], hat["squeeze_factor"], hat["compress_ratio"]) == \
+        (180, (6,) * 6, (6,) * 6, 30, 3)
+    assert (hat["window_size"], hat["rope"], hat["out_features"]) == (16, False, None)
+    atd = hyper("igconv_keys_ATD_IGPlus.tsv")
+    assert (atd["embed_dim"], atd["window_size"], atd["num_tokens"], atd["reducted_dim"], atd["convffn_kernel_size"]) \
+        == (210, 16, 128, 20, 5)
+    assert hyper("igconv_keys_SRFormer_IGConv_DF2K.tsv")["window_size"] == 22
+    light = hyper("igconv_keys_MambaIR_Light_IGConv_DIV2K.tsv")
+    assert (light["embed_dim"], light["depths"], light["mlp_ratio"], light["d_state"]) == (60, (6,) * 4, 1.5, 16)
+    full = hyper("igconv_keys_MambaIR_IGConv_DF2K.tsv")
+    assert (full["embed_dim"], full["depths"], full["mlp_ratio"]) == (180, (6,) * 6, 2.0)
+    rcan = hyper("igconv_keys_RCAN_IGConvPlus_DIV2K_S2348.tsv")
+    assert (rcan["n_feats"], rcan["n_resgroups"], rcan["n_resblocks"], rcan["reduction"]) == (64, 10, 20, 16)
+    plksr = hyper("igconv_keys_PLKSR_IGConvPlus_DF2K.tsv")
+    assert (plksr["dim"], plksr["n_blocks"], plksr["kernel_size"], plksr["split_ratio"], plksr["ccm_type"]) == \
+        (64, 28, 17, 0.25, "DCCM")
+    smfa = hyper("igconv_keys_SMFANet_IGConv_DF2K.tsv")
+    assert (smfa["dim"], smfa["n_blocks"], smfa["ffn_scale"]) == (48, 12, 2.0)
+
+
+def test_a_hat_of_another_size_is_not_forced_onto_a_preset():
+    """HAT-L without RoPE (12 groups, 180 dims) is a real HAT model, but no preset builds it."""
+    sd = official_container("igconv_keys_HAT_IGPlus.tsv")["params"]
+    big = dict(sd)
+    for key, value in sd.items():
+        if key.startswith("layers.0."):
+            for i in range(6, 12):
+                big[f"layers.{i}." + key[len("layers.0."):]] = value
+    with pytest.raises(UserError) as info:
+        ab.detect_checkpoint({"params": big})
+    assert "12 groups" in one_line(info) and "no igconv-plus preset builds it" in one_line(info)
+
+
+# ---------------------------------------------------------------- IGConv+ MambaIR: DF2K vs DFL S8
+
+
+def test_mambair_s8_and_df2k_files_have_the_same_keys_and_shapes():
+    """The premise of what follows: max_s changes no tensor, so the two official files cannot be told apart."""
+    assert table_rows("igconv_keys_MambaIR_IGConvPlus_DFL_S8.tsv") == table_rows("igconv_keys_MambaIR_IGConvPlus_DF2K.tsv")
+
+
+def test_mambair_s8_dict_takes_the_default_and_says_how_to_choose():
+    found = ab.detect_checkpoint(official_container("igconv_keys_MambaIR_IGConvPlus_DFL_S8.tsv"))
+    assert found.preset == "igconv-plus.mambair"
+    assert "\n" not in found.reason and "no tensor" in found.reason
+    assert "preset: igconv-plus.mambair-s8 for MambaIR_IGConvPlus_DFL_S8.pth" in found.reason
+
+
+@pytest.mark.parametrize("name,preset", [("MambaIR_IGConvPlus_DFL_S8.pth", "igconv-plus.mambair-s8"),
+                                         ("MambaIR_IGConvPlus_DF2K.pth", "igconv-plus.mambair"),
+                                         ("mine.pth", "igconv-plus.mambair")])
+def test_mambair_official_file_name_decides_between_twins(tmp_path, name, preset):
+    torch.save(official_container("igconv_keys_MambaIR_IGConvPlus_DFL_S8.tsv"), tmp_path / name)   # meta: shapes only
+    found = ab.detect_checkpoint(tmp_path / name)
+    assert found.preset == preset
+    other = "igconv-plus.mambair" if preset.endswith("s8") else "igconv-plus.mambair-s8"
+    assert other in found.reason
+
+
+@pytest.mark.slow
+def test_mambair_s8_file_builds_with_max_s_8(tmp_path):
+    path = tmp_path / "MambaIR_IGConvPlus_DFL_S8.pth"
+    torch.save(official_container("igconv_keys_MambaIR_IGConvPlus_DFL_S8.tsv", device="cpu"), path)
+    assert ab.build_model(checkpoint=path).upsample.max_s == 8
+    assert ab.build_model(checkpoint=dict(torch.load(path))).upsample.max_s == 4     # no name: the default, as said
+
+
+def test_rcan_detection_says_max_s_comes_from_the_preset():
+    found = ab.detect_checkpoint(official_container("igconv_keys_RCAN_IGConvPlus_DIV2K_S2348.tsv"))
+    assert "max_s 8 from the preset" in found.reason and "learnable mean shifts" in found.reason
+
+
+def test_an_igconv_head_under_another_encoders_name_is_refused():
+    sd = official_container("igconv_keys_SMFANet_IGConv_DF2K.tsv")["params"]
+    renamed = {("upsample." + k[len("to_img."):] if k.startswith("to_img.") else k): v for k, v in sd.items()}
+    with pytest.raises(UserError) as info:
+        ab.detect_checkpoint({"params": renamed})
+    assert "name it 'to_img.*'" in one_line(info)
 
 
 # ---------------------------------------------------------------- files without a table (from the dossiers)
@@ -204,11 +295,24 @@ def test_a_loaded_dict_is_detected_like_its_file(rt4ksr_weights):
 # ---------------------------------------------------------------- detection -> strict load
 
 
-def test_detected_table_builds_and_loads_strictly():
-    sd = official_container("igconv_keys_EDSRbaseline_IGConvPlus_classdefaults_NOTRELEASED.tsv", device="cpu")
-    model = ab.build_model(checkpoint=sd)
-    assert model.method == "igconv-plus" and model.weights_loaded
-    assert torch.equal(model.encoder.conv_first.weight, sd["params"]["conv_first.weight"])
+def fingerprints(tensors) -> list[tuple]:
+    """Name-free summary of float tensors: (shape, sum) sorted; random file values make each one distinct."""
+    return sorted((tuple(t.shape), round(float(t.double().sum()), 4)) for t in tensors if t.is_floating_point())
+
+
+@pytest.mark.parametrize("table", sorted(n for n, v in EXPECTED.items() if isinstance(v, tuple)))
+def test_every_detected_table_loads_strictly_with_and_without_the_method_named(table):
+    """The path that uses detection (no method) and the named path build the same thing and load the file's values."""
+    method, encoder, preset = EXPECTED[table]
+    container = official_container(table, device="cpu")
+    parts = [container["params"]] if "params" in container else [part["params_ema"] for part in container.values()]
+    file_values = fingerprints(t for sd in parts for t in sd.values())
+    detected = ab.build_model(checkpoint=container)
+    named = ab.build_model(method, encoder, container, preset=preset)
+    for model in (detected, named):
+        assert model.method == method and model.weights_loaded
+        assert fingerprints(model.state_dict().values()) == file_values
+    del detected, named
 
 
 @pytest.fixture

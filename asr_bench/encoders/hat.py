@@ -276,9 +276,14 @@ class HAT(nn.Module):
         return feat[:, :, :h, :w]
 
 
-def hat(large: bool = False, **kwargs) -> HAT:
-    """HAT: 180 dims, 6 RHAGs x 6 HABs, 6 heads, window 16, squeeze 30; `large=True` (HAT-L): 12 RHAGs."""
+def hat_kwargs(large: bool = False, **kwargs) -> dict:
+    """The `HAT` arguments of `hat(large, **kwargs)`: what a preset builds, for detection to compare shapes with."""
     if large:
         kwargs.setdefault("depths", (6,) * 12)
         kwargs.setdefault("num_heads", (6,) * len(kwargs["depths"]))
-    return HAT(**kwargs)
+    return kwargs
+
+
+def hat(large: bool = False, **kwargs) -> HAT:
+    """HAT: 180 dims, 6 RHAGs x 6 HABs, 6 heads, window 16, squeeze 30; `large=True` (HAT-L): 12 RHAGs."""
+    return HAT(**hat_kwargs(large, **kwargs))

@@ -23,6 +23,7 @@ from ..errors import UserError
 from .selective_scan import selective_scan
 
 DIRECTIONS = 4
+LIGHT = {"embed_dim": 60, "depths": (6,) * 4, "mlp_ratio": 1.5}   # MambaIR-light's arguments over MambaIR's
 
 
 class SS2D(nn.Module):
@@ -176,4 +177,4 @@ def mambair(**kwargs) -> MambaIR:
 
 def mambair_light(**kwargs) -> MambaIR:
     """MambaIR-light as IGConv released it (DIV2K): 60 dims, 4 groups x 6 blocks, d_state 16, expansion 1.5."""
-    return MambaIR(**{"embed_dim": 60, "depths": (6,) * 4, "mlp_ratio": 1.5, **kwargs})
+    return MambaIR(**{**LIGHT, **kwargs})

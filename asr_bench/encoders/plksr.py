@@ -15,12 +15,14 @@ from torch import nn
 from ..errors import UserError
 
 
+CCM_KERNELS = {"CCM": (3, 1), "ICCM": (1, 3), "DCCM": (3, 3)}   # the two convs' kernel sizes of each mixer
+
+
 def channel_mixer(dim: int, kind: str) -> nn.Sequential:
     """CCM (3x3 then 1x1), ICCM (1x1 then 3x3) or DCCM (3x3 then 3x3), expanding to 2 dim with a GELU between."""
-    sizes = {"CCM": (3, 1), "ICCM": (1, 3), "DCCM": (3, 3)}
-    if kind not in sizes:
-        raise UserError(f"PLKSR ccm_type '{kind}' is not one of {', '.join(sizes)}.")
-    k1, k2 = sizes[kind]
+    if kind not in CCM_KERNELS:
+        raise UserError(f"PLKSR ccm_type '{kind}' is not one of {', '.join(CCM_KERNELS)}.")
+    k1, k2 = CCM_KERNELS[kind]
     return nn.Sequential(nn.Conv2d(dim, dim * 2, k1, 1, k1 // 2), nn.GELU(), nn.Conv2d(dim * 2, dim, k2, 1, k2 // 2))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asr_bench.checkpoints import Weights, liif_repo_args
+from asr_bench.checkpoints import LIIF_CONTAINER, Weights, liif_repo_args
 from asr_bench.encoders import build_encoder, model_state_from_official
 from asr_bench.errors import UserError
 from asr_bench.registry import MethodSpec, Option, Preset
@@ -64,7 +64,7 @@ def convert(model: MetaSR, weights: Weights) -> dict:
     sd = weights.single()
     if model.variant == "liif":
         return model_state_from_official(model, sd, "liif", {"imnet.": "imnet."}, what="Meta-SR (LIIF repo) checkpoint")
-    if "model" in weights.meta or META_RDN_KEY not in sd:
+    if weights.meta.get("container") == LIIF_CONTAINER or META_RDN_KEY not in sd:
         raise UserError(f"checkpoint is not an official Meta-RDN state dict (no '{META_RDN_KEY}'); "
                         "use preset metasr.rdn / metasr.edsr-baseline for LIIF-repo MetaSR files.")
     parts = {"P2W.meta_block.": "imnet.layers.", "sub_mean.": "sub_mean.", "add_mean.": "add_mean."}
