@@ -46,7 +46,7 @@ class Detection:
 
 
 class UnsupportedFamily(UserError):
-    """A real architecture we recognise but do not implement yet (HiT-SRF, LTE, ...)."""
+    """A real architecture we recognise but do not implement yet (e.g. a LIIF-repo container of LTE)."""
 
 
 # ---------------------------------------------------------------------------------------------- entry
@@ -113,7 +113,7 @@ class EncoderRead:
 
 
 # Families we recognise but do not implement: a key fragment only they have -> the name the error gives.
-UNSUPPORTED = ((".correlation.", "HiT-SRF"),)
+UNSUPPORTED: tuple[tuple[str, str], ...] = ()   # (key fragment, family) of recognised families not built yet
 
 
 def _count(keys: Iterable[str], pattern: str) -> int:
@@ -170,6 +170,7 @@ def read_encoder(sd: Mapping[str, torch.Tensor], what: str) -> EncoderRead:
                 ("ATD", has(".attn_atd."), _read_atd),
                 ("MambaIR", has(".self_attention.A_logs"), _read_mambair),
                 ("SRFormer", has(".attn.aligned_relative_position_index"), _read_srformer),
+                ("HiT-SRF", has(".correlation.spatial_linear."), _read_hit_srf),
                 ("PLKSR", has(".channe_mixer."), _read_plksr),
                 ("SMFANet", "to_feat.weight" in keys and has(".smfa."), _read_smfanet),
                 ("RCAN", "head.0.weight" in keys and "body.0.body.0.body.0.weight" in keys, _read_rcan))
@@ -285,6 +286,17 @@ def _read_srformer(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
                        + f", window {hyper['window_size']}")
 
 
+def _read_hit_srf(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
+    """Heads are the rows of each group's position-bias MLP output; the window hierarchy shows only as the
+    spatial_linear widths (cells per base window), which every preset's hier_win_ratios must reproduce."""
+    embed, depths = _body(sd)
+    hyper = {"embed_dim": embed, "depths": depths,
+             "num_heads": tuple(_dim(sd, f"layers.{i}.residual_group.blocks.0.correlation.pos.pos3.2.weight")
+                                for i in range(len(depths))),
+             "mlp_ratio": _dim(sd, "layers.0.residual_group.blocks.0.mlp.fc1.weight") / embed}
+    return EncoderRead("hit-srf", hyper, _size("HiT-SRF", embed, depths))
+
+
 def _read_mambair(sd: Mapping[str, torch.Tensor]) -> EncoderRead:
     """MambaIR or MambaIR-light: the same network, told apart by size (width, depths, expansion)."""
     embed, depths = _body(sd)
@@ -336,7 +348,8 @@ def encoder_arguments(name: str, declared: Mapping[str, Any]) -> dict[str, Any]:
     from .encoders.mambair import LIGHT
 
     classes = {"swinir": enc.SwinIR, "hat": enc.HAT, "atd": enc.ATD, "srformer": enc.SRFormer, "rcan": enc.RCAN,
-               "plksr": enc.PLKSR, "smfanet": enc.SMFANet, "mambair": enc.MambaIR, "mambair-light": enc.MambaIR}
+               "plksr": enc.PLKSR, "smfanet": enc.SMFANet, "mambair": enc.MambaIR, "mambair-light": enc.MambaIR,
+               "hit-srf": enc.HiTSRF}
     given = (hat_kwargs(**declared) if name == "hat" else {**LIGHT, **declared} if name == "mambair-light"
              else dict(declared))
     params = inspect.signature(classes[name]).parameters
