@@ -10,17 +10,16 @@
 // and mamba_ssm do); the output is float32 (b, D, L).
 //
 // Why it is fast: the reference walks L Python steps and the chunked form does O(chunk) extra work per step; here
-// each (b, d) row is one sequential loop over t with the N-vector state in registers. B and C are re-laid out once
-// as (b, groups, L, Np) (Np = N rounded up to a multiple of the 16-lane block, padded with zeros, so a padded lane's
-// state stays exactly 0 and adds +0 to the dot product), so step t reads two contiguous runs. The step's N
-// exponentials use `exp_lanes`, a branch-free Cephes-style expf that GCC vectorises (glibc's expf has no vector
-// variant without -ffast-math, and a scalar call per state entry would dominate). delta_t is computed per row over
-// the row's delta, with `softplus_lanes` (PyTorch's threshold-20 softplus from the same exp and a Cephes log1p,
-// vectorised; ATen's softplus took 40 % of the time at L = 4096, N = 16).
+// one task scans 16 channels of one group at once, one channel per vector lane: the state is N registers' worth
+// (entry n of the 16 channels side by side), B_t[n] and C_t[n] (shared by the group) are broadcast, and y needs no
+// horizontal reduction (each lane sums its own n = 0..N-1 in order). Step t's N exponentials use `exp_lanes`, a
+// branch-free Cephes-style expf that GCC vectorises (glibc's expf has no vector variant without -ffast-math); delta_t
+// uses `softplus_lanes` (PyTorch's threshold-20 softplus from the same exp and a Cephes log1p; ATen's softplus alone
+// took 40 % of an earlier version's time at L = 4096, N = 16). Memory beyond the output: B and C transposed to
+// (b, groups, L, N) (small) and per thread five (L, 16) / (N, 16) lane blocks.
 //
-// Determinism: rows (b, d) are independent and each is computed by one thread in an order fixed by the sizes (the
-// dot product keeps one partial sum per lane and adds the lanes in a fixed tree), so the result is bit-identical
-// for any thread count.
+// Determinism: each channel's arithmetic is the same whichever lane, task or thread computes it (tasks are
+// independent, the order of every sum is fixed by N), so the result is bit-identical for any thread count.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -33,7 +32,7 @@
 
 namespace {
 
-constexpr int64_t kLanes = 16;  // one 64-byte register of floats: the state is processed in blocks of 16
+constexpr int64_t kLanes = 16;  // one 64-byte register of floats: 16 channels of one group are scanned together
 
 // exp(x) for float32, ~1 ulp (Cephes expf's polynomial): x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-6
 // polynomial, times 2^n applied as two power-of-two factors so that n in [-150, 128] (subnormal results, and inf
@@ -89,43 +88,70 @@ inline float softplus_lanes(float x) {
 }
 
 struct Shapes {
-  int64_t batch, channels, length, state, groups, padded;
+  int64_t batch, channels, length, state, groups;
   int64_t per_group() const { return channels / groups; }
+  int64_t blocks_per_group() const { return (per_group() + kLanes - 1) / kLanes; }
 };
 
-// One (b, d) row: `bt`, `ct` point at the group's (L, Np) runs, `a` at the channel's Np-padded A row.
-void scan_row(const float* u, const float* delta, float bias, const float* a, const float* bt, const float* ct,
-              float d_skip, const Shapes& s, float* state, float* dt, float* y) {
-  const int64_t np = s.padded;
-  std::fill(state, state + np, 0.0f);
+// One task: channels c0 .. c0 + width - 1 (width <= 16) of one group of one image, one channel per lane. The lanes'
+// inputs are gathered into (L, 16) blocks first (inactive lanes get u_t = A = 0, so their state stays 0);
+// the state is (N, 16): entry n of all 16 channels in one register, with B_t[n] and C_t[n] broadcast.
+struct Scratch {
+  std::vector<float> dt, u, y, a, state;
+  explicit Scratch(const Shapes& s)
+      : dt(s.length * kLanes), u(s.length * kLanes), y(s.length * kLanes), a(s.state * kLanes),
+        state(s.state * kLanes) {}
+};
+
+void scan_block(const float* u, const float* delta, const float* bias, const float* A, const float* bt,
+                const float* ct, const float* d_skip, int64_t width, const Shapes& s, Scratch& w, float* y) {
+  const int64_t L = s.length, N = s.state;
+  // gather: row-contiguous reads of the channels' (L,) rows into (L, 16) lane blocks
+  std::fill(w.dt.begin(), w.dt.end(), 0.0f);
+  std::fill(w.u.begin(), w.u.end(), 0.0f);
+  std::fill(w.a.begin(), w.a.end(), 0.0f);
+  std::fill(w.state.begin(), w.state.end(), 0.0f);
+  for (int64_t l = 0; l < width; ++l) {
+    const float* ur = u + l * L;
+    const float* dr = delta + l * L;
+    for (int64_t t = 0; t < L; ++t) {
+      w.u[t * kLanes + l] = ur[t];
+      w.dt[t * kLanes + l] = dr[t] + bias[l];
+    }
+    for (int64_t n = 0; n < N; ++n) w.a[n * kLanes + l] = A[l * N + n];
+  }
 #pragma omp simd
-  for (int64_t t = 0; t < s.length; ++t) dt[t] = softplus_lanes(delta[t] + bias);
-  for (int64_t t = 0; t < s.length; ++t) {
-    const float step = dt[t], ut = u[t];
-    const float* b = bt + t * np;
-    const float* c = ct + t * np;
+  for (int64_t i = 0; i < L * kLanes; ++i) w.dt[i] = softplus_lanes(w.dt[i]);
+  float dskip[kLanes] = {};
+  for (int64_t l = 0; l < width; ++l) dskip[l] = d_skip[l];
+
+  float* state = w.state.data();
+  const float* a = w.a.data();
+  for (int64_t t = 0; t < L; ++t) {
+    const float* dt = w.dt.data() + t * kLanes;
+    const float* ut = w.u.data() + t * kLanes;
+    const float* b = bt + t * N;
+    const float* c = ct + t * N;
     float acc[kLanes] = {};
-    for (int64_t k = 0; k < np; k += kLanes) {
+    for (int64_t n = 0; n < N; ++n) {
+      const float bn = b[n], cn = c[n];
+      float* sn = state + n * kLanes;
+      const float* an = a + n * kLanes;
 #pragma omp simd
       for (int64_t l = 0; l < kLanes; ++l) {
-        const int64_t n = k + l;
-        const float x = exp_lanes(step * a[n]) * state[n] + (step * b[n]) * ut;
-        state[n] = x;
-        acc[l] += x * c[n];
+        const float x = exp_lanes(dt[l] * an[l]) * sn[l] + (dt[l] * bn) * ut[l];
+        sn[l] = x;
+        acc[l] += x * cn;  // summed over n in order: each channel's own sequential sum
       }
     }
-    for (int64_t width = kLanes / 2; width > 0; width /= 2) {  // a fixed tree: short latency, same order always
-      for (int64_t l = 0; l < width; ++l) acc[l] += acc[l + width];
-    }
-    y[t] = acc[0] + d_skip * ut;
+    float* yt = w.y.data() + t * kLanes;
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) yt[l] = acc[l] + dskip[l] * ut[l];
   }
-}
-
-// (b, groups, N, L) -> (b, groups, L, Np) float32, zero-padded in the last dimension.
-torch::Tensor to_runs(const torch::Tensor& bc, int64_t padded) {
-  auto out = torch::zeros({bc.size(0), bc.size(1), bc.size(3), padded}, bc.options().dtype(torch::kFloat));
-  out.narrow(3, 0, bc.size(2)).copy_(bc.transpose(2, 3));
-  return out;
+  for (int64_t l = 0; l < width; ++l) {  // scatter back to the channels' rows
+    float* yr = y + l * L;
+    for (int64_t t = 0; t < L; ++t) yr[t] = w.y[t * kLanes + l];
+  }
 }
 
 void check(bool ok, const char* what) { TORCH_CHECK(ok, "selective_scan cpp: ", what); }
@@ -138,7 +164,7 @@ torch::Tensor forward(const torch::Tensor& u, const torch::Tensor& delta, const 
     check(t->is_floating_point(), "tensors must be floating point");
   }
   check(u.dim() == 3 && delta.sizes() == u.sizes(), "u and delta must be (b, D, L) of one shape");
-  Shapes s{u.size(0), u.size(1), u.size(2), A.dim() == 2 ? A.size(1) : 0, B.dim() == 4 ? B.size(1) : 0, 0};
+  Shapes s{u.size(0), u.size(1), u.size(2), A.dim() == 2 ? A.size(1) : 0, B.dim() == 4 ? B.size(1) : 0};
   check(A.dim() == 2 && A.size(0) == s.channels, "A must be (D, N)");
   check(B.dim() == 4 && B.size(0) == s.batch && B.size(2) == s.state && B.size(3) == s.length,
         "B must be (b, groups, N, L)");
@@ -146,33 +172,32 @@ torch::Tensor forward(const torch::Tensor& u, const torch::Tensor& delta, const 
   check(s.groups > 0 && s.channels % s.groups == 0, "D must be a multiple of groups");
   check(D.dim() == 1 && D.size(0) == s.channels && delta_bias.dim() == 1 && delta_bias.size(0) == s.channels,
         "D and delta_bias must be (D,)");
-  s.padded = (s.state + kLanes - 1) / kLanes * kLanes;
 
   auto f32 = [](const torch::Tensor& t) { return t.to(torch::kFloat).contiguous(); };
-  const auto uf = f32(u);
-  const auto deltaf = f32(delta), biasf = f32(delta_bias);
-  auto a = torch::zeros({s.channels, s.padded}, uf.options());
-  a.narrow(1, 0, s.state).copy_(A);
-  const auto bt = to_runs(B, s.padded), ct = to_runs(C, s.padded);
-  const auto df = f32(D);
+  const auto uf = f32(u), deltaf = f32(delta), af = f32(A), biasf = f32(delta_bias), df = f32(D);
+  // (b, groups, N, L) -> (b, groups, L, N): step t's N values contiguous (small: shared by a group's channels)
+  const auto bt = f32(B).transpose(2, 3).contiguous(), ct = f32(C).transpose(2, 3).contiguous();
   auto y = torch::empty({s.batch, s.channels, s.length}, uf.options());
 
   const float* up = uf.data_ptr<float>();
   const float* deltap = deltaf.data_ptr<float>();
   const float* biasp = biasf.data_ptr<float>();
-  const float* ap = a.data_ptr<float>();
+  const float* ap = af.data_ptr<float>();
   const float* bp = bt.data_ptr<float>();
   const float* cp = ct.data_ptr<float>();
   const float* dp = df.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  const int64_t run = s.length * s.padded;  // one group's (L, Np) block
-  at::parallel_for(0, s.batch * s.channels, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> state(s.padded), dt(s.length);
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t b = row / s.channels, d = row % s.channels;
-      const int64_t group = b * s.groups + d / s.per_group();
-      scan_row(up + row * s.length, deltap + row * s.length, biasp[d], ap + d * s.padded, bp + group * run,
-               cp + group * run, dp[d], s, state.data(), dt.data(), yp + row * s.length);
+  const int64_t per_group = s.per_group(), blocks = s.blocks_per_group(), run = s.length * s.state;
+  at::parallel_for(0, s.batch * s.groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    Scratch scratch(s);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t group = task / blocks;  // b * groups + g
+      const int64_t b = group / s.groups, g = group % s.groups;
+      const int64_t c0 = g * per_group + (task % blocks) * kLanes;  // first channel of the block
+      const int64_t width = std::min(kLanes, (g + 1) * per_group - c0);
+      const int64_t row = b * s.channels + c0;
+      scan_block(up + row * s.length, deltap + row * s.length, biasp + c0, ap + c0 * s.state, bp + group * run,
+                 cp + group * run, dp + c0, width, s, scratch, yp + row * s.length);
     }
   });
   return y;
