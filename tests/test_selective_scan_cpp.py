@@ -44,7 +44,8 @@ SHAPES = {
     "b2 groups 4 N5 odd L 37": dict(),
     "b2 groups 1 N16 L 1": dict(groups=1, per_group=8, n=16, length=1),
     "b1 groups 4 N16 odd L 129": dict(b=1, per_group=6, n=16, length=129),
-    "b2 groups 2 N 33 (3 lane blocks) L 50": dict(groups=2, per_group=2, n=33, length=50),
+    "b2 groups 2 N 33 L 50": dict(groups=2, per_group=2, n=33, length=50),
+    "b2 groups 2 of 20 channels (lane blocks of 16 and 4) N16 L 45": dict(groups=2, per_group=20, n=16, length=45),
     "large negative A (to -300): decays underflow to 0": dict(a_max=300.0, length=64),
     "softplus on both sides of its threshold 20, large delta_bias": dict(delta_shift=19.0, bias_scale=3.0),
 }
@@ -82,7 +83,7 @@ def test_other_dtypes_are_rounded_to_float32_as_the_reference_does(cpp, dtype):
 
 
 def test_cpp_is_bit_identical_for_1_and_2_threads(cpp):
-    args = scan_inputs(b=2, groups=4, per_group=5, n=16, length=300, seed=3)
+    args = scan_inputs(b=2, groups=4, per_group=21, n=16, length=300, seed=3)  # 16 tasks, partial lane blocks
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -180,7 +180,8 @@ def test_a_selective_scan_off_by_1e3_is_disabled_and_auto_runs_the_torch_scan(ve
 def test_the_selective_scan_cases_cover_what_they_claim():
     cases = selftest.SELECTIVE_SCAN_CASES
     assert any(c.groups > 1 for c in cases) and any(c.length & (c.length - 1) for c in cases)
-    assert any(c.state % 16 for c in cases)  # N not a multiple of the C++ lane block: the padded lanes
+    assert any(c.state % 2 for c in cases)  # odd N
+    assert any(c.per_group > 16 and c.per_group % 16 for c in cases)  # the C++ op's 16-channel blocks, one partial
     wild = next(c for c in cases if c.a_max > 100)
     u, delta, A, *_, bias = selftest.selective_scan_inputs(wild, CPU, seed=cases.index(wild))
     x = delta + bias.view(1, -1, 1)

@@ -329,7 +329,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'op':14s} {'workload':30s} {'backend':9s} {'time':>10s} {'vs torch':>9s}{extra}  note"]
     for row in rows:
         secs = "-" if row["seconds"] is None else f"{row['seconds'] * 1e3:9.1f}ms"
-        ratio = "-" if row["speedup"] is None else f"{row['speedup']:8.1f}x"
+        ratio = "-" if row["speedup"] is None else f"{row['speedup']:8.{1 if row['speedup'] >= 1 else 3}f}x"
         if memory:
             peak = "-" if row.get("peak_mb") is None else f"{row['peak_mb']:8.1f}MB"
             share = "-" if row.get("memory_vs_torch") is None else f"{row['memory_vs_torch']:9.3f}"

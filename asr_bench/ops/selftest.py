@@ -391,7 +391,7 @@ class SelectiveScanCase:
 
 
 SELECTIVE_SCAN_CASES = (
-    SelectiveScanCase("b1, 1 group of 8 channels, N 16, L 64", 1, 1, 8, 16, 64, 4.0, 0.0),
+    SelectiveScanCase("b1, 1 group of 20 channels, N 16, L 64", 1, 1, 20, 16, 64, 4.0, 0.0),
     SelectiveScanCase("b2, 4 groups of 3 channels, N 5, L 37", 2, 4, 3, 5, 37, 4.0, 0.0),
     SelectiveScanCase("b1, 2 groups, N 17, L 129, A to -200, delta + 19", 1, 2, 3, 17, 129, 200.0, 19.0),
 )
