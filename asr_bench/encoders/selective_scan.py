@@ -107,9 +107,9 @@ def selective_scan_steps(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
     block = max(1, min(length, block_bytes // (2 * 4 * max(1, b * d * n))))
     # Two buffers reused by every block, filled with out= ops: a fresh tensor of this size per op costs more in
     # page faults than the op itself.
-    decay_buffer = torch.empty(*shape, block, n, device=u.device)
-    drive_buffer = torch.empty(*shape, block, n, device=u.device)
-    y = torch.empty(*shape, length, device=u.device)
+    decay_buffer = torch.empty(*shape, block, n, dtype=torch.float32, device=u.device)
+    drive_buffer = torch.empty(*shape, block, n, dtype=torch.float32, device=u.device)
+    y = torch.empty(*shape, length, dtype=torch.float32, device=u.device)
     state = u.new_zeros(*shape, n)
     for start in range(0, length, block):
         sl = slice(start, min(start + block, length))
