@@ -142,7 +142,8 @@ def mambair_reference(x, sd, cfg):
     return conv(feat, "conv_after_body") + first
 
 
-@pytest.mark.parametrize("size,backend", [((4, 5), "reference"), ((5, 3), "chunked"), ((6, 7), "auto")])
+@pytest.mark.parametrize("size,backend", [((4, 5), "reference"), ((5, 3), "chunked"), ((6, 7), "auto"),
+                                          ((3, 4), "torch")])
 def test_output_equals_slow_definition(size, backend):
     enc = build_encoder("mambair", scan_backend=backend, **TINY).eval()
     g = torch.Generator().manual_seed(5)

@@ -90,10 +90,11 @@ def self_test_warnings(caught):
 # -- the real compiled backends --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("op", ["rasterize", "meta_upscale"])
+@pytest.mark.parametrize("op", ["rasterize", "meta_upscale", "selective_scan"])
 def test_the_cpp_backends_pass_and_are_keyed_by_their_source_hash(verdicts, op):
     module = compiled(op)
-    result = selftest.verdict(op, "cpp", selftest.build_of(module), CPU, module.forward, module.backward)
+    result = selftest.verdict(op, "cpp", selftest.build_of(module), CPU, module.forward,
+                              getattr(module, "backward", None))  # the selective scan is forward-only
     assert result.passed and result.failed_test is None and not result.detail, result.reason()
     assert 0 <= result.max_error <= selftest.TOLERANCE
     assert result.build == build.extension(op, "cpp").name  # the name carries the hash of sources and flags
@@ -150,6 +151,43 @@ def test_a_rasterizer_off_by_1e3_is_disabled_with_one_warning_and_auto_runs_the_
     with pytest.raises(ExtensionUnavailable, match="failed its self-test .*forward, non-square"):
         rasterize(*params, 12, 17, 0.1, backend="cpp")
     assert build.backend_status()["rasterize"]["cpp"].startswith("disabled: failed its self-test")
+
+
+def test_a_selective_scan_off_by_1e3_is_disabled_and_auto_runs_the_torch_scan(verdicts, monkeypatch):
+    from asr_bench.encoders.selective_scan import selective_scan, selective_scan_reference
+
+    calls = []
+    fake = types.ModuleType("asr_bench_selective_scan_cpp_0ff5e7000006")
+    fake.forward = lambda *args: calls.append(1) or selective_scan_reference(*args) * (1 + 1e-3)
+    monkeypatch.setattr(build, "_loaded", {**build._loaded, ("selective_scan", "cpp"): fake})
+    case = selftest.SELECTIVE_SCAN_CASES[1]
+    args = selftest.selective_scan_inputs(case, CPU)
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad(), backend_log() as used:
+        warnings.simplefilter("always")
+        first = selective_scan(*args)
+        tested = len(calls)
+        selective_scan(*args)
+    messages = self_test_warnings(caught)
+    assert len(messages) == 1 and "selective_scan: the cpp backend failed its self-test" in messages[0]
+    assert f"forward, {selftest.SELECTIVE_SCAN_CASES[0].name}" in messages[0] and "backend 'torch'" in messages[0]
+    assert used == {"selective_scan": "torch"} and len(calls) == tested  # the fake ran in its self-test only
+    assert selftest.relative_error(first, selective_scan_reference(*args)) < 1e-5
+    with pytest.raises(ExtensionUnavailable, match="failed its self-test"):
+        selective_scan(*args, backend="cpp")
+    assert build.backend_status()["selective_scan"]["cpp"].startswith("disabled: failed its self-test")
+
+
+def test_the_selective_scan_cases_cover_what_they_claim():
+    cases = selftest.SELECTIVE_SCAN_CASES
+    assert any(c.groups > 1 for c in cases) and any(c.length & (c.length - 1) for c in cases)
+    assert any(c.state % 2 for c in cases)  # odd N
+    assert any(c.per_group > 16 and c.per_group % 16 for c in cases)  # the C++ op's 16-channel blocks, one partial
+    wild = next(c for c in cases if c.a_max > 100)
+    u, delta, A, *_, bias = selftest.selective_scan_inputs(wild, CPU, seed=cases.index(wild))
+    x = delta + bias.view(1, -1, 1)
+    assert (x > 20).any() and (x < 20).any()  # softplus on both sides of its threshold
+    dt = torch.nn.functional.softplus(x)
+    assert (torch.exp(dt[..., None] * A[None, :, None, :]) == 0).any()  # decays that underflow
 
 
 def test_a_wrong_rasterizer_gradient_is_caught_and_named(verdicts):
@@ -308,15 +346,16 @@ def test_backend_log_records_what_the_calls_actually_ran(fake_meta_backends):
 def test_doctor_selftest_prints_the_table(verdicts, capsys):
     compiled("rasterize")
     compiled("meta_upscale")
+    compiled("selective_scan")
     assert run_cli(["doctor", "--selftest"]) == 0
     out = capsys.readouterr().out
     table = out[out.index("compiled backends vs the torch reference"):].splitlines()
     assert table[1].split() == ["backend", "device", "verdict", "max", "error", "time"]
     rows = {line.split()[0]: line for line in table[3:] if line.strip()}
-    for op in ("rasterize", "meta_upscale"):
+    for op in ("rasterize", "meta_upscale", "selective_scan"):
         assert selftest.device_name(CPU) in rows[f"{op}/cpp"] and " pass " in rows[f"{op}/cpp"]
         assert rows[f"{op}/cpp"].rstrip().endswith(" ms")
-    assert len(list(verdicts.iterdir())) == 2  # doctor re-ran both and stored the verdicts
+    assert len(list(verdicts.iterdir())) == 3  # doctor re-ran all three and stored the verdicts
 
 
 def test_doctor_selftest_names_a_failing_backend_and_exits_1(verdicts, monkeypatch, capsys):

@@ -1,21 +1,40 @@
-"""The selective scan of Mamba (S6), as MambaIR's SS2D calls it, with three interchangeable backends.
+"""The selective scan of Mamba (S6), as MambaIR's SS2D calls it, with interchangeable backends.
 
 For channel d (of D = groups x channels-per-group) and step t, with state x in R^N (N = d_state):
     delta_t = softplus(delta[d, t] + delta_bias[d])
     x_t     = exp(delta_t * A[d]) * x_{t-1} + delta_t * B[g(d), :, t] * u[d, t]      (x_0 = 0)
     y[d, t] = <x_t, C[g(d), :, t]> + D[d] * u[d, t]
-where g(d) = d // (D / groups). Computed in float32 whatever the input dtype, as `mamba_ssm` does.
+where g(d) = d // (D / groups). Computed in float32 whatever the input dtype (float64 and bfloat16 inputs are
+rounded to float32 first), as `mamba_ssm` does; y is float32.
 
-- `selective_scan_reference`: the recurrence one step at a time (exact, slow: L Python steps).
-- `selective_scan_chunked`: the same sums in blocks of `chunk` steps, x_t = sum_{s<=t} exp(P_t - P_s) b_s inside
-  a block (P = running sum of delta * A, so every exponent is <= 0: no overflow), one carried state per block.
-- `mamba_ssm`'s CUDA kernel (`selective_scan_fn`) when the package is installed and the tensors are on CUDA.
-`selective_scan` picks the kernel if it can, else the chunked form; tests check both against the reference.
+Backends (`selective_scan(..., backend=)`; which one ran is recorded in `asr_bench.ops.backend_log` as
+"selective_scan"):
+- 'cpp': csrc/selective_scan/cpu.cpp, a C++ loop per (batch, channel) row, parallel over rows, deterministic for
+  any thread count. FORWARD ONLY (inference): it has no backward, so 'auto' does not use it when a gradient is
+  needed and naming it then is a UserError. Compiled at first use and trusted only after its self-test
+  (asr_bench/ops/build.py, selftest.py), like the other compiled ops.
+- 'torch': `selective_scan_steps`, the pure-PyTorch path 'auto' falls back to (one warning) when the C++ op cannot
+  be built or fails its self-test: everything but the state update in bulk, one in-place multiply-add per step,
+  in reused buffers (out= ops: not differentiable, so when a gradient is needed 'torch' and 'auto' run the
+  reference instead, which is).
+- 'mamba_ssm': `mamba_ssm`'s CUDA kernel (`selective_scan_fn`), when the package is installed and the tensors are
+  on CUDA.
+- 'chunked': `selective_scan_chunked`, the same sums in blocks of `chunk` steps with a (chunk x chunk) decay matrix
+  per block: O(chunk) more work per step than the recurrence; kept for comparison (bench-ops), not chosen by 'auto'.
+- 'reference': `selective_scan_reference`, the recurrence one step at a time, as written (the specification).
+'auto' without a gradient to compute: mamba_ssm on CUDA when installed, else 'torch'; on the CPU 'cpp' when it is
+live (built and self-tested), else 'torch'. With one: 'reference' (mamba_ssm on CUDA when installed).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from ..ops.usage import record
+
+OP_NAME = "selective_scan"
+BACKENDS = ("auto", "cpp", "torch", "mamba_ssm", "chunked", "reference")
+STEP_BLOCK_BYTES = 32 * 2**20  # selective_scan_steps' two (b, D, T, N) float32 buffers, together
 
 
 def _prepare(u, delta, A, B, C, D, delta_bias):
@@ -67,6 +86,47 @@ def selective_scan_chunked(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     return torch.cat(ys, dim=-1) + u * D.view(1, d, 1)
 
 
+def selective_scan_steps(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                         C: torch.Tensor, D: torch.Tensor, delta_bias: torch.Tensor,
+                         block_bytes: int = STEP_BLOCK_BYTES) -> torch.Tensor:
+    """The reference's recurrence with all but the state update done in bulk (the 'torch' backend).
+
+    Per block of T steps: decay = exp(delta_t A) and drive = (delta_t B_t) u_t for all T at once, then one in-place
+    x_t = drive_t + decay_t * x_{t-1} per step (L small ops in all, no extra work per step, unlike the chunked
+    form), then the block's y in one product and sum. T is chosen so the two (b, D, T, N) float32 buffers fit in
+    `block_bytes` (at L 4096, D 1440, N 16 one such tensor for the whole sequence would be 377 MB).
+    """
+    b, d, length = u.shape
+    groups, n = B.shape[1], A.shape[1]
+    per_group = d // groups
+    shape = (b, groups, per_group)  # channel d = (g, p): the (T, N) blocks of one group share B and C
+    u, A = u.float().view(*shape, length, 1), A.float().view(1, groups, per_group, 1, n)
+    Bt = B.float().transpose(2, 3).contiguous().unsqueeze(2)   # (b, G, 1, L, N): small, transposed once
+    Ct = C.float().transpose(2, 3).contiguous().unsqueeze(2)
+    delta = F.softplus(delta.float() + delta_bias.float().view(1, d, 1)).view(*shape, length, 1)
+    block = max(1, min(length, block_bytes // (2 * 4 * max(1, b * d * n))))
+    # Two buffers reused by every block, filled with out= ops: a fresh tensor of this size per op costs more in
+    # page faults than the op itself.
+    decay_buffer = torch.empty(*shape, block, n, dtype=torch.float32, device=u.device)
+    drive_buffer = torch.empty(*shape, block, n, dtype=torch.float32, device=u.device)
+    y = torch.empty(*shape, length, dtype=torch.float32, device=u.device)
+    state = u.new_zeros(*shape, n)
+    for start in range(0, length, block):
+        sl = slice(start, min(start + block, length))
+        steps = sl.stop - sl.start
+        decay, drive = decay_buffer[:, :, :, :steps], drive_buffer[:, :, :, :steps]    # (b, G, P, T, N)
+        dt = delta[:, :, :, sl]                                                         # (b, G, P, T, 1)
+        torch.mul(dt, A, out=decay).exp_()                                              # exp(delta_t A)
+        torch.mul(dt, Bt[:, :, :, sl], out=drive).mul_(u[:, :, :, sl])                  # (delta_t B_t) u_t
+        xs, decays = drive.unbind(3), decay.unbind(3)
+        xs[0].addcmul_(decays[0], state)
+        for t in range(1, steps):
+            xs[t].addcmul_(decays[t], xs[t - 1])                                        # drive_t becomes x_t
+        state = xs[-1].clone()
+        torch.sum(torch.mul(drive, Ct[:, :, :, sl], out=decay), dim=-1, out=y[:, :, :, sl])
+    return y.view(b, d, length) + u.view(b, d, length) * D.float().view(1, d, 1)
+
+
 def _mamba_kernel():
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
@@ -77,20 +137,52 @@ def _mamba_kernel():
 
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                    D: torch.Tensor, delta_bias: torch.Tensor, backend: str = "auto") -> torch.Tensor:
-    """`backend`: 'auto' (mamba_ssm on CUDA when installed, else 'chunked'), 'mamba_ssm', 'chunked', 'reference'."""
+    """u, delta: (b, D, L); A: (D, N); B, C: (b, groups, N, L); D, delta_bias: (D,) -> y (b, D, L) float32.
+
+    `backend`: 'auto', 'cpp', 'torch', 'mamba_ssm', 'chunked' or 'reference' (module docstring)."""
+    args = (u, delta, A, B, C, D, delta_bias)
+    name, module = _choose(backend, args)
+    record(OP_NAME, name)
+    if name == "cpp":
+        return module.forward(*args)
+    if name == "mamba_ssm":
+        return _mamba_kernel()(u.float(), delta.float(), A.float(), B.float(), C.float(), D.float(), z=None,
+                               delta_bias=delta_bias.float(), delta_softplus=True, return_last_state=False)
+    if name == "chunked":
+        return selective_scan_chunked(*args)
+    if name == "reference":
+        return selective_scan_reference(*args)
+    return selective_scan_steps(*args)
+
+
+def _choose(backend: str, args: tuple[torch.Tensor, ...]):
+    """(backend that runs, compiled module or None) for `backend` on these tensors."""
+    from ..errors import UnknownName, UserError
+
+    if backend not in BACKENDS:
+        raise UnknownName("selective scan backend", backend, BACKENDS)
+    device = args[0].device
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in args)
+    if backend == "torch" and needs_grad:
+        return "reference", None  # the steps' out= ops are not differentiable; the reference is
     if backend == "auto":
-        backend = "mamba_ssm" if u.is_cuda and _mamba_kernel() is not None else "chunked"
-    if backend == "mamba_ssm":
-        kernel = _mamba_kernel()
-        if kernel is None:
-            from ..errors import UserError
-            raise UserError("selective scan backend 'mamba_ssm' needs the mamba-ssm package (pip install mamba-ssm) "
-                            "and a CUDA device; use backend 'chunked' or 'reference' otherwise.")
-        return kernel(u.float(), delta.float(), A.float(), B.float(), C.float(), D.float(), z=None,
-                      delta_bias=delta_bias.float(), delta_softplus=True, return_last_state=False)
-    if backend == "chunked":
-        return selective_scan_chunked(u, delta, A, B, C, D, delta_bias)
-    if backend == "reference":
-        return selective_scan_reference(u, delta, A, B, C, D, delta_bias)
-    from ..errors import UnknownName
-    raise UnknownName("selective scan backend", backend, ("auto", "mamba_ssm", "chunked", "reference"))
+        if device.type == "cuda" and _mamba_kernel() is not None:
+            return "mamba_ssm", None
+        if needs_grad:
+            return "reference", None
+        if device.type != "cpu":
+            return "torch", None
+        from ..ops.build import resolve_backend
+
+        return resolve_backend(OP_NAME, "auto", device, fallback="the pure-PyTorch scan (backend 'torch')")
+    if backend == "mamba_ssm" and (_mamba_kernel() is None or device.type != "cuda"):
+        raise UserError("selective scan backend 'mamba_ssm' needs the mamba-ssm package (pip install mamba-ssm) "
+                        "and CUDA tensors; use backend 'auto' or 'torch' otherwise.")
+    if backend == "cpp":
+        if needs_grad:
+            raise UserError("selective scan backend 'cpp' is forward-only (inference): run under torch.no_grad(), "
+                            "or use backend 'auto' or 'reference' to differentiate.")
+        from ..ops.build import resolve_backend
+
+        return resolve_backend(OP_NAME, "cpp", device)
+    return backend, None

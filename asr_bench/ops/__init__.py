@@ -4,7 +4,9 @@
     with ops.backend_log() as used: ...      # {op: backend} the calls inside actually ran (asr_bench/ops/usage.py)
 
 The fronts share their module's name, so each is bound here as the function (not the submodule). The
-meta-upscale front is imported on first use, so a broken op module never breaks the other op.
+meta-upscale front is imported on first use, so a broken op module never breaks the other op. The selective scan's
+front is `asr_bench.encoders.selective_scan.selective_scan` (MambaIR's encoder calls it); its compiled backend is
+built, self-tested and recorded here like the others.
 """
 from __future__ import annotations
 

@@ -34,6 +34,7 @@ class Workload:
     make: Callable[[torch.device], Any]
     run: Callable[[Any, str], Callable[[], Any]]  # returns the closure to time (its setup is not timed)
     reference_cost: float = 1.0  # rough relative cost, to let --max-reference-cost skip the slowest references
+    timed_once: tuple[str, ...] = ("torch",)  # slow backends: one timing without warm-up instead of `repeats`
 
 
 # --------------------------------------------------------------------------------------------- rasterize
@@ -174,6 +175,63 @@ WORKLOADS += [
 BACKENDS_OF["meta_upscale"] = _meta_upscale_backends
 
 
+# ---------------------------------------------------------------------------------------- selective_scan
+
+
+def _selective_scan_case(length: int, channels: int, state: int, groups: int = 4) -> Callable[[torch.device], Any]:
+    """One SS2D scan of MambaIR: 4 directions x d_inner channels (groups = directions), d_state states, L pixels;
+    delta, A and D as the official initialisation makes them (dt ~ 0.01 after softplus, A = -(1..N))."""
+
+    def make(device: torch.device):
+        g = torch.Generator().manual_seed(0)
+        u = torch.randn(1, channels, length, generator=g)
+        delta = torch.randn(1, channels, length, generator=g) * 0.5
+        A = -torch.arange(1, state + 1, dtype=torch.float32).repeat(channels, 1)
+        B, C = (torch.randn(1, groups, state, length, generator=g) for _ in range(2))
+        D, bias = torch.ones(channels), torch.full((channels,), math.log(math.expm1(0.01)))
+        return [t.to(device) for t in (u, delta, A, B, C, D, bias)]
+
+    return make
+
+
+def _selective_scan_forward(inputs, backend: str) -> Callable[[], Any]:
+    from ..encoders.selective_scan import selective_scan
+
+    def call():
+        with torch.no_grad():
+            return selective_scan(*inputs, backend=backend)
+
+    return call
+
+
+def _selective_scan_backends(device: torch.device) -> list[str]:
+    """'torch' (the pure-PyTorch fallback 'auto' uses without a compiler) is the baseline; the old chunked form
+    and the per-step reference beside it, then the compiled one when it builds and passes its self-test."""
+    from .build import ExtensionUnavailable, resolve_backend
+
+    names = ["torch", "chunked", "reference"]
+    if device.type == "cpu":
+        try:
+            resolve_backend("selective_scan", "cpp", device)
+            names.append("cpp")
+        except ExtensionUnavailable:
+            pass
+    elif device.type == "cuda":
+        from ..encoders.selective_scan import _mamba_kernel
+
+        if _mamba_kernel() is not None:
+            names.append("mamba_ssm")
+    return names
+
+
+WORKLOADS += [
+    Workload("selective_scan", "fwd MambaIR L4096 D1440 N16", _selective_scan_case(4096, 1440, 16),
+             _selective_scan_forward, reference_cost=4096 * 1440 * 16 / 3e7,
+             timed_once=("torch", "chunked", "reference")),
+]
+BACKENDS_OF["selective_scan"] = _selective_scan_backends
+
+
 # -------------------------------------------------------------------------------------------------- timing
 
 
@@ -241,15 +299,15 @@ def run(device: torch.device, only: str | None = None, repeats: int = 3, max_ref
         for backend in BACKENDS_OF[workload.op](device):
             row: dict[str, Any] = {"op": workload.op, "workload": workload.name, "backend": backend,
                                    "device": device.type, "repeats": repeats, "threads": torch.get_num_threads()}
-            if backend == "torch" and workload.reference_cost > max_reference_cost:
+            if backend in workload.timed_once and workload.reference_cost > max_reference_cost:
                 row.update(seconds=None, speedup=None, note="reference skipped (--max-reference-cost)")
                 rows.append(row)
                 continue
             try:
                 # The reference is the slow one: one warm-up-free timing of it is already long.
-                is_ref = backend == "torch"
-                seconds = time_call(workload.run(inputs, backend), device, 1 if is_ref else repeats,
-                                    warmup=0 if is_ref else 1)
+                once = backend in workload.timed_once
+                seconds = time_call(workload.run(inputs, backend), device, 1 if once else repeats,
+                                    warmup=0 if once else 1)
             except Exception as error:  # noqa: BLE001 - a failure is data, the table goes on
                 row.update(seconds=None, speedup=None, note=f"error: {error}")
                 rows.append(row)
@@ -268,15 +326,16 @@ def run(device: torch.device, only: str | None = None, repeats: int = 3, max_ref
 def format_table(rows: list[dict[str, Any]]) -> str:
     memory = any("peak_mb" in row for row in rows)
     extra = f" {'peak':>10s} {'mem/torch':>9s}" if memory else ""
-    lines = [f"{'op':12s} {'workload':30s} {'backend':7s} {'time':>10s} {'vs torch':>9s}{extra}  note"]
+    lines = [f"{'op':14s} {'workload':30s} {'backend':9s} {'time':>10s} {'vs torch':>9s}{extra}  note"]
     for row in rows:
         secs = "-" if row["seconds"] is None else f"{row['seconds'] * 1e3:9.1f}ms"
-        ratio = "-" if row["speedup"] is None else f"{row['speedup']:8.1f}x"
+        ratio = "-" if row["speedup"] is None else f"{row['speedup']:8.{1 if row['speedup'] >= 1 else 3}f}x"
         if memory:
             peak = "-" if row.get("peak_mb") is None else f"{row['peak_mb']:8.1f}MB"
             share = "-" if row.get("memory_vs_torch") is None else f"{row['memory_vs_torch']:9.3f}"
             ratio += f" {peak:>10s} {share:>9s}"
-        lines.append(f"{row['op']:12s} {row['workload']:30s} {row['backend']:7s} {secs:>10s} {ratio:>9s}  {row['note']}")
+        lines.append(f"{row['op']:14s} {row['workload']:30s} {row['backend']:9s} {secs:>10s} {ratio:>9s}  "
+                     f"{row['note']}")
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Compile, cache and choose the compiled backends of the custom ops (rasterize, meta_upscale, ...).
+"""Compile, cache and choose the compiled backends of the custom ops (rasterize, meta_upscale, selective_scan).
 
 Every op `<op>` may have two compiled backends beside its PyTorch reference ("torch"):
   "cpp"  from csrc/<op>/cpu.cpp  (C++/OpenMP, -O3 -fopenmp)
@@ -316,8 +316,10 @@ def _warn_once(op: str, backend: str, reason: str, fallback: str) -> None:
     warnings.warn(f"{op}: the {backend} backend is unavailable ({reason}); using {fallback}.", RuntimeWarning, 2)
 
 
-def resolve_backend(op: str, requested: str, device: torch.device) -> tuple[str, ModuleType | None]:
-    """(backend name, compiled module or None for 'torch') to run `op` on tensors living on `device`."""
+def resolve_backend(op: str, requested: str, device: torch.device,
+                    fallback: str = "the torch reference") -> tuple[str, ModuleType | None]:
+    """(backend name, compiled module or None for 'torch') to run `op` on tensors living on `device`;
+    `fallback` names what 'torch' runs, in the one warning 'auto' gives when a compiled backend is skipped."""
     if requested not in ("auto", *BACKENDS):
         raise UnknownName("backend", requested, ("auto", *BACKENDS))
     on_cuda = device.type == "cuda"
@@ -340,14 +342,14 @@ def resolve_backend(op: str, requested: str, device: torch.device) -> tuple[str,
         try:
             module = load_extension(op, backend)
         except ExtensionUnavailable as error:
-            _warn_once(op, backend, str(error), "the torch reference")
+            _warn_once(op, backend, str(error), fallback)
             continue
         result = self_test(op, backend, module, device)
         if result.passed:
             return backend, module
         from .selftest import warn_disabled
 
-        warn_disabled(result, "the torch reference")
+        warn_disabled(result, fallback)
     return "torch", None
 
 

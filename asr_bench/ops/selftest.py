@@ -3,7 +3,8 @@
 Why: a compiled backend (cpp, cuda) can be right on the machine it was written on and wrong on another (another
 GPU, compiler, CPU flags), and a wrong kernel gives plausible numbers. So before an op's front uses one, the
 backend runs a few small fp32 cases against the PyTorch reference, forward and backward (non-square images,
-Gaussians beyond the border, a rational meta-upscale scale, arbitrary maps touching the first and last LR lines),
+Gaussians beyond the border, a rational meta-upscale scale, arbitrary maps touching the first and last LR lines;
+the selective scan, forward only, with groups > 1, odd L and N, underflowing decays and softplus past 20),
 and is used only if every output and gradient agrees to float rounding: the largest |ours - reference| over a
 tensor, divided by the largest |reference| of that tensor, must stay below `TOLERANCE`.
 
@@ -374,9 +375,54 @@ def _meta_upscale_tests(forward: Forward, backward: Backward | None, device: tor
             yield f"backward, {case.name}", backward_test
 
 
+# -- selective scan (forward only: the compiled backend is inference-only) --------------------------------------
+
+
+@dataclass(frozen=True)
+class SelectiveScanCase:
+    name: str
+    batch: int
+    groups: int
+    per_group: int
+    state: int
+    length: int
+    a_max: float       # A uniform in [-a_max, 0): large values make exp(delta A) underflow to 0
+    delta_shift: float  # added to N(0, 1) delta: large values take softplus past its threshold of 20
+
+
+SELECTIVE_SCAN_CASES = (
+    SelectiveScanCase("b1, 1 group of 20 channels, N 16, L 64", 1, 1, 20, 16, 64, 4.0, 0.0),
+    SelectiveScanCase("b2, 4 groups of 3 channels, N 5, L 37", 2, 4, 3, 5, 37, 4.0, 0.0),
+    SelectiveScanCase("b1, 2 groups, N 17, L 129, A to -200, delta + 19", 1, 2, 3, 17, 129, 200.0, 19.0),
+)
+
+
+def selective_scan_inputs(case: SelectiveScanCase, device: torch.device, seed: int = 0) -> list[torch.Tensor]:
+    """(u, delta, A, B, C, D, delta_bias) for one case, float32 on `device`."""
+    g = torch.Generator().manual_seed(seed)
+    b, groups, d, n, length = case.batch, case.groups, case.groups * case.per_group, case.state, case.length
+    tensors = [torch.randn(b, d, length, generator=g), torch.randn(b, d, length, generator=g) + case.delta_shift,
+               -torch.rand(d, n, generator=g) * case.a_max - 1e-3, torch.randn(b, groups, n, length, generator=g),
+               torch.randn(b, groups, n, length, generator=g), torch.randn(d, generator=g),
+               torch.randn(d, generator=g) * 0.5]
+    return [t.to(device) for t in tensors]
+
+
+def _selective_scan_tests(forward: Forward, backward: Backward | None, device: torch.device) -> Iterator[Test]:
+    from ..encoders.selective_scan import selective_scan_reference
+
+    for index, case in enumerate(SELECTIVE_SCAN_CASES):
+        def forward_test(case: SelectiveScanCase = case, seed: int = index) -> list[Outcome]:
+            inputs = selective_scan_inputs(case, device, seed=seed)
+            return [(f"forward, {case.name}", relative_error(forward(*inputs), selective_scan_reference(*inputs)))]
+
+        yield f"forward, {case.name}", forward_test
+
+
 SELFTESTS: dict[str, Callable[[Forward, Backward | None, torch.device], Iterator[Test]]] = {
     "rasterize": _rasterize_tests,
     "meta_upscale": _meta_upscale_tests,
+    "selective_scan": _selective_scan_tests,
 }
 
 
