@@ -511,3 +511,14 @@ def test_each_case_records_which_op_backend_ran(tmp_path, plugin, images):
     smooth, metasr = run_benchmark(config, progress=False, render=False).cases
     assert smooth.backends == {}
     assert list(metasr.backends) == ["meta_upscale"] and metasr.backends["meta_upscale"] in ("cpp", "torch")
+
+
+def test_a_precision_the_encoder_is_not_checked_in_reads_na_without_running(tmp_path, plugin, images):
+    from asr_bench.encoders import encoder_capabilities
+
+    assert "float16" not in encoder_capabilities("hit-srf").dtypes   # overflows to inf at random weights
+    config = make_config(tmp_path, plugin, images, scales=[2], precisions=["fp16"],
+                         methods=[{"method": "igconv", "encoder": "hit-srf"}])
+    (case,) = run_benchmark(config, progress=False, render=False).cases
+    assert case.status == "unsupported" and case.notes["psnr"] == "n/a (unsupported precision)"
+    assert "hit-srf" in case.error and "float16" in case.error

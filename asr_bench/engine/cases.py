@@ -139,13 +139,32 @@ def plan_cases(config: Config, dataset_names: dict[str, str] | None = None) -> l
     return cases
 
 
+PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def encoder_refuses(case: Case) -> str | None:
+    """Why the case's encoder cannot run its precision, or None. Only encoders whose dtypes a test has checked
+    (a capability list other than the float32-only default) refuse: HiT-SRF overflows in fp16, for one, and a
+    NaN output must read n/a, not a number."""
+    from ..encoders import DEFAULT, encoder_capabilities, list_encoders
+
+    name = case.entry.encoder
+    if name not in list_encoders():
+        return None
+    caps = encoder_capabilities(name)
+    if caps == DEFAULT or PRECISION_DTYPES[case.precision] in caps.dtypes:
+        return None
+    return f"encoder '{name}' is checked in {', '.join(caps.dtypes)} only, not {PRECISION_DTYPES[case.precision]}"
+
+
 def case_supported(case: Case) -> bool:
-    """Whether the method declares the case's scale and precision (else it is stored as unsupported, no worker)."""
+    """Whether the method declares the case's scale and precision and its encoder runs that precision (else it is
+    stored as unsupported, no worker)."""
     from ..registry import get_method
     from ..upsampler import supports
 
     spec = get_method(case.entry.method)
-    return supports(spec.scales, case.scale) and case.precision in spec.dtypes
+    return supports(spec.scales, case.scale) and case.precision in spec.dtypes and encoder_refuses(case) is None
 
 
 def check_names(config: Config) -> dict[str, str]:

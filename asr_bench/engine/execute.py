@@ -23,7 +23,7 @@ from ..config import Config
 from ..checkpoints import trusting_checkpoints
 from ..ops import backend_log
 from ..errors import UnsupportedScale, UserError, cannot_write
-from .cases import Case, case_supported
+from .cases import Case, case_supported, encoder_refuses
 from .console import image_bar, ticking
 from .memory import peak_memory_mb
 from .outputs import save_output
@@ -108,6 +108,9 @@ def unsupported_record(case: Case, config: Config, device: torch.device,
     if case.precision not in spec.dtypes:
         why = (f"method '{spec.name}' is not tested in {case.precision} (it runs in {', '.join(spec.dtypes)})")
         return unsupported(base, config, why, UNSUPPORTED_PRECISION_NOTE)
+    refusal = encoder_refuses(case)
+    if refusal:
+        return unsupported(base, config, refusal, UNSUPPORTED_PRECISION_NOTE)
     return unsupported(base, config, str(UnsupportedScale(spec.name, case.scale_label, supported_label(spec.scales))))
 
 
