@@ -78,7 +78,7 @@ def test_published_rows_equal_the_dossier_table(family):
     assert len(expected) == (30 if section is None else 60)
     with PUBLISHED.open() as f:
         got = {(r["method"], r["dataset"], r["scale"], r["metric"]): float(r["value"])
-               for r in csv.DictReader(f) if r["encoder"] == encoder}
+               for r in csv.DictReader(line for line in f if not line.startswith("#")) if r["encoder"] == encoder}
     assert got == expected
 
 
