@@ -522,3 +522,17 @@ def test_a_precision_the_encoder_is_not_checked_in_reads_na_without_running(tmp_
     (case,) = run_benchmark(config, progress=False, render=False).cases
     assert case.status == "unsupported" and case.notes["psnr"] == "n/a (unsupported precision)"
     assert "hit-srf" in case.error and "float16" in case.error
+
+
+def test_frame_rate_notes_name_the_tiling_the_frame_ran_under(tmp_path, plugin, images):
+    from types import SimpleNamespace
+
+    from asr_bench.engine.execute import frame_tiling
+
+    whole = make_config(tmp_path, plugin, images)
+    tiled = make_config(tmp_path, plugin, images, tiling={"tile": 96, "overlap": 8})
+    gsasr_like = SimpleNamespace(tiling="internal", tile=480)   # tiles itself through its `tile` option
+    assert frame_tiling(SimpleNamespace(), whole, (720, 1280)) == "whole frame"
+    assert frame_tiling(SimpleNamespace(), tiled, (720, 1280)) == "engine-tiled (96 px LR tiles, overlap 8)"
+    assert frame_tiling(gsasr_like, tiled, (720, 1280)) == "tiled by the method (480 px LR tiles)"
+    assert frame_tiling(gsasr_like, whole, (360, 400)) == "whole frame"   # below its tile: one piece

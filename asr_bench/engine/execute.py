@@ -301,12 +301,23 @@ def frame_rates(model: Any, upscale: Any, config: Config, device: torch.device, 
         frame = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device, dtype)
         size = (h * scale, w * scale)
         prof = config.profiling
-        times, _ = time_until_stable(lambda: upscale(frame, size), device, 1, 1, max(1, min(prof.max_repeats, 5)),
-                                     prof.rel_ci, prof.max_seconds)
+        warmup = min(prof.warmup, 1)  # a 4K frame can take minutes on a CPU: `profiling.warmup: 0` skips it
+        times, _ = time_until_stable(lambda: upscale(frame, size), device, warmup, 1,
+                                     max(1, min(prof.max_repeats, 5)), prof.rel_ci, prof.max_seconds)
         out[name] = 1000.0 / timing_stats(times)["time_ms"]
-        tile = config.tiling.tile
-        notes[name] = f"{len(times)} timed frame(s), " + (f"tiled ({tile} px LR tiles)" if tile else "whole frame")
+        notes[name] = f"{len(times)} timed frame(s) after {warmup} warm-up, {frame_tiling(model, config, (h, w))}"
     return out
+
+
+def frame_tiling(model: Any, config: Config, lr_hw: tuple[int, int]) -> str:
+    """The tile policy a frame ran under: the engine's tiles, the method's own (GSASR's `tile` option), or none."""
+    engine = None if getattr(model, "tiling", "allowed") == "internal" else config.tiling.tile
+    if engine:
+        return f"engine-tiled ({engine} px LR tiles, overlap {config.tiling.overlap})"
+    own = getattr(model, "tile", None)
+    if isinstance(own, int) and min(lr_hw) > own:
+        return f"tiled by the method ({own} px LR tiles)"
+    return "whole frame"
 
 
 def stage_medians(calls: list[dict[str, float]]) -> dict[str, float]:
