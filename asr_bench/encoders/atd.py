@@ -30,7 +30,7 @@ from torch import nn
 
 from ..errors import UserError
 from .srformer import ConvFFN
-from .swinir import relative_position_index, shift_mask, window_partition, window_reverse
+from .swinir import PatchEmbed, relative_position_index, shift_mask, window_partition, window_reverse
 
 
 class WindowAttention(nn.Module):
@@ -179,15 +179,6 @@ class ATDB(nn.Module):
         return y.flatten(2).transpose(1, 2) + x
 
 
-class _PatchNorm(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.flatten(2).transpose(1, 2))
-
-
 class ATD(nn.Module):
     """conv_first -> [LN, ATD blocks, LN] -> conv_after_body, + conv_first output; features at LR size."""
 
@@ -203,7 +194,7 @@ class ATD(nn.Module):
         self.window_size = self.size_multiple = window_size
         self.register_buffer("relative_position_index_SA", relative_position_index(window_size))
         self.conv_first = nn.Conv2d(in_channels, embed_dim, 3, 1, 1)
-        self.patch_embed = _PatchNorm(embed_dim)
+        self.patch_embed = PatchEmbed(embed_dim)
         self.layers = nn.ModuleList(
             ATDB(embed_dim, d, num_heads=h, ws=window_size, category_size=category_size, num_tokens=num_tokens,
                  reducted_dim=reducted_dim, convffn_kernel_size=convffn_kernel_size, mlp_ratio=mlp_ratio,

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from .srformer import ConvFFN, _PatchNorm
+from .srformer import ConvFFN
+from .swinir import BasicLayer, PatchEmbed
 
 
 def reflect_indices(size: int, target: int) -> torch.Tensor:
@@ -154,17 +155,6 @@ class HierarchicalBlock(nn.Module):
         return x + self.norm2(self.mlp(x, hw))
 
 
-class _Blocks(nn.Module):
-    def __init__(self, blocks: list[HierarchicalBlock]) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, hw)
-        return x
-
-
 class RHTB(nn.Module):
     """A residual hierarchical transformer group: block i on window base * ratios[i], a 3x3 conv, plus the input."""
 
@@ -172,7 +162,7 @@ class RHTB(nn.Module):
                  ratios: Sequence[float], mlp_ratio: float) -> None:
         super().__init__()
         windows = [(int(base_win_size[0] * r), int(base_win_size[1] * r)) for r in ratios]
-        self.residual_group = _Blocks([
+        self.residual_group = BasicLayer([
             HierarchicalBlock(dim, num_heads, base_win_size, windows[i], mlp_ratio) for i in range(depth)])
         self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
 
@@ -198,7 +188,7 @@ class HiTSRF(nn.Module):
         base = (int(base_win_size[0]), int(base_win_size[1]))
         self.size_multiple = 1  # each block pads to its own window and crops back; the input is not padded
         self.conv_first = nn.Conv2d(in_channels, embed_dim, 3, 1, 1)
-        self.patch_embed = _PatchNorm(embed_dim)
+        self.patch_embed = PatchEmbed(embed_dim)
         self.layers = nn.ModuleList(
             RHTB(embed_dim, d, h, base, hier_win_ratios, mlp_ratio) for d, h in zip(depths, num_heads))
         self.norm = nn.LayerNorm(embed_dim)

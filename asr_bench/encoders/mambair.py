@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import UserError
 from .selective_scan import selective_scan
+from .swinir import BasicLayer
 
 DIRECTIONS = 4
 LIGHT = {"embed_dim": 60, "depths": (6,) * 4, "mlp_ratio": 1.5}   # MambaIR-light's arguments over MambaIR's
@@ -107,23 +108,12 @@ class VSSBlock(nn.Module):
         return x * self.skip_scale2 + self.conv_blk(self.ln_2(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
-class _Blocks(nn.Module):
-    def __init__(self, blocks: list[VSSBlock]) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x
-
-
 class ResidualGroup(nn.Module):
     """`depth` VSS blocks, a 3x3 conv, plus the group input."""
 
     def __init__(self, dim: int, depth: int, d_state: int, expand: float, scan_backend: str) -> None:
         super().__init__()
-        self.residual_group = _Blocks([VSSBlock(dim, d_state, expand, scan_backend) for _ in range(depth)])
+        self.residual_group = BasicLayer([VSSBlock(dim, d_state, expand, scan_backend) for _ in range(depth)])
         self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

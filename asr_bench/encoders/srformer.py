@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from .swinir import relative_position_index, window_partition, window_reverse
+from .swinir import BasicLayer, PatchEmbed, relative_position_index, window_partition, window_reverse
 
 
 def aligned_position_index(ws: int) -> torch.Tensor:
@@ -158,23 +158,12 @@ class PSABlock(nn.Module):
         return x + self.mlp(self.norm2(x), hw)
 
 
-class _Blocks(nn.Module):
-    def __init__(self, blocks: list[PSABlock]) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, hw)
-        return x
-
-
 class PSAGroup(nn.Module):
     """`depth` PSA blocks (shift on the odd ones), a 3x3 conv on the image layout, plus the group input."""
 
     def __init__(self, dim: int, resolution: int, depth: int, num_heads: int, ws: int, mlp_ratio: float) -> None:
         super().__init__()
-        self.residual_group = _Blocks([
+        self.residual_group = BasicLayer([
             PSABlock(dim, resolution, num_heads, ws, 0 if i % 2 == 0 else ws // 2, mlp_ratio) for i in range(depth)])
         self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
 
@@ -183,15 +172,6 @@ class PSAGroup(nn.Module):
         b, _, c = y.shape
         y = self.conv(y.transpose(1, 2).reshape(b, c, hw[0], hw[1]))
         return y.flatten(2).transpose(1, 2) + x
-
-
-class _PatchNorm(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.flatten(2).transpose(1, 2))
 
 
 class SRFormer(nn.Module):
@@ -206,7 +186,7 @@ class SRFormer(nn.Module):
         self.window_size = self.size_multiple = window_size
         resolution = -(-img_size // window_size) * window_size  # the official PatchEmbed rounds img_size up
         self.conv_first = nn.Conv2d(in_channels, embed_dim, 3, 1, 1)
-        self.patch_embed = _PatchNorm(embed_dim)
+        self.patch_embed = PatchEmbed(embed_dim)
         self.layers = nn.ModuleList(
             PSAGroup(embed_dim, resolution, d, h, window_size, mlp_ratio) for d, h in zip(depths, num_heads))
         self.norm = nn.LayerNorm(embed_dim)

@@ -165,13 +165,16 @@ class SwinBlock(nn.Module):
 
 
 class BasicLayer(nn.Module):
-    def __init__(self, blocks: list[SwinBlock]) -> None:
+    """A group's blocks in order, under the official name `blocks` (the key `residual_group.blocks.N.*`); the extra
+    arguments (the token grid's size) go to every block. Shared by SwinIR, SRFormer, HiT-SRF and MambaIR."""
+
+    def __init__(self, blocks: list[nn.Module]) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *args: object) -> torch.Tensor:
         for block in self.blocks:
-            x = block(x, hw)
+            x = block(x, *args)
         return x
 
 
