@@ -107,7 +107,7 @@ def test_official_key_tables_load_strictly_through_build_model(variant):
 def test_ultra_hat_l_table_loads_strictly_through_build_model():
     table = key_table("ultra_hatl")
     assert len(table["encoder"]) == 1872 and len(table["decoder"]) == 2126  # dossier §3.6
-    VARIANTS["ultra_hatl"] = ("hat", "hatl-ultra")
+    VARIANTS["ultra_hatl"] = ("hat", "gsasr.hatl-ultra")
     try:
         ck = official_format("ultra_hatl")
     finally:
