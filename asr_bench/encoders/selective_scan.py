@@ -27,6 +27,8 @@ live (built and self-tested), else 'torch'. With one: 'reference' (mamba_ssm on 
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -127,6 +129,7 @@ def selective_scan_steps(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
     return y.view(b, d, length) + u.view(b, d, length) * D.float().view(1, d, 1)
 
 
+@functools.cache  # asked on every scan call (4 per block): a failed import is otherwise retried each time
 def _mamba_kernel():
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn

@@ -30,14 +30,13 @@ from .outputs import save_output
 from .params import params_that_ran
 from .records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, ImageRecord
 from .tiling import engine_tile, tiled_forward
-from ..results.schema import variant_label
+from ..results.schema import UNSUPPORTED_PRECISION_NOTE, UNSUPPORTED_SCALE_NOTE, variant_label
 from ..stages import recording
 from .timing import time_until_stable, timing_stats
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 NO_WEIGHTS_NOTE = "n/a (no weights)"
-UNSUPPORTED_NOTE = "n/a (unsupported scale)"
-UNSUPPORTED_PRECISION_NOTE = "n/a (unsupported precision)"
+UNSUPPORTED_NOTE = UNSUPPORTED_SCALE_NOTE
 
 
 class Sink(Protocol):

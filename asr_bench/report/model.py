@@ -10,7 +10,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from ..results.schema import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, variant, variant_label
+from ..results.schema import (ERROR, NO_WEIGHTS, OK, UNSUPPORTED, UNSUPPORTED_PRECISION_NOTE, UNSUPPORTED_SCALE_NOTE,
+                              CaseRecord, variant, variant_label)
 from .published import PublishedMatch, PublishedRow, match_published
 
 METRIC_ORDER = ("psnr", "ssim", "lpips", "dists")
@@ -115,7 +116,7 @@ def delta_places(published_places: int | None, metric: str) -> int:
 def na_text(case: CaseRecord, metric: str | None = None) -> str:
     """Why a cell has no number, in the words the tables show."""
     if case.status == UNSUPPORTED:
-        return UNSUPPORTED_PRECISION if UNSUPPORTED_PRECISION in case.notes.values() else "n/a (unsupported scale)"
+        return UNSUPPORTED_PRECISION_NOTE if UNSUPPORTED_PRECISION_NOTE in case.notes.values() else UNSUPPORTED_SCALE_NOTE
     if case.status == NO_WEIGHTS:
         return "n/a (no weights)"
     if case.status == ERROR:
@@ -128,9 +129,6 @@ def na_text(case: CaseRecord, metric: str | None = None) -> str:
 
 def ordered_unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
-
-
-UNSUPPORTED_PRECISION = "n/a (unsupported precision)"  # the engine's note on a case its method has no dtype for
 
 
 def has_variants(cases: Sequence[CaseRecord]) -> bool:

@@ -19,6 +19,9 @@ OK = "ok"
 ERROR = "error"                # the case raised; `error` holds the one-line message
 UNSUPPORTED = "unsupported"    # the method does not support this scale -> "n/a (unsupported scale)"
 NO_WEIGHTS = "no-weights"      # random weights: accuracy n/a, cost still measured -> "n/a (no weights)"
+# The notes of an UNSUPPORTED case's metrics: the engine writes them, the report reads which one it is.
+UNSUPPORTED_SCALE_NOTE = "n/a (unsupported scale)"
+UNSUPPORTED_PRECISION_NOTE = "n/a (unsupported precision)"   # the method has no dtype for it, or its encoder
 
 
 @dataclass
