@@ -203,6 +203,19 @@ def test_unwrap_a_folder_by_stem_and_a_pair_of_paths(tmp_path):
     assert torch.equal(pair.part("decoder", "")["b"], torch.ones(3))
     with pytest.raises(UserError, match="holds no tensors"):
         unwrap({"epoch": 3})
+    with pytest.raises(UserError, match=r"^checkpoint file not found: .*missing\.pth"):
+        unwrap(tmp_path / "missing.pth")
+    with pytest.raises(UserError, match="a checkpoint is a path, a folder or a loaded dict, not int"):
+        unwrap(5)
+
+
+def test_a_missing_checkpoint_path_is_one_line_and_exit_2(tmp_path, capsys):
+    config = tmp_path / "c.yml"
+    config.write_text(f"methods: [{{method: liif, encoder: edsr-baseline, checkpoint: {tmp_path / 'nope.pth'}}}]\n"
+                      f"datasets: [embedded]\nscales: [2]\noutput: {tmp_path / 'out'}\n")
+    assert run_cli(["--config", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "nope.pth" in err and "Traceback" not in err
 
 
 def test_detection_reads_files_as_data_too(tmp_path):

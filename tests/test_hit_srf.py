@@ -145,5 +145,7 @@ def test_output_equals_slow_per_window_definition(size):
 def test_bad_window_ratios_are_user_errors():
     with pytest.raises(ab.UserError, match="multiple of the base window"):
         build_encoder("hit-srf", **{**TINY, "hier_win_ratios": (0.5, 1, 1.5, 3)})
+    with pytest.raises(ab.UserError, match="divisible by 5 and by 2 x num_heads"):
+        build_encoder("hit-srf", **{**TINY, "embed_dim": 82})
     with pytest.raises(ab.UserError, match="one window ratio per block"):
         build_encoder("hit-srf", **{**TINY, "depths": (5, 4)})

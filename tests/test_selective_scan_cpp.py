@@ -199,3 +199,10 @@ def test_a_tiny_mambair_light_with_cpp_equals_it_with_the_reference(cpp):
             outputs[backend] = enc(x)
         assert used == {"selective_scan": backend}
     assert rel(outputs["cpp"], outputs["reference"]) < 1e-5
+
+
+def test_asking_for_mamba_ssm_on_the_cpu_is_one_line_naming_the_fix():
+    args = (torch.rand(1, 4, 5), torch.rand(1, 4, 5), -torch.rand(4, 3), torch.rand(1, 1, 3, 5), torch.rand(1, 1, 3, 5),
+            torch.rand(4), torch.rand(4))
+    with pytest.raises(ab.UserError, match=r"'mamba_ssm' needs the mamba-ssm package .* use backend 'auto' or 'torch'"):
+        selective_scan(*args, backend="mamba_ssm")
