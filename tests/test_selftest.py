@@ -103,6 +103,22 @@ def test_the_cpp_backends_pass_and_are_keyed_by_their_source_hash(verdicts, op):
     assert stored["passed"] is True and stored["version"] == selftest.SELFTEST_VERSION
 
 
+def test_the_first_use_of_a_compiled_op_is_marked_one_time_setup_and_the_next_is_not(verdicts, monkeypatch):
+    """Loading (or compiling) the rasterizer and its first self-test happen inside a model's first call: they are
+    recorded as setup, so the engine's timer takes them out (tests/test_engine_runner.py checks the taking out)."""
+    from asr_bench.stages import setup_events
+
+    compiled("rasterize")  # built once for the session, so the timed part below is a load, not a compile
+    monkeypatch.setattr(build, "_loaded", {})
+    before = len(setup_events())
+    assert build.resolve_backend("rasterize", "auto", CPU)[0] == "cpp"
+    first = [e.what for e in setup_events()[before:]]
+    assert first == ["loading the cpp rasterize backend", "self-testing the cpp rasterize backend"]
+    before = len(setup_events())
+    build.resolve_backend("rasterize", "auto", CPU)
+    assert setup_events()[before:] == []  # loaded and verdict known: a second call does no setup
+
+
 def test_auto_uses_the_cpp_backends_once_they_pass(verdicts):
     compiled("rasterize")
     compiled("meta_upscale")

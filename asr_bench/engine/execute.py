@@ -31,7 +31,7 @@ from .params import params_that_ran
 from .records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, ImageRecord
 from .tiling import engine_tile, tiled_forward
 from ..results.schema import UNSUPPORTED_PRECISION_NOTE, UNSUPPORTED_SCALE_NOTE, variant_label
-from ..stages import recording
+from ..stages import describe_setup, recording
 from .timing import time_until_stable, timing_stats
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -258,11 +258,13 @@ def measure_cost(model: torch.nn.Module, upscale: Any, lr: torch.Tensor, size: t
         per_call.append(recorder.totals)
         return out
 
-    times, output = time_until_stable(staged, device, warmup, prof.repeats, prof.max_repeats, prof.rel_ci,
-                                      prof.max_seconds)
+    times, output, timed_setup = time_until_stable(staged, device, warmup, prof.repeats, prof.max_repeats,
+                                                   prof.rel_ci, prof.max_seconds)
     stats = timing_stats(times)
     stages = stage_medians(per_call[warmup:])
     flops, cost_notes = None, {}
+    if timed_setup:  # e.g. the first call compiled the rasterizer (warm-up 0): taken out, said here
+        cost_notes["time"] = describe_setup(timed_setup)
     if prof.flops == "always" or (prof.flops and stats["time_ms"] / 1000.0 <= FLOPS_MAX_CALL_S):
         flops = count_flops(call, model)
     elif prof.flops:
@@ -301,10 +303,12 @@ def frame_rates(model: Any, upscale: Any, config: Config, device: torch.device, 
         size = (h * scale, w * scale)
         prof = config.profiling
         warmup = min(prof.warmup, 1)  # a 4K frame can take minutes on a CPU: `profiling.warmup: 0` skips it
-        times, _ = time_until_stable(lambda: upscale(frame, size), device, warmup, 1,
-                                     max(1, min(prof.max_repeats, 5)), prof.rel_ci, prof.max_seconds)
+        times, _, setup = time_until_stable(lambda: upscale(frame, size), device, warmup, 1,
+                                            max(1, min(prof.max_repeats, 5)), prof.rel_ci, prof.max_seconds)
         out[name] = 1000.0 / timing_stats(times)["time_ms"]
         notes[name] = f"{len(times)} timed frame(s) after {warmup} warm-up, {frame_tiling(model, config, (h, w))}"
+        if setup:
+            notes[name] += "; " + describe_setup(setup)
     return out
 
 

@@ -6,6 +6,8 @@ CUDA calls are timed with CUDA events (device time between two markers, no host 
 machine must not move the number. How many repeats: at least `repeats`, then more until the distribution-free
 95% interval of the median (order statistics) is within `rel_ci` of it, or `max_repeats` calls, or `max_seconds`
 of timed calls — whichever comes first. min, max, IQR and the count are stored beside the median.
+One-time setup inside a call (a compiled op built or loaded on first use, asr_bench.stages.one_time_setup) is
+subtracted from that call's time: it is not the method's cost.
 """
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+
+from ..stages import SetupEvent, setup_events, setup_seconds
 
 
 def synchronize(device: torch.device) -> None:
@@ -24,31 +28,44 @@ def synchronize(device: torch.device) -> None:
 
 
 def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
-    """(milliseconds, output) of one call."""
+    """(milliseconds, output) of one call, less the one-time setup done inside it."""
+    setup = setup_seconds()
     if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         out = fn()
         end.record()
         torch.cuda.synchronize(device)
-        return float(start.elapsed_time(end)), out
-    begin = time.perf_counter()
-    out = fn()
-    synchronize(device)
-    return (time.perf_counter() - begin) * 1000.0, out
+        ms = float(start.elapsed_time(end))
+    else:
+        begin = time.perf_counter()
+        out = fn()
+        synchronize(device)
+        ms = (time.perf_counter() - begin) * 1000.0
+    return max(ms - (setup_seconds() - setup) * 1000.0, 0.0), out
 
 
 def time_call(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> list[float]:
     """Milliseconds of each of `repeats` calls to `fn`, after `warmup` untimed calls."""
-    return time_until_stable(fn, device, warmup, repeats, repeats, rel_ci=math.inf, max_seconds=math.inf)[0]
+    return time_until_stable(fn, device, warmup, repeats, repeats, rel_ci=math.inf, max_seconds=math.inf).times
+
+
+class Timings(NamedTuple):
+    """What `time_until_stable` measured: the timed calls' milliseconds, the last call's output (a result the
+    caller may reuse), and the one-time setup taken out of the timed calls (empty almost always)."""
+
+    times: list[float]
+    output: Any
+    setup: list[SetupEvent]
 
 
 def time_until_stable(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int, max_repeats: int,
-                      rel_ci: float, max_seconds: float) -> tuple[list[float], Any]:
-    """Times of the timed calls (at least `repeats`), and the last call's output (a result the caller may reuse)."""
+                      rel_ci: float, max_seconds: float) -> Timings:
+    """Time calls to `fn` (at least `repeats`) after `warmup` untimed ones, until the median is known well enough."""
     for _ in range(warmup):
         fn()
     synchronize(device)
+    setup_before = len(setup_events())
     times: list[float] = []
     out = None
     while True:
@@ -58,7 +75,7 @@ def time_until_stable(fn: Callable[[], Any], device: torch.device, warmup: int, 
             break
         if len(times) >= repeats and (median_interval_ratio(times) <= rel_ci or sum(times) / 1000.0 >= max_seconds):
             break
-    return times, out
+    return Timings(times, out, setup_events()[setup_before:])
 
 
 def median_interval(times: list[float], z: float = 1.96) -> tuple[float, float]:

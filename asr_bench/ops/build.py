@@ -46,6 +46,7 @@ import torch
 
 from ..errors import UnknownName, UserError
 from ..resources import csrc_dir
+from ..stages import one_time_setup
 
 if TYPE_CHECKING:
     from .selftest import Verdict
@@ -219,14 +220,15 @@ def _compile(op: str, backend: str) -> ModuleType:
     reason = _why_not_buildable(ext)
     if reason:
         raise ExtensionUnavailable(f"cannot build the {backend} backend of '{op}': {reason}; use backend='torch'.")
-    load = cpp_extension().load
-
-    if will_compile(ext):
+    compiling = will_compile(ext)
+    if compiling:
         compile_notice(op, backend)
     ext.build_dir.mkdir(parents=True, exist_ok=True)
     include = [str(CSRC / op), str(CSRC)]  # csrc/ so that "common/<name>.h" resolves
+    setup = f"{'compiling' if compiling else 'loading'} the {backend} {op} backend"
     try:
-        with build_lock(ext.build_dir):
+        with one_time_setup(setup), build_lock(ext.build_dir):
+            load = cpp_extension().load
             return load(
                 name=ext.name,
                 sources=[str(s) for s in ext.sources],

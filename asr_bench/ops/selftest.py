@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from ..stages import one_time_setup
+
 SELFTEST_VERSION = 1
 TOLERANCE = 2e-5  # relative to each tensor's largest reference magnitude; fp32 rounding is ~1e-6 here
 
@@ -129,7 +131,8 @@ def verdict(
         if stored is not None:
             _verdicts[key] = stored
             return stored
-    result = run_selftest(op, backend, build, device, forward, backward)
+    with one_time_setup(f"self-testing the {backend} {op} backend"):
+        result = run_selftest(op, backend, build, device, forward, backward)
     _verdicts[key] = result
     if not result.detail:  # a raise may be passing (out of memory, a busy GPU): the next process tries again
         _write(result)

@@ -35,7 +35,7 @@ from .published import load_published
 from .reading import RunData
 from .tables import (
     accuracy_csv, accuracy_latex, accuracy_markdown, cost_csv, cost_header, cost_latex, cost_markdown,
-    frame_rate_note, latex_document, published_csv, published_display, published_latex, published_markdown,
+    figure_note_lines, frame_rate_note, latex_document, published_csv, published_display, published_latex, published_markdown,
     published_rows, variant_cells, variant_csv, variant_header, variant_latex, variant_markdown, variant_notes,
 )
 from .visuals import VisualRow, figure_png, visual_rows
@@ -190,6 +190,7 @@ def _cost_view(rows: Sequence[CostRow], notes: _Footnotes) -> dict[str, Any]:
             "has_random": any(r.random_weights for r in rows), "has_spread": any(r.spread for r in rows),
             "has_count": any(r.spread_text for r in rows),
             "frames_note": frame_rate_note(rows), "frames_na": frame_rate_reasons(rows),
+            "figure_notes": figure_note_lines(rows),
             "single_repeat": bool(rows) and all(r.time_repeats == 1 for r in rows if r.time_repeats)}
 
 

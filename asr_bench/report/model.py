@@ -406,6 +406,7 @@ class CostRow:
     time_iqr_ms: float | None = None
     frames: dict[str, float | None] = field(default_factory=dict)   # FRAME_RATES key -> fps of the method
     frame_notes: dict[str, str] = field(default_factory=dict)       # FRAME_RATES key -> why n/a ('x3 unsupported')
+    figure_notes: dict[str, str] = field(default_factory=dict)      # 'time' / 'flops' -> what the figure leaves out
 
     @property
     def fps(self) -> float | None:
@@ -433,6 +434,9 @@ class CostRow:
             return fmt_rate(value)
         return "n/a" if self.frame_notes.get(key, "").startswith("n/a") else MISSING
 
+
+# cost_notes keys that qualify a row's own figure (time less one-time setup, FLOPs not counted) -> column title
+FIGURE_NOTES = {"time": "time", "flops": "FLOPs"}
 
 # CaseRecord field -> (column title, what it is): profiling.frame_rates measures them once per method row
 FRAME_RATES = {"fps_720p_4k": ("FPS 720p→4K", "1280×720 → 3840×2160 (×3)"),
@@ -492,6 +496,7 @@ def cost_rows(cases: Sequence[CaseRecord]) -> list[CostRow]:
             time_max_ms=getattr(c, "time_max_ms", None) if measured else None,
             time_iqr_ms=getattr(c, "time_iqr_ms", None) if measured else None,
             frames=dict(rates), frame_notes=dict(rate_notes),
+            figure_notes={k: c.cost_notes[k] for k in FIGURE_NOTES if c.cost_notes.get(k) and measured},
         ))
     for key in ordered_unique((r.dataset, r.scale, r.protocol) for r in rows):
         group = [r for r in rows if (r.dataset, r.scale, r.protocol) == key]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from ..results.csv_views import csv_text
 from ..results.schema import CaseRecord
 from .model import (
-    FRAME_RATES, MISSING, AccuracyTable, Cell, CostRow, VariantRow, column_chunks, cost_only_summary, dataset_title,
+    FIGURE_NOTES, FRAME_RATES, MISSING, AccuracyTable, Cell, CostRow, VariantRow, column_chunks, cost_only_summary, dataset_title,
     decimals, delta_places, fmt, fmt_delta, fmt_rate, footnote_mark, frame_rate_reasons, has_frame_rates,
     lower_better, metric_sort_key, metric_title, ordered_unique, scale_title, unsupported_summary,
     with_variant_labels,
@@ -308,6 +308,19 @@ def frame_rate_note(rows: Sequence[CostRow]) -> str:
             + (f" ({'; '.join(how)})" if how else ""))
 
 
+def figure_note_lines(rows: Sequence[CostRow]) -> list[str]:
+    """'time of GSASR (DIV2K x2): excludes 53.1 s of one-time setup ...': one line per distinct note."""
+    lines = []
+    for key, title in FIGURE_NOTES.items():
+        by_note: dict[str, list[str]] = {}
+        for r in rows:
+            if r.figure_notes.get(key):
+                by_note.setdefault(r.figure_notes[key], []).append(f"{r.label} ({dataset_title(r.dataset)} "
+                                                                  f"{scale_title(r.scale)})")
+        lines += [f"{title} of {', '.join(where)}: {note}" for note, where in by_note.items()]
+    return lines
+
+
 def cost_header(rows: Sequence[CostRow]) -> list[str]:
     frames = [title for title, _ in FRAME_RATES.values()] if has_frame_rates(rows) else []
     return ["Method", "Output (MP)", "Time (ms)", "FPS", *frames, "Memory (MB)", "Params (M)", "FLOPs (G)"]
@@ -341,6 +354,7 @@ def cost_notes(rows: Sequence[CostRow], cases: Sequence[CaseRecord] = (), markdo
     notes = [timing_note(rows), f"memory = {', '.join(kinds)}" if kinds else "memory not measured (profiling.memory: false)",
              f"FPS = 1000 / time; fastest time and smallest memory per dataset and scale in {bold}"]
     notes += [line for line in (frame_rate_note(rows), *frame_rate_reasons(rows)) if line]
+    notes += figure_note_lines(rows)
     if any(r.random_weights for r in rows):
         notes.append("* = random weights (no checkpoint): cost only, no accuracy")
     notes += [f"({footnote_mark(n)}) {text}" for text, n in numbers.items()]
@@ -413,13 +427,15 @@ def cost_latex(rows: Sequence[CostRow], cases: Sequence[CaseRecord] = ()) -> str
 def cost_csv(rows: Sequence[CostRow]) -> str:
     header = ["protocol", "label", "dataset", "scale", "status", "output_mpix", "time_ms", "time_min_ms",
               "time_max_ms", "time_iqr_ms", "fps", "memory_mb", "memory_kind", "params", "flops", "device",
-              "precision", "time_repeats", "time_warmup", *FRAME_RATES, *(f"{k}_note" for k in FRAME_RATES)]
+              "precision", "time_repeats", "time_warmup", *FRAME_RATES, *(f"{k}_note" for k in FRAME_RATES),
+              *(f"{k}_note" for k in FIGURE_NOTES)]
     body = [[r.protocol, r.label, r.dataset, r.scale,
              r.reason or ("random weights" if r.random_weights else "ok"), *(
         _csv_value(v) for v in (r.output_mpix, r.time_ms, r.time_min_ms, r.time_max_ms, r.time_iqr_ms, r.fps,
                                 r.memory_mb, r.memory_kind, r.params, r.flops, r.device, r.precision,
                                 r.time_repeats, r.time_warmup, *(r.frames.get(k) for k in FRAME_RATES),
-                                *(r.frame_notes.get(k, "") for k in FRAME_RATES)))] for r in rows]
+                                *(r.frame_notes.get(k, "") for k in FRAME_RATES),
+                                *(r.figure_notes.get(k, "") for k in FIGURE_NOTES)))] for r in rows]
     return csv_text(header, body)
 
 
