@@ -309,15 +309,15 @@ def frame_rate_note(rows: Sequence[CostRow]) -> str:
 
 
 def figure_note_lines(rows: Sequence[CostRow]) -> list[str]:
-    """'time of GSASR (DIV2K x2): excludes 53.1 s of one-time setup ...': one line per distinct note."""
+    """'time of GSASR, DIV2K x2: excludes 53.1 s of one-time setup ...': one line per distinct note."""
     lines = []
     for key, title in FIGURE_NOTES.items():
         by_note: dict[str, list[str]] = {}
         for r in rows:
             if r.figure_notes.get(key):
-                by_note.setdefault(r.figure_notes[key], []).append(f"{r.label} ({dataset_title(r.dataset)} "
-                                                                  f"{scale_title(r.scale)})")
-        lines += [f"{title} of {', '.join(where)}: {note}" for note, where in by_note.items()]
+                by_note.setdefault(r.figure_notes[key], []).append(f"{r.label}, {dataset_title(r.dataset)} "
+                                                                  f"{scale_title(r.scale)}")
+        lines += [f"{title} of {'; '.join(where)}: {note}" for note, where in by_note.items()]
     return lines
 
 
