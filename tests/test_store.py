@@ -3,9 +3,11 @@ import csv
 import json
 import multiprocessing
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,13 +104,56 @@ def test_drop_case_forgets_its_images(tmp_path):
     assert list(store.images_of("b|set5|4", KEY)) == ["baby"]
 
 
-def test_only_our_own_temp_files_are_cleaned_on_open(tmp_path):
-    """A write cut short by a kill leaves our temp file; a user's own `.notes.tmp` is not ours to delete."""
-    (tmp_path / ".asr-bench-images.jsonl.abc123.tmp").write_text('{"half": ')
-    (tmp_path / ".notes.tmp").write_text("mine")
-    RunStore(tmp_path)
-    assert not list(tmp_path.glob(".asr-bench-*.tmp"))
-    assert (tmp_path / ".notes.tmp").read_text() == "mine"
+def test_only_abandoned_temp_files_of_ours_are_cleaned_on_open(tmp_path):
+    """A write cut short by a kill leaves our temp file (its writer's pid is gone, or it is an old unowned one);
+    a live writer's temp file on this host, a fresh one from another host and a user's own `.notes.tmp` stay."""
+    host = socket.gethostname()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        from asr_bench.engine.store import process_start
+        live = tmp_path / f".asr-bench-{child.pid}-{process_start(child.pid)}@{host}@run.json.x1.tmp"
+        killed = tmp_path / f".asr-bench-{dead_pid}-1@{host}@images.jsonl.x2.tmp"
+        elsewhere = tmp_path / ".asr-bench-77-1@another-host@cases.csv.x3.tmp"
+        old_elsewhere = tmp_path / ".asr-bench-78-1@another-host@cases.csv.x4.tmp"
+        old_unowned = tmp_path / ".asr-bench-images.jsonl.abc123.tmp"  # named before temp files carried an owner
+        for path in (live, killed, elsewhere, old_elsewhere, old_unowned):
+            path.write_text('{"half": ')
+        hour_ago = time.time() - 3600
+        for path in (old_elsewhere, old_unowned):
+            os.utime(path, (hour_ago, hour_ago))
+        (tmp_path / ".notes.tmp").write_text("mine")
+        RunStore(tmp_path)
+        assert sorted(p.name for p in tmp_path.glob(".asr-bench-*.tmp")) == sorted([live.name, elsewhere.name])
+        assert (tmp_path / ".notes.tmp").read_text() == "mine"
+    finally:
+        child.kill()
+        child.wait()
+
+
+WRITER = """
+import sys
+import time
+from pathlib import Path
+from asr_bench.engine.store import atomic_write_text
+target = Path(sys.argv[1]) / "run.json"
+for i in range(150):
+    atomic_write_text(target, str(i) * 400_000)
+"""
+
+
+def test_opening_a_folder_never_deletes_a_concurrent_writers_temp_file(tmp_path):
+    """Two runs share a folder: one opening it (cleaning leftovers) must not pull a temp file from under the
+    other's rename (the writer would fail with FileNotFoundError and lose its write)."""
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stderr=subprocess.PIPE, text=True)
+    opened = 0
+    while writer.poll() is None:
+        RunStore(tmp_path).close()
+        opened += 1
+    assert writer.returncode == 0, writer.stderr.read()
+    assert opened > 10  # the folder was opened while the writer wrote, many times
+    assert (tmp_path / "run.json").read_text() == "149" * 400_000
 
 
 def test_claims_keep_a_case_to_one_live_process_and_a_dead_claim_is_taken_over(tmp_path):

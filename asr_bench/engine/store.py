@@ -35,7 +35,7 @@ TMP_PREFIX = ".asr-bench-"  # our own temp files: the only ones a store ever del
 def atomic_write_text(path: Path, text: str) -> None:
     """Write temp + fsync + rename: the old or the new contents, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{temp_owner()}@{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
@@ -70,14 +70,36 @@ def process_alive(pid: int, start: str) -> bool:
     return not start or not process_start(pid) or process_start(pid) == start
 
 
+def temp_owner() -> str:
+    """Who writes a temp file, in its name ("<pid>-<start>@<host>"), so another process opening the folder can
+    tell a write in progress from one cut short by a kill."""
+    pid = os.getpid()
+    return f"{pid}-{process_start(pid)}@{socket.gethostname()}"
+
+
+def abandoned_temp(path: Path, now: float) -> bool:
+    """Whether a temp file of ours was left by a dead writer: on this host its process is gone (or the pid was
+    reused); from another host, or under an older naming without an owner, it has not changed for `STALE_AFTER_S`."""
+    owner = path.name[len(TMP_PREFIX):].split("@", 2)
+    pid, _, start = owner[0].partition("-")
+    if len(owner) == 3 and pid.isdigit() and owner[1] == socket.gethostname():
+        return not process_alive(int(pid), start)
+    try:
+        return now - path.stat().st_mtime > STALE_AFTER_S
+    except OSError:  # already renamed into place or removed by its writer
+        return False
+
+
 class RunStore:
     """A run folder's database, opened for writing by this process."""
 
     def __init__(self, run_dir: str | Path, db_name: str = DB_NAME) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        now = time.time()
         for leftover in self.run_dir.glob(f"{TMP_PREFIX}*.tmp"):  # our writes cut short by a kill; targets intact
-            leftover.unlink(missing_ok=True)
+            if abandoned_temp(leftover, now):  # never a concurrent writer's file in progress
+                leftover.unlink(missing_ok=True)
         self.db_path = self.run_dir / db_name
         self.conn = connect(self.db_path)
         self.host = socket.gethostname()
