@@ -8,6 +8,8 @@ import http.server
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -326,3 +328,31 @@ def test_every_declared_weight_file_is_well_formed():
             assert wf.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", wf.sha256), name
             assert wf.size is None or wf.size > 0, name
             assert wf.license, f"{name}/{wf.filename}: no license"
+
+
+RECORDER = """
+import sys
+from asr_bench import zoo
+for i in range(300):
+    zoo.write_records({sys.argv[1]: {"sha256": sys.argv[1] * 64, "n": i}})
+"""
+
+
+def test_two_processes_recording_hashes_at_once_neither_fails_nor_mixes_the_file(tmp_path, monkeypatch):
+    """Two runs (or a run and a `fetch`) record hashes in one cache: each writes its own temp file, so neither
+    rename finds its file gone and the record is always one writer's whole text."""
+    env = {**os.environ, zoo.ENV: str(tmp_path)}
+    writers = [subprocess.Popen([sys.executable, "-c", RECORDER, name], env=env, stderr=subprocess.PIPE, text=True)
+               for name in ("a", "b")]
+    monkeypatch.setenv(zoo.ENV, str(tmp_path))
+    seen = set()
+    while any(w.poll() is None for w in writers):
+        if (tmp_path / zoo.RECORD).is_file():
+            seen.update(zoo.read_records())  # {} on text that does not parse
+    for w in writers:
+        assert w.wait() == 0, w.stderr.read()
+    final = json.loads((tmp_path / zoo.RECORD).read_text())
+    (name, entry), = final.items()  # the last rename is some writer's last record, whole
+    assert name in ("a", "b") and entry == {"sha256": name * 64, "n": 299}
+    assert seen <= {"a", "b"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [zoo.RECORD]  # no temp file left behind
