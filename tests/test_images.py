@@ -1,4 +1,7 @@
 """Image I/O: RGB uint8 in and out, greyscale expanded as the official readers do, clear errors."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -92,3 +95,25 @@ def test_8_bit_images_of_every_mode_still_read(tmp_path, mode):
     image.convert("RGB").save(tmp_path / "x.jpg", quality=95)
     assert np.array_equal(read_image(tmp_path / "x.png"), np.asarray(image.convert("RGB")))
     assert read_image(tmp_path / "x.jpg").shape == (6, 5, 3)
+
+
+IMAGE_WRITER = """
+import sys
+import numpy as np
+from asr_bench.data import write_image
+value = int(sys.argv[2])
+for _ in range(200):
+    write_image(sys.argv[1], np.full((64, 64, 3), value, np.uint8))
+"""
+
+
+def test_two_processes_writing_one_image_neither_fails_and_the_file_is_one_of_theirs(tmp_path):
+    """Two runs sharing a folder both write a crop's GT.png: each renames its own temp file into place."""
+    target = tmp_path / "GT.png"
+    writers = [subprocess.Popen([sys.executable, "-c", IMAGE_WRITER, str(target), value], stderr=subprocess.PIPE,
+                                text=True) for value in ("10", "200")]
+    for w in writers:
+        assert w.wait() == 0, w.stderr.read()
+    pixels = np.unique(read_image(target))
+    assert pixels.tolist() in ([10], [200])
+    assert [p.name for p in tmp_path.iterdir()] == ["GT.png"]  # no temp file left behind

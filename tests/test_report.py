@@ -171,6 +171,16 @@ def test_visual_rows_are_nearest_neighbour_zooms_of_the_stored_crops_in_method_o
     assert f"PSNR {liif.metrics['psnr']:.2f} / SSIM {liif.metrics['ssim']:.4f}" in html
 
 
+def test_a_temp_file_left_in_a_crop_folder_is_not_shown_as_a_method(tmp_path: Path, png_only_plots: None) -> None:
+    """A run killed inside write_image leaves a hidden `.GT.<random>.tmp.png` beside the crops: not a panel."""
+    make_run(tmp_path / "run")
+    folder = tmp_path / "run" / "visuals" / "set5" / "4" / "butterfly"
+    shutil.copy(folder / "GT.png", folder / ".GT.k2j4x.tmp.png")
+    html = render_report(tmp_path / "run")["report.html"].read_text()
+    alts = [a["alt"] for t, a in _parse(html).tags if t == "img" and "alt" in a]
+    assert "GT" in alts and not [alt for alt in alts if "tmp" in alt or alt.startswith(".")]
+
+
 def test_text_from_the_store_is_escaped(tmp_path: Path, png_only_plots: None) -> None:
     cases = make_cases()
     cases[0].label = "<script>alert(1)</script>"

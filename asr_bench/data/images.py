@@ -11,6 +11,8 @@ here would hide that the file is not what the benchmark measures. Convert such f
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -62,9 +64,15 @@ def write_image(path: str | Path, array: np.ndarray) -> None:
         raise UserError(f"write_image needs an HxWx3 uint8 array, got {array.dtype} {array.shape}; use to_uint8().")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    Image.fromarray(array).save(tmp)
-    tmp.replace(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)  # a temp file of this writer's own: two runs writing one visual (GT.png) cannot clash
+    tmp = Path(name)
+    try:
+        Image.fromarray(array).save(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:

@@ -161,7 +161,8 @@ def visual_rows(run_dir: Path, cases: Sequence[CaseRecord], images: Sequence[Ima
         dataset, scale, image = folder.parts[-3:]
         row = VisualRow(dataset_names.get(dataset, dataset), scale, image)
         row.thumb_png, row.box_text = thumbnail_with_box(folder)
-        stems = [p.stem for p in folder.glob("*.png") if p.stem != "thumb"]
+        # a hidden .png is write_image's temp file (a write in progress or cut short by a kill), not a method's crop
+        stems = [p.stem for p in folder.glob("*.png") if p.stem != "thumb" and not p.name.startswith(".")]
         if any(stem in stems for stem in bicubic_stems):  # the run's bicubic method has its own, labelled crop
             stems = [stem for stem in stems if stem != "bicubic"]
         for stem in _order(stems, label_slugs):
