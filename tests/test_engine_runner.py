@@ -493,6 +493,7 @@ def test_a_compile_inside_the_only_timed_call_is_not_the_methods_time_and_the_re
     case = run_timed_plugin(tmp_path, images, SETUP_PLUGIN, "t-builds", warmup=0, repeats=1, render=True)
     assert case.time_repeats == 1 and 60 <= case.time_ms < 500
     assert 60 <= case.stages["render"] < 500 and case.stages["render"] <= case.time_ms
+    assert 800 <= case.time_setup_ms < 2000  # stored: a reader can tell this record took setup out
     assert case.cost_notes["time"].startswith("excludes 0.8 s of one-time setup inside the timed calls "
                                               "(compiling the cpp t-op backend)")
     table = (tmp_path / "run" / "tables" / "cost.md").read_text()

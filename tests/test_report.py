@@ -181,6 +181,27 @@ def test_a_temp_file_left_in_a_crop_folder_is_not_shown_as_a_method(tmp_path: Pa
     assert "GT" in alts and not [alt for alt in alts if "tmp" in alt or alt.startswith(".")]
 
 
+def test_a_time_stored_before_setup_was_taken_out_from_an_unwarmed_call_says_it_may_hold_a_compile(
+        tmp_path: Path, png_only_plots: None) -> None:
+    """Old records have no `time_setup_ms`: with no warm-up and no memory call their first call may have built an
+    op, and the table says so; a new record (setup measured, 0 here) and an old warmed-up one say nothing."""
+    cases = make_cases()
+    measured = [c for c in cases if c.time_ms is not None and c.method != "bicubic"]
+    old_cold, new_cold, old_warm = measured[0], measured[1], measured[2]
+    for c in (old_cold, new_cold):
+        c.time_warmup, c.memory_mb = 0, None
+    new_cold.time_setup_ms = 0.0
+    assert old_warm.time_warmup > 0 and old_warm.time_setup_ms is None
+    make_run(tmp_path / "run", cases, visuals=False)
+    render_report(tmp_path / "run")
+    table = (tmp_path / "run" / "tables" / "cost.md").read_text()
+    flagged = [line for line in table.splitlines() if "may include one-time setup" in line]
+    assert old_cold.dataset == "set5"
+    assert flagged == [f"- time of {old_cold.label}, Set5 x{old_cold.scale}: "
+                       "may include one-time setup (a compiled op built on first use): measured without a warm-up by "
+                       "an asr-bench that did not yet take it out; rerun into a new output folder to measure it again"]
+
+
 def test_text_from_the_store_is_escaped(tmp_path: Path, png_only_plots: None) -> None:
     cases = make_cases()
     cases[0].label = "<script>alert(1)</script>"

@@ -273,6 +273,7 @@ def measure_cost(model: torch.nn.Module, upscale: Any, lr: torch.Tensor, size: t
     profile = {
         **stats,
         "time_warmup": prof.warmup,
+        "time_setup_ms": 1000.0 * sum(event.seconds for event in timed_setup),
         "memory_mb": memory_mb,
         "memory_kind": memory_kind,
         "params": params_that_ran(model, tuple(lr.shape[-2:]), size),
