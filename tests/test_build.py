@@ -91,6 +91,30 @@ def test_loading_an_extension_leaves_every_cache_key_unchanged(monkeypatch):
     assert {op: build.extension(op, "cpp").key for op in build.list_ops()} == before
 
 
+def test_a_cached_build_older_than_its_sources_or_headers_counts_as_a_compile(monkeypatch, tmp_path):
+    """A fresh clone of the same code has the same cache key but newer files, and ninja rebuilds by mtime: the
+    setup must be named 'compiling', not 'loading' (seen: 30 s of 'loading the cpp rasterize backend')."""
+    import os
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    root = make_csrc(tmp_path, {"toy/cpu.cpp": "int f();", "toy/helper.h": "#pragma once",
+                                "common/shared.h": "#pragma once"})
+    ext = build.extension("toy", "cpp", root)
+    assert build.will_compile(ext)  # nothing cached
+    ext.build_dir.mkdir(parents=True)
+    (ext.build_dir / "build.ninja").write_text(f"build cpu.o: compile {root / 'toy' / 'cpu.cpp'}\n")
+    so = ext.build_dir / f"{ext.name}.so"
+    so.write_bytes(b"")
+    for path in (root / "toy" / "cpu.cpp", root / "toy" / "helper.h", root / "common" / "shared.h"):
+        os.utime(path, (1_000_000, 1_000_000))
+    os.utime(so, (2_000_000, 2_000_000))
+    assert not build.will_compile(ext)  # built after every input: a load
+    for path in (root / "toy" / "cpu.cpp", root / "toy" / "helper.h", root / "common" / "shared.h"):
+        os.utime(path, (3_000_000, 3_000_000))
+        assert build.will_compile(ext), path
+        os.utime(path, (1_000_000, 1_000_000))
+
+
 def test_missing_source_is_reported(monkeypatch):
     monkeypatch.setattr(build, "_failed", {})
     with pytest.raises(build.ExtensionUnavailable, match="no cuda backend"):

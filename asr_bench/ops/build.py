@@ -200,15 +200,21 @@ compile_notice: Callable[[str, str], None] = _default_compile_notice
 
 
 def will_compile(ext: Extension) -> bool:
-    """Whether loading `ext` will run the compiler: nothing cached, or the cache was built from another checkout's
-    sources (the build dir is shared, keyed by source content; ninja rebuilds when the source paths differ)."""
+    """Whether loading `ext` will run the compiler: nothing cached, the cache was built from another checkout's
+    sources (the build dir is shared, keyed by source content; ninja rebuilds when the source paths differ), or a
+    source or header is newer than the build (ninja goes by mtimes: a fresh clone of the same code rebuilds)."""
     if not ext.is_cached:
         return True
     ninja = ext.build_dir / "build.ninja"
     if not ninja.exists():
         return True
     text = ninja.read_text(encoding="utf-8", errors="replace")
-    return not all(str(source) in text for source in ext.sources)
+    if not all(str(source) in text for source in ext.sources):
+        return True
+    built = min(p.stat().st_mtime for p in ext.build_dir.glob(f"{ext.name}*.so"))
+    folders = {source.parent for source in ext.sources} | {source.parent.parent / COMMON for source in ext.sources}
+    inputs = [*ext.sources, *(h for folder in folders for h in _headers(folder))]
+    return any(path.stat().st_mtime > built for path in inputs)
 
 
 def _compile(op: str, backend: str) -> ModuleType:

@@ -468,7 +468,7 @@ def figure_notes(case: CaseRecord) -> dict[str, str]:
     (`time_setup_ms` absent) from a first call nothing warmed up (no warm-up, no memory call) says it may hold a
     compile, rather than pass for the method's time."""
     notes = {k: case.cost_notes[k] for k in FIGURE_NOTES if case.cost_notes.get(k)}
-    if (case.time_ms is not None and case.time_setup_ms is None and case.time_warmup == 0
+    if (case.time_ms is not None and getattr(case, "time_setup_ms", None) is None and case.time_warmup == 0
             and case.memory_mb is None and "time" not in notes):
         notes["time"] = UNCHECKED_SETUP_NOTE
     return notes
