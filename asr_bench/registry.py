@@ -1,16 +1,14 @@
 """The method registry.
 
-A plugin is a module that defines `METHODS`, a list of `MethodSpec`. Modules in `asr_bench.methods` (the
-repo's `methods/` folder) are discovered by name; external packages expose a module through the entry-point
+A plugin is a module that defines `METHODS`, a list of `MethodSpec`. Modules in `asr_bench.methods` (one
+folder per method) are discovered by name; external packages expose a module through the entry-point
 group `asr_bench.methods`. Nothing registers itself at import time: the registry reads `METHODS` from each
 module the first time a method is asked for, so one broken plugin is reported, not fatal to the others.
 """
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import pkgutil
-import sys
 import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,11 +143,8 @@ _LOADED = False
 
 
 def _builtin_modules() -> list[ModuleType]:
-    """The repo's methods/ modules, as `asr_bench.methods.<name>`, installed or run from a checkout."""
-    try:
-        package = importlib.import_module("asr_bench.methods")
-    except ModuleNotFoundError:
-        package = _package_from_checkout()
+    """The built-in methods, `asr_bench.methods.<name>`: always from the same tree as this module."""
+    package = importlib.import_module("asr_bench.methods")
     names = sorted(info.name for info in pkgutil.iter_modules(package.__path__) if not info.name.startswith("_"))
     modules = []
     for name in names:
@@ -158,20 +153,6 @@ def _builtin_modules() -> list[ModuleType]:
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
             _BROKEN[name] = f"{type(exc).__name__}: {exc}"
     return modules
-
-
-def _package_from_checkout() -> ModuleType:
-    """Running from a source checkout that was not installed: methods/ sits beside asr_bench/."""
-    folder = Path(__file__).resolve().parent.parent / "methods"
-    spec = importlib.util.spec_from_file_location(
-        "asr_bench.methods", folder / "__init__.py", submodule_search_locations=[str(folder)]
-    )
-    if spec is None or spec.loader is None:
-        raise ModuleNotFoundError("asr_bench.methods")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["asr_bench.methods"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _entry_point_modules() -> list[ModuleType]:

@@ -40,7 +40,7 @@ def test_cost_config_scales():
 
 
 def test_published_csv_has_the_readme_table():
-    rows = read_published_csv(REPO / "results" / "published" / "gsasr.csv")
+    rows = read_published_csv(REPO / "asr_bench" / "published" / "gsasr.csv")
     def value(method, encoder, dataset, metric, text):
         return [r.value for r in rows if r.method == method and r.encoder == encoder and r.dataset == dataset
                 and r.metric == metric and text in r.source]

@@ -15,7 +15,7 @@ import asr_bench as ab
 from asr_bench.errors import UnsupportedScale, UserError
 
 RESEARCH = Path(__file__).resolve().parent.parent.parent / "shared" / "research"
-PUBLISHED = Path(__file__).resolve().parent.parent / "results" / "published" / "igconv.csv"
+PUBLISHED = Path(__file__).resolve().parent.parent / "asr_bench" / "published" / "igconv.csv"
 DIV2K_MEAN = np.array([0.4488, 0.4371, 0.4040])
 
 

@@ -1,4 +1,4 @@
-"""The IGConv encoder families' paper configs name only registered things, and results/published/igconv.csv
+"""The IGConv encoder families' paper configs name only registered things, and asr_bench/published/igconv.csv
 holds each family's table exactly as research/igconv.md §7 prints it."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The IGConv paper configs of the HAT / RCAN / PLKSR / SMFANet families name only registered things, and their
-published numbers are in results/published/igconv.csv as printed (SMFANet+ checked against research/igconv.md §7.4).
+published numbers are in asr_bench/published/igconv.csv as printed (SMFANet+ checked against research/igconv.md §7.4).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ FAMILIES = {"hat": True, "rcan": False, "plksr": False, "smfanet": True}  # fami
 
 
 def published():
-    return read_published_csv(REPO / "results" / "published" / "igconv.csv")
+    return read_published_csv(REPO / "asr_bench" / "published" / "igconv.csv")
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

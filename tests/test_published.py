@@ -155,8 +155,8 @@ def test_comment_lines_are_allowed(tmp_path: Path) -> None:
 
 
 def test_committed_published_csvs_parse() -> None:
-    """Guards the files method owners add under results/published/."""
-    folder = REPO / "results" / "published"
+    """Guards the files method owners add under asr_bench/published/."""
+    folder = REPO / "asr_bench" / "published"
     if not any(folder.glob("*.csv")):
         pytest.skip("no published CSVs committed yet")
     rows = load_published(folder)

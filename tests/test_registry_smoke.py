@@ -50,7 +50,7 @@ def test_readme_plugin_example_runs_as_written(tmp_path, monkeypatch):
     package = tmp_path / "nearest_feat"
     package.mkdir()
     for part in ("net", "__init__"):
-        block = re.search(rf"```python\n(# methods/nearest_feat/{part}\.py.*?)```", text, re.S)
+        block = re.search(rf"```python\n(# asr_bench/methods/nearest_feat/{part}\.py.*?)```", text, re.S)
         assert block, f"README lost the {part}.py of its plugin example"
         (package / f"{part}.py").write_text(block.group(1))
     monkeypatch.syspath_prepend(str(tmp_path))

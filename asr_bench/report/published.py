@@ -1,9 +1,9 @@
-"""Published numbers: read `results/published/*.csv` and match them to our cases.
+"""Published numbers: read `asr_bench/published/*.csv` and match them to our cases.
 
 A row matches a case when method, encoder, dataset, scale and metric agree after normalisation (case,
 spaces, "x4" / "4.0" / "4", dataset aliases); the protocol is compared separately so a number published
 under another protocol is still shown, flagged as such, rather than silently compared or hidden.
-The format is documented in results/published/README.md.
+The format is documented in asr_bench/published/README.md.
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def read_published_csv(path: Path) -> list[PublishedRow]:
     if missing:
         raise UserError(
             f"{path}: missing column(s) {', '.join(missing)}; a published-numbers CSV needs the header "
-            f"{','.join(COLUMNS)} (see results/published/README.md)."
+            f"{','.join(COLUMNS)} (see asr_bench/published/README.md)."
         )
     rows = []
     for number, record in enumerate(reader, start=2):
@@ -136,7 +136,7 @@ def load_published(directory: Path | None) -> list[PublishedRow]:
     directory = Path(directory)
     if not directory.is_dir():
         raise MissingFile("published-numbers folder", directory,
-                          "Point --published at a folder of CSVs such as results/published, or leave it out.")
+                          "Point --published at a folder of CSVs such as asr_bench/published, or leave it out.")
     return [row for path in sorted(directory.glob("*.csv")) for row in read_published_csv(path)]
 
 

@@ -1,0 +1,1 @@
+"""Published numbers, one CSV per paper (format: README.md here), shipped as package data."""
