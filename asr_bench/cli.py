@@ -80,6 +80,18 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}. See `{self.prog} --help`.")
 
 
+    lists_config_keys = False   # `run`: its --help ends with every config key of the schema (read when shown)
+
+    def format_help(self) -> str:
+        if self.lists_config_keys:
+            from .config import help_lines
+
+            self.formatter_class = argparse.RawDescriptionHelpFormatter
+            self.epilog = ("config keys (in the YAML file, or --set KEY=VALUE; dotted for sections):\n"
+                           + "\n".join(help_lines()))
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -91,12 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, title="subcommands", metavar="<subcommand>")
 
     run = sub.add_parser("run", help="run or resume a benchmark config (the default command)")
+    run.lists_config_keys = True
     run.add_argument("--config", "-c", required=True, help="YAML config, e.g. configs/quick.yml")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key (dotted, YAML-typed), e.g. --set profiling.repeats=3")
     run.add_argument("--data-root", help="folder holding the datasets (config data_root)")
     run.add_argument("--output", "-o", help="run folder (config output); default results/<config name>")
-    run.add_argument("--device", help="cpu, cuda, cuda:N or auto (config device)")
+    run.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (config device)")
     run.add_argument("--trust-checkpoints", action="store_true",
                      help="load checkpoints that need full pickle (they can run code; config trust_checkpoints)")
     run.add_argument("--retry-errors", action="store_true", help="rerun cases that failed in an earlier run")
