@@ -197,7 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .engine.runner import run_benchmark
 
     overrides = list(args.overrides)
     for key, value in (("data_root", args.data_root), ("output", args.output), ("device", args.device)):
@@ -217,6 +216,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     must_be_folder(config.run_dir(), "run folder (--output / config output)")
     if args.ray_address and args.executor != "ray":
         raise UserError("--ray-address is for --executor ray; add --executor ray or drop --ray-address.")
+    from .engine.runner import run_benchmark  # torch: only once the config is known to be good
+
     result = run_benchmark(config, progress=not args.no_progress, retry_errors=args.retry_errors, shard=args.shard,
                            executor=args.executor, ray_address=args.ray_address, db_per_shard=args.db_per_shard)
     print(summary(result.cases))
