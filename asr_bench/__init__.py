@@ -11,8 +11,8 @@ Public API (everything else is internal)::
     ab.detect_checkpoint("file.pth")          # Detection(method, encoder, preset, reason)
     model = ab.build_model(checkpoint="file.pth")
 
-Submodules are imported on first use, so importing the package is cheap and one broken part cannot
-break the others.
+Submodules (and torch with them) are imported on first use, so importing the package is cheap (`asr-bench
+--help`, `--version` and a config mistake never load torch) and one broken part cannot break the others.
 """
 from __future__ import annotations
 
@@ -20,12 +20,15 @@ import importlib
 from typing import Any
 
 from .errors import UnsupportedScale, UserError
-from .registry import all_presets, build_model, get_preset, list_methods
-from .upsampler import Upsampler
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "build_model": ("asr_bench.registry", "build_model"),
+    "list_methods": ("asr_bench.registry", "list_methods"),
+    "all_presets": ("asr_bench.registry", "all_presets"),
+    "get_preset": ("asr_bench.registry", "get_preset"),
+    "Upsampler": ("asr_bench.upsampler", "Upsampler"),
     "metrics": ("asr_bench.metrics", None),
     "data": ("asr_bench.data", None),
     "ops": ("asr_bench.ops", None),
@@ -37,7 +40,7 @@ _LAZY = {
     "Detection": ("asr_bench.detect", "Detection"),
 }
 
-__all__ = ["build_model", "list_methods", "all_presets", "get_preset", "Upsampler", "UserError", "UnsupportedScale", *_LAZY]
+__all__ = ["UserError", "UnsupportedScale", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -80,6 +80,18 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}. See `{self.prog} --help`.")
 
 
+    lists_config_keys = False   # `run`: its --help ends with every config key of the schema (read when shown)
+
+    def format_help(self) -> str:
+        if self.lists_config_keys:
+            from .config import help_lines
+
+            self.formatter_class = argparse.RawDescriptionHelpFormatter
+            self.epilog = ("config keys (in the YAML file, or --set KEY=VALUE; dotted for sections):\n"
+                           + "\n".join(help_lines()))
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -91,12 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, title="subcommands", metavar="<subcommand>")
 
     run = sub.add_parser("run", help="run or resume a benchmark config (the default command)")
+    run.lists_config_keys = True
     run.add_argument("--config", "-c", required=True, help="YAML config, e.g. configs/quick.yml")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key (dotted, YAML-typed), e.g. --set profiling.repeats=3")
     run.add_argument("--data-root", help="folder holding the datasets (config data_root)")
     run.add_argument("--output", "-o", help="run folder (config output); default results/<config name>")
-    run.add_argument("--device", help="cpu, cuda, cuda:N or auto (config device)")
+    run.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (config device)")
     run.add_argument("--trust-checkpoints", action="store_true",
                      help="load checkpoints that need full pickle (they can run code; config trust_checkpoints)")
     run.add_argument("--retry-errors", action="store_true", help="rerun cases that failed in an earlier run")
@@ -184,7 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .engine.runner import run_benchmark
 
     overrides = list(args.overrides)
     for key, value in (("data_root", args.data_root), ("output", args.output), ("device", args.device)):
@@ -204,6 +216,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     must_be_folder(config.run_dir(), "run folder (--output / config output)")
     if args.ray_address and args.executor != "ray":
         raise UserError("--ray-address is for --executor ray; add --executor ray or drop --ray-address.")
+    from .engine.runner import run_benchmark  # torch: only once the config is known to be good
+
     result = run_benchmark(config, progress=not args.no_progress, retry_errors=args.retry_errors, shard=args.shard,
                            executor=args.executor, ray_address=args.ray_address, db_per_shard=args.db_per_shard)
     print(summary(result.cases))

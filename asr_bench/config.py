@@ -1,44 +1,15 @@
-"""Run configuration: YAML -> a validated, frozen `Config`.
+"""Run configuration: YAML -> a validated, frozen `Config`, from one schema (`FIELDS`).
+
+Every key is declared once, in `FIELDS`: its type, its default, what is allowed and what it means. That one
+table gives the parser its checks and defaults, the dataclasses below their defaults, `asr-bench run --help`
+its list of keys and README.md its "Config reference" (`python -m asr_bench.config README.md` rewrites it;
+tests/test_config_schema.py fails when the README differs). It also says which keys change a stored number
+(`Field.result`), which `results_key` and the case provenance both read.
 
 Every mistake names the offending key, what is allowed, and how to fix it (a `UserError`), so a typo in a
 YAML file never surfaces as a traceback half-way through a long run. Names that need a registry (methods,
 datasets, protocols, metrics) are checked by `check_names`, which the CLI calls before anything runs;
-`load_config` itself only needs the YAML, so it stays cheap and testable.
-
-Config reference (every key; all optional except `methods`):
-
-| key | type | default | allowed / meaning |
-|---|---|---|---|
-| `name` | str | config file stem | run name; the run folder is `results/<name>` unless `output` is set |
-| `methods` | `all` or list | (required) | `all` = every registered method on its default encoder and preset, random weights; or a list of names, preset names (`rt4ksr.x2`: method, preset and label at once) or mappings `{method, encoder, checkpoint, preset, kwargs, label}` (`method` may be left out when `preset` is given); `{checkpoint: path}` alone detects method, encoder and preset from the file |
-| `datasets` | list of str | `[embedded]` | catalogue names (`python run_bench.py list`) or folders of images |
-| `scales` | list | `[4]` | numbers > 1 (2, 3.5, 12) or `[sy, sx]` pairs |
-| `protocol` | str or mapping | `gsasr` | a protocol name, or `{name: gsasr, crop: 4}` / `{name: gsasr, overrides: {crop: 4}}` |
-| `metrics` | list of str | `[psnr, ssim]` | `psnr ssim lpips dists` (perceptual ones read n/a without weights) |
-| `device` | str | `auto` | `auto` (cuda if available), `cpu`, `cuda`, `cuda:N`, `mps` (Apple silicon) |
-| `precision` | str | `fp32` | `fp32`, `fp16`, `bf16` (model and input cast; metrics always in float64) |
-| `precisions` | list | `[precision]` | a case axis, e.g. `[fp32, bf16, fp16]`: each method in the dtypes its spec declares (others read `n/a (unsupported precision)`); case ids get a `bf16` suffix |
-| `compile` | bool or list | false | `true`: the model's forward through `torch.compile`; `[false, true]`: both, as a case axis (case ids get a `compiled` suffix) |
-| `tiling.tile` | int or null | null | LR tile size in pixels; null = whole image |
-| `tiling.overlap` | int | 8 | LR pixels shared by neighbouring tiles (each keeps its half) |
-| `profiling.warmup` | int >= 0 | 2 | untimed calls before timing (the memory-measuring call counts as one) |
-| `profiling.repeats` | int >= 1 | 5 | at least this many timed calls; median, min, max, IQR are stored |
-| `profiling.max_repeats` | int | 50 | more timed calls until the median's 95% interval is within `rel_ci` of it |
-| `profiling.rel_ci` | float | 0.05 | relative half-width of the median's 95% interval that stops the repeats |
-| `profiling.max_seconds` | float | 30 | stop repeating once the timed calls have taken this long |
-| `profiling.input` | `[h, w]` or null | null | profile on a seeded random LR of this size (default: the dataset's first image, whose timed output is then also its result) |
-| `profiling.memory` | bool | true | peak memory (CUDA allocator peak; on CPU the peak RSS increase in a fresh worker process per case) |
-| `profiling.frame_rates` | bool | false | frames per second of a synthetic 1280x720 -> 3840x2160 (x3) and 1920x1080 -> 3840x2160 (x2) frame, for every method that supports the scale (measured in its first case; tiled when `tiling.tile` is set) |
-| `profiling.flops` | bool or `always` | true | FLOPs of one call via torch.utils.flop_counter; `true` skips it (with a note) when one call takes over 5 s |
-| `visuals.crop` | int | 96 | side of the HR crop saved per method for the first image of each dataset and scale; 0 = none |
-| `visuals.crop_at` | `[top, left]` or null | null | the crop's top-left corner in HR pixels; null = where the HR has the most detail |
-| `save_images` | bool | false | write every SR output as PNG under `<run>/images/<dataset>/x<scale>/<label>/<image>.png` (`<label> [bf16]`, `<label> [compiled]` for the other precisions and compile settings) |
-| `output` | str or null | `results/<name>` | run folder; reruns resume there |
-| `data_root` | str or null | null | where datasets live (then `$ASR_BENCH_DATA`, then `./datasets`) |
-| `cache_dir` | str | `.cache/asr_bench` | generated LR images |
-| `weights_dir` | str or null | null | perceptual-metric weights (LPIPS/DISTS); null = the metrics' default search |
-| `plugins` | list of str | `[]` | extra method modules (import names or .py files) whose `METHODS` are registered |
-| `trust_checkpoints` | bool | false | allow checkpoints that only full pickle can read (they can run code); default: such files are refused |
+`load_config` itself only needs the YAML (no torch), so it stays cheap and testable.
 
 `--set key=value` overrides any key (dotted keys such as `profiling.repeats=3` or `methods.0.checkpoint=x.pth`;
 values are parsed as YAML, so `3` is an int and `[2, 4]` a list).
@@ -49,6 +20,8 @@ import copy
 import hashlib
 import json
 import math
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,15 +29,12 @@ from typing import Any
 import yaml
 
 from .errors import MissingFile, UserError, closest
+from .precision import CONFIG_PRECISIONS, Precision
 from .sizes import Scale, as_pair
 
 ALL = "all"
 DEVICES = "auto, cpu, cuda, cuda:N, mps"
-PRECISIONS = ("fp32", "fp16", "bf16")
-TOP_KEYS = ("name", "methods", "datasets", "scales", "protocol", "metrics", "device", "precision", "precisions",
-            "compile", "tiling",
-            "profiling", "visuals", "output", "data_root", "cache_dir", "weights_dir", "plugins", "trust_checkpoints",
-            "save_images")
+PRECISIONS = tuple(p.value for p in CONFIG_PRECISIONS)
 METHOD_KEYS = ("method", "encoder", "checkpoint", "preset", "kwargs", "label")
 DEFAULT_CACHE = ".cache/asr_bench"
 DETECT = "detect"   # the method of a `- {checkpoint: path}` entry: read from the file when cases are resolved
@@ -94,53 +64,449 @@ class ProtocolEntry:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
+# ---------------------------------------------------------------- readers: one raw YAML value -> a typed one
+
+
+def check_keys(mapping: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            hint = closest(str(key), allowed)
+            prefix = "" if where == "config" else f"{where}."
+            raise UserError(f"unknown config key '{prefix}{key}'; allowed in {where}: {', '.join(allowed)}."
+                            + (f" Did you mean '{prefix}{hint}'?" if hint else ""))
+
+
+def as_mapping(value: Any, key: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"config key '{key}' must be a mapping (key: value lines), got {value!r}.")
+    return value
+
+
+def as_list(value: Any, key: str) -> list[Any]:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return [value]  # `datasets: set5` means [set5]
+    if not isinstance(value, list):
+        raise UserError(f"config key '{key}' must be a list (e.g. `{key}: [a, b]`), got {value!r}.")
+    return value
+
+
+def as_text(value: Any, key: str, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or str(value).strip() == "":
+        raise UserError(f"config key '{key}' must be a non-empty name, got {value!r}.")
+    return str(value)
+
+
+def as_texts(value: Any, key: str) -> tuple[str, ...]:
+    return tuple(as_text(item, f"{key}[{i}]") for i, item in enumerate(as_list(value, key)))
+
+
+def as_path(value: Any, key: str) -> str | None:
+    if value is None:
+        return None
+    return str(Path(as_text(value, key)).expanduser())
+
+
+def as_int(value: Any, key: str, minimum: int, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or int(value) != value or value < minimum:
+        raise UserError(f"config key '{key}' is {value!r}; it must be a whole number >= {minimum}"
+                        + (" or null" if optional else "") + ".")
+    return int(value)
+
+
+def as_positive(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise UserError(f"config key '{key}' is {value!r}; it must be a number > 0.")
+    return float(value)
+
+
+def as_bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"config key '{key}' is {value!r}; allowed: true, false.")
+    return value
+
+
+def finite_values(value: Any, key: str) -> Any:
+    """Free-form values (kwargs, protocol overrides) must be JSON: run.json and the config hash store them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"config key '{key}' is {value}; only finite numbers can be stored with the results.")
+    if isinstance(value, dict):
+        return {k: finite_values(v, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_values(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def parse_methods(value: Any, key: str = "methods") -> tuple[MethodEntry, ...] | str:
+    if value is REQUIRED or value in (None, [], ""):
+        raise UserError("config key 'methods' is missing or empty; give `methods: all` or a list such as "
+                        "`methods: [bicubic, {method: liif, encoder: edsr-baseline, checkpoint: liif.pth}]`.")
+    if isinstance(value, str) and value.strip().lower() == ALL:
+        return ALL
+    entries = []
+    for i, item in enumerate(as_list(value, key)):
+        where = f"{key}[{i}]"
+        if isinstance(item, str):
+            entries.append(preset_entry(item) if "." in item else MethodEntry(method=item))
+            continue
+        item = as_mapping(item, where)
+        check_keys(item, METHOD_KEYS, where)
+        preset = as_text(item.get("preset"), f"{where}.preset", optional=True)
+        if not item.get("method") and not (preset and "." in preset) and not item.get("checkpoint"):
+            raise UserError(f"config key '{where}' has no 'method' (nor a 'preset' such as gsasr.rdn-enhanced, nor a "
+                            "'checkpoint' to detect it from); write e.g. `- {method: liif, encoder: edsr-baseline}`, "
+                            "`- rt4ksr.x2` or `- {checkpoint: path}`.")
+        entries.append(MethodEntry(
+            method=as_text(item.get("method") or (preset.split(".", 1)[0] if preset and "." in preset else DETECT),
+                           f"{where}.method"),
+            encoder=as_text(item.get("encoder"), f"{where}.encoder", optional=True),
+            checkpoint=as_path(item.get("checkpoint"), f"{where}.checkpoint"),
+            preset=as_text(item.get("preset"), f"{where}.preset", optional=True),
+            kwargs=finite_values(dict(as_mapping(item.get("kwargs"), f"{where}.kwargs")), f"{where}.kwargs"),
+            label=as_text(item.get("label"), f"{where}.label", optional=True),
+        ))
+    return tuple(entries)
+
+
+def preset_entry(name: str) -> MethodEntry:
+    """`- rt4ksr.x2`: a preset alone names its method (the part before the first dot) and its row label."""
+    return MethodEntry(method=name.split(".", 1)[0], preset=name, label=name)
+
+
+def parse_datasets(value: Any, key: str = "datasets") -> tuple[str, ...]:
+    if value in (None, [], ""):
+        raise UserError("config key 'datasets' is empty; give at least one catalogue name or folder, e.g. "
+                        "`datasets: [set5]`, or remove the key to use the built-in `embedded` images.")
+    return as_texts(value, key)
+
+
+def parse_scales(value: Any, key: str = "scales") -> tuple[Scale, ...]:
+    scales: list[Scale] = []
+    for i, item in enumerate(as_list(value, key)):
+        where = f"{key}[{i}]"
+        item = _number(item)  # YAML 1.1 reads 1e9 (no dot) as a string
+        if isinstance(item, bool) or not isinstance(item, (int, float, list, tuple)):
+            raise UserError(f"config key '{where}' is {item!r}; a scale is a number > 1 (e.g. 4 or 3.5) "
+                            "or an [sy, sx] pair such as [3.5, 2.25].")
+        try:
+            sy, sx = as_pair(item)
+        except UserError as exc:
+            raise UserError(f"config key '{where}': {exc}") from None
+        scales.append(sy if sy == sx and not isinstance(item, (list, tuple)) else (sy, sx))
+    if not scales:
+        raise UserError("config key 'scales' is empty; give at least one scale, e.g. `scales: [2, 3, 4]`.")
+    return tuple(scales)
+
+
+def _number(value: Any) -> Any:
+    """A string that reads as a number ('1e9') as that number; lists element-wise; anything else unchanged."""
+    if isinstance(value, list):
+        return [_number(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def parse_protocol(value: Any, key: str = "protocol") -> ProtocolEntry:
+    if isinstance(value, str):
+        return ProtocolEntry(name=value)
+    mapping = dict(as_mapping(value, key))
+    if "name" not in mapping:
+        raise UserError("config key 'protocol' needs a 'name' (e.g. `protocol: {name: gsasr, crop: 4}`).")
+    name = as_text(mapping.pop("name"), "protocol.name")
+    overrides = dict(as_mapping(mapping.pop("overrides", None), "protocol.overrides"))
+    overrides.update(mapping)  # `{name: gsasr, crop: 4}` is shorthand for overrides
+    return ProtocolEntry(name=name, overrides=finite_values(overrides, key))
+
+
+def parse_metrics(value: Any, key: str = "metrics") -> tuple[str, ...]:
+    return tuple(name.lower() for name in as_texts(value, key))
+
+
+def parse_device(value: Any, key: str = "device") -> str:
+    text = as_text(value, key).lower()
+    if text in ("auto", "cpu", "cuda", "mps") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise UserError(f"config key '{key}' is '{value}'; allowed: {DEVICES}.")
+
+
+def parse_precisions(value: Any, key: str = "precisions") -> tuple[Precision, ...]:
+    return tuple(Precision.parse(p, f"{key}[{i}]") for i, p in enumerate(as_list(value, key)))
+
+
+def parse_compile(value: Any, key: str = "compile") -> tuple[bool, ...]:
+    """`compile: true` (compiled only), `false`, or `[false, true]` (both, as a case axis)."""
+    items = value if isinstance(value, list) else [value]
+    flags = tuple(as_bool(v, f"{key} (true, false, or [false, true])") for v in items)
+    if not flags:
+        raise UserError(f"config key '{key}' is an empty list; use false, true or [false, true].")
+    return tuple(dict.fromkeys(flags))
+
+
+def parse_flops(value: Any, key: str = "profiling.flops") -> bool | str:
+    return value if value == "always" else as_bool(value, f"{key} (true, false or always)")
+
+
+def parse_size(value: Any, key: str = "profiling.input") -> tuple[int, int] | None:
+    if value is None:
+        return None
+    items = as_list(value, key)
+    if len(items) != 2:
+        raise UserError(f"config key '{key}' is {value!r}; give the LR size as [height, width], e.g. [180, 180].")
+    return (as_int(items[0], f"{key}[0]", minimum=1), as_int(items[1], f"{key}[1]", minimum=1))
+
+
+def parse_crop_at(value: Any, key: str = "visuals.crop_at") -> tuple[int, int] | None:
+    """`visuals.crop_at: [top, left]` in HR pixels, or null (the crop goes where the HR has most detail)."""
+    if value is None:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+        raise UserError(f"{key} must be [top, left], two whole numbers >= 0 (HR pixels), got {value!r}; "
+                        "e.g. `visuals: {crop: 96, crop_at: [120, 200]}`, or leave it out.")
+    return (int(value[0]), int(value[1]))
+
+
+# ---------------------------------------------------------------- the schema: every key, once
+
+
+class _Marker:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Marker:
+        return self
+
+
+REQUIRED = _Marker("(required)")            # `methods`: no default
+FROM_FILE = _Marker("config file stem")     # `name`: the YAML file's stem (or `run`)
+
+# How a key enters what a stored number depends on (`Field.result`):
+RESULT_VALUE = "value"   # its value is part of every case's key (`results_key`)
+RESULT_CASE = "case"     # it makes the cases (an axis, a folder, weights found): each case's key holds its own part
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A key's type: the words the reference shows and the reader that turns a raw YAML value into a typed one."""
+
+    type: str                               # 'int', 'bool', 'list of str', 'str or mapping'
+    read: Callable[[Any, str], Any]         # (raw value, dotted key) -> typed value; a UserError names the key
+    allowed: str = ""                       # range or choices in words: '>= 1', '`fp32`, `fp16`, `bf16`'
+    nullable: bool = False                  # null is allowed (and means what the key's help says)
+
+    def type_text(self) -> str:
+        """'int >= 1 or null', 'bool', 'str': the type with its range (choices are listed with the meaning)."""
+        ranged = f"{self.type} {self.allowed}" if self.is_range() else self.type
+        return ranged + (" or null" if self.nullable else "")
+
+    def is_range(self) -> bool:
+        return self.allowed.startswith((">", "<"))
+
+
+def whole(minimum: int, optional: bool = False) -> Kind:
+    return Kind("int", lambda v, k: as_int(v, k, minimum, optional), f">= {minimum}", nullable=optional)
+
+
+def choice(values: tuple[str, ...], read: Callable[[Any, str], Any]) -> Kind:
+    return Kind("str", read, ", ".join(f"`{v}`" for v in values))
+
+
+BOOL = Kind("bool", as_bool)
+POSITIVE = Kind("float", as_positive, "> 0")
+TEXT = Kind("str", as_text)
+PATH = Kind("str", as_path, nullable=True)
+TEXTS = Kind("list of str", as_texts)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config key: dotted name, type, default (the YAML value assumed when it is absent), meaning."""
+
+    key: str
+    kind: Kind
+    default: Any
+    help: str
+    shown_default: str | None = None        # the reference's default column, where the value alone would mislead
+    result: str = ""                        # RESULT_VALUE / RESULT_CASE: how it changes a stored number
+
+    @property
+    def section(self) -> str:
+        return self.key.rpartition(".")[0]
+
+    @property
+    def name(self) -> str:
+        return self.key.rpartition(".")[2]
+
+    def read(self, value: Any) -> Any:
+        return self.kind.read(value, self.key)
+
+    def default_text(self) -> str:
+        if self.shown_default is not None:
+            return self.shown_default
+        return yaml_text(self.default)
+
+
+def yaml_text(value: Any) -> str:
+    """A default as it would be written in YAML: null, true, 8, 0.05, `fp32`, `[psnr, ssim]`."""
+    if isinstance(value, _Marker):
+        return value.text
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "`[" + ", ".join(str(v) for v in value) + "]`"
+    return f"`{value}`" if isinstance(value, str) else str(value)
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("name", TEXT, FROM_FILE, "run name; the run folder is `results/<name>` unless `output` is set"),
+    Field("methods", Kind("`all` or list", parse_methods), REQUIRED,
+          "`all` = every registered method on its default encoder and preset, random weights; or a list of names, "
+          "preset names (`- rt4ksr.x2`: method, preset and label at once) or mappings "
+          "`{method, encoder, checkpoint, preset, kwargs, label}` (`method` may be left out when `preset` is given: "
+          "`- {preset: gsasr.rdn-enhanced, checkpoint: ...}`); `- {checkpoint: path}` alone detects method, encoder "
+          "and preset from the file", result=RESULT_CASE),
+    Field("datasets", Kind("list of str", parse_datasets), ["embedded"],
+          "catalogue names (`python run_bench.py list`) or folders of images", result=RESULT_CASE),
+    Field("scales", Kind("list", parse_scales), [4], "numbers > 1 (2, 3.5, 12) or `[sy, sx]` pairs",
+          result=RESULT_CASE),
+    Field("protocol", Kind("str or mapping", parse_protocol), "gsasr",
+          "a protocol name, or `{name: gsasr, crop: 4}` / `{name: gsasr, overrides: {crop: 4}}`", result=RESULT_VALUE),
+    Field("metrics", Kind("list of str", parse_metrics), ["psnr", "ssim"],
+          "`psnr ssim lpips dists` (perceptual ones read n/a without weights)", result=RESULT_VALUE),
+    Field("device", Kind("str", parse_device, "`auto` (cuda if available), `cpu`, `cuda`, `cuda:N`, `mps` (Apple silicon)"),
+          "auto", "where the models run", result=RESULT_VALUE),
+    Field("precision", choice(PRECISIONS, Precision.parse), "fp32",
+          "model and input cast; metrics always in float64", result=RESULT_CASE),
+    Field("precisions", Kind("list", parse_precisions, ", ".join(f"`{p}`" for p in PRECISIONS)), [],
+          "a case axis, e.g. `[fp32, bf16, fp16]`: each method in the dtypes its spec declares (others read "
+          "`n/a (unsupported precision)`); case ids get a `bf16` suffix", shown_default="`[precision]`",
+          result=RESULT_CASE),
+    Field("compile", Kind("bool or list", parse_compile), False,
+          "`true`: the model's forward through `torch.compile`; `[false, true]`: both, as a case axis (case ids get "
+          "a `compiled` suffix)", result=RESULT_CASE),
+    Field("tiling.tile", whole(1, optional=True), None, "LR tile size in pixels; null = whole image",
+          result=RESULT_VALUE),
+    Field("tiling.overlap", whole(0), 8, "LR pixels shared by neighbouring tiles (each keeps its half)",
+          result=RESULT_VALUE),
+    Field("profiling.warmup", whole(0), 2, "untimed calls before timing (the memory-measuring call counts as one)"),
+    Field("profiling.repeats", whole(1), 5, "at least this many timed calls; median, min, max, IQR are stored"),
+    Field("profiling.max_repeats", whole(1), 50,
+          "more timed calls until the median's 95% interval is within `rel_ci` of it (at least `repeats`)",
+          shown_default="50 (`repeats` if larger)"),
+    Field("profiling.rel_ci", POSITIVE, 0.05, "relative half-width of the median's 95% interval that stops the repeats"),
+    Field("profiling.max_seconds", POSITIVE, 30.0, "stop repeating once the timed calls have taken this long"),
+    Field("profiling.memory", BOOL, True,
+          "peak memory (CUDA allocator peak; on CPU the peak RSS increase in a fresh worker process per case)"),
+    Field("profiling.flops", Kind("bool or `always`", parse_flops), True,
+          "FLOPs of one call via `torch.utils.flop_counter`; `true` skips it (with a note) when one call takes over 5 s"),
+    Field("profiling.input", Kind("`[h, w]`", parse_size, nullable=True), None,
+          "profile on a seeded random LR of this size (default: the dataset's first image, whose timed output is "
+          "then also its result)"),
+    Field("profiling.frame_rates", BOOL, False,
+          "frames per second of a synthetic 1280x720 -> 3840x2160 (x3) and 1920x1080 -> 3840x2160 (x2) frame, for "
+          "every method that supports the scale (measured in its first case; tiled when `tiling.tile` is set)",
+          result=RESULT_CASE),
+    Field("visuals.crop", whole(0), 96,
+          "side of the HR crop saved per method for the first image of each dataset and scale; 0 = none"),
+    Field("visuals.crop_at", Kind("`[top, left]`", parse_crop_at, nullable=True), None,
+          "the crop's top-left corner in HR pixels; null = where the HR has the most detail"),
+    Field("save_images", BOOL, False,
+          "write every SR output as PNG under `<run>/images/<dataset>/x<scale>/<label>/<image>.png` "
+          "(`<label> [bf16]`, `<label> [compiled]` for the other precisions and compile settings)"),
+    Field("output", PATH, None, "run folder; reruns resume there", shown_default="`results/<name>`"),
+    Field("data_root", PATH, None, "where datasets live (then `$ASR_BENCH_DATA`, then `./datasets`)",
+          result=RESULT_CASE),
+    Field("cache_dir", Kind("str", lambda v, k: as_path(v, k) or DEFAULT_CACHE), DEFAULT_CACHE,
+          "generated LR images"),
+    Field("weights_dir", PATH, None,
+          "perceptual-metric weights (LPIPS/DISTS); null = the metrics' default search", result=RESULT_CASE),
+    Field("plugins", TEXTS, [],
+          "extra method modules (import names or .py files) whose `METHODS` are registered", result=RESULT_CASE),
+    Field("trust_checkpoints", BOOL, False,
+          "allow checkpoints that only full pickle can read (`--trust-checkpoints`; they can run code); default: "
+          "such files are refused"),
+)
+
+SCHEMA: dict[str, Field] = {f.key: f for f in FIELDS}
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(f.section for f in FIELDS if f.section))
+TOP_KEYS: tuple[str, ...] = tuple(dict.fromkeys(f.section or f.key for f in FIELDS))
+SECTION_KEYS: dict[str, tuple[str, ...]] = {s: tuple(f.name for f in FIELDS if f.section == s) for s in SECTIONS}
+PROFILING_KEYS = SECTION_KEYS["profiling"]
+
+
+def default(key: str) -> Any:
+    """The typed default of a key (what `parse_config` gives when the key is absent): the dataclasses' defaults."""
+    spec = SCHEMA[key]
+    return spec.read(copy.deepcopy(spec.default))
+
+
+# ---------------------------------------------------------------- the typed config (defaults from the schema)
+
+
 @dataclass(frozen=True)
 class Tiling:
-    tile: int | None = None
-    overlap: int = 8
+    tile: int | None = default("tiling.tile")
+    overlap: int = default("tiling.overlap")
 
 
 @dataclass(frozen=True)
 class Profiling:
-    warmup: int = 2
-    repeats: int = 5                 # at least this many timed calls
-    max_repeats: int = 50            # then more, until the median's 95% interval is within rel_ci ...
-    rel_ci: float = 0.05
-    max_seconds: float = 30.0        # ... or the timed calls have taken this long
-    memory: bool = True
-    flops: bool | str = True         # true: counted unless one call takes over FLOPS_MAX_CALL_S; "always"; false
-    input: tuple[int, int] | None = None   # profile on a seeded random LR of this size instead of the first image
-    frame_rates: bool = False        # fps of 720p->4K (x3) and 1080p->4K (x2) frames, once per method
+    warmup: int = default("profiling.warmup")
+    repeats: int = default("profiling.repeats")            # at least this many timed calls
+    max_repeats: int = default("profiling.max_repeats")    # then more, until the median's 95% interval is within rel_ci ...
+    rel_ci: float = default("profiling.rel_ci")
+    max_seconds: float = default("profiling.max_seconds")  # ... or the timed calls have taken this long
+    memory: bool = default("profiling.memory")
+    flops: bool | str = default("profiling.flops")         # true: counted unless one call takes over FLOPS_MAX_CALL_S
+    input: tuple[int, int] | None = default("profiling.input")
+    frame_rates: bool = default("profiling.frame_rates")
 
 
 @dataclass(frozen=True)
 class Visuals:
-    crop: int = 96
-    crop_at: tuple[int, int] | None = None
+    crop: int = default("visuals.crop")
+    crop_at: tuple[int, int] | None = default("visuals.crop_at")
 
 
 @dataclass(frozen=True)
 class Config:
     name: str
     methods: tuple[MethodEntry, ...] | str
-    datasets: tuple[str, ...] = ("embedded",)
-    scales: tuple[Scale, ...] = (4.0,)
-    protocol: ProtocolEntry = ProtocolEntry()
-    metrics: tuple[str, ...] = ("psnr", "ssim")
-    device: str = "auto"
-    precision: str = "fp32"
-    precisions: tuple[str, ...] = ()      # a case axis: fp32, bf16, fp16 (default: just `precision`)
-    compile: tuple[bool, ...] = (False,)  # a case axis: eager, and/or through torch.compile
+    datasets: tuple[str, ...] = default("datasets")
+    scales: tuple[Scale, ...] = default("scales")
+    protocol: ProtocolEntry = default("protocol")
+    metrics: tuple[str, ...] = default("metrics")
+    device: str = default("device")
+    precision: Precision = default("precision")
+    precisions: tuple[Precision, ...] = default("precisions")   # a case axis (default: just `precision`)
+    compile: tuple[bool, ...] = default("compile")              # a case axis: eager, and/or through torch.compile
     tiling: Tiling = Tiling()
     profiling: Profiling = Profiling()
     visuals: Visuals = Visuals()
-    output: str | None = None
-    data_root: str | None = None
-    cache_dir: str = DEFAULT_CACHE
-    weights_dir: str | None = None
-    plugins: tuple[str, ...] = ()
-    trust_checkpoints: bool = False  # plugins are code and run as such; checkpoints are data unless trusted
-    save_images: bool = False
+    save_images: bool = default("save_images")
+    output: str | None = default("output")
+    data_root: str | None = default("data_root")
+    cache_dir: str = default("cache_dir")
+    weights_dir: str | None = default("weights_dir")
+    plugins: tuple[str, ...] = default("plugins")
+    trust_checkpoints: bool = default("trust_checkpoints")   # plugins are code; checkpoints are data unless trusted
 
     def run_dir(self) -> Path:
         """Stable per config, so a rerun finds (and resumes) its own results."""
@@ -149,6 +515,9 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, dicts): for run.json, the hash, and shipping to worker processes."""
         return json.loads(json.dumps(asdict(self), allow_nan=False))  # parse_config refuses non-finite values
+
+
+SECTION_TYPES: dict[str, type] = {"tiling": Tiling, "profiling": Profiling, "visuals": Visuals}
 
 
 # ---------------------------------------------------------------- loading
@@ -255,256 +624,29 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 def parse_config(raw: dict[str, Any], default_name: str = "run") -> Config:
+    """Check every key against the schema, read each value with its field's reader, then the rules that tie keys."""
     check_keys(raw, TOP_KEYS, where="config")
-    if "methods" not in raw or raw["methods"] in (None, [], ""):
-        raise UserError("config key 'methods' is missing or empty; give `methods: all` or a list such as "
-                        "`methods: [bicubic, {method: liif, encoder: edsr-baseline, checkpoint: liif.pth}]`.")
-    if raw.get("datasets", ["embedded"]) in (None, [], ""):
-        raise UserError("config key 'datasets' is empty; give at least one catalogue name or folder, e.g. "
-                        "`datasets: [set5]`, or remove the key to use the built-in `embedded` images.")
-    tiling = as_mapping(raw.get("tiling"), "tiling")
-    profiling = as_mapping(raw.get("profiling"), "profiling")
-    visuals = as_mapping(raw.get("visuals"), "visuals")
-    check_keys(tiling, ("tile", "overlap"), "tiling")
-    check_keys(profiling, PROFILING_KEYS, "profiling")
-    check_keys(visuals, ("crop", "crop_at"), "visuals")
-    return Config(
-        name=as_text(raw.get("name", default_name), "name"),
-        methods=parse_methods(raw["methods"]),
-        datasets=tuple(as_text(d, f"datasets[{i}]") for i, d in enumerate(as_list(raw.get("datasets", ["embedded"]), "datasets"))),
-        scales=parse_scales(raw.get("scales", [4])),
-        protocol=parse_protocol(raw.get("protocol", "gsasr")),
-        metrics=tuple(as_text(m, f"metrics[{i}]").lower() for i, m in enumerate(as_list(raw.get("metrics", ["psnr", "ssim"]), "metrics"))),
-        device=parse_device(raw.get("device", "auto")),
-        precision=parse_choice(raw.get("precision", "fp32"), "precision", PRECISIONS),
-        precisions=tuple(parse_choice(p, f"precisions[{i}]", PRECISIONS)
-                         for i, p in enumerate(as_list(raw.get("precisions", []), "precisions"))),
-        compile=parse_compile(raw.get("compile", False)),
-        tiling=Tiling(tile=as_int(tiling.get("tile"), "tiling.tile", minimum=1, optional=True),
-                      overlap=as_int(tiling.get("overlap", 8), "tiling.overlap", minimum=0)),
-        profiling=parse_profiling(profiling),
-        visuals=Visuals(crop=as_int(visuals.get("crop", 96), "visuals.crop", minimum=0),
-                        crop_at=parse_crop_at(visuals.get("crop_at"))),
-        output=as_path(raw.get("output"), "output"),
-        data_root=as_path(raw.get("data_root"), "data_root"),
-        cache_dir=as_path(raw.get("cache_dir"), "cache_dir") or DEFAULT_CACHE,
-        weights_dir=as_path(raw.get("weights_dir"), "weights_dir"),
-        plugins=tuple(as_text(p, f"plugins[{i}]") for i, p in enumerate(as_list(raw.get("plugins", []), "plugins"))),
-        trust_checkpoints=as_bool(raw.get("trust_checkpoints", False), "trust_checkpoints"),
-        save_images=as_bool(raw.get("save_images", False), "save_images"),
-    )
+    sections = {name: as_mapping(raw.get(name), name) for name in SECTIONS}
+    for name, mapping in sections.items():
+        check_keys(mapping, SECTION_KEYS[name], name)
+    values: dict[str, dict[str, Any]] = {"": {}, **{name: {} for name in SECTIONS}}
+    for spec in FIELDS:
+        source = sections[spec.section] if spec.section else raw
+        value = source.get(spec.name, copy.deepcopy(spec.default))
+        values[spec.section][spec.name] = default_name if value is FROM_FILE else spec.read(value)
+    check_together(values, sections)
+    return Config(**values[""], **{name: SECTION_TYPES[name](**values[name]) for name in SECTIONS})
 
 
-PROFILING_KEYS = ("warmup", "repeats", "max_repeats", "rel_ci", "max_seconds", "memory", "flops", "input",
-                  "frame_rates")
-
-
-def parse_compile(value: Any) -> tuple[bool, ...]:
-    """`compile: true` (compiled only), `false`, or `[false, true]` (both, as a case axis)."""
-    items = value if isinstance(value, list) else [value]
-    flags = tuple(as_bool(v, "compile (true, false, or [false, true])") for v in items)
-    if not flags:
-        raise UserError("config key 'compile' is an empty list; use false, true or [false, true].")
-    return tuple(dict.fromkeys(flags))
-
-
-def parse_profiling(raw: dict[str, Any]) -> Profiling:
-    repeats = as_int(raw.get("repeats", 5), "profiling.repeats", minimum=1)
-    max_repeats = as_int(raw.get("max_repeats", max(50, repeats)), "profiling.max_repeats", minimum=1)
-    if max_repeats < repeats:
-        raise UserError(f"config key 'profiling.max_repeats' is {max_repeats} but profiling.repeats is {repeats}; "
-                        "max_repeats must be >= repeats.")
-    flops = raw.get("flops", True)
-    if flops != "always":
-        flops = as_bool(flops, "profiling.flops (true, false or always)")
-    size = raw.get("input")
-    if size is not None:
-        items = as_list(size, "profiling.input")
-        if len(items) != 2:
-            raise UserError(f"config key 'profiling.input' is {size!r}; give the LR size as [height, width], e.g. [180, 180].")
-        size = (as_int(items[0], "profiling.input[0]", minimum=1), as_int(items[1], "profiling.input[1]", minimum=1))
-    return Profiling(warmup=as_int(raw.get("warmup", 2), "profiling.warmup", minimum=0), repeats=repeats,
-                     max_repeats=max_repeats, rel_ci=as_positive(raw.get("rel_ci", 0.05), "profiling.rel_ci"),
-                     max_seconds=as_positive(raw.get("max_seconds", 30.0), "profiling.max_seconds"),
-                     memory=as_bool(raw.get("memory", True), "profiling.memory"), flops=flops, input=size,
-                     frame_rates=as_bool(raw.get("frame_rates", False), "profiling.frame_rates"))
-
-
-def as_positive(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise UserError(f"config key '{key}' is {value!r}; it must be a number > 0.")
-    return float(value)
-
-
-def parse_crop_at(value: Any) -> tuple[int, int] | None:
-    """`visuals.crop_at: [top, left]` in HR pixels, or null (the crop goes where the HR has most detail)."""
-    if value is None:
-        return None
-    if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
-        raise UserError(f"visuals.crop_at must be [top, left], two whole numbers >= 0 (HR pixels), got {value!r}; "
-                        "e.g. `visuals: {crop: 96, crop_at: [120, 200]}`, or leave it out.")
-    return (int(value[0]), int(value[1]))
-
-
-def parse_methods(value: Any) -> tuple[MethodEntry, ...] | str:
-    if isinstance(value, str) and value.strip().lower() == ALL:
-        return ALL
-    entries = []
-    for i, item in enumerate(as_list(value, "methods")):
-        where = f"methods[{i}]"
-        if isinstance(item, str):
-            entries.append(preset_entry(item) if "." in item else MethodEntry(method=item))
-            continue
-        item = as_mapping(item, where)
-        check_keys(item, METHOD_KEYS, where)
-        preset = as_text(item.get("preset"), f"{where}.preset", optional=True)
-        if not item.get("method") and not (preset and "." in preset) and not item.get("checkpoint"):
-            raise UserError(f"config key '{where}' has no 'method' (nor a 'preset' such as gsasr.rdn-enhanced, nor a "
-                            "'checkpoint' to detect it from); write e.g. `- {method: liif, encoder: edsr-baseline}`, "
-                            "`- rt4ksr.x2` or `- {checkpoint: path}`.")
-        entries.append(MethodEntry(
-            method=as_text(item.get("method") or (preset.split(".", 1)[0] if preset and "." in preset else DETECT),
-                           f"{where}.method"),
-            encoder=as_text(item.get("encoder"), f"{where}.encoder", optional=True),
-            checkpoint=as_path(item.get("checkpoint"), f"{where}.checkpoint"),
-            preset=as_text(item.get("preset"), f"{where}.preset", optional=True),
-            kwargs=finite_values(dict(as_mapping(item.get("kwargs"), f"{where}.kwargs")), f"{where}.kwargs"),
-            label=as_text(item.get("label"), f"{where}.label", optional=True),
-        ))
-    return tuple(entries)
-
-
-def preset_entry(name: str) -> MethodEntry:
-    """`- rt4ksr.x2`: a preset alone names its method (the part before the first dot) and its row label."""
-    return MethodEntry(method=name.split(".", 1)[0], preset=name, label=name)
-
-
-def parse_scales(value: Any) -> tuple[Scale, ...]:
-    scales: list[Scale] = []
-    for i, item in enumerate(as_list(value, "scales")):
-        where = f"scales[{i}]"
-        item = _number(item)  # YAML 1.1 reads 1e9 (no dot) as a string
-        if isinstance(item, bool) or not isinstance(item, (int, float, list, tuple)):
-            raise UserError(f"config key '{where}' is {item!r}; a scale is a number > 1 (e.g. 4 or 3.5) "
-                            "or an [sy, sx] pair such as [3.5, 2.25].")
-        try:
-            sy, sx = as_pair(item)
-        except UserError as exc:
-            raise UserError(f"config key '{where}': {exc}") from None
-        scales.append(sy if sy == sx and not isinstance(item, (list, tuple)) else (sy, sx))
-    if not scales:
-        raise UserError("config key 'scales' is empty; give at least one scale, e.g. `scales: [2, 3, 4]`.")
-    return tuple(scales)
-
-
-def _number(value: Any) -> Any:
-    """A string that reads as a number ('1e9') as that number; lists element-wise; anything else unchanged."""
-    if isinstance(value, list):
-        return [_number(v) for v in value]
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def parse_protocol(value: Any) -> ProtocolEntry:
-    if isinstance(value, str):
-        return ProtocolEntry(name=value)
-    mapping = dict(as_mapping(value, "protocol"))
-    if "name" not in mapping:
-        raise UserError("config key 'protocol' needs a 'name' (e.g. `protocol: {name: gsasr, crop: 4}`).")
-    name = as_text(mapping.pop("name"), "protocol.name")
-    overrides = dict(as_mapping(mapping.pop("overrides", None), "protocol.overrides"))
-    overrides.update(mapping)  # `{name: gsasr, crop: 4}` is shorthand for overrides
-    return ProtocolEntry(name=name, overrides=finite_values(overrides, "protocol"))
-
-
-def parse_device(value: Any) -> str:
-    text = as_text(value, "device").lower()
-    if text in ("auto", "cpu", "cuda", "mps") or (text.startswith("cuda:") and text[5:].isdigit()):
-        return text
-    raise UserError(f"config key 'device' is '{value}'; allowed: {DEVICES}.")
-
-
-def parse_choice(value: Any, key: str, allowed: tuple[str, ...]) -> str:
-    text = as_text(value, key).lower()
-    if text not in allowed:
-        hint = closest(text, allowed)
-        raise UserError(f"config key '{key}' is '{value}'; allowed: {', '.join(allowed)}."
-                        + (f" Did you mean '{hint}'?" if hint else ""))
-    return text
-
-
-# ---------------------------------------------------------------- small typed readers
-
-
-def check_keys(mapping: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
-    for key in mapping:
-        if key not in allowed:
-            hint = closest(str(key), allowed)
-            prefix = "" if where == "config" else f"{where}."
-            raise UserError(f"unknown config key '{prefix}{key}'; allowed in {where}: {', '.join(allowed)}."
-                            + (f" Did you mean '{prefix}{hint}'?" if hint else ""))
-
-
-def as_mapping(value: Any, key: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise UserError(f"config key '{key}' must be a mapping (key: value lines), got {value!r}.")
-    return value
-
-
-def as_list(value: Any, key: str) -> list[Any]:
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return [value]  # `datasets: set5` means [set5]
-    if not isinstance(value, list):
-        raise UserError(f"config key '{key}' must be a list (e.g. `{key}: [a, b]`), got {value!r}.")
-    return value
-
-
-def as_text(value: Any, key: str, optional: bool = False) -> Any:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or str(value).strip() == "":
-        raise UserError(f"config key '{key}' must be a non-empty name, got {value!r}.")
-    return str(value)
-
-
-def as_path(value: Any, key: str) -> str | None:
-    if value is None:
-        return None
-    return str(Path(as_text(value, key)).expanduser())
-
-
-def as_int(value: Any, key: str, minimum: int, optional: bool = False) -> Any:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or int(value) != value or value < minimum:
-        raise UserError(f"config key '{key}' is {value!r}; it must be a whole number >= {minimum}"
-                        + (" or null" if optional else "") + ".")
-    return int(value)
-
-
-def finite_values(value: Any, key: str) -> Any:
-    """Free-form values (kwargs, protocol overrides) must be JSON: run.json and the config hash store them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise UserError(f"config key '{key}' is {value}; only finite numbers can be stored with the results.")
-    if isinstance(value, dict):
-        return {k: finite_values(v, f"{key}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite_values(v, f"{key}[{i}]") for i, v in enumerate(value)]
-    return value
-
-
-def as_bool(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise UserError(f"config key '{key}' is {value!r}; allowed: true, false.")
-    return value
+def check_together(values: dict[str, dict[str, Any]], given: dict[str, dict[str, Any]]) -> None:
+    """Rules that tie keys to each other (after each key's own check); may fill a default that depends on another."""
+    profiling = values["profiling"]
+    repeats = profiling["repeats"]
+    if "max_repeats" not in given["profiling"]:
+        profiling["max_repeats"] = max(profiling["max_repeats"], repeats)
+    if profiling["max_repeats"] < repeats:
+        raise UserError(f"config key 'profiling.max_repeats' is {profiling['max_repeats']} but profiling.repeats is "
+                        f"{repeats}; max_repeats must be >= repeats.")
 
 
 # ---------------------------------------------------------------- identity
@@ -517,7 +659,61 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, allow_nan=False).encode()).hexdigest()[:16]
 
 
-def results_key(config: Config) -> dict[str, Any]:
-    """What changes a stored number: a resumed run must agree on these with the results it finds."""
+def results_key(config: Config, device_type: str | None = None) -> dict[str, Any]:
+    """The config values every stored number depends on (the schema's `result=RESULT_VALUE` keys), by dotted key.
+
+    A case's provenance key is this plus the case's own part (method, code, checkpoint, dataset, scale, precision,
+    compile, frame rates, metric weights found: the `RESULT_CASE` keys); `device_type` replaces `auto` by the
+    device the run resolved."""
     data = config.to_dict()
-    return {k: data[k] for k in ("protocol", "metrics", "precision", "tiling", "device")}
+    key: dict[str, Any] = {}
+    for spec in FIELDS:
+        if spec.result == RESULT_VALUE:
+            key[spec.key] = data[spec.section][spec.name] if spec.section else data[spec.key]
+    if device_type is not None:
+        key["device"] = device_type
+    return key
+
+
+# ---------------------------------------------------------------- the reference (README table, CLI help)
+
+README_BEGIN = "<!-- config reference: generated from asr_bench/config.py FIELDS; `python -m asr_bench.config README.md` -->"
+README_END = "<!-- end of config reference -->"
+
+
+def reference_table() -> str:
+    """The README's "Config reference" table, from FIELDS (one row per key)."""
+    rows = ["| key | type | default | allowed / meaning |", "|---|---|---|---|"]
+    for spec in FIELDS:
+        kind = spec.kind
+        meaning = f"{kind.allowed}: {spec.help}" if kind.allowed and not kind.is_range() else spec.help
+        rows.append(f"| `{spec.key}` | {kind.type_text()} | {spec.default_text()} | {meaning} |")
+    return "\n".join(rows)
+
+
+def help_lines(width: int = 100) -> list[str]:
+    """`asr-bench run --help`'s list of config keys: key, type, default and meaning, wrapped."""
+    import textwrap
+
+    lines = []
+    for spec in FIELDS:
+        kind = spec.kind
+        allowed = f", one of {kind.allowed}" if kind.allowed and not kind.is_range() else ""
+        head = f"{spec.key} ({kind.type_text()}{allowed}; default {spec.default_text()})".replace("`", "")
+        lines.append(f"  {head}")
+        lines += textwrap.wrap(spec.help.replace("`", ""), width, initial_indent="      ", subsequent_indent="      ")
+    return lines
+
+
+def with_reference(readme: str) -> str:
+    """README text with the part between README_BEGIN and README_END replaced by the generated table."""
+    start, end = readme.find(README_BEGIN), readme.find(README_END)
+    if start < 0 or end < start:
+        raise UserError(f"README has no generated config reference (the lines '{README_BEGIN}' ... '{README_END}').")
+    return readme[:start] + README_BEGIN + "\n" + reference_table() + "\n" + readme[end:]
+
+
+if __name__ == "__main__":  # `python -m asr_bench.config README.md`: rewrite the README's config reference
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    target.write_text(with_reference(target.read_text(encoding="utf-8")), encoding="utf-8")
+    print(f"wrote the config reference into {target}")
