@@ -109,3 +109,19 @@ def rasterize_reference(
         else:
             image += _splat_chunk(*part, height, width, dmax)
     return image.reshape(height, width, 3).permute(2, 0, 1).contiguous()
+
+
+def rasterize_reference_unchunked(
+    sigma_x: torch.Tensor,
+    sigma_y: torch.Tensor,
+    rho: torch.Tensor,
+    coords: torch.Tensor,
+    colours: torch.Tensor,
+    height: int,
+    width: int,
+    dmax: float,
+) -> torch.Tensor:
+    """The same image in one chunk and without checkpointing, for the self-test's small cases: checkpointing
+    imports torch._dynamo (seconds at first use), and the self-test runs in every worker process."""
+    image = _splat_chunk(sigma_x, sigma_y, rho, coords, colours, height, width, dmax)
+    return image.reshape(height, width, 3).permute(2, 0, 1)
