@@ -15,6 +15,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -75,13 +76,12 @@ _SPECS: dict[str, OpSpec] = {}
 
 
 def op_specs() -> list[OpSpec]:
-    """Every op of `asr_bench.ops` that declares a `SPEC`, by name (imported on first call)."""
+    """Every op package beside this module that declares a `SPEC`, by name (imported on first call)."""
     if not _SPECS:
-        package = importlib.import_module("asr_bench.ops")
-        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
             if not info.ispkg:
                 continue
-            spec = getattr(importlib.import_module(f"asr_bench.ops.{info.name}"), "SPEC", None)
+            spec = getattr(importlib.import_module(f"{__package__}.{info.name}"), "SPEC", None)
             if spec is None:
                 continue
             if not isinstance(spec, OpSpec) or spec.name != info.name:
