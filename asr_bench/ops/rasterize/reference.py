@@ -14,6 +14,7 @@ large dmax do not keep every chunk's intermediates alive.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -111,17 +112,8 @@ def rasterize_reference(
     return image.reshape(height, width, 3).permute(2, 0, 1).contiguous()
 
 
-def rasterize_reference_unchunked(
-    sigma_x: torch.Tensor,
-    sigma_y: torch.Tensor,
-    rho: torch.Tensor,
-    coords: torch.Tensor,
-    colours: torch.Tensor,
-    height: int,
-    width: int,
-    dmax: float,
-) -> torch.Tensor:
-    """The same image in one chunk and without checkpointing, for the self-test's small cases: checkpointing
-    imports torch._dynamo (seconds at first use), and the self-test runs in every worker process."""
-    image = _splat_chunk(sigma_x, sigma_y, rho, coords, colours, height, width, dmax)
-    return image.reshape(height, width, 3).permute(2, 0, 1)
+def rasterize_reference_unchunked(*arguments: Any) -> torch.Tensor:
+    """`rasterize_reference(*arguments)` in one chunk and without checkpointing, for the self-test's small cases:
+    checkpointing imports torch._dynamo (seconds at first use), and the self-test runs in every worker process."""
+    height, width = arguments[5], arguments[6]
+    return _splat_chunk(*arguments).reshape(height, width, 3).permute(2, 0, 1)
