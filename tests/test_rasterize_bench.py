@@ -8,7 +8,12 @@ import torch
 
 from asr_bench.ops import bench, spec
 from asr_bench.ops.rasterize import SPEC
-from asr_bench.ops.rasterize.cases import evaluated_pairs, flops, gsasr_case, gsasr_like_gaussians
+from asr_bench.ops.rasterize.cases import (
+    evaluated_pairs,
+    flops,
+    gsasr_case,
+    gsasr_like_gaussians,
+)
 
 
 def test_bench_rows_and_ratios(monkeypatch, capsys):

@@ -168,3 +168,8 @@ def show_once(messages: list[str]) -> None:
         if text not in _SHOWN:
             _SHOWN.add(text)
             print(f"warning: {text}", file=sys.stderr)
+
+
+def forget_shown() -> None:
+    """A new run shows each worker warning again (`show_once` remembers them per run)."""
+    _SHOWN.clear()

@@ -21,9 +21,16 @@ from types import ModuleType
 import torch
 
 from ..errors import UnknownName, UserError
-from .build import (CSRC, SOURCE_OF_BACKEND, ExtensionUnavailable, extension, has_cuda_toolchain, list_ops,
-                    load_extension, why_not_buildable)
 from . import build
+from .build import (
+    CSRC,
+    SOURCE_OF_BACKEND,
+    ExtensionUnavailable,
+    extension,
+    has_cuda_toolchain,
+    list_ops,
+    load_extension,
+)
 from .selftest import Verdict, build_of, known_failure, verdict, warn_disabled
 
 BACKENDS = ("cuda", "cpp", "torch")  # order of preference for "auto"
@@ -49,7 +56,7 @@ def backend_status(compile: bool = False, root: Path = CSRC) -> dict[str, dict[s
                 status[op][backend] = _loaded_state(op, backend)
             elif (op, backend) in build._failed:
                 status[op][backend] = f"failed: {build._failed[(op, backend)]}"
-            elif (reason := why_not_buildable(ext)) is not None:
+            elif (reason := build._why_not_buildable(ext)) is not None:
                 status[op][backend] = f"absent: {reason}"
             elif compile:
                 try:

@@ -147,7 +147,7 @@ def has_cuda_toolchain() -> bool:
     return torch.cuda.is_available() and (cpp_extension().CUDA_HOME is not None or shutil.which("nvcc") is not None)
 
 
-def why_not_buildable(ext: Extension) -> str | None:
+def _why_not_buildable(ext: Extension) -> str | None:
     if not has_compiler():
         return "no C++ compiler found (set CXX or install g++)"
     if ext.backend == "cuda" and not has_cuda_toolchain():
@@ -213,7 +213,7 @@ def _compile(op: str, backend: str) -> ModuleType:
         raise ExtensionUnavailable(
             f"op '{op}' has no {backend} backend (no csrc/{op}/{SOURCE_OF_BACKEND[backend]}); use backend='torch'."
         )
-    reason = why_not_buildable(ext)
+    reason = _why_not_buildable(ext)
     if reason:
         raise ExtensionUnavailable(f"cannot build the {backend} backend of '{op}': {reason}; use backend='torch'.")
     compiling = will_compile(ext)

@@ -33,7 +33,13 @@ from typing import Any
 import torch
 
 from ..stages import one_time_setup
-from .build import ExtensionUnavailable, cache_root, extension, has_cuda_toolchain, load_extension
+from .build import (
+    ExtensionUnavailable,
+    cache_root,
+    extension,
+    has_cuda_toolchain,
+    load_extension,
+)
 from .spec import OpSpec, SelfTestCase, find_op, op_specs
 
 SELFTEST_VERSION = 1

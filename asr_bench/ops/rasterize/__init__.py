@@ -101,7 +101,9 @@ def rasterize(
     backend: str = "auto",
 ) -> torch.Tensor:
     """Render N 2-D Gaussians into a (3, H, W) image the way GSASR's CUDA op does (contract: module docstring)."""
-    from ..backends import resolve_backend  # here: `asr_bench.ops` imports this front, and `python -m
+    from ..backends import (
+        resolve_backend,  # here: `asr_bench.ops` imports this front, and `python -m
+    )
     # asr_bench.ops.build` (or .backends) must find those modules not yet imported
 
     inputs = _checked(sigma_x, sigma_y, rho, coords, colours, height, width)

@@ -37,7 +37,11 @@ from ...errors import UnknownName, UserError
 from ..spec import OpSpec
 from ..usage import record
 from . import cases
-from .scans import STEP_BLOCK_BYTES, selective_scan_chunked, selective_scan_reference, selective_scan_steps
+from .scans import (
+    selective_scan_chunked,
+    selective_scan_reference,
+    selective_scan_steps,
+)
 
 OP_NAME = "selective_scan"
 BACKENDS = ("auto", "cpp", "torch", "mamba_ssm", "chunked", "reference")
