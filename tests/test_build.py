@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from asr_bench.errors import UnknownName, UserError
-from asr_bench.ops import build
+from asr_bench.ops import backends, build
 
 GOOD_CU = """
 __global__ void add_one(float* x, int n) { int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) x[i] += 1.f; }
@@ -57,7 +57,7 @@ def test_common_headers_are_in_every_key_and_not_an_op(tmp_path):
 def test_status_without_compiling(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
     root = make_csrc(tmp_path, {"toy/cpu.cpp": "int f();"})
-    status = build.backend_status(compile=False, root=root)
+    status = backends.backend_status(compile=False, root=root)
     assert status["toy"]["torch"] == "live"
     assert status["toy"]["cuda"].startswith("absent")
     assert status["toy"]["cpp"] in ("compilable", "absent: no C++ compiler found (set CXX or install g++)")
@@ -65,17 +65,17 @@ def test_status_without_compiling(monkeypatch, tmp_path):
 
 
 def test_live_backends_lists_every_op_with_torch():
-    live = build.live_backends(compile=False)
+    live = backends.live_backends(compile=False)
     assert "rasterize" in live and live["rasterize"][-1] == "torch"
     assert all(backends[-1] == "torch" for backends in live.values())
 
 
 def test_resolve_backend_errors_are_user_errors():
     with pytest.raises(UnknownName, match="Did you mean 'cuda'"):
-        build.resolve_backend("rasterize", "cudaa", torch.device("cpu"))
+        backends.resolve_backend("rasterize", "cudaa", torch.device("cpu"))
     with pytest.raises(UserError, match="cannot run rasterize on cpu"):
-        build.resolve_backend("rasterize", "cuda", torch.device("cpu"))
-    assert build.resolve_backend("rasterize", "torch", torch.device("cpu")) == ("torch", None)
+        backends.resolve_backend("rasterize", "cuda", torch.device("cpu"))
+    assert backends.resolve_backend("rasterize", "torch", torch.device("cpu")) == ("torch", None)
 
 
 def test_loading_an_extension_leaves_every_cache_key_unchanged(monkeypatch):

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from asr_bench.engine.memory import CPU_KIND, peak_memory_mb
+from asr_bench.memory import CPU_KIND, peak_memory_mb
 from asr_bench.engine.records import ImageRecord
 from asr_bench.engine.runner import aggregate, count_flops
 from asr_bench.engine.tiling import tiled_forward, windows
@@ -28,7 +28,7 @@ def test_cpu_peak_memory_sees_each_call_alone():
 
     script = (
         "import torch\n"
-        "from asr_bench.engine.memory import CPU_KIND, peak_memory_mb\n"
+        "from asr_bench.memory import CPU_KIND, peak_memory_mb\n"
         "touch = lambda mib: (lambda: torch.ones(mib * 2**18).sum())  # float32: all pages touched\n"
         "big, kind = peak_memory_mb(touch(64), torch.device('cpu'))\n"
         "small, _ = peak_memory_mb(touch(16), torch.device('cpu'))\n"

@@ -11,7 +11,7 @@ from test_igconv import research_file, tsv_state_dict
 
 import asr_bench as ab
 from asr_bench.encoders import build_encoder, load_encoder_state
-from asr_bench.encoders.selective_scan import selective_scan, selective_scan_chunked, selective_scan_reference
+from asr_bench.ops.selective_scan import selective_scan, selective_scan_chunked, selective_scan_reference
 
 TINY = dict(embed_dim=30, depths=(1, 2), d_state=3, mlp_ratio=1.5)
 

@@ -1,33 +1,53 @@
-"""bench-ops plumbing on a tiny rasterizer workload (the real workloads are too slow for the test suite)."""
+"""bench-ops plumbing on tiny rasterizer workloads (the real workloads are too slow for the test suite)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import torch
 
-from asr_bench.ops import bench
+from asr_bench.ops import bench, spec
+from asr_bench.ops.rasterize import SPEC
+from asr_bench.ops.rasterize.cases import (
+    evaluated_pairs,
+    flops,
+    gsasr_case,
+    gsasr_like_gaussians,
+)
 
 
 def test_bench_rows_and_ratios(monkeypatch, capsys):
-    tiny = bench.Workload("rasterize", "fwd tiny", bench._rasterize_case(4, 4, 0.1), bench._rasterize_forward)
-    tiny_bwd = bench.Workload("rasterize", "bwd tiny", bench._rasterize_case(4, 4, 0.5), bench._rasterize_backward)
-    monkeypatch.setattr(bench, "WORKLOADS", [tiny, tiny_bwd])
+    tiny = spec.Workload("fwd tiny", gsasr_case(4, 4, 0.1))
+    tiny_bwd = spec.Workload("bwd tiny", gsasr_case(4, 4, 0.5), "backward")
+    monkeypatch.setattr(bench, "op_specs", lambda: [dataclasses.replace(SPEC, workloads=(tiny, tiny_bwd))])
     rows = bench.run(torch.device("cpu"), repeats=2)
     assert {r["workload"] for r in rows} == {"fwd tiny", "bwd tiny"}
     for row in rows:
-        assert row["seconds"] > 0 and row["note"] == ""
+        assert row["seconds"] > 0 and row["thread_seconds"] >= 0 and row["note"] == ""
         if row["backend"] == "torch":
             assert row["speedup"] == 1.0
+        assert (row["gflop_per_s"] is None) == (row["workload"] == "bwd tiny")  # FLOPs are declared per forward
     assert bench.main(["--json", "--repeats", "1", "--no-memory"]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # one JSON object per row
     assert [r["workload"] for r in printed][:1] == ["fwd tiny"]
     assert bench.main(["--only", "nope"]) == 2
 
 
 def test_gsasr_like_gaussians_layout():
-    params, height, width = bench.gsasr_like_gaussians(3, 5, 4, torch.device("cpu"))
+    params, height, width = gsasr_like_gaussians(3, 5, 4, torch.device("cpu"))
     sx, sy, rho, coords, colours = params
     assert (height, width) == (12, 20) and sx.shape == (16 * 15,) and coords.shape == (240, 2)
     # std in output pixels = sigma * s / 1.2 <= s / 1.2 (research/gsasr.md §4.2)
     assert (sx * (width - 1) / 2).max() <= 4 / 1.2 and (sy * (height - 1) / 2).max() <= 4 / 1.2
     assert rho.abs().max() < 1 and colours.min() >= 0 and colours.max() <= 1
+
+
+def test_the_flop_count_is_the_pairs_inside_each_box_counted_pixel_by_pixel():
+    params, height, width = gsasr_like_gaussians(3, 4, 3, torch.device("cpu"))
+    coords = params[3].double()
+    dmax = 0.3
+    xs = [2 * w / (width - 1) - 1 for w in range(width)]
+    ys = [2 * h / (height - 1) - 1 for h in range(height)]
+    slow = sum(1 for x, y in coords.tolist() for px in xs for py in ys if abs(px - x) <= dmax and abs(py - y) <= dmax)
+    assert slow > 0 and evaluated_pairs(params[3], height, width, dmax) == slow
+    assert flops(*params, height, width, dmax) == 16 * slow

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from asr_bench.ops import rasterize
-from asr_bench.ops import build
+from asr_bench.ops import backends, build
 from asr_bench.ops.build import ExtensionUnavailable
 
 
@@ -190,7 +190,7 @@ def test_auto_prefers_cpp_on_cpu(cpp, monkeypatch):
 def test_auto_falls_back_to_torch_with_one_warning(monkeypatch):
     monkeypatch.setattr(build, "_loaded", {})
     monkeypatch.setattr(build, "_failed", {("rasterize", "cpp"): "no C++ compiler found"})
-    monkeypatch.setattr(build, "_warned", set())
+    monkeypatch.setattr(backends, "_warned", set())
     params, height, width = gsasr_gaussians(2, 3, 4, seed=1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

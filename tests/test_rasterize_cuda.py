@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from asr_bench.ops import build
-from asr_bench.ops.bench import gsasr_like_gaussians
+from asr_bench.ops.rasterize.cases import gsasr_like_gaussians
 from asr_bench.ops.build import ExtensionUnavailable
 from asr_bench.ops.rasterize import _RasterizeCompiled
-from asr_bench.ops.rasterize_reference import rasterize_reference
+from asr_bench.ops.rasterize.reference import rasterize_reference
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

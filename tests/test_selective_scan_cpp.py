@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 import asr_bench as ab
 from asr_bench.encoders import build_encoder, load_encoder_state
-from asr_bench.encoders.selective_scan import selective_scan, selective_scan_reference, selective_scan_steps
-from asr_bench.ops import backend_log, build
+from asr_bench.ops.selective_scan import selective_scan, selective_scan_reference, selective_scan_steps
+from asr_bench.ops import backend_log, backends, build
 from asr_bench.ops.build import ExtensionUnavailable
 
 CPU = torch.device("cpu")
@@ -152,7 +152,7 @@ def test_auto_runs_cpp_on_the_cpu_and_records_it(cpp):
 def test_auto_falls_back_with_one_warning_when_the_cpp_op_cannot_be_built(monkeypatch):
     monkeypatch.setattr(build, "_loaded", {k: v for k, v in build._loaded.items() if k[0] != "selective_scan"})
     monkeypatch.setattr(build, "_failed", {**build._failed, ("selective_scan", "cpp"): "no C++ compiler found"})
-    monkeypatch.setattr(build, "_warned", set())
+    monkeypatch.setattr(backends, "_warned", set())
     args = scan_inputs()
     with warnings.catch_warnings(record=True) as caught, torch.no_grad(), backend_log() as used:
         warnings.simplefilter("always")

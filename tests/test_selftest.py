@@ -18,9 +18,12 @@ import torch
 
 from asr_bench.cli import run_cli
 from asr_bench.errors import UserError
-from asr_bench.ops import backend_log, build, rasterize, reset_used_backends, selftest, used_backends
+from asr_bench.ops import backend_log, backends, build, rasterize, reset_used_backends, selftest, used_backends
 from asr_bench.ops.build import ExtensionUnavailable
-from asr_bench.ops.rasterize_reference import rasterize_reference
+from asr_bench.ops.meta_upscale import cases as meta_cases
+from asr_bench.ops.rasterize import cases as rasterize_cases
+from asr_bench.ops.rasterize.reference import rasterize_reference
+from asr_bench.ops.selective_scan import cases as scan_cases
 
 mu = importlib.import_module("asr_bench.ops.meta_upscale")  # the module; asr_bench.ops binds the front's name
 CPU = torch.device("cpu")
@@ -111,18 +114,18 @@ def test_the_first_use_of_a_compiled_op_is_marked_one_time_setup_and_the_next_is
     compiled("rasterize")  # built once for the session, so the timed part below is a load, not a compile
     monkeypatch.setattr(build, "_loaded", {})
     before = len(setup_events())
-    assert build.resolve_backend("rasterize", "auto", CPU)[0] == "cpp"
+    assert backends.resolve_backend("rasterize", "auto", CPU)[0] == "cpp"
     first = [e.what for e in setup_events()[before:]]
     assert first == ["loading the cpp rasterize backend", "self-testing the cpp rasterize backend"]
     before = len(setup_events())
-    build.resolve_backend("rasterize", "auto", CPU)
+    backends.resolve_backend("rasterize", "auto", CPU)
     assert setup_events()[before:] == []  # loaded and verdict known: a second call does no setup
 
 
 def test_auto_uses_the_cpp_backends_once_they_pass(verdicts):
     compiled("rasterize")
     compiled("meta_upscale")
-    assert build.resolve_backend("rasterize", "auto", CPU)[0] == "cpp"
+    assert backends.resolve_backend("rasterize", "auto", CPU)[0] == "cpp"
     mu.live_backends()
     assert mu.select_backend("auto", CPU).name == "cpp"
 
@@ -130,18 +133,18 @@ def test_auto_uses_the_cpp_backends_once_they_pass(verdicts):
 def test_the_cases_cover_what_they_claim():
     # Gaussians centred beyond the border that still reach into the image, a 2-pixel-high image, and a rational
     # meta-upscale scale (x3.5: 7 phases per axis) with maps that read the first and last LR lines.
-    border = next(c for c in selftest.RASTERIZE_CASES if "beyond the border" in c.name)
-    params = selftest.rasterize_inputs(border, CPU, seed=selftest.RASTERIZE_CASES.index(border))
+    border = next(c for c in rasterize_cases.SELFTEST_CASES if "beyond the border" in c.name)
+    params = rasterize_cases.rasterize_inputs(border, CPU, seed=rasterize_cases.SELFTEST_CASES.index(border))
     outside = (params[3].abs() > 1).any(dim=1)
     alone = rasterize_reference(*[p[outside] for p in params], border.height, border.width, border.dmax)
     assert outside.sum() >= 5 and alone.abs().max() > 0.05
-    assert min(c.height for c in selftest.RASTERIZE_CASES) == 2
-    assert len({(c.height, c.width) for c in selftest.RASTERIZE_CASES if c.height != c.width}) >= 2
-    rational = next(c for c in selftest.META_UPSCALE_CASES if c.name.startswith("x3.5"))
-    _, table, row_source, _, col_source, _ = selftest.meta_upscale_inputs(rational, CPU)
+    assert min(c.height for c in rasterize_cases.SELFTEST_CASES) == 2
+    assert len({(c.height, c.width) for c in rasterize_cases.SELFTEST_CASES if c.height != c.width}) >= 2
+    rational = next(c for c in meta_cases.SELFTEST_CASES if c.name.startswith("x3.5"))
+    _, table, row_source, _, col_source, _ = meta_cases.meta_upscale_inputs(rational, CPU)
     assert table.shape[:2] == (7, 7)
-    arbitrary = next(c for c in selftest.META_UPSCALE_CASES if c.arbitrary_maps)
-    _, _, row_source, _, col_source, _ = selftest.meta_upscale_inputs(arbitrary, CPU)
+    arbitrary = next(c for c in meta_cases.SELFTEST_CASES if c.arbitrary_maps)
+    _, _, row_source, _, col_source, _ = meta_cases.meta_upscale_inputs(arbitrary, CPU)
     assert {0, arbitrary.lr[0] - 1} <= set(row_source.tolist()) and {0, arbitrary.lr[1] - 1} <= set(col_source.tolist())
 
 
@@ -166,18 +169,18 @@ def test_a_rasterizer_off_by_1e3_is_disabled_with_one_warning_and_auto_runs_the_
     assert torch.equal(first, rasterize_reference(*params, 12, 17, 0.1))
     with pytest.raises(ExtensionUnavailable, match="failed its self-test .*forward, non-square"):
         rasterize(*params, 12, 17, 0.1, backend="cpp")
-    assert build.backend_status()["rasterize"]["cpp"].startswith("disabled: failed its self-test")
+    assert backends.backend_status()["rasterize"]["cpp"].startswith("disabled: failed its self-test")
 
 
 def test_a_selective_scan_off_by_1e3_is_disabled_and_auto_runs_the_torch_scan(verdicts, monkeypatch):
-    from asr_bench.encoders.selective_scan import selective_scan, selective_scan_reference
+    from asr_bench.ops.selective_scan import selective_scan, selective_scan_reference
 
     calls = []
     fake = types.ModuleType("asr_bench_selective_scan_cpp_0ff5e7000006")
     fake.forward = lambda *args: calls.append(1) or selective_scan_reference(*args) * (1 + 1e-3)
     monkeypatch.setattr(build, "_loaded", {**build._loaded, ("selective_scan", "cpp"): fake})
-    case = selftest.SELECTIVE_SCAN_CASES[1]
-    args = selftest.selective_scan_inputs(case, CPU)
+    case = scan_cases.SELFTEST_CASES[1]
+    args = scan_cases.selective_scan_inputs(case, CPU)
     with warnings.catch_warnings(record=True) as caught, torch.no_grad(), backend_log() as used:
         warnings.simplefilter("always")
         first = selective_scan(*args)
@@ -185,21 +188,21 @@ def test_a_selective_scan_off_by_1e3_is_disabled_and_auto_runs_the_torch_scan(ve
         selective_scan(*args)
     messages = self_test_warnings(caught)
     assert len(messages) == 1 and "selective_scan: the cpp backend failed its self-test" in messages[0]
-    assert f"forward, {selftest.SELECTIVE_SCAN_CASES[0].name}" in messages[0] and "backend 'torch'" in messages[0]
+    assert f"forward, {scan_cases.SELFTEST_CASES[0].name}" in messages[0] and "backend 'torch'" in messages[0]
     assert used == {"selective_scan": "torch"} and len(calls) == tested  # the fake ran in its self-test only
     assert selftest.relative_error(first, selective_scan_reference(*args)) < 1e-5
     with pytest.raises(ExtensionUnavailable, match="failed its self-test"):
         selective_scan(*args, backend="cpp")
-    assert build.backend_status()["selective_scan"]["cpp"].startswith("disabled: failed its self-test")
+    assert backends.backend_status()["selective_scan"]["cpp"].startswith("disabled: failed its self-test")
 
 
 def test_the_selective_scan_cases_cover_what_they_claim():
-    cases = selftest.SELECTIVE_SCAN_CASES
+    cases = scan_cases.SELFTEST_CASES
     assert any(c.groups > 1 for c in cases) and any(c.length & (c.length - 1) for c in cases)
     assert any(c.state % 2 for c in cases)  # odd N
     assert any(c.per_group > 16 and c.per_group % 16 for c in cases)  # the C++ op's 16-channel blocks, one partial
     wild = next(c for c in cases if c.a_max > 100)
-    u, delta, A, *_, bias = selftest.selective_scan_inputs(wild, CPU, seed=cases.index(wild))
+    u, delta, A, *_, bias = scan_cases.selective_scan_inputs(wild, CPU, seed=cases.index(wild))
     x = delta + bias.view(1, -1, 1)
     assert (x > 20).any() and (x < 20).any()  # softplus on both sides of its threshold
     dt = torch.nn.functional.softplus(x)
@@ -322,7 +325,7 @@ def test_a_second_python_process_does_not_rerun_the_self_test(tmp_path):
     script = textwrap.dedent("""
         import types, torch
         from asr_bench.ops import selftest
-        from asr_bench.ops.rasterize_reference import rasterize_reference
+        from asr_bench.ops.rasterize.reference import rasterize_reference
         calls = []
         fake = types.ModuleType("asr_bench_rasterize_cpp_dddddddddddd")
         fake.forward = lambda *a: calls.append(1) or rasterize_reference(*a)
@@ -332,7 +335,7 @@ def test_a_second_python_process_does_not_rerun_the_self_test(tmp_path):
     env = {**__import__("os").environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
     runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
             for _ in range(2)]
-    assert runs[0].stdout.split() == ["True", "False", str(len(selftest.RASTERIZE_CASES))]
+    assert runs[0].stdout.split() == ["True", "False", str(len(rasterize_cases.SELFTEST_CASES))]
     assert runs[1].stdout.split() == ["True", "True", "0"]
 
 

@@ -3,7 +3,7 @@ encoder; `mambair-light` is the same network at 60 dims, 4 groups, expansion 1.5
 
 Each block: x = s1 * x + SS2D(LN(x)); x = s2 * x + CAB(LN(x)), with learned per-channel scales s1, s2.
 SS2D projects to 2 * d_inner channels (x, z), runs a depthwise 3x3 conv + SiLU on x, then a selective scan
-(`selective_scan.py`) over the pixels in four orders (row-major, column-major and both reversed) with per-order
+(`asr_bench/ops/selective_scan`) over the pixels in four orders (row-major, column-major and both reversed) with per-order
 projections x -> (dt, B, C); the four outputs are mapped back to raster order, summed, LayerNormed, gated by
 SiLU(z) and projected back. CAB = conv3x3 (C -> C/3), GELU, conv3x3 back, channel attention (squeeze 30).
 
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from .selective_scan import selective_scan
+from ..ops.selective_scan import selective_scan
 from .swinir import BasicLayer
 
 DIRECTIONS = 4

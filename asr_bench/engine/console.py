@@ -157,3 +157,19 @@ class RunConsole:
         if self.bar is not None:
             self.bar.set_postfix_str("")
             self.bar.close()
+
+
+_SHOWN: set[str] = set()
+
+
+def show_once(messages: list[str]) -> None:
+    """Warnings from case workers: each distinct one once per run, not once per case."""
+    for text in messages:
+        if text not in _SHOWN:
+            _SHOWN.add(text)
+            print(f"warning: {text}", file=sys.stderr)
+
+
+def forget_shown() -> None:
+    """A new run shows each worker warning again (`show_once` remembers them per run)."""
+    _SHOWN.clear()

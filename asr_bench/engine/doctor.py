@@ -37,9 +37,9 @@ def _torch_lines() -> list[str]:
 
 def _backend_lines(build: bool) -> list[str]:
     try:
-        from ..ops.build import backend_status
+        from ..ops.backends import backend_status
     except ImportError:
-        return ["op backends: (asr_bench.ops.build not in this checkout; the torch reference ops are used)"]
+        return ["op backends: (asr_bench.ops.backends not in this checkout; the torch reference ops are used)"]
     lines = ["op backends (cuda > cpp > torch; 'compilable' = built on first use):"]
     try:
         status = backend_status(compile=build)

@@ -52,7 +52,7 @@ def git_commit() -> str | None:
 def live_backends() -> dict[str, Any]:
     """The custom ops' backends that work on this machine ({} until the ops package provides them)."""
     try:
-        from ..ops.build import live_backends as probe
+        from ..ops.backends import live_backends as probe
     except ImportError:
         return {}
     try:

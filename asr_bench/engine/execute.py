@@ -25,7 +25,7 @@ from ..ops import backend_log
 from ..errors import UnsupportedScale, UserError, cannot_write
 from .cases import Case, case_supported, encoder_refuses
 from .console import image_bar, ticking
-from .memory import peak_memory_mb
+from ..memory import peak_memory_mb
 from .outputs import save_output
 from .params import params_that_ran
 from .records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, ImageRecord

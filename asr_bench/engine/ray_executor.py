@@ -14,6 +14,7 @@ import torch
 
 from ..config import Config
 from ..errors import UserError
+from .console import show_once
 from .execute import base_record, case_supported, make_protocol, unsupported_record
 from .records import ERROR, CaseRecord, ImageRecord
 from .store import RunStore
@@ -102,7 +103,6 @@ def run_on_ray(todo: list[Any], config: Config, device: torch.device, store: Run
 def collect(ray: Any, ref: Any, item: Any, config: Config, device: torch.device, store: RunStore) -> None:
     """Write one finished Ray task's results into the store (or its error)."""
     from .execute import StoreSink
-    from .runner import show_once
 
     case = item.case
     sink = StoreSink(store, case.case_id, item.key)

@@ -28,7 +28,7 @@ from .cases import Case, check_names, plan_cases, resolve_methods
 from .environment import environment, live_backends, resolve_device
 from .execute import (DTYPES, NO_WEIGHTS_NOTE, UNSUPPORTED_NOTE, StoreSink, aggregate, base_record,  # noqa: F401
                       case_supported, count_flops, execute_case, make_protocol, one_line, unsupported_record)
-from .console import RunConsole
+from .console import RunConsole, forget_shown, show_once
 from .records import ERROR, CaseRecord
 from .shards import Shard, database_name, resolve_shard, select
 from .store import RunStore
@@ -72,7 +72,7 @@ def run_benchmark(config: Config, progress: bool = True, retry_errors: bool = Fa
                                                                                    config, device)]
     store.write_run(run_json(config, device, all_cases, the_shard), shard=the_shard.label if the_shard else "")
     store.start_heartbeat()
-    _SHOWN.clear()
+    forget_shown()
     console = RunConsole(len(planned), progress)
     todo = []
     for item in planned:
@@ -229,14 +229,3 @@ def published_dir() -> Path | None:
     from ..resources import published_dir as shipped
 
     return shipped()
-
-
-_SHOWN: set[str] = set()
-
-
-def show_once(messages: list[str]) -> None:
-    """Warnings from case workers: each distinct one once per run, not once per case."""
-    for text in messages:
-        if text not in _SHOWN:
-            _SHOWN.add(text)
-            print(f"warning: {text}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Compile, cache and choose the compiled backends of the custom ops (rasterize, meta_upscale, selective_scan).
+"""Compile and cache the compiled backends of the custom ops (any op with a folder under csrc/).
 
 Every op `<op>` may have two compiled backends beside its PyTorch reference ("torch"):
   "cpp"  from csrc/<op>/cpu.cpp  (C++/OpenMP, -O3 -fopenmp)
@@ -12,15 +12,12 @@ sources, flags, torch and Python versions and CPU: a changed source gets a new b
 just loaded. The extension module must be named by `TORCH_EXTENSION_NAME` (PYBIND11_MODULE(TORCH_EXTENSION_NAME,
 m)) because the name carries the hash.
 
-`resolve_backend(op, requested, device)` is what an op's front calls: "auto" takes the best live backend for the
-tensors' device (cuda > cpp > torch) and, when a compiled one cannot be had (no compiler, no GPU, a compile
-error), falls back to the next with ONE warning per process; an explicit backend that cannot be had is a
-UserError saying why. A compiled backend is used only once it has passed its self-test on the tensors' device
-(asr_bench/ops/selftest.py: a few small cases against the reference, verdict cached per device and build); one
-that fails is skipped by "auto" with one warning and refused when asked for by name.
+This module knows no op and no self-test: which backend an op call runs (and whether a build is trusted) is
+asr_bench/ops/backends.py, which builds through `load_extension` here.
 
 CLI: `python -m asr_bench.ops.build --check-cuda` compiles every csrc/**/*.cu with nvcc (sm_90) to an object
-file, so CI catches CUDA syntax and type errors without a GPU; `--status` prints what `backend_status` sees.
+file, so CI catches CUDA syntax and type errors without a GPU (`python -m asr_bench.ops.backends` prints each
+op's backends).
 """
 from __future__ import annotations
 
@@ -35,12 +32,10 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -48,11 +43,7 @@ from ..errors import UnknownName, UserError
 from ..resources import csrc_dir
 from ..stages import one_time_setup
 
-if TYPE_CHECKING:
-    from .selftest import Verdict
-
 CSRC = csrc_dir()  # in the wheel (asr_bench/csrc) or the checkout (csrc/)
-BACKENDS = ("cuda", "cpp", "torch")  # order of preference for "auto"
 SOURCE_OF_BACKEND = {"cpp": "cpu.cpp", "cuda": "cuda.cu"}
 CXX_FLAGS = ["-O3", "-fopenmp", "-march=native", "-ffp-contract=off", "-std=c++20"]
 LD_FLAGS = ["-fopenmp"]
@@ -62,7 +53,6 @@ COMMON = "common"  # csrc/common/: headers shared by several ops (csrc/ is on th
 
 _loaded: dict[tuple[str, str], ModuleType] = {}
 _failed: dict[tuple[str, str], str] = {}
-_warned: set[tuple[str, str]] = set()
 
 
 class ExtensionUnavailable(UserError):
@@ -269,123 +259,6 @@ def build_lock(build_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def backend_status(compile: bool = False, root: Path = CSRC) -> dict[str, dict[str, str]]:
-    """Per op and backend: 'live', 'cached' (built, not loaded), 'compilable', 'failed: ...' or 'absent: ...'.
-
-    With compile=False nothing is compiled (cheap, for `doctor`); with compile=True every buildable backend is
-    compiled and loaded, so the answer is 'live' or 'failed: why'.
-    """
-    status: dict[str, dict[str, str]] = {}
-    for op in list_ops(root):
-        status[op] = {}
-        for backend in ("cuda", "cpp"):
-            ext = extension(op, backend, root)
-            if ext is None:
-                status[op][backend] = f"absent: no csrc/{op}/{SOURCE_OF_BACKEND[backend]}"
-            elif (op, backend) in _loaded:
-                status[op][backend] = _loaded_state(op, backend)
-            elif (op, backend) in _failed:
-                status[op][backend] = f"failed: {_failed[(op, backend)]}"
-            elif (reason := _why_not_buildable(ext)) is not None:
-                status[op][backend] = f"absent: {reason}"
-            elif compile:
-                try:
-                    load_extension(op, backend)
-                    status[op][backend] = "live"
-                except ExtensionUnavailable as error:
-                    status[op][backend] = f"failed: {error}"
-            else:
-                status[op][backend] = "cached" if ext.is_cached else "compilable"
-        status[op]["torch"] = "live"
-    return status
-
-
-def _loaded_state(op: str, backend: str) -> str:
-    """'live', or 'disabled: ...' when this process saw the loaded build fail its self-test."""
-    from .selftest import build_of, known_failure
-
-    failure = known_failure(op, backend, build_of(_loaded[(op, backend)]))
-    return "live" if failure is None else f"disabled: {failure.reason()}"
-
-
-def live_backends(compile: bool = True) -> dict[str, list[str]]:
-    """Per op, the backends that work here, best first; compile=False counts cached builds and compiles nothing."""
-    usable = {"live", "cached"}
-    return {
-        op: [b for b in BACKENDS if states[b] in usable]
-        for op, states in backend_status(compile=compile).items()
-    }
-
-
-def _warn_once(op: str, backend: str, reason: str, fallback: str) -> None:
-    if (op, backend) in _warned:
-        return
-    _warned.add((op, backend))
-    warnings.warn(f"{op}: the {backend} backend is unavailable ({reason}); using {fallback}.", RuntimeWarning, 2)
-
-
-def resolve_backend(op: str, requested: str, device: torch.device,
-                    fallback: str = "the torch reference") -> tuple[str, ModuleType | None]:
-    """(backend name, compiled module or None for 'torch') to run `op` on tensors living on `device`;
-    `fallback` names what 'torch' runs, in the one warning 'auto' gives when a compiled backend is skipped."""
-    if requested not in ("auto", *BACKENDS):
-        raise UnknownName("backend", requested, ("auto", *BACKENDS))
-    on_cuda = device.type == "cuda"
-    if requested == "torch":
-        return "torch", None
-    if requested != "auto":
-        if (requested == "cuda") != on_cuda:
-            raise UserError(
-                f"backend '{requested}' cannot run {op} on {device.type} tensors; use backend='auto' or move the "
-                f"tensors to {'cuda' if requested == 'cuda' else 'cpu'}."
-            )
-        module = load_extension(op, requested)
-        result = self_test(op, requested, module, device)
-        if not result.passed:
-            raise ExtensionUnavailable(f"the {requested} backend of '{op}' {result.reason()}; use backend='auto' "
-                                       "(the torch reference runs instead) or backend='torch'.")
-        return requested, module
-    candidates = ["cuda"] if on_cuda else (["cpp"] if device.type == "cpu" else [])
-    for backend in candidates:
-        try:
-            module = load_extension(op, backend)
-        except ExtensionUnavailable as error:
-            _warn_once(op, backend, str(error), fallback)
-            continue
-        result = self_test(op, backend, module, device)
-        if result.passed:
-            return backend, module
-        from .selftest import warn_disabled
-
-        warn_disabled(result, fallback)
-    return "torch", None
-
-
-def self_test(op: str, backend: str, module: ModuleType, device: torch.device) -> Verdict:
-    """The self-test verdict of a loaded compiled module on `device` (cached per device and build)."""
-    from .selftest import build_of, verdict
-
-    return verdict(op, backend, build_of(module), device, module.forward, getattr(module, "backward", None))
-
-
-def load_meta_upscale() -> None:
-    """Register the compiled meta-upscale backends that load here (asr_bench.ops.meta_upscale calls this once)."""
-    import importlib
-
-    op = importlib.import_module("asr_bench.ops.meta_upscale")  # the package binds `meta_upscale` to the front
-
-    for backend, devices in (("cuda", {"cuda"}), ("cpp", {"cpu"})):
-        if extension("meta_upscale", backend) is None or (backend == "cuda" and not has_cuda_toolchain()):
-            continue  # no source, or no GPU here: nothing to warn about
-        try:
-            module = load_extension("meta_upscale", backend)
-        except ExtensionUnavailable as error:
-            _warn_once("meta_upscale", backend, str(error), "the next backend")
-            continue
-        op.register_backend(op.Backend(backend, frozenset(devices), module.forward, getattr(module, "backward", None),
-                                       build=module.__name__))
-
-
 # ------------------------------------------------------------------ CUDA syntax check (CI, no GPU needed)
 
 
@@ -437,14 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m asr_bench.ops.build", description=__doc__.split("\n")[0])
     parser.add_argument("--check-cuda", action="store_true", help="compile every csrc/**/*.cu with nvcc (no GPU)")
     parser.add_argument("--root", type=Path, default=CSRC, help="the csrc folder (default: the repository's)")
-    parser.add_argument("--status", action="store_true", help="print each op's backends (compiles nothing)")
-    parser.add_argument("--compile", action="store_true", help="compile every buildable backend now")
     args = parser.parse_args(argv)
     if args.check_cuda:
         return check_cuda(args.root)
-    for op, states in backend_status(compile=args.compile, root=args.root).items():
-        for backend, state in states.items():
-            print(f"{op:14s} {backend:6s} {state}")
+    parser.print_help()
     return 0
 
 

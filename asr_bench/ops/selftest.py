@@ -2,11 +2,10 @@
 
 Why: a compiled backend (cpp, cuda) can be right on the machine it was written on and wrong on another (another
 GPU, compiler, CPU flags), and a wrong kernel gives plausible numbers. So before an op's front uses one, the
-backend runs a few small fp32 cases against the PyTorch reference, forward and backward (non-square images,
-Gaussians beyond the border, a rational meta-upscale scale, arbitrary maps touching the first and last LR lines;
-the selective scan, forward only, with groups > 1, odd L and N, underflowing decays and softplus past 20),
-and is used only if every output and gradient agrees to float rounding: the largest |ours - reference| over a
-tensor, divided by the largest |reference| of that tensor, must stay below `TOLERANCE`.
+backend runs the op's own small fp32 cases (its `OpSpec.selftest`, in asr_bench/ops/<op>/) against the op's
+PyTorch reference, forward and, where the op declares `gradients`, backward; it is used only if every output and
+gradient agrees to float rounding: the largest |ours - reference| over a tensor, divided by the largest
+|reference| of that tensor, must stay below `TOLERANCE`. This module knows no op: it loops over the specs.
 
 The verdict is keyed by (device name, build): the build is the extension module's name, which carries the hash
 of its sources, flags, torch, Python and CPU (asr_bench.ops.build), so a rebuilt backend is tested again. It is
@@ -34,6 +33,15 @@ from typing import Any
 import torch
 
 from ..stages import one_time_setup
+from .build import (
+    ExtensionUnavailable,
+    cache_root,
+    extension,
+    has_cuda_toolchain,
+    list_ops,
+    load_extension,
+)
+from .spec import OpSpec, SelfTestCase, find_op
 
 SELFTEST_VERSION = 1
 TOLERANCE = 2e-5  # relative to each tensor's largest reference magnitude; fp32 rounding is ~1e-6 here
@@ -78,8 +86,6 @@ _warned: set[tuple[str, str, str, str]] = set()
 
 def verdict_dir() -> Path:
     """Where verdicts are stored: beside the compiled extensions, so they share the cache's life."""
-    from .build import cache_root
-
     return cache_root() / "selftest"
 
 
@@ -196,12 +202,14 @@ def run_selftest(
     op: str, backend: str, build: str, device: torch.device, forward: Forward, backward: Backward | None
 ) -> Verdict:
     """Run every test of `op` (stopping at the first that raises) and judge them against `TOLERANCE`."""
-    if op not in SELFTESTS:
+    spec = find_op(op)
+    if spec is None or not spec.selftest:
         return Verdict(op, backend, device_name(device), build, False, "(none)", math.inf, 0.0,
-                       f"no self-test is defined for op '{op}'; add one to asr_bench/ops/selftest.py")
+                       f"no self-test is defined for op '{op}'; give its OpSpec selftest cases "
+                       f"(asr_bench/ops/{op}/__init__.py)")
     start = time.perf_counter()
     with torch.inference_mode(False), torch.enable_grad():  # the runner calls the ops under inference_mode
-        failed, worst, detail = _judge(SELFTESTS[op](forward, backward, device))
+        failed, worst, detail = _judge(_cases(spec, forward, backward, device))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -238,195 +246,37 @@ def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
     return difference / scale if scale > 0 else (0.0 if difference == 0 else math.inf)
 
 
-# -- rasterize ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RasterizeCase:
-    name: str
-    height: int
-    width: int
-    dmax: float
-    count: int
-    centre_range: float  # centres uniform in [-centre_range, centre_range] (NDC; > 1 is beyond the border)
-    sigma_pixels: tuple[float, float]  # sigmas uniform in this range, in pixels
-    rho_max: float
-
-
-RASTERIZE_CASES = (
-    RasterizeCase("non-square 13x21, dmax 0.1", 13, 21, 0.1, 60, 1.0, (0.3, 2.5), 0.9),
-    RasterizeCase("centres beyond the border 16x11, dmax 0.25", 16, 11, 0.25, 50, 1.35, (0.5, 3.0), 0.9),
-    RasterizeCase("2x9 image, one box over everything (dmax 2), |rho| to 0.995", 2, 9, 2.0, 8, 1.0, (0.5, 6.0), 0.995),
-)
-
-
-def rasterize_inputs(case: RasterizeCase, device: torch.device, seed: int = 0) -> list[torch.Tensor]:
-    """GSASR-like Gaussians for one case: (sigma_x, sigma_y, rho, coords, colours), float32, on `device`."""
-    g = torch.Generator().manual_seed(seed)
-    n, (low, high) = case.count, case.sigma_pixels
-    sigma_x = (torch.rand(n, generator=g) * (high - low) + low) * 2 / (case.width - 1)
-    sigma_y = (torch.rand(n, generator=g) * (high - low) + low) * 2 / (case.height - 1)
-    rho = (torch.rand(n, generator=g) * 2 - 1) * case.rho_max
-    coords = (torch.rand(n, 2, generator=g) * 2 - 1) * case.centre_range
-    colours = torch.rand(n, 3, generator=g)
-    return [t.to(device=device, dtype=torch.float32) for t in (sigma_x, sigma_y, rho, coords, colours)]
-
-
-def _rasterize_tests(forward: Forward, backward: Backward | None, device: torch.device) -> Iterator[Test]:
-    from .rasterize_reference import _splat_chunk
-
-    def reference_of(*args: Any) -> torch.Tensor:
-        # The reference in one chunk, without rasterize_reference's checkpointing (which imports torch._dynamo:
-        # seconds at first use) so that the self-test stays cheap in every worker process.
-        return _splat_chunk(*args).reshape(args[5], args[6], 3).permute(2, 0, 1)
-
-    names = ("sigma_x", "sigma_y", "rho", "coords", "colours")
-    for index, case in enumerate(RASTERIZE_CASES):
-        size = (case.height, case.width, case.dmax)
+def _cases(spec: OpSpec, forward: Forward, backward: Backward | None, device: torch.device) -> Iterator[Test]:
+    """The op's cases as tests: each case's forward against `spec.reference`, then (when the op declares
+    gradients and the backend has a backward) each gradient against autograd through the reference, with a
+    random output gradient. Case i draws its inputs with seed i and its output gradient with seed 100 + i."""
+    gradients = spec.gradients if backward is not None else None
+    for index, case in enumerate(spec.selftest):
         state: dict[str, Any] = {}
 
-        def forward_test(case: RasterizeCase = case, size: tuple = size, state: dict = state) -> list[Outcome]:
-            state["params"] = params = rasterize_inputs(case, device, seed=RASTERIZE_CASES.index(case))
-            state["leaves"] = leaves = [p.clone().requires_grad_() for p in params]
-            state["reference"] = reference = reference_of(*leaves, *size)
-            return [(f"forward, {case.name}", relative_error(forward(*params, *size), reference))]
+        def forward_test(case: SelfTestCase = case, index: int = index, state: dict = state) -> list[Outcome]:
+            state["inputs"] = inputs = case.inputs(device, index)
+            if gradients is None:
+                with torch.no_grad():
+                    return [(f"forward, {case.name}", relative_error(forward(*inputs), spec.reference(*inputs)))]
+            state["leaves"] = leaves = [inputs[i].clone().requires_grad_() for i in gradients.positions]
+            arguments = list(inputs)
+            for position, leaf in zip(gradients.positions, leaves, strict=True):
+                arguments[position] = leaf
+            state["reference"] = reference = spec.reference(*arguments)
+            return [(f"forward, {case.name}", relative_error(forward(*inputs), reference))]
 
-        def backward_test(case: RasterizeCase = case, size: tuple = size, state: dict = state) -> list[Outcome]:
-            seed = torch.Generator().manual_seed(100 + RASTERIZE_CASES.index(case))
-            grad_image = torch.randn(state["reference"].shape, generator=seed).to(device)
-            expected = torch.autograd.grad(state["reference"], state["leaves"], grad_image)
-            ours = backward(*state["params"], grad_image, *size)
-            return [(f"backward d{name}, {case.name}", relative_error(mine, theirs))
-                    for name, mine, theirs in zip(names, ours, expected, strict=True)]
-
-        yield f"forward, {case.name}", forward_test
-        if backward is not None:
-            yield f"backward, {case.name}", backward_test
-
-
-# -- meta-upscale ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MetaUpscaleCase:
-    name: str
-    batch: int
-    channels: int
-    out_channels: int
-    lr: tuple[int, int]
-    out: tuple[int, int]
-    arbitrary_maps: bool  # random (non-monotone, repeated) maps instead of Meta-SR's, with both border lines
-
-
-META_UPSCALE_CASES = (
-    MetaUpscaleCase("x2 on 5x7", 1, 8, 3, (5, 7), (10, 14), False),
-    MetaUpscaleCase("x3.5 (7 phases per axis) on 4x6", 1, 8, 3, (4, 6), (14, 21), False),
-    MetaUpscaleCase("arbitrary maps through the border lines, 2 images, 5 outputs", 2, 3, 5, (5, 4), (9, 11), True),
-)
-
-
-def _meta_sr_axis(n_lr: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Meta-SR's map of one axis: LR line floor(i n_lr / n_out), phase index of (i n_lr mod n_out)."""
-    i = torch.arange(n_out)
-    return (i * n_lr) // n_out, torch.unique((i * n_lr) % n_out, return_inverse=True)[1]
-
-
-def _arbitrary_axis(n_lr: int, n_out: int, phases: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    source = torch.randint(0, n_lr, (n_out,), generator=g)
-    source[0], source[-1] = n_lr - 1, 0  # both border lines, read where the zero padding matters
-    return source, torch.randint(0, phases, (n_out,), generator=g)
-
-
-def meta_upscale_inputs(case: MetaUpscaleCase, device: torch.device, seed: int = 0) -> list[torch.Tensor]:
-    """(features, table, row_source, row_phase, col_source, col_phase) for one case, float32 on `device`."""
-    g = torch.Generator().manual_seed(seed)
-    (h, w), (height, width) = case.lr, case.out
-    if case.arbitrary_maps:
-        rows, cols = _arbitrary_axis(h, height, 3, g), _arbitrary_axis(w, width, 2, g)
-    else:
-        rows, cols = _meta_sr_axis(h, height), _meta_sr_axis(w, width)
-    phases = (int(rows[1].max()) + 1, int(cols[1].max()) + 1)
-    features = torch.rand(case.batch, case.channels, h, w, generator=g)
-    taps = 9 * case.channels
-    table = torch.randn(*phases, taps, case.out_channels, generator=g) / math.sqrt(taps)
-    return [features.to(device), table.to(device), *(t.to(device) for t in (*rows, *cols))]
-
-
-def _meta_upscale_tests(forward: Forward, backward: Backward | None, device: torch.device) -> Iterator[Test]:
-    from .meta_upscale import torch_forward
-
-    for case in META_UPSCALE_CASES:
-        state: dict[str, Any] = {}
-
-        def forward_test(case: MetaUpscaleCase = case, state: dict = state) -> list[Outcome]:
-            features, table, *maps = meta_upscale_inputs(case, device, seed=META_UPSCALE_CASES.index(case))
-            state["inputs"] = (features, table, *maps)
-            state["leaves"] = leaves = [features.clone().requires_grad_(), table.clone().requires_grad_()]
-            state["reference"] = reference = torch_forward(*leaves, *maps)
-            return [(f"forward, {case.name}", relative_error(forward(features, table, *maps), reference))]
-
-        def backward_test(case: MetaUpscaleCase = case, state: dict = state) -> list[Outcome]:
-            seed = torch.Generator().manual_seed(100 + META_UPSCALE_CASES.index(case))
+        def backward_test(case: SelfTestCase = case, index: int = index, state: dict = state) -> list[Outcome]:
+            seed = torch.Generator().manual_seed(100 + index)
             grad_out = torch.randn(state["reference"].shape, generator=seed).to(device)
             expected = torch.autograd.grad(state["reference"], state["leaves"], grad_out)
-            ours = backward(grad_out, *state["inputs"])
+            ours = gradients.call(backward, state["inputs"], grad_out)
             return [(f"backward d{name}, {case.name}", relative_error(mine, theirs))
-                    for name, mine, theirs in zip(("features", "table"), ours, expected, strict=True)]
+                    for name, mine, theirs in zip(gradients.names, ours, expected, strict=True)]
 
         yield f"forward, {case.name}", forward_test
-        if backward is not None:
+        if gradients is not None:
             yield f"backward, {case.name}", backward_test
-
-
-# -- selective scan (forward only: the compiled backend is inference-only) --------------------------------------
-
-
-@dataclass(frozen=True)
-class SelectiveScanCase:
-    name: str
-    batch: int
-    groups: int
-    per_group: int
-    state: int
-    length: int
-    a_max: float       # A uniform in [-a_max, 0): large values make exp(delta A) underflow to 0
-    delta_shift: float  # added to N(0, 1) delta: large values take softplus past its threshold of 20
-
-
-SELECTIVE_SCAN_CASES = (
-    SelectiveScanCase("b1, 1 group of 20 channels, N 16, L 64", 1, 1, 20, 16, 64, 4.0, 0.0),
-    SelectiveScanCase("b2, 4 groups of 3 channels, N 5, L 37", 2, 4, 3, 5, 37, 4.0, 0.0),
-    SelectiveScanCase("b1, 2 groups, N 17, L 129, A to -200, delta + 19", 1, 2, 3, 17, 129, 200.0, 19.0),
-)
-
-
-def selective_scan_inputs(case: SelectiveScanCase, device: torch.device, seed: int = 0) -> list[torch.Tensor]:
-    """(u, delta, A, B, C, D, delta_bias) for one case, float32 on `device`."""
-    g = torch.Generator().manual_seed(seed)
-    b, groups, d, n, length = case.batch, case.groups, case.groups * case.per_group, case.state, case.length
-    tensors = [torch.randn(b, d, length, generator=g), torch.randn(b, d, length, generator=g) + case.delta_shift,
-               -torch.rand(d, n, generator=g) * case.a_max - 1e-3, torch.randn(b, groups, n, length, generator=g),
-               torch.randn(b, groups, n, length, generator=g), torch.randn(d, generator=g),
-               torch.randn(d, generator=g) * 0.5]
-    return [t.to(device) for t in tensors]
-
-
-def _selective_scan_tests(forward: Forward, backward: Backward | None, device: torch.device) -> Iterator[Test]:
-    from ..encoders.selective_scan import selective_scan_reference
-
-    for index, case in enumerate(SELECTIVE_SCAN_CASES):
-        def forward_test(case: SelectiveScanCase = case, seed: int = index) -> list[Outcome]:
-            inputs = selective_scan_inputs(case, device, seed=seed)
-            return [(f"forward, {case.name}", relative_error(forward(*inputs), selective_scan_reference(*inputs)))]
-
-        yield f"forward, {case.name}", forward_test
-
-
-SELFTESTS: dict[str, Callable[[Forward, Backward | None, torch.device], Iterator[Test]]] = {
-    "rasterize": _rasterize_tests,
-    "meta_upscale": _meta_upscale_tests,
-    "selective_scan": _selective_scan_tests,
-}
 
 
 # ------------------------------------------------------------------------------------------- doctor
@@ -450,10 +300,8 @@ class SelftestRow:
 
 def selftest_rows() -> list[SelftestRow]:
     """Re-run the self-test of every compiled backend that can be had on this machine (compiling it if needed)."""
-    from .build import ExtensionUnavailable, extension, has_cuda_toolchain, list_ops, load_extension
-
     rows = []
-    for op in list_ops():
+    for op in list_ops():  # every op with compiled sources; one without a spec fails: "no self-test is defined"
         for backend in ("cpp", "cuda"):
             if extension(op, backend) is None:
                 continue

@@ -1,6 +1,6 @@
 // Selective scan (Mamba S6, as MambaIR's SS2D calls it), C++/OpenMP CPU backend: FORWARD ONLY (inference; there
 // is no backward, the Python front differentiates the torch path when gradients are needed).
-// Contract: asr_bench/encoders/selective_scan.py. For channel d of D, group g(d) = d / (D / groups), state x in R^N:
+// Contract: asr_bench/ops/selective_scan (its package docstring). For channel d of D, group g(d) = d / (D / groups), state x in R^N:
 //
 //   delta_t = softplus(delta[b, d, t] + delta_bias[d])
 //   x_t     = exp(delta_t * A[d, :]) * x_{t-1} + (delta_t * B[b, g(d), :, t]) * u[b, d, t]      (x_0 = 0)

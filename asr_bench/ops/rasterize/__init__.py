@@ -25,9 +25,10 @@ Gradients flow to sigma_x, sigma_y, rho, coords and colours (as in the official 
 not differentiated). dtype: float32 everywhere (the official kernel is float32); float64 on "torch" and "cpp"
 (for gradcheck). Inputs need not be contiguous. Non-finite parameters are not supported.
 
-The "torch" backend is the specification (rasterize_reference.py); "cpp" (csrc/rasterize/cpu.cpp) bins the
+The "torch" backend is the specification (reference.py); "cpp" (csrc/rasterize/cpu.cpp) bins the
 Gaussians into row bands, is deterministic whatever the thread count, and skips pixels only where fp32 expf is
-exactly 0 (csrc/rasterize/binning.h explains the cut).
+exactly 0 (csrc/rasterize/binning.h explains the cut). The op's self-test cases, benchmark workloads and FLOP
+count are in cases.py; `SPEC` below hands them to the self-test and `bench-ops`.
 """
 from __future__ import annotations
 
@@ -36,8 +37,10 @@ from types import ModuleType
 import torch
 from torch.autograd.function import once_differentiable
 
-from .rasterize_reference import rasterize_reference
-from .usage import record
+from ..spec import Gradients, OpSpec
+from ..usage import record
+from . import cases
+from .reference import rasterize_reference, rasterize_reference_unchunked
 
 OP_NAME = "rasterize"
 
@@ -98,7 +101,10 @@ def rasterize(
     backend: str = "auto",
 ) -> torch.Tensor:
     """Render N 2-D Gaussians into a (3, H, W) image the way GSASR's CUDA op does (contract: module docstring)."""
-    from .build import resolve_backend  # here, so `python -m asr_bench.ops.build` runs a fresh module
+    from ..backends import (
+        resolve_backend,  # here: `asr_bench.ops` imports this front, and `python -m
+    )
+    # asr_bench.ops.build` (or .backends) must find those modules not yet imported
 
     inputs = _checked(sigma_x, sigma_y, rho, coords, colours, height, width)
     name, module = resolve_backend(OP_NAME, backend, colours.device)
@@ -118,6 +124,25 @@ def _compiled_dtypes(backend: str) -> tuple[torch.dtype, ...]:
 
 def compiled_module(backend: str) -> ModuleType | None:
     """The compiled module for a backend name (None for 'torch'); for tests and benchmarks."""
-    from .build import resolve_backend
+    from ..backends import resolve_backend
 
     return resolve_backend(OP_NAME, backend, torch.device("cuda" if backend == "cuda" else "cpu"))[1]
+
+
+def _bench_backends(device: torch.device) -> list[str]:
+    from ..backends import loadable
+
+    return ["torch", *loadable(OP_NAME, device)]
+
+
+SPEC = OpSpec(
+    name=OP_NAME,
+    front=rasterize,
+    reference=rasterize_reference_unchunked,
+    selftest=cases.SELFTEST_CASES,
+    gradients=Gradients((0, 1, 2, 3, 4), ("sigma_x", "sigma_y", "rho", "coords", "colours"), cases.backward_call),
+    workloads=cases.WORKLOADS,
+    bench_backends=_bench_backends,
+    flops=cases.flops,
+    doc="GSASR's Gaussian rasterizer",
+)

@@ -14,6 +14,7 @@ large dmax do not keep every chunk's intermediates alive.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -109,3 +110,10 @@ def rasterize_reference(
         else:
             image += _splat_chunk(*part, height, width, dmax)
     return image.reshape(height, width, 3).permute(2, 0, 1).contiguous()
+
+
+def rasterize_reference_unchunked(*arguments: Any) -> torch.Tensor:
+    """`rasterize_reference(*arguments)` in one chunk and without checkpointing, for the self-test's small cases:
+    checkpointing imports torch._dynamo (seconds at first use), and the self-test runs in every worker process."""
+    height, width = arguments[5], arguments[6]
+    return _splat_chunk(*arguments).reshape(height, width, 3).permute(2, 0, 1)

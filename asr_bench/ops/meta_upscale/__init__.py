@@ -33,27 +33,28 @@ Backends register themselves with `register_backend` (asr_bench.ops.build does t
 `backend="auto"` picks `cuda` > `cpp` > `torch` among the live ones that handle the tensor's device and dtype
 (a `Backend` declares `dtypes`; float32/float64 unless it says otherwise; the reference takes fp16/bf16 too).
 A backend with a `build` (the compiled ones) runs only after passing its self-test on the device
-(asr_bench/ops/selftest.py); which backend a call ran is recorded (asr_bench/ops/usage.py).
+(asr_bench/ops/selftest.py, with the cases of cases.py); which backend a call ran is recorded
+(asr_bench/ops/usage.py). The reference is reference.py; `SPEC` below describes the op to the self-test and
+`bench-ops`.
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
-from ..errors import UnknownName, UserError
-from .usage import record
-
-if TYPE_CHECKING:
-    from .selftest import Verdict
+from ...errors import UnknownName, UserError
+from ..backends import warn_once
+from ..build import ExtensionUnavailable, extension, has_cuda_toolchain, load_extension
+from ..selftest import Verdict, verdict, warn_disabled
+from ..spec import Gradients, OpSpec
+from ..usage import record
+from . import cases
+from .reference import torch_forward
 
 PRIORITY = ("cuda", "cpp", "torch")
 TABLE_BUDGET_BYTES = 256 * 2**20     # largest weight table built at once (then rows are processed in blocks)
-GATHER_BUDGET_BYTES = 64 * 2**20     # largest im2col block the torch reference materialises
 
 WeightFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -87,7 +88,7 @@ _DISCOVERED = False
 
 
 def register_backend(backend: Backend) -> None:
-    """Make a backend live (asr_bench.ops.build calls this once a compiled extension has loaded)."""
+    """Make a backend live (`_discover` calls this once a compiled extension has loaded)."""
     BACKENDS[backend.name] = backend
 
 
@@ -98,21 +99,28 @@ def live_backends() -> list[str]:
 
 
 def _discover() -> None:
-    """Give asr_bench.ops.build (if present) one chance to register compiled backends."""
+    """Register, once per process, the compiled backends that load here (csrc/meta_upscale, asr_bench.ops.build)."""
     global _DISCOVERED
     if _DISCOVERED:
         return
     _DISCOVERED = True
     try:
-        build = importlib.import_module("asr_bench.ops.build")
-    except ImportError:
-        return
-    loader = getattr(build, "load_meta_upscale", None)
-    if callable(loader):
+        _register_compiled()
+    except Exception:  # noqa: BLE001 - a failed build leaves the torch reference in charge
+        pass
+
+
+def _register_compiled() -> None:
+    for backend, devices in (("cuda", {"cuda"}), ("cpp", {"cpu"})):
+        if extension("meta_upscale", backend) is None or (backend == "cuda" and not has_cuda_toolchain()):
+            continue  # no source, or no GPU here: nothing to warn about
         try:
-            loader()
-        except Exception:  # noqa: BLE001 - a failed build leaves the torch reference in charge
-            pass
+            module = load_extension("meta_upscale", backend)
+        except ExtensionUnavailable as error:
+            warn_once("meta_upscale", backend, str(error), "the next backend")
+            continue
+        register_backend(Backend(backend, frozenset(devices), module.forward, getattr(module, "backward", None),
+                                 build=module.__name__))
 
 
 def select_backend(name: str, device: torch.device, dtype: torch.dtype = torch.float32) -> Backend:
@@ -133,8 +141,6 @@ def select_backend(name: str, device: torch.device, dtype: torch.dtype = torch.f
         else:
             backend = BACKENDS["torch"]
         if failed:
-            from .selftest import warn_disabled
-
             fallback = "the torch reference" if backend.name == "torch" else f"the {backend.name} backend"
             for verdict in failed:
                 warn_disabled(verdict, fallback)
@@ -158,8 +164,6 @@ def _self_test(backend: Backend, device: torch.device) -> Verdict | None:
     """The self-test verdict of a compiled backend on `device` (None for one without a build: not compiled)."""
     if backend.build is None:
         return None
-    from .selftest import verdict
-
     return verdict("meta_upscale", backend.name, backend.build, device, backend.forward, backend.backward)
 
 
@@ -253,41 +257,22 @@ class _CompiledMetaUpscale(torch.autograd.Function):
         return None, grad_features, grad_table, None, None, None, None
 
 
-# ------------------------------------------------------------------------------------ torch reference
-
-
-def torch_forward(
-    features: torch.Tensor,
-    table: torch.Tensor,
-    row_source: torch.Tensor,
-    row_phase: torch.Tensor,
-    col_source: torch.Tensor,
-    col_phase: torch.Tensor,
-    gather_budget_bytes: int = GATHER_BUDGET_BYTES,
-) -> torch.Tensor:
-    """Reference: im2col of the LR 3x3 neighbourhood of every output pixel, dotted with its filter.
-
-    Rows are grouped by phase so one (W, 9C, O) slice of the table serves all of them, and gathered in
-    blocks of at most `gather_budget_bytes`, so memory stays bounded at any output size. Differentiable.
-    """
-    batch, channels = features.shape[:2]
-    height, width, out_channels = row_source.numel(), col_source.numel(), table.shape[-1]
-    padded = F.pad(features, (1, 1, 1, 1))
-    taps = torch.arange(3, device=features.device)
-    col_taps = (col_source[:, None] + taps)[None, :, None, :]          # (1, W, 1, 3) in padded coordinates
-    bytes_per_row = batch * width * 9 * channels * features.element_size()
-    rows_per_block = max(1, gather_budget_bytes // max(1, bytes_per_row))
-    out = features.new_zeros(batch, out_channels, height, width)
-    for phase in torch.unique(row_phase).tolist():
-        phase_rows = torch.nonzero(row_phase == phase).flatten()
-        weights = table[phase, col_phase]                               # (W, 9C, O)
-        for block in phase_rows.split(rows_per_block):
-            row_taps = (row_source[block][:, None] + taps)[:, None, :, None]   # (n, 1, 3, 1)
-            patch = padded[:, :, row_taps, col_taps]                    # (B, C, n, W, 3, 3)
-            patch = patch.permute(0, 2, 3, 1, 4, 5).reshape(batch, block.numel(), width, 9 * channels)
-            out[:, :, block, :] = torch.einsum("bnwk,wko->bonw", patch, weights)
-    return out
-
-
 register_backend(Backend("torch", frozenset({"cpu", "cuda", "mps"}), torch_forward,
                          dtypes=frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})))
+
+
+def _bench_backends(device: torch.device) -> list[str]:
+    return ["torch", *[b for b in live_backends() if b != "torch" and device.type in BACKENDS[b].devices]]
+
+
+SPEC = OpSpec(
+    name="meta_upscale",
+    front=meta_upscale_table,
+    reference=torch_forward,
+    selftest=cases.SELFTEST_CASES,
+    gradients=Gradients((0, 1), ("features", "table"), cases.backward_call),
+    workloads=cases.WORKLOADS,
+    bench_backends=_bench_backends,
+    flops=cases.flops,
+    doc="Meta-SR's meta-upscale (gather + per-phase 3x3 filter)",
+)
