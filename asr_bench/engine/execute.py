@@ -116,6 +116,9 @@ def unsupported_record(case: Case, config: Config, device: torch.device,
 def execute_case(case: Case, config: Config, device: torch.device, sink: Sink, progress: bool = True,
                  provenance: dict[str, Any] | None = None) -> CaseRecord:
     """Run one case to a final CaseRecord, handed to the sink before returning."""
+    from .allocator import apply_steady
+
+    apply_steady()  # every case, every method: the same malloc setting (a no-op after the first case)
     protocol = make_protocol(config)
     base = base_record(case, config, device, protocol.label, provenance)
     if not case_supported(case):
