@@ -37,6 +37,8 @@ from .tables import (
     accuracy_csv, accuracy_latex, accuracy_markdown, cost_csv, cost_header, cost_latex, cost_markdown,
     figure_note_lines, frame_rate_note, latex_document, published_csv, published_display, published_latex, published_markdown,
     published_rows, variant_cells, variant_csv, variant_header, variant_latex, variant_markdown, variant_notes,
+    pairwise_csv, time_pairwise_csv, paired_entries, paired_display, rank_rows, significance_rule, few_images_note,
+    RANK_NOTE, _pairs_note,
 )
 from .visuals import VisualRow, figure_png, visual_rows
 
@@ -321,7 +323,7 @@ def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str,
     data = dataclasses.replace(stored, cases=with_variant_labels(stored.cases))  # fp32 and bf16 rows kept apart
     published_numbers = load_published(published_dir)
     metrics = configured_metrics(data.run)
-    tables = accuracy_tables(data.cases, published_numbers, metrics)
+    tables = accuracy_tables(data.cases, published_numbers, metrics, images=data.images)
     cost = cost_rows(data.cases)
     published = published_rows(tables)
     plots = all_plots(data.cases)
@@ -337,7 +339,8 @@ def _write_all(data: RunData, published_dir: Path | None, tables: Any, cost: Any
     tables_dir = data.run_dir / "tables"
     texts = {"accuracy.md": accuracy_markdown(tables, data.cases), "accuracy.tex": accuracy_latex(tables, data.cases),
              "accuracy.csv": accuracy_csv(tables), "cost.md": cost_markdown(cost, data.cases),
-             "cost.tex": cost_latex(cost, data.cases), "cost.csv": cost_csv(cost)}
+             "cost.tex": cost_latex(cost, data.cases), "cost.csv": cost_csv(cost),
+             "pairwise.csv": pairwise_csv(tables), "time_pairwise.csv": time_pairwise_csv(data.cases)}
     inputs = [name for name, has in (("accuracy", bool(tables)), ("cost", bool(cost))) if has]
     if variants[0]:
         texts |= {"precision.md": variant_markdown(*variants), "precision.tex": variant_latex(*variants),
