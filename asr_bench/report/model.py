@@ -107,6 +107,15 @@ def fmt_delta(value: float, places: int) -> str:
     return f"{value:+.{places}f}"
 
 
+def delta_sign(delta: float, places: int | None, metric: str) -> str:
+    """'same' when |delta| is below half the last printed digit of the published number (rounding cannot tell them
+    apart: 32.38 printed stands for 32.375..32.385), else 'better' / 'worse' for us. Unknown precision: the metric's."""
+    digits = places if places is not None and places >= 0 else decimals(metric)
+    if abs(delta) < 0.5 * 10 ** (-digits):
+        return "same"
+    return "better" if ((delta < 0) if lower_better(metric) else (delta > 0)) else "worse"
+
+
 def delta_places(published_places: int | None, metric: str) -> int:
     """A delta is shown to the published value's precision plus two digits, so a 4-decimal reproduction of a
     2-decimal paper number is visible; the metric's own decimals where the precision is not known."""
