@@ -62,7 +62,7 @@ def _md_table(header: list[str], rows: list[list[str]], align: list[str]) -> str
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "–": "--", "—": "---", "×": r"$\times$", "†": r"$^\dagger$", "±": r"$\pm$", "Δ": r"$\Delta$",
-                  "−": "$-$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "µ": r"$\mu$", "·": r"$\cdot$", "≈": r"$\approx$", "≥": r"$\geq$", "≤": r"$\leq$"}
+                  "−": "$-$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "µ": r"$\mu$", "·": r"$\cdot$", "≈": r"$\approx$", "<": "$<$", ">": "$>$", "≥": r"$\geq$", "≤": r"$\leq$"}
 
 
 def latex_escape(text: str) -> str:
@@ -72,12 +72,13 @@ def latex_escape(text: str) -> str:
 # The page the LaTeX tables are laid out for: A4 with 2.5 cm margins (tables.tex sets exactly that), every table in
 # \small, no \resizebox (a paper's tables share one font size). A table wider than the text is split into stacked
 # tabulars (accuracy) or turned sideways (cost and the other row tables); a float taller than the budget continues
-# in the next float. Widths are estimated from the cell texts at \small (digits 5 pt, letters about 5.2 pt).
+# in the next float. Widths are estimated from the cell texts at \small (digits 4.6 pt, letters about 4.3 pt, and a
+# margin): the compile test (tests/test_latex_compile.py) checks the estimate leaves no overfull box.
 LATEX_TEXT_WIDTH_PT = 455.0
 LATEX_TEXT_HEIGHT_PT = 700.0
 LATEX_FLOAT_BUDGET_PT = 560.0   # caption, tabulars and notes of one float; the rest is slack for LaTeX's own spacing
 LATEX_SIZE = r"\small"
-_CHAR_PT, _ROW_PT, _NOTE_LINE_PT, _PAD_PT = 5.4, 11.5, 11.0, 12.0
+_CHAR_PT, _ROW_PT, _NOTE_LINE_PT, _PAD_PT = 4.8, 11.5, 11.0, 12.0
 LATEX_LABEL_MAX_PT = 110.0      # longer method names wrap in a ragged-right column of this width
 LATEX_PREAMBLE = ("% requires \\usepackage{booktabs,array,rotating}; laid out for a 455 pt (16 cm) text width\n")
 
@@ -434,27 +435,17 @@ def paired_latex(table: AccuracyTable) -> str:
     if not entries:
         return ""
     rows = [paired_display(e) for e in entries]
-    labels = ordered_unique([latex_escape(r[1]) for r in rows] + [latex_escape(r[2]) for r in rows])
-    spec, _ = _label_spec(labels)
-    head = [rf"\begin{{tabular}}{{l{spec}{spec}rrrrr}}", r"\toprule",
-            r"Case & Best & vs & $\Delta$ & 95\,\% interval & $p$ & $p$ (Holm) & $n$ \\", r"\midrule"]
-    blocks, chunk = [], []
-    per_block = max(5, int((LATEX_FLOAT_BUDGET_PT - 120) / _ROW_PT / 1.5))
+    tabular = [r"\begin{tabular}{lllrrrrr}", r"\toprule",
+               r"Case & Best & vs & $\Delta$ & 95\,\% interval & $p$ & $p$ (Holm) & $n$ \\", r"\midrule"]
     for row in rows:
-        chunk.append(" & ".join([latex_escape(row[0]), latex_escape(row[1]), latex_escape(row[2]),
-                                 latex_escape(row[3]).replace("-", "$-$", 1) if row[3].startswith("-") else latex_escape(row[3]),
-                                 latex_escape(row[4]).replace("-", "$-$"), latex_escape(row[5]), latex_escape(row[6]),
-                                 row[7]]) + r" \\")
-        if len(chunk) == per_block:
-            blocks.append(chunk)
-            chunk = []
-    if chunk:
-        blocks.append(chunk)
-    packed = [([*head, *b, r"\bottomrule", r"\end{tabular}"], (len(b) * 1.5 + 3) * _ROW_PT) for b in blocks]
+        minus = [latex_escape(c).replace("-", "$-$") for c in row[3:5]]
+        tabular.append(" & ".join([latex_escape(row[0]), latex_escape(row[1]), latex_escape(row[2]), *minus,
+                                   latex_escape(row[5]), latex_escape(row[6]), row[7]]) + r" \\")
+    tabular += [r"\bottomrule", r"\end{tabular}"]
     tests = ordered_unique(str(e["test"]) for e in entries)
     note = latex_escape(_pairs_note(table).replace("the last column", ", ".join(tests)))
-    return latex_floats(f"Paired differences, best vs second best per column (protocol: {latex_escape(table.protocol)}).",
-                        packed, [note, latex_escape(few_images_note(table))] if few_images_note(table) else [note])
+    return _row_table(f"Paired differences, best vs second best per column (protocol: {latex_escape(table.protocol)}).",
+                      tabular, [note, latex_escape(few_images_note(table))] if few_images_note(table) else [note])
 
 
 def _csv_value(value: object) -> object:
