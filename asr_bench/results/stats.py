@@ -181,11 +181,13 @@ def pairwise(images: Any, cases: Any, metrics: Any = None, settings: Settings = 
                     row["p"], row["test"] = paired_test(diffs)
                     batches.setdefault(len(diffs), []).append((len(rows), diffs))
                 rows.append(row)
-    for n, items in batches.items():  # one matrix product per image count
-        low, high = bootstrap_interval(np.stack([d for _, d in items]), settings.resamples, settings.seed,
-                                       settings.level)
-        for (position, _), lo, hi in zip(items, low, high):
-            rows[position]["low"], rows[position]["high"] = float(lo), float(hi)
+    for n, items in batches.items():  # one matrix product per image count, in blocks that keep memory small
+        for start in range(0, len(items), 256):
+            block = items[start:start + 256]
+            low, high = bootstrap_interval(np.stack([d for _, d in block]), settings.resamples, settings.seed,
+                                           settings.level)
+            for (position, _), lo, hi in zip(block, low, high):
+                rows[position]["low"], rows[position]["high"] = float(lo), float(hi)
     frame = pd.DataFrame(rows, columns=[c for c in PAIR_COLUMNS if c not in ("p_adjusted", "family_size",
                                                                            "significant")])
     return _adjust(frame, settings.alpha)[PAIR_COLUMNS]
