@@ -644,7 +644,7 @@ def _mark_fastest(rows: list[CostRow], cases: Sequence[CaseRecord]) -> None:
     measured = [c for c in cases if c.status in (OK, NO_WEIGHTS) and c.time_ms is not None]
     if not measured:
         return
-    frame = time_pairwise(cases_frame(measured))
+    frame = time_pairwise(cases_frame(measured), intervals=False)
     verdict = {}
     for row in frame.to_dict("records"):
         key = (row["dataset"], row["scale"], row["protocol"])

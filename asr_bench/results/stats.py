@@ -219,9 +219,10 @@ def time_test(a: Any, b: Any) -> tuple[float, str]:
     return float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue), "mann-whitney"
 
 
-def time_pairwise(cases: Any, settings: Settings = Settings()) -> Any:
+def time_pairwise(cases: Any, settings: Settings = Settings(), intervals: bool = True) -> Any:
     """Pairs of measured cases (same dataset x scale x protocol x precision x device) compared on their timed calls
-    (`time_samples_ms`); delta = median a - median b in ms. Cases stored without their timed calls have NaN p."""
+    (`time_samples_ms`); delta = median a - median b in ms. Cases stored without their timed calls have NaN p.
+    `intervals=False` skips the bootstrap (the cost table's marks need only the tests)."""
     import pandas as pd
 
     if cases is None or len(cases) == 0 or "time_samples_ms" not in cases.columns:
@@ -235,7 +236,7 @@ def time_pairwise(cases: Any, settings: Settings = Settings()) -> Any:
             sa, sb = list(sa or []), list(sb or [])
             p, test = time_test(sa, sb)
             low, high = (median_difference_interval(sa, sb, settings.resamples, settings.seed, settings.level)
-                         if len(sa) >= 2 and len(sb) >= 2 else (np.nan, np.nan))
+                         if intervals and len(sa) >= 2 and len(sb) >= 2 else (np.nan, np.nan))
             rows.append({"protocol": protocol, "precision": precision, "device": device, "dataset": dataset,
                          "scale": scale, "method_a": a, "method_b": b, "n_a": len(sa), "n_b": len(sb),
                          "median_a": float(ta), "median_b": float(tb), "delta": float(ta) - float(tb),
