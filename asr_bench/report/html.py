@@ -337,7 +337,7 @@ def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str,
     tables = accuracy_tables(data.cases, published_numbers, metrics, images=data.images)
     cost = cost_rows(data.cases)
     published = published_rows(tables)
-    plots = all_plots(data.cases)
+    plots = all_plots(data.cases, published_numbers)
     variants = variant_rows(stored.cases, metrics)
     with _temp_dir(data.run_dir) as temp_dir:
         return _write_all(data, published_dir, tables, cost, published, plots, temp_dir, variants, stored)
