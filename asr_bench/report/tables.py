@@ -92,7 +92,11 @@ def _visible(text: str) -> str:
 
 
 def _text_pt(text: str) -> float:
-    return len(_visible(text)) * _CHAR_PT
+    """Estimated width at \\small (9 pt Computer Modern): capitals are wider than digits, lower case a bit narrower."""
+    width = 0.0
+    for ch in _visible(text):
+        width += 6.6 if ch.isupper() else 4.6 if ch.isdigit() else 4.4 if ch.islower() else 3.2 if ch in ".,:;!|()[]' " else 5.0
+    return width * 1.04
 
 
 def _label_spec(labels: Sequence[str]) -> tuple[str, float]:
@@ -183,6 +187,8 @@ def significance_rule(table: AccuracyTable, markdown: bool = False) -> str:
         return (f"Best per column in {bold}, second best {second} (not tested for significance: no per-image values). "
                 "↑ higher is better, ↓ lower is better.")
     family = sorted({int(n) for n in table.pairs["family_size"]}) if len(table.pairs) else [0]  # type: ignore[index]
+    if family == [0]:
+        return "One method per column: nothing to compare or bold. ↑ higher is better, ↓ lower is better."
     return (f"{bold} = best in its column and better than the second best by a paired test on the per-image values "
             f"(exact sign-flip up to {EXACT_MAX_N} images, Wilcoxon signed-rank above), Holm-adjusted across the "
             f"{'/'.join(map(str, family))} comparisons of this table, p < {ALPHA}; ≈ = the best and every method it "
