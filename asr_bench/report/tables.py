@@ -92,11 +92,11 @@ def _visible(text: str) -> str:
 
 
 def _text_pt(text: str) -> float:
-    """Estimated width at \\small (9 pt Computer Modern): capitals are wider than digits, lower case a bit narrower."""
+    """Estimated width at \\small: capitals are wider than digits, lower case a bit narrower."""
     width = 0.0
     for ch in _visible(text):
         width += 6.6 if ch.isupper() else 4.6 if ch.isdigit() else 4.4 if ch.islower() else 3.2 if ch in ".,:;!|()[]' " else 5.0
-    return width * 1.04
+    return width * 1.16  # the per-character widths are 9 pt ones; \\small of an 11 pt article is 10 pt
 
 
 def _label_spec(labels: Sequence[str]) -> tuple[str, float]:
