@@ -16,7 +16,7 @@ from ..results.csv_views import csv_text
 from ..results.schema import CaseRecord
 from ..results.stats import ALPHA, EXACT_MAX_N, min_sign_flip_p
 from .model import (
-    FIGURE_NOTES, TIME_RULE, rank_summary, FRAME_RATES, MISSING, AccuracyTable, Cell, CostRow, VariantRow, column_chunks, cost_only_summary, dataset_title,
+    FIGURE_NOTES, TIME_RULE, few_repeats_note, rank_summary, FRAME_RATES, MISSING, AccuracyTable, Cell, CostRow, VariantRow, column_chunks, cost_only_summary, dataset_title,
     decimals, delta_places, fmt, fmt_delta, fmt_rate, footnote_mark, frame_rate_reasons, has_frame_rates,
     lower_better, metric_sort_key, metric_title, ordered_unique, scale_title, unsupported_summary,
     with_variant_labels,
@@ -204,7 +204,7 @@ def few_images_note(table: AccuracyTable) -> str:
         return ""
     parts = ordered_unique(f"{dataset_title(str(d))} ({int(n)} images)" for d, n in zip(small["dataset"], small["n"]))
     n = int(small["n"].max())
-    return (f"{', '.join(parts)}: with {n} images the smallest p an exact paired test can give is 2/2^{n} = "
+    return (f"{', '.join(parts)}: with {n} images the smallest p an exact paired test can give is 2/{2 ** n} = "
             f"{min_sign_flip_p(n):.4f} ≥ {ALPHA}, so no difference there can be significant however large and "
             "consistent it is; ≈ then means not established, not equal. The paired differences table gives each "
             "mean difference with its 95 % interval, which still says how large it is.")
@@ -658,7 +658,7 @@ def cost_notes(rows: Sequence[CostRow], cases: Sequence[CaseRecord] = (), markdo
     notes = [timing_note(rows), f"memory = {', '.join(kinds)}" if kinds else "memory not measured (profiling.memory: false)",
              f"FPS = 1000 / time; time: {TIME_RULE.replace('fastest in bold', f'fastest in {bold}')}",
              f"smallest memory per dataset and scale in {bold} (one reading per case, not tested)"]
-    notes += [line for line in (frame_rate_note(rows), *frame_rate_reasons(rows)) if line]
+    notes += [line for line in (few_repeats_note(cases), frame_rate_note(rows), *frame_rate_reasons(rows)) if line]
     notes += figure_note_lines(rows)
     if any(r.random_weights for r in rows):
         notes.append("* = random weights (no checkpoint): cost only, no accuracy")
