@@ -1,6 +1,6 @@
 """The shared encoders: strict loading under every official naming, checked against hand-written forwards.
 
-Key names and shapes come from the research tables (../shared/research/*.tsv, liif.md) and the real LIIF
+Key names and shapes come from the research tables (tests/data/keys/*.tsv, docs/encoders.md) and the real LIIF
 checkpoint; each output is compared with a functional forward written here with F.conv2d over the *official*
 state dict, so a wrong key map, a missing skip or a wrong block order fails.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 
 import pytest
-from conftest import research_key_table
+from conftest import key_table
 import torch
 import torch.nn.functional as F
 
@@ -19,9 +19,9 @@ from asr_bench.errors import UnknownName, UserError
 
 
 
-def research_table(name: str) -> list[tuple[str, tuple[int, ...], str]]:
-    """(key, shape, dtype) encoder rows of a research .tsv (both column layouts); skip when absent."""
-    return [(key, shape, dtype) for part, key, shape, dtype in research_key_table(name) if part in ("", "encoder")]
+def official_table(name: str) -> list[tuple[str, tuple[int, ...], str]]:
+    """(key, shape, dtype) encoder rows of an official key table (both column layouts)."""
+    return [(key, shape, dtype) for part, key, shape, dtype in key_table(name) if part in ("", "encoder")]
 
 
 def random_state(rows, seed: int = 0, buffers: dict | None = None) -> dict[str, torch.Tensor]:
@@ -90,7 +90,7 @@ def test_edsr_baseline_real_liif_checkpoint(liif_checkpoint):
     ("igconv_keys_EDSR_IGConv_DIV2K.tsv", "edsr", {}, True, 0.1, 32),
 ])
 def test_edsr_basicsr_naming(table, name, kwargs, global_skip, res_scale, n_blocks):
-    rows = [r for r in research_table(table) if not r[0].startswith(("upsample.", "skip."))]
+    rows = [r for r in official_table(table) if not r[0].startswith(("upsample.", "skip."))]
     sd = random_state(rows)
     enc = build_encoder(name, **kwargs).eval()
     scheme = "gsasr" if table.startswith("gsasr") else "igconv"
@@ -168,7 +168,7 @@ def liif_rdn_rows(config: str):
 ])
 def test_rdn_namings(source, scheme, config):
     if source.endswith(".tsv"):
-        rows = [r for r in research_table(source) if not r[0].startswith(("UPNet.", "skip."))]
+        rows = [r for r in official_table(source) if not r[0].startswith(("UPNet.", "skip."))]
     else:
         rows = liif_rdn_rows(config)
     sd = random_state(rows, seed=3)
@@ -331,7 +331,7 @@ def test_swinir_rejects_mismatched_depths():
     ("igconv_keys_SwinIR_IGConvPlus_DIV2K.tsv", "igconv", None),
 ])
 def test_swinir_official_tables_load_strictly(table, scheme, out_features):
-    rows = [r for r in research_table(table) if not r[0].startswith(("upsample.", "skip."))]
+    rows = [r for r in official_table(table) if not r[0].startswith(("upsample.", "skip."))]
     enc = build_encoder("swinir", out_features=out_features).eval()
     assert encoder_keys(enc, scheme) == [r[0] for r in rows]
     sd = random_state(rows, seed=7, buffers=swin_buffers(8))
