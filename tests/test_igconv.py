@@ -14,7 +14,7 @@ import torch
 import asr_bench as ab
 from asr_bench.errors import UnsupportedScale, UserError
 
-KEY_TABLES = Path(__file__).resolve().parent / "data" / "keys"
+KEY_TABLE_DIR = Path(__file__).resolve().parent / "data" / "keys"
 IGCONV_DOC = Path(__file__).resolve().parent.parent / "docs" / "methods" / "igconv.md"
 PUBLISHED = Path(__file__).resolve().parent.parent / "asr_bench" / "published" / "igconv.csv"
 DIV2K_MEAN = np.array([0.4488, 0.4371, 0.4040])
@@ -22,7 +22,7 @@ DIV2K_MEAN = np.array([0.4488, 0.4371, 0.4040])
 
 def key_table_file(name: str) -> Path:
     """An official key table (tests/data/keys/*.tsv: key, shape, dtype of the released state dict)."""
-    return KEY_TABLES / name
+    return KEY_TABLE_DIR / name
 
 
 def tsv_state_dict(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
