@@ -3,7 +3,8 @@
 detected file builds and loads strictly through build_model(checkpoint=...) and a `{checkpoint: path}` config entry.
 
 State dicts are built from the tables (keys and shapes as the official classes save them; meta tensors where only
-shapes are read) and from the dossiers' key lists (liif.md §4, metasr.md §1.2 and §2.1) for files without a table.
+shapes are read) and from the key lists of docs/methods/liif.md §4 and docs/methods/metasr.md §1.2, §2.1 for files
+without a table.
 """
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def test_hyperparameters_come_from_the_shapes():
 
 
 def test_the_new_families_hyperparameters_come_from_the_shapes():
-    """Numbers from the research dossiers (igconv.md §3, gsasr.md) and the encoders' docs, not from the presets."""
+    """Numbers from docs/methods/igconv.md §3, docs/methods/gsasr.md and the encoders' docs, not from the presets."""
     def hyper(table):
         return ab.detect_checkpoint(official_container(table)).hyperparameters
 

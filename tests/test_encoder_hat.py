@@ -1,7 +1,7 @@
 """HAT / HAT-L / HAT-RoPE encoder: equals a slow per-window re-derivation of its definition; official key tables
 (IGConv's HAT, GSASR's ultra HAT-L) load strictly through build_model; capability flags are what the tests show.
 
-The reference below is written from the definitions only (research/gsasr.md §2.4, the HAT paper): per-token
+The reference below is written from the definitions only (docs/methods/gsasr.md §2.4, the HAT paper): per-token
 attention over its (shifted) window with the region rule of the shift mask evaluated per token pair, the
 overlapping cross-attention over an explicitly zero-padded neighbourhood, channel attention as explicit means,
 RoPE as real cos/sin rotations of channel pairs, all in float64.

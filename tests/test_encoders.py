@@ -1,6 +1,6 @@
 """The shared encoders: strict loading under every official naming, checked against hand-written forwards.
 
-Key names and shapes come from the research tables (tests/data/keys/*.tsv, docs/encoders.md) and the real LIIF
+Key names and shapes come from the official key tables (tests/data/keys/*.tsv, docs/encoders.md) and the real LIIF
 checkpoint; each output is compared with a functional forward written here with F.conv2d over the *official*
 state dict, so a wrong key map, a missing skip or a wrong block order fails.
 """
@@ -45,7 +45,7 @@ def conv(x, sd, name, pad=None):
 
 
 def edsr_reference(x, sd, naming: str, n_blocks: int, res_scale: float, global_skip: bool):
-    """EDSR written from liif.md §2.1 / gsasr.md §2.1 with the official key names."""
+    """EDSR written from docs/methods/liif.md §2.1 / docs/methods/gsasr.md §2.1 with the official key names."""
     if naming == "liif":
         first, c1, c2, last = "head.0", "body.{}.body.0", "body.{}.body.2", f"body.{n_blocks}"
     else:
@@ -131,7 +131,7 @@ def test_edsr_liif_naming_round_trip_and_strictness():
 
 
 def rdn_reference(x, sd, n_blocks: int, n_convs: int):
-    """RDN written from liif.md §2.2 with the official key names."""
+    """RDN written from docs/methods/liif.md §2.2 with the official key names."""
     f1 = conv(x, sd, "SFENet1")
     y = conv(f1, sd, "SFENet2")
     outs = []
@@ -145,7 +145,7 @@ def rdn_reference(x, sd, n_blocks: int, n_convs: int):
 
 
 def liif_rdn_rows(config: str):
-    """The key table of liif.md §2.2 (configs B and A), written out from the dossier's text."""
+    """The key table of docs/methods/liif.md §2.2 (configs B and A), written out from that page's text."""
     n_blocks, n_convs, growth = {"B": (16, 8, 64), "A": (20, 6, 32)}[config]
     rows = [("SFENet1.weight", (64, 3, 3, 3)), ("SFENet1.bias", (64,)),
             ("SFENet2.weight", (64, 64, 3, 3)), ("SFENet2.bias", (64,))]

@@ -258,7 +258,7 @@ def _attend(q, k, v, heads, bias=None, cis=None):
 
 
 def reference_fea2gs(sd, feat, scale, ws, heads, n_cross, n_cross_layers, n_self, n_self_layers, rope):
-    """The Fea2GS forward of research/gsasr.md §3.2-3.3, functional, on the official state dict (float64)."""
+    """The Fea2GS forward of docs/methods/gsasr.md §3.2-3.3, functional, on the official state dict (float64)."""
     b, _, h, w = feat.shape
     hc, wc = h // ws, w // ws
     nwin = hc * wc

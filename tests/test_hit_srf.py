@@ -16,7 +16,7 @@ from asr_bench.encoders import build_encoder, load_encoder_state
 # per cell); embed 80 gives the position MLP 5 hidden units (dim // 16), as the released 60 gives it 3
 TINY = dict(embed_dim=80, depths=(3, 4), num_heads=(2, 4), base_win_size=(4, 4), hier_win_ratios=(0.5, 1, 2, 3),
             mlp_ratio=2.0)
-# research/igconv.md §4: keys and parameters of the released HiT-SRF models
+# docs/methods/igconv.md §4: keys and parameters of the released HiT-SRF models
 RELEASED = {"igconv": ("igconv_keys_HiT_SRF_IGConv_DIV2K.tsv", 894, 1_381_127),
             "igconv-plus": ("igconv_keys_HiT_SRF_IGConvPlus_DIV2K.tsv", 903, 1_725_447)}
 

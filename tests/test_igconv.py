@@ -1,5 +1,5 @@
 """IGConv / IGConv+: official key tables load strictly, outputs equal a slow float64 re-derivation of the method
-from research/igconv.md, the kernel cache, scale checks and the published numbers."""
+from docs/methods/igconv.md, the kernel cache, scale checks and the published numbers."""
 from __future__ import annotations
 
 import csv
@@ -79,7 +79,7 @@ def test_strict_load_rejects_missing_extra_and_wrong_family_keys():
 
 
 def test_checkpoint_key_preference_follows_the_official_test_configs():
-    """EDSR/PLKSR/SMFANet/HAT/ATD test YAMLs load params_ema, the others params (research/igconv.md §0.8)."""
+    """EDSR/PLKSR/SMFANet/HAT/ATD test YAMLs load params_ema, the others params (docs/methods/igconv.md §0.8)."""
     table = key_table_file("igconv_keys_EDSRbaseline_IGConv_classdefaults_NOTRELEASED.tsv")
     ema, raw = tsv_state_dict(table, seed=1), tsv_state_dict(table, seed=2)
     both = {"params": raw, "params_ema": ema}
@@ -96,7 +96,7 @@ def test_checkpoint_key_preference_follows_the_official_test_configs():
         assert first == ("params_ema" if preset.encoder in ema_families else "params"), name
 
 
-# -- an independent float64 re-derivation of the method (research/igconv.md §1.2, §1.3, §2.1) -----------
+# -- an independent float64 re-derivation of the method (docs/methods/igconv.md §1.2, §1.3, §2.1) -----------
 def hyper_kernel(p: dict[str, np.ndarray], scale: int, channels: int, grouped: bool, max_s: int = 4) -> np.ndarray:
     """W[o, c, kh, kw] for one scale, from the dossier's formulas, row by row in float64."""
     freq, amp = p["freq"][..., 0, 0], p["amplitude"][..., 0, 0]  # [rows, D]

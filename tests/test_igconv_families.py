@@ -1,5 +1,5 @@
 """The IGConv encoder families' paper configs name only registered things, and asr_bench/published/igconv.csv
-holds each family's table exactly as research/igconv.md §7 prints it."""
+holds each family's table exactly as docs/methods/igconv.md §7 prints it."""
 from __future__ import annotations
 
 import csv
