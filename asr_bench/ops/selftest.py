@@ -18,6 +18,7 @@ every self-test and prints the verdicts.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
@@ -165,9 +166,24 @@ def _with(result: Verdict, **changes: Any) -> Verdict:
     return Verdict(**{**asdict(result), **changes})
 
 
+def file_safe(name: str) -> str:
+    """`name` as a portable file-name part: runs of anything but ASCII letters, digits, '.', '_' and '-' become one
+    '_' ('cpu Intel(R) Xeon(R)' -> 'cpu_Intel_R_Xeon_R_'), plus 8 hex digits of the name's sha256 when anything
+    was replaced, so two device names that differ only in such characters never share a verdict file."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    if safe == name and safe not in ("", ".", ".."):
+        return safe
+    return f"{safe}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+
+
+def verdict_file(build: str, device: str) -> Path:
+    """The file a verdict of `build` on the device named `device` (as `device_name` gives it) is stored in."""
+    return verdict_dir() / f"{build}--{file_safe(device)}.json"
+
+
 def _file(key: tuple[str, str, str, str]) -> Path:
     op, backend, build, name = key
-    return verdict_dir() / f"{build}--{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}.json"
+    return verdict_file(build, name)
 
 
 def _read(key: tuple[str, str, str, str]) -> Verdict | None:
