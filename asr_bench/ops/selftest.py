@@ -21,7 +21,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import platform
 import re
 import time
@@ -33,6 +32,7 @@ from typing import Any
 
 import torch
 
+from .. import atomic
 from ..stages import one_time_setup
 from .build import (
     ExtensionUnavailable,
@@ -203,10 +203,7 @@ def _write(result: Verdict) -> None:
     if not math.isfinite(record["max_error"]):
         record["max_error"] = 1e300  # JSON has no inf; anything above the tolerance reads the same
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        scratch.write_text(json.dumps(record, indent=1))
-        scratch.replace(path)  # atomic: a concurrent worker reads the old file or the new one, never half
+        atomic.write_text(path, json.dumps(record, indent=1))  # a concurrent worker reads the old or the new file
     except OSError:
         pass  # a read-only cache only costs a re-run in the next process
 
