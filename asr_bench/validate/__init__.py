@@ -6,9 +6,9 @@ Steps, in order (each in its own process under a time limit, asr_bench/validate/
 hanging step is recorded and the next one runs): environment, op self-tests (every compiled backend of the
 device on each self-test case, forward and backward), the device's tests (`pytest -m cuda` on a GPU, a short
 selection on the CPU), bench-ops rows (ours against the torch reference; the rasterizer's x4 720x720 rows
-against their targets), the official GSASR kernel built from the user's checkout (--official-gsasr), the quick
-config on the device, and the GSASR cost protocol with its stage breakdown. The budget is shared by weight; time
-a step leaves goes to the later ones. On the CPU the sizes are reduced so the whole form runs in CI.
+against their targets), the official GSASR kernel built from the user's checkout (--official-gsasr), the GSASR
+cost protocol with its stage breakdown, and the quick config on the device (last: it has the most cases, and it
+gets the time the earlier steps left). The budget is shared by weight; time a step leaves goes to the later ones. On the CPU the sizes are reduced so the whole form runs in CI.
 
 The report is `<out>/validate.md` and `<out>/validate.json`, rewritten after every step; each step's console
 output is in `<out>/logs/<step>.log`. Exit code 0: every step passed or was skipped with a reason; 1: a step
@@ -42,9 +42,9 @@ STEPS = (
          "ours against the torch reference per op workload (time, peak memory); rasterizer x4 720x720 targets"),
     Step("official-gsasr", f"{_STEPS}:official_gsasr", 1.0,
          "the official GSASR rasterizer built from the user's checkout against ours (agreement, time)"),
-    Step("quick-config", f"{_STEPS}:quick_config", 2.0, "configs/quick.yml on the device"),
     Step("gsasr-cost", f"{_STEPS}:gsasr_cost", 2.0,
          "the GSASR cost protocol (EDSR-baseline, x2/x4/x12, DIV2K-720-style crops) with its stage breakdown"),
+    Step("quick-config", f"{_STEPS}:quick_config", 2.0, "configs/quick.yml on the device"),
 )
 
 

@@ -76,6 +76,8 @@ def run_steps(steps: Sequence[Step], params: dict[str, Any], out_dir: Path, budg
     for index, (step, result) in enumerate(zip(steps, results, strict=True)):
         limit = step_limits([s.weight for s in steps[index:]], budget_s, time.monotonic() - begin)
         run_one(step, result, params, out_dir, limit, env)
+        if result.details.get("device_name"):  # the environment step names the GPU/CPU for the title
+            header = {**header, "device_name": result.details["device_name"]}
         line = (f"[{index + 1}/{len(steps)}] {step.name:<{width}}  {result.status:<7} {result.seconds:7.1f} s "
                 f"(limit {limit:.0f} s)  {result.summary}")
         echo(line)
