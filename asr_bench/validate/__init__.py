@@ -33,14 +33,14 @@ DEFAULT_BUDGET_S = {"cuda": 1500.0, "cpu": 900.0}
 _STEPS = "asr_bench.validate.steps"
 STEPS = (
     Step("environment", f"{_STEPS}:environment", 0.3, "torch, CUDA, the device, compilers, threads"),
-    Step("op-selftest", f"{_STEPS}:op_selftests", 2.0,
+    Step("op-selftest", f"{_STEPS}:op_selftests", 3.0,  # on a fresh GPU machine: two nvcc compiles
          "every compiled backend of the device (built now if needed) against the torch reference on each "
          "self-test case, forward and backward"),
     Step("device-tests", f"{_STEPS}:device_tests", 2.0,
          "the device's tests: `pytest -m cuda` on a GPU, a short selection on the CPU"),
     Step("bench-ops", f"{_STEPS}:bench_ops", 2.0,
          "ours against the torch reference per op workload (time, peak memory); rasterizer x4 720x720 targets"),
-    Step("official-gsasr", f"{_STEPS}:official_gsasr", 1.0,
+    Step("official-gsasr", f"{_STEPS}:official_gsasr", 1.5,  # a compile of the official kernel
          "the official GSASR rasterizer built from the user's checkout against ours (agreement, time)"),
     Step("gsasr-cost", f"{_STEPS}:gsasr_cost", 2.0,
          "the GSASR cost protocol (EDSR-baseline, x2/x4/x12, DIV2K-720-style crops) with its stage breakdown"),
