@@ -197,7 +197,8 @@ def device_tests(params: dict[str, Any]) -> dict[str, Any]:
     failures = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
     rows = [[line[:200]] for line in failures[:20]]
     tables = [_table("failing tests", ["test"], rows)] if rows else []
-    summary = f"pytest {' '.join(command[4:])}: {tail}"
+    shown = [word for word in command[3:] if word not in ("-q", "-p", "no:cacheprovider")]
+    summary = f"pytest {' '.join(shown)}: {tail}"
     if done.returncode not in (0, 5) or failures:
         return {"status": FAIL, "summary": summary, "tables": tables, "details": counts}
     if params["device"] == "cuda" and counts.get("passed", 0) == 0:
