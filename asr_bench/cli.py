@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", help="folder holding the datasets (config data_root)")
     run.add_argument("--output", "-o", help="run folder (config output); default results/<config name>")
     run.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (config device)")
+    run.add_argument("--checkpoint-dir", dest="checkpoint_dirs", action="append", default=[], metavar="DIR",
+                     help="look for method weights here first (repeatable; config checkpoint_dirs; then "
+                          "$ASR_BENCH_WEIGHTS, ~/.cache/asr_bench/weights, the Hugging Face Hub cache)")
+    run.add_argument("--require-weights", action="store_true",
+                     help="stop before any case runs when a preset's official weights are missing (config "
+                          "require_weights)")
     run.add_argument("--trust-checkpoints", action="store_true",
                      help="load checkpoints that need full pickle (they can run code; config trust_checkpoints)")
     run.add_argument("--retry-errors", action="store_true", help="rerun cases that failed in an earlier run")
@@ -137,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--suffix", default="", help="SR file stem = GT stem + suffix (e.g. _x4)")
     score.add_argument("--format", choices=("json", "csv"), default="json")
     score.add_argument("--out", help="write to this file instead of stdout")
-    score.add_argument("--weights-dir", help="LPIPS/DISTS weights folder")
+    score.add_argument("--metric-weights-dir", "--weights-dir", dest="weights_dir",
+                       help="LPIPS/DISTS weights folder (--weights-dir: the old name)")
     score.add_argument("--dataset", help="dataset name for protocol rules (liif scores div2k* on RGB); "
                                          "default: the GT folder's name")
     score.set_defaults(handler=cmd_score)
@@ -163,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="what this machine has")
     doctor.add_argument("--data-root", help="also check this data folder")
-    doctor.add_argument("--weights-dir", help="also look for metric weights here")
+    doctor.add_argument("--metric-weights-dir", "--weights-dir", dest="weights_dir",
+                        help="also look for LPIPS/DISTS weights here (--weights-dir: the old name)")
+    doctor.add_argument("--checkpoint-dir", dest="checkpoint_dirs", action="append", default=[],
+                        help="also look for method weights here (repeatable)")
     doctor.add_argument("--build", action="store_true", help="compile the op backends now (minutes, once)")
     doctor.add_argument("--selftest", action="store_true",
                         help="re-run the compiled op backends' self-tests against the reference (exit 1 if one fails)")
@@ -173,11 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = weights.add_subparsers(dest="weights_command", parser_class=_Parser)
     zoo_list = zoo.add_parser("list", help="every preset's files, sources, size, sha256, license, local state")
     zoo_list.add_argument("presets", nargs="*", help="only these presets (method.tag)")
-    zoo_list.add_argument("--weights-dir", help="look here first (then $ASR_BENCH_WEIGHTS, ~/.cache/asr_bench/weights)")
+    zoo_list.add_argument("--checkpoint-dir", "--weights-dir", dest="weights_dir",
+                          help="look here first (then $ASR_BENCH_WEIGHTS, ~/.cache/asr_bench/weights, the Hub cache)")
+    zoo_list.add_argument("--files", action="store_true", help="every file's sources, size, sha256, license, state")
+    zoo_list.add_argument("--json", action="store_true", help="everything, as JSON")
     zoo_list.set_defaults(handler=cmd_weights_list)
     zoo_fetch = zoo.add_parser("fetch", help="download presets' files into the cache (resumes, verifies sha256)")
     zoo_fetch.add_argument("presets", nargs="+", help="preset names (method.tag), e.g. rt4ksr.x2")
-    zoo_fetch.add_argument("--weights-dir", help="download here instead of $ASR_BENCH_WEIGHTS / the cache")
+    zoo_fetch.add_argument("--checkpoint-dir", "--weights-dir", dest="weights_dir",
+                           help="download plain-URL files here instead of $ASR_BENCH_WEIGHTS / the cache (Hub files "
+                                "go to the Hugging Face Hub cache)")
     zoo_fetch.add_argument("--variant", help="which release of a preset that has several (e.g. DF2K); default the first")
     zoo_fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
     zoo_fetch.set_defaults(handler=cmd_weights_fetch)
@@ -204,6 +219,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={json.dumps(value)}")  # a quoted string: paths are never YAML-typed
     if args.trust_checkpoints:
         overrides.append("trust_checkpoints=true")
+    if args.require_weights:
+        overrides.append("require_weights=true")
+    if args.checkpoint_dirs:
+        overrides.append(f"checkpoint_dirs={json.dumps(args.checkpoint_dirs)}")
     for key, values in (("methods", args.methods), ("datasets", args.datasets), ("scales", args.scales)):
         if values:
             overrides.append(f"{key}={json.dumps([int(v) if isinstance(v, float) and v.is_integer() else v for v in values])}")
@@ -359,7 +378,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .engine.doctor import doctor_report
 
-    print(doctor_report(data_root=args.data_root, weights_dir=args.weights_dir, build=args.build))
+    print(doctor_report(data_root=args.data_root, weights_dir=args.weights_dir, build=args.build,
+                        checkpoint_dirs=args.checkpoint_dirs))
     if not args.selftest:
         return 0
     from .engine.doctor import selftest_lines
@@ -374,9 +394,12 @@ def cmd_weights_usage(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_list(args: argparse.Namespace) -> int:
-    from .zoo import list_lines
+    from .zoo import list_lines, list_records
 
-    print("\n".join(list_lines(args.weights_dir, args.presets)))
+    if args.json:
+        print(json.dumps(list_records(args.weights_dir, args.presets), indent=1))
+    else:
+        print("\n".join(list_lines(args.weights_dir, args.presets, files=args.files)))
     return 0
 
 
