@@ -35,7 +35,7 @@ from .sizes import Scale, as_pair
 ALL = "all"
 DEVICES = "auto, cpu, cuda, cuda:N, mps"
 PRECISIONS = tuple(p.value for p in CONFIG_PRECISIONS)
-METHOD_KEYS = ("method", "encoder", "checkpoint", "preset", "kwargs", "label")
+METHOD_KEYS = ("method", "encoder", "checkpoint", "preset", "variant", "kwargs", "label")
 DEFAULT_CACHE = ".cache/asr_bench"
 DETECT = "detect"   # the method of a `- {checkpoint: path}` entry: read from the file when cases are resolved
 
@@ -50,6 +50,7 @@ class MethodEntry:
     preset: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
+    variant: str | None = None      # which release of a preset that has several (GSASR enhanced: DIV2K, DF2K)
 
     def display(self) -> str:
         """The table row name: the given label, else '<method> (<encoder>)' once the encoder is known."""
@@ -170,6 +171,7 @@ def parse_methods(value: Any, key: str = "methods") -> tuple[MethodEntry, ...] |
             preset=as_text(item.get("preset"), f"{where}.preset", optional=True),
             kwargs=finite_values(dict(as_mapping(item.get("kwargs"), f"{where}.kwargs")), f"{where}.kwargs"),
             label=as_text(item.get("label"), f"{where}.label", optional=True),
+            variant=as_text(item.get("variant"), f"{where}.variant", optional=True),
         ))
     return tuple(entries)
 
@@ -380,7 +382,7 @@ FIELDS: tuple[Field, ...] = (
           "`all` = every registered method on its default encoder and preset, plus every other preset whose official "
           "weights are found; or a list of names, "
           "preset names (`- rt4ksr.x2`: method, preset and label at once) or mappings "
-          "`{method, encoder, checkpoint, preset, kwargs, label}` (`method` may be left out when `preset` is given: "
+          "`{method, encoder, checkpoint, preset, variant, kwargs, label}` (`method` may be left out when `preset` is given: "
           "`- {preset: gsasr.rdn-enhanced, checkpoint: ...}`); `- {checkpoint: path}` alone detects method, encoder "
           "and preset from the file. A preset uses its official weights when found (see `checkpoint_dirs`), else it "
           "runs cost only; `checkpoint:` is a path or a bare file name searched like a preset's files; "
@@ -548,7 +550,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     raw: dict[str, Any] = copy.deepcopy(data) if data is not None else {}
     name = "run"
     if path is not None:
-        path = Path(path)
+        path = find_config(path)
         raw = read_yaml(path)
         name = path.stem
     for item in overrides:
@@ -556,9 +558,31 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return parse_config(raw, default_name=name)
 
 
+SHIPPED = Path(__file__).resolve().parent / "configs"   # the configs installed with the package
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs that ship in the package: 'quick', 'x4', 'paper/liif_table1', ..."""
+    return sorted(p.relative_to(SHIPPED).with_suffix("").as_posix() for p in SHIPPED.rglob("*.yml"))
+
+
+def find_config(path: str | Path) -> Path:
+    """A config file: the path as given, else a shipped config by name (`quick`, `paper/liif_table1`, with or
+    without `.yml`, or `configs/quick.yml` as the README once wrote it), from any folder."""
+    given = Path(path).expanduser()
+    if given.is_file():
+        return given
+    text = given.as_posix().removeprefix("configs/")
+    for candidate in (SHIPPED / text, SHIPPED / f"{text}.yml"):
+        if candidate.is_file():
+            return candidate
+    return given
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise MissingFile("config file", path, "Check the path; the shipped configs are in configs/ (e.g. configs/quick.yml).")
+        raise MissingFile("config file", path, "Give a YAML file's path or the name of a shipped config: "
+                                               f"{', '.join(shipped_configs())} (e.g. `--config quick`).")
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except UnicodeDecodeError as exc:

@@ -203,17 +203,21 @@ def declared_files(preset: Any) -> tuple[WeightFile, ...]:
 
 
 def resolve_preset(preset_name: str, preset: Any, checkpoint_dirs: Iterable[str | Path] = (),
-                   verify: bool = True) -> PresetWeights:
-    """Find a preset's official files (the first release all of whose files are found); a damaged file is a
-    `WeightsMismatch`. Several files (GSASR's encoder.pth + decoder.pth) resolve to their common folder."""
+                   verify: bool = True, variant: str | None = None) -> PresetWeights:
+    """Find a preset's official files (the first release all of whose files are found, or the named `variant`);
+    a damaged file is a `WeightsMismatch`. Several files (GSASR's encoder.pth + decoder.pth, RT4KSR's x2 + x3)
+    resolve to the folder holding just them (a folder of links in our cache where they lie among others)."""
     folders = search_folders(checkpoint_dirs)
     looked = tuple(str(f.path) for f in folders) + ((HUB,) if any(hub_file(w) for w in declared_files(preset)) else ())
     files = declared_files(preset)
     if not files:
         return PresetWeights(preset_name, False, looked_in=looked)
     first_missing: tuple[str, ...] = ()
-    for variant in variants(files):
-        wanted = [wf for wf in files if variant_of(wf) == variant]
+    if variant is not None and variant not in variants(files):
+        raise UserError(f"preset {preset_name} has no release '{variant}'; its releases: "
+                        f"{', '.join(v for v in variants(files) if v) or '(one)'}.")
+    for release in [variant] if variant is not None else variants(files):
+        wanted = [wf for wf in files if variant_of(wf) == release]
         found = [(wf, locate(preset_name, wf, folders)) for wf in wanted]
         missing = tuple(wf.filename for wf, f in found if f is None)
         if missing:
@@ -225,15 +229,29 @@ def resolve_preset(preset_name: str, preset: Any, checkpoint_dirs: Iterable[str 
                 if why:
                     raise WeightsMismatch(why)
         paths = [f.path for _, f in found]  # type: ignore[union-attr]
-        parents = {p.parent for p in paths}
-        if len(paths) > 1 and len(parents) != 1:
-            first_missing = first_missing or tuple(wf.filename for wf in wanted)
-            continue
-        checkpoint = str(paths[0]) if len(paths) == 1 else str(paths[0].parent)
+        checkpoint = str(paths[0]) if len(paths) == 1 else str(folder_of(preset_name, release, paths))
         return PresetWeights(preset_name, True, checkpoint,
                              tuple((wf.filename, str(f.path), f.where) for wf, f in found),  # type: ignore[union-attr]
                              (), looked)
     return PresetWeights(preset_name, True, None, (), first_missing, looked)
+
+
+def folder_of(preset_name: str, release: str, paths: Sequence[Path]) -> Path:
+    """A folder holding exactly `paths` (what a multi-file checkpoint is loaded from): their own folder when they
+    are alone in it, else a folder of links in our cache."""
+    from .checkpoints import CHECKPOINT_SUFFIXES
+
+    parent = paths[0].parent
+    siblings = {p for p in parent.iterdir() if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES}
+    if all(p.parent == parent for p in paths) and siblings == set(paths):
+        return parent
+    links = Path(os.environ.get(ENV) or DEFAULT_CACHE).expanduser() / ".linked" / preset_name / (release or "")
+    links.mkdir(parents=True, exist_ok=True)
+    for old in links.iterdir():
+        old.unlink()
+    for p in paths:
+        (links / p.name).symlink_to(p.resolve())
+    return links
 
 
 def resolve_named_preset(name: str, checkpoint_dirs: Iterable[str | Path] = (), verify: bool = True) -> PresetWeights:

@@ -135,7 +135,7 @@ def entry_weights(entry: MethodEntry, spec: Any, preset: Any, config: Config,
         return None, WeightsChoice("not-needed", preset=name)
     if preset is None:
         return None, WeightsChoice("undeclared")
-    found_preset = resolve_preset(preset.name, preset, config.checkpoint_dirs)
+    found_preset = resolve_preset(preset.name, preset, config.checkpoint_dirs, variant=entry.variant)
     if found_preset.found:
         return found_preset.checkpoint, WeightsChoice("official", found_preset.checkpoint, found_preset.where(),
                                                       name, found_preset)
