@@ -7,6 +7,7 @@
     report         re-render tables and report.html of a stored run
     doctor         what this machine has: torch, devices, op backends, metric and method weights, data folders
     weights        the weights zoo: `weights list`, `weights fetch PRESET...`, `weights verify FILE`
+    reproduce      a paper's table in one command: `reproduce --list`, `reproduce liif-set5 --data-root ...`
                    (--selftest: the compiled op backends checked against the reference on this device)
     bench-ops      the custom ops' micro-benchmarks
 
@@ -25,7 +26,7 @@ from typing import Any
 
 from .errors import UserError, cannot_write
 
-COMMANDS = ("run", "score", "prepare", "list", "report", "doctor", "weights", "bench-ops")
+COMMANDS = ("run", "score", "prepare", "list", "report", "doctor", "weights", "reproduce", "bench-ops")
 
 
 def program_name(argv0: str | None = None) -> str:
@@ -201,6 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
     zoo_verify.add_argument("--device", default="cpu", help="where to load it (default cpu)")
     zoo_verify.set_defaults(handler=cmd_weights_verify)
     weights.set_defaults(handler=cmd_weights_usage)
+    repro = sub.add_parser("reproduce", help="a paper's table in one command: check, run, ours beside published")
+    repro.add_argument("table", nargs="?", help="e.g. liif-set5, liif-table1, gsasr-x4 (see --list)")
+    repro.add_argument("--list", action="store_true", help="name the reproducible tables")
+    repro.add_argument("--data-root", help="folder holding the datasets")
+    repro.add_argument("--checkpoint-dir", dest="checkpoint_dirs", action="append", default=[], metavar="DIR",
+                       help="a folder holding official weights (repeatable)")
+    repro.add_argument("--output", "-o", help="run folder (default results/reproduce-<table>)")
+    repro.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    repro.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key of the table's config")
+    repro.add_argument("--no-progress", action="store_true", help="no progress bars")
+    repro.set_defaults(handler=cmd_reproduce)
     # bench-ops owns its own argument parser (run_cli hands it everything after the name); listed here for --help
     sub.add_parser("bench-ops", help="the custom ops' micro-benchmarks (`bench-ops --help` for its options)",
                    add_help=False)
@@ -387,6 +400,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     lines, passed = selftest_lines()
     print("\n" + "\n".join(lines))
     return 0 if passed else 1
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import list_lines, reproduce
+
+    if args.list or not args.table:
+        print("\n".join(list_lines()))
+        return 0
+    overrides = list(args.overrides)
+    for key, value in (("data_root", args.data_root), ("output", args.output), ("device", args.device)):
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    if args.checkpoint_dirs:
+        overrides.append(f"checkpoint_dirs={json.dumps(args.checkpoint_dirs)}")
+    return reproduce(args.table, overrides, progress=not args.no_progress)
 
 
 def cmd_weights_usage(args: argparse.Namespace) -> int:
