@@ -253,6 +253,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run_benchmark(config, progress=not args.no_progress, retry_errors=args.retry_errors, shard=args.shard,
                            executor=args.executor, ray_address=args.ray_address, db_per_shard=args.db_per_shard)
     print(summary(result.cases))
+    from .weights import run_notes
+
+    for line in run_notes(result.cases):
+        print(line)
     print(f"\nresults: {result.run_dir}/ (report.html, tables/, cases.csv, images.csv)")
     if result.failed:
         failed = [c for c in result.cases if c.status == "error"]

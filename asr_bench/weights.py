@@ -347,3 +347,37 @@ class WeightsChoice:
                 out["missing"] = list(self.found.missing)
                 out["fetch"] = self.found.fetch
         return out
+
+
+SMALL_OFFICIAL = ("liif.edsr-baseline", "rt4ksr.x2", "rt4ksr.x3")   # small files that make a first run a comparison
+
+
+def run_notes(cases: Sequence[Any]) -> list[str]:
+    """Lines under a run's summary: the fetch command of every preset that ran cost only for want of its files;
+    and, when no case had real weights at all, which small official files would turn the accuracy table and plots
+    into a comparison."""
+    states = [(c, (getattr(c, "provenance", None) or {}).get("weights") or {}) for c in cases]
+    missing: dict[str, str] = {}
+    for case, state in states:
+        if state.get("state") == "missing" and state.get("fetch"):
+            missing.setdefault(state["fetch"], case.label)
+    lines = []
+    if missing:
+        lines.append("cost only, official weights not found: "
+                     + "; ".join(f"{label}: `{fetch}`" for fetch, label in missing.items()))
+    real = any(state.get("state") in ("official", "file") for _, state in states)
+    if not real and any(c.status == "no-weights" for c in cases):
+        lines.append(f"no official weights were found, so accuracy reads n/a: `{fetch_command(*SMALL_OFFICIAL)}` "
+                     f"({_small_size()}) turns the accuracy table and plots into a comparison of real models "
+                     "(or point --checkpoint-dir at a folder holding them).")
+    return lines
+
+
+def _small_size() -> str:
+    from .registry import get_preset
+
+    try:
+        total = sum(wf.size or 0 for name in SMALL_OFFICIAL for wf in declared_files(get_preset(name)))
+    except UserError:
+        return "a few MB"
+    return f"{total / 1e6:.0f} MB in all"
