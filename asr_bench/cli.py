@@ -6,8 +6,8 @@
     list           methods, encoders, datasets, protocols, metrics
     report         re-render tables and report.html of a stored run
     doctor         what this machine has: torch, devices, op backends, metric and method weights, data folders
-    weights        the weights zoo: `weights list`, `weights fetch PRESET...`, `weights verify FILE`
                    (--selftest: the compiled op backends checked against the reference on this device)
+    weights        the weights zoo: `weights list`, `weights fetch PRESET...`, `weights verify FILE`
     reproduce      a paper's table in one command: `reproduce --list`, `reproduce liif-set5 --data-root ...`
     bench-ops      the custom ops' micro-benchmarks
     validate       check this installation on its device (self-tests, tests, bench-ops, runs); one report
