@@ -6,18 +6,15 @@ CDNs), so the file works offline and can be mailed or archived with the run.
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import yaml
 
+from .. import atomic
 from ..jsontext import dumps
 from ..resources import templates_dir
 from ..results.schema import slug
@@ -282,46 +279,13 @@ def render_html(data: RunData, tables: Sequence[AccuracyTable], cost: Sequence[C
     )
 
 
-TEMP_PREFIX = ".report-tmp-"  # <run>/.report-tmp-<pid>-<random>/: the report's own temp files, nothing else
+TEMP_PREFIX = atomic.TEMP_PREFIX  # the report's temp files, as every writer's (asr_bench.atomic)
 
 
-def _write(path: Path, text: str | bytes, temp_dir: Path) -> Path:
-    """Write into `temp_dir`, then rename onto `path`: a reader never sees half a file, and a failed write
-    (a full disk) leaves no temp file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=temp_dir, suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text if isinstance(text, bytes) else text.encode("utf-8"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-@contextlib.contextmanager
-def _temp_dir(run_dir: Path) -> Iterator[Path]:
-    """A fresh temp folder for this render, removed after it; folders left by a killed render are removed."""
-    for stale in run_dir.glob(f"{TEMP_PREFIX}*"):
-        pid = stale.name[len(TEMP_PREFIX):].split("-", 1)[0]
-        if stale.is_dir() and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-    folder = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=run_dir))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
+def _write(path: Path, text: str | bytes) -> Path:
+    """Temp file + rename (asr_bench.atomic): a reader never sees half a file, a failed write (a full disk) leaves
+    the old file and no temp file, and the file gets the user's umask like any file they create."""
+    return atomic.write_bytes(path, text if isinstance(text, bytes) else text.encode("utf-8"))
 
 
 def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str, Path]:
@@ -341,12 +305,13 @@ def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str,
     published = published_rows(tables)
     plots = all_plots(data.cases, published_numbers)
     variants = variant_rows(stored.cases, metrics)
-    with _temp_dir(data.run_dir) as temp_dir:
-        return _write_all(data, published_dir, tables, cost, published, plots, temp_dir, variants, stored)
+    for folder in (data.run_dir, data.run_dir / "tables", data.run_dir / "plots"):
+        atomic.clean(folder)  # temp files of a render killed midway (the files they were to replace are intact)
+    return _write_all(data, published_dir, tables, cost, published, plots, variants, stored)
 
 
 def _write_all(data: RunData, published_dir: Path | None, tables: Any, cost: Any, published: Any,
-               plots: dict[str, bytes], temp_dir: Path, variants: tuple[Any, Any] = ((), ()),
+               plots: dict[str, bytes], variants: tuple[Any, Any] = ((), ()),
                stored: RunData | None = None) -> dict[str, Path]:
     out: dict[str, Path] = {}
     tables_dir = data.run_dir / "tables"
@@ -366,16 +331,16 @@ def _write_all(data: RunData, published_dir: Path | None, tables: Any, cost: Any
             inputs.append("published")
     texts["tables.tex"] = latex_document(inputs)
     for name, text in texts.items():
-        out[name] = _write(tables_dir / name, text, temp_dir)
+        out[name] = _write(tables_dir / name, text)
     for name, files in plots.items():
         for fmt_name, payload in files.items():
-            out[f"plots/{name}.{fmt_name}"] = _write(data.run_dir / "plots" / f"{name}.{fmt_name}", payload, temp_dir)
+            out[f"plots/{name}.{fmt_name}"] = _write(data.run_dir / "plots" / f"{name}.{fmt_name}", payload)
     # the engine names a crop by the case's variant label (the plain label for fp32 eager), in every run
     crop_cases = [dataclasses.replace(c, label=variant_label(c)) for c in (stored or data).cases]
     visuals = visual_rows(data.run_dir, crop_cases, data.images)
     for row in visuals:
         name = f"plots/visual_{slug(row.dataset)}_x{row.scale}_{row.image}.png"
-        out[name] = _write(data.run_dir / name, figure_png(row), temp_dir)
+        out[name] = _write(data.run_dir / name, figure_png(row))
     out["report.html"] = _write(data.run_dir / "report.html",
-                                render_html(data, tables, cost, published, plots, visuals, variants), temp_dir)
+                                render_html(data, tables, cost, published, plots, visuals, variants))
     return out
