@@ -613,15 +613,32 @@ def frame_rate_note(rows: Sequence[CostRow]) -> str:
 
 
 def figure_note_lines(rows: Sequence[CostRow]) -> list[str]:
-    """'time of GSASR, DIV2K x2: excludes 53.1 s of one-time setup ...': one line per distinct note."""
+    """One line per kind of note, each said once: notes that differ only in a number ('one call takes 36.2 s')
+    are one line, the numbers in brackets after each case ('FLOPs of gsasr: Set5 x2 (36.2 s), x3 (11.6 s); ...')."""
+    number = re.compile(r"(\d+(?:\.\d+)?) s\b")
     lines = []
     for key, title in FIGURE_NOTES.items():
-        by_note: dict[str, list[str]] = {}
+        by_note: dict[str, dict[str, list[str]]] = {}
+        varying: dict[str, bool] = {}
         for r in rows:
-            if r.figure_notes.get(key):
-                by_note.setdefault(r.figure_notes[key], []).append(f"{r.label}, {dataset_title(r.dataset)} "
-                                                                  f"{scale_title(r.scale)}")
-        lines += [f"{title} of {'; '.join(where)}: {note}" for note, where in by_note.items()]
+            note = r.figure_notes.get(key)
+            if not note:
+                continue
+            generic = number.sub("N s", note)
+            found = number.findall(note)
+            where = f"{dataset_title(r.dataset)} {scale_title(r.scale)}" + (f" ({found[0]} s)" if found else "")
+            by_note.setdefault(generic, {}).setdefault(r.label, []).append(where)
+            varying[generic] = varying.get(generic, False) or generic != note and len(
+                {n for r2 in rows for n in number.findall(r2.figure_notes.get(key) or "")}) > 1
+        for generic, per_label in by_note.items():
+            text = generic.replace("N s", "the time in brackets") if varying.get(generic) else None
+            if text is None:  # one note, said as it is
+                sample = next(r.figure_notes[key] for r in rows if r.figure_notes.get(key)
+                              and number.sub("N s", r.figure_notes[key]) == generic)
+                text = sample
+                per_label = {label: [w.split(" (")[0] for w in where] for label, where in per_label.items()}
+            where_text = "; ".join(f"{label}, {', '.join(where)}" for label, where in per_label.items())
+            lines.append(f"{title} of {where_text}: {text}")
     return lines
 
 
