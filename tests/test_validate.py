@@ -17,7 +17,14 @@ import torch
 from asr_bench.cli import run_cli
 from asr_bench.validate import STEPS, run_validation
 from asr_bench.validate.steps import find_official_sources
-from asr_bench.validate.supervisor import MIN_STEP_S, Step, StepResult, markdown, step_limits, write_report
+from asr_bench.validate.supervisor import (
+    MIN_STEP_S,
+    Step,
+    StepResult,
+    markdown,
+    step_limits,
+    write_report,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 def validate(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
     """The command as a user runs it: its own process, our checkout first on the path."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "asr_bench", "validate", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "asr_bench", "validate", *args], capture_output=True, text=True, check=False,
                           cwd=cwd, env=env, timeout=timeout)
 
 
@@ -77,7 +84,7 @@ def test_out_that_is_a_file_is_bad_input(tmp_path, capsys):
 def test_help_imports_no_torch(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "asr_bench", "validate", "--help"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+                          capture_output=True, text=True, check=False, cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 0 and "--official-gsasr" in done.stdout
     modules = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert "asr_bench.validate" in modules

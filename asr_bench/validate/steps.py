@@ -43,7 +43,7 @@ def _first_line(command: list[str]) -> str | None:
     if shutil.which(command[0]) is None:
         return None
     try:
-        out = subprocess.run(command, capture_output=True, text=True, timeout=20)
+        out = subprocess.run(command, capture_output=True, text=True, check=False, timeout=20)
     except (OSError, subprocess.SubprocessError):
         return None
     lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
@@ -82,10 +82,10 @@ def environment(params: dict[str, Any]) -> dict[str, Any]:
         nvcc = shutil.which("nvcc") or (str(Path(cuda_home) / "bin" / "nvcc") if cuda_home else "nvcc")
         nvcc_line = None
         if Path(nvcc).is_file() or shutil.which(nvcc):
-            out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=20).stdout
+            out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False, timeout=20).stdout
             nvcc_line = next((line for line in out.splitlines() if "release" in line), out.strip()[-80:])
-        rows += [["GPU", f"{props.name} (sm_{props.major}{props.minor}, {props.total_memory / 2**30:.1f} GiB, "
-                         f"{props.multi_processor_count} SMs)"],
+        rows += [["GPU", (f"{props.name} (sm_{props.major}{props.minor}, {props.total_memory / 2**30:.1f} GiB, "
+                          f"{props.multi_processor_count} SMs)")],
                  ["cuDNN", str(torch.backends.cudnn.version())],
                  ["nvcc", nvcc_line or "not found (the CUDA backends cannot compile)"],
                  ["GPUs visible", str(torch.cuda.device_count())]]
@@ -95,7 +95,7 @@ def environment(params: dict[str, Any]) -> dict[str, Any]:
     else:
         summary = f"{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
     try:
-        import mamba_ssm  # noqa: F401
+        import mamba_ssm
         rows.append(["mamba_ssm", getattr(mamba_ssm, "__version__", "installed")])
     except ImportError:
         rows.append(["mamba_ssm", "not installed (MambaIR uses the built-in scans)"])
@@ -185,7 +185,7 @@ def device_tests(params: dict[str, Any]) -> dict[str, Any]:
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *present]
     limit = max(5.0, float(params["limit_s"]) - 5)
     try:
-        done = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=limit)
+        done = subprocess.run(command, cwd=repo, capture_output=True, text=True, check=False, timeout=limit)
     except subprocess.TimeoutExpired as stopped:
         output = (stopped.stdout or b"").decode() if isinstance(stopped.stdout, bytes) else (stopped.stdout or "")
         print(output)

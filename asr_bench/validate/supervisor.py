@@ -198,9 +198,9 @@ def markdown(data: dict[str, Any]) -> str:
     state = ("finished" if data["finished"] else "running") + f", exit code {data['exit_code']}"
     lines = [f"# asr-bench validate: {data.get('device_name', data.get('device', '?'))}", "",
              f"`{data.get('command', '')}`", "",
-             f"device {data.get('device')}, budget {data.get('budget_s')} s, "
-             f"{'reduced sizes (CPU form)' if data.get('reduced') else 'full sizes'}; "
-             f"started {data.get('started')}, updated {data['updated']} ({state})", "",
+             (f"device {data.get('device')}, budget {data.get('budget_s')} s, "
+              f"{'reduced sizes (CPU form)' if data.get('reduced') else 'full sizes'}; "
+              f"started {data.get('started')}, updated {data['updated']} ({state})"), "",
              *markdown_table(("step", "status", "time", "limit", "summary"),
                              [(r["name"], r["status"], None if r["seconds"] is None else f"{r['seconds']:.1f} s",
                                None if r["limit_s"] is None else f"{r['limit_s']:.0f} s", r["summary"])
