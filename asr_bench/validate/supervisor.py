@@ -174,9 +174,9 @@ def _finite(value: Any) -> Any:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    scratch.write_text(text, encoding="utf-8")
-    scratch.replace(path)
+    from ..atomic import write_text  # temp file + fsync + rename, the package's one way
+
+    write_text(path, text)
 
 
 def _cell(value: Any) -> str:
