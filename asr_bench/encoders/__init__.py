@@ -24,7 +24,7 @@ No encoder normalises its input: normalisation belongs to the method's preset.
 from __future__ import annotations
 
 from .atd import ATD
-from .capabilities import Capabilities
+from .capabilities import DEFAULT, Capabilities
 from .catalogue import (broken_encoder_plugins, build_encoder, encoder_arguments, encoder_capabilities,
                         encoder_description, encoder_matches, encoder_spec, encoder_specs, list_encoders,
                         read_encoder)
