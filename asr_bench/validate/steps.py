@@ -24,8 +24,9 @@ PASS, FAIL, SKIP = "pass", "FAIL", "skip"
 
 # Targets of the CUDA rasterizer on the x4 720x720 GSASR workload (H100/H200 class GPU), issue 26.
 RASTERIZE_TARGETS_MS = {"fwd x4 720x720 dmax0.1": 2.0, "bwd x4 720x720 dmax0.1": 5.0}
-# The CPU form's pytest selection: fast tests of the op machinery and the references (no compiling).
-CPU_TESTS = ("tests/test_op_spec.py", "tests/test_rasterize_reference.py", "tests/test_timing.py")
+# The CPU form's pytest selection: fast tests of the op machinery, the rasterizer reference and the self-test
+# of the compiled backends (built by the op-selftest step before it).
+CPU_TESTS = ("tests/test_op_spec.py", "tests/test_rasterize_reference.py", "tests/test_selftest.py")
 COST_SCALES = (2, 4, 12)
 
 
