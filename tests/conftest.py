@@ -2,7 +2,10 @@
 in tests/data/keys (names, shapes and dtypes only; tests/data/README.md says where they come from)."""
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,30 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 KEY_TABLES = REPO / "tests" / "data" / "keys"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's own extension folder, built once per run: with the user's cache (~/.cache/asr_bench/extensions)
+    another process rebuilding or deleting a build while the tests run could turn a 'loading' into a 'compiling'
+    or a verdict file into a miss. A folder chosen for the tests (ASR_BENCH_TEST_EXTENSIONS_DIR) or by the user
+    (TORCH_EXTENSIONS_DIR) is used as given, so a developer can keep builds between runs. Set in os.environ, so
+    the subprocesses that tests start use it too."""
+    chosen = os.environ.get("ASR_BENCH_TEST_EXTENSIONS_DIR") or os.environ.get("TORCH_EXTENSIONS_DIR")
+    if chosen:
+        os.environ["TORCH_EXTENSIONS_DIR"] = chosen
+        return
+    folder = tempfile.mkdtemp(prefix="asr-bench-test-extensions-")
+    os.environ["TORCH_EXTENSIONS_DIR"] = folder
+    config.stash[_RUN_EXTENSIONS] = folder
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(_RUN_EXTENSIONS, None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_RUN_EXTENSIONS = pytest.StashKey[str]()
 
 
 def shared_path(*parts: str) -> Path:

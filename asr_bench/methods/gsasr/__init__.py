@@ -11,9 +11,10 @@ from __future__ import annotations
 from asr_bench.checkpoints import Weights, add_prefix
 from asr_bench.encoders import build_encoder, encoder_state_from_official
 from asr_bench.errors import UserError
-from asr_bench.registry import MethodSpec, Option, Preset
+from asr_bench.methods.spec import MethodSpec, Option, Preset
 from asr_bench.weightfiles import WeightFile
 
+from .detect import DETECTOR
 from .decoder import Fea2GS
 from .net import GSASR
 
@@ -121,5 +122,6 @@ METHODS = [
         },
         description="2-D Gaussian splatting decoder (Fea2GS) + exact CUDA-equivalent rasterizer",
         citation=PAPER,
+        detector=DETECTOR,
     )
 ]

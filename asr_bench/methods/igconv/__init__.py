@@ -14,9 +14,10 @@ from asr_bench.blocks import DIV2K_MEAN, InputRange
 from asr_bench.checkpoints import Weights
 from asr_bench.encoders import build_encoder, model_state_from_official
 from asr_bench.errors import UserError
-from asr_bench.registry import MethodSpec, Option, Preset
+from asr_bench.methods.spec import MethodSpec, Option, Preset
 from asr_bench.weightfiles import WeightFile
 
+from .detect import detector
 from .net import IGConvSR
 
 SCALES = tuple(range(2, 13))
@@ -159,7 +160,7 @@ def method(name: str, plus: bool, description: str) -> MethodSpec:
     """IGConv and IGConv+ share encoders, scales and builder; `plus` picks the ensemble/skip variant."""
     return MethodSpec(name=name, builder=builder(plus), convert=convert, encoders=ENCODERS, scales=SCALES,
                       presets=presets(name, plus), options=OPTIONS, dtypes=("fp32", "bf16", "fp16"),
-                      description=description, citation=PAPER)
+                      description=description, citation=PAPER, detector=detector(plus, presets("igconv-plus", True)))
 
 
 METHODS = [

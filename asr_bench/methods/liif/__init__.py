@@ -13,9 +13,10 @@ from typing import Any
 from asr_bench.blocks import InputRange
 from asr_bench.checkpoints import Weights, liif_repo_args
 from asr_bench.encoders import build_encoder, model_state_from_official
-from asr_bench.registry import MethodSpec, Option, Preset
+from asr_bench.methods.spec import MethodSpec, Option, Preset
 from asr_bench.weightfiles import WeightFile
 
+from .detect import DETECTOR
 from .net import LIIF
 
 ENCODERS = ("edsr-baseline", "edsr", "rdn")
@@ -84,5 +85,6 @@ METHODS = [
         },
         description="LIIF: MLP on unfolded nearest feature + relative coordinate + cell, 4-neighbour area ensemble",
         citation=PAPER,
+        detector=DETECTOR,
     ),
 ]

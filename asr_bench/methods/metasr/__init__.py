@@ -12,9 +12,10 @@ from typing import Any
 from asr_bench.checkpoints import LIIF_CONTAINER, Weights, liif_repo_args
 from asr_bench.encoders import build_encoder, model_state_from_official
 from asr_bench.errors import UserError
-from asr_bench.registry import MethodSpec, Option, Preset
+from asr_bench.methods.spec import MethodSpec, Option, Preset
 from asr_bench.weightfiles import WeightFile
 
+from .detect import DETECTOR, META_RDN_KEY
 from .net import INPUT_RANGES, VARIANTS, MetaSR
 
 ENCODERS = ("edsr-baseline", "edsr", "rdn")
@@ -42,7 +43,6 @@ PRESETS = (
            weights=(META_RDN,),
            description="official Meta-RDN (XuecaiHu/Meta-SR-Pytorch model_1000.pt): 0..255, learned mean shift"),
 )
-META_RDN_KEY = "P2W.meta_block.0.weight"
 
 
 def build(encoder: str, preset: Preset | None, weights: Weights | None, **options: Any) -> MetaSR:
@@ -85,5 +85,6 @@ METHODS = [
         },
         description="Meta-SR: per-pixel 3x3 filters predicted from the sub-pixel phase and scale (meta-upscale op)",
         citation=PAPER,
+        detector=DETECTOR,
     ),
 ]

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 from asr_bench.checkpoints import Weights
 from asr_bench.errors import UserError
-from asr_bench.registry import MethodSpec, Option, Preset
+from asr_bench.methods.spec import MethodSpec, Option, Preset
 from asr_bench.weightfiles import WeightFile
 
+from .detect import DETECTOR
 from .net import (RT4KSR, SCALES, RT4KSRNet, fold_network, frame_rate_workloads, is_reparameterised,
                   measure_frame_rates, scale_of_state)
 
@@ -86,6 +87,7 @@ METHODS = [
         },
         description="RT4KSR: real-time fixed-scale SR (x2, x3), 24 ch, 4 re-parameterisable blocks",
         citation=PAPER,
+        detector=DETECTOR,
     )
 ]
 
