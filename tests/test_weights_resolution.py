@@ -108,7 +108,7 @@ def test_the_official_file_is_found_in_each_layout_and_dry_run_says_where(layout
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_a_run_of_the_preset_loads_the_found_file_and_scores_the_reference(layout, tmp_path, monkeypatch,
                                                                           liif_checkpoint, set5):
-    """research/README.md: the official code gives 32.2375 dB on Set5 x4 (liif protocol)."""
+    """docs/methods/liif.md §6.5: the official code gives 32.2375 dB on Set5 x4 (liif protocol)."""
     from asr_bench.engine.runner import run_benchmark
 
     args, where = LAYOUTS[layout](tmp_path, liif_checkpoint, monkeypatch)
