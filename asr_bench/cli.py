@@ -38,6 +38,12 @@ def program_name(argv0: str | None = None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of `run_bench.py` and the `asr-bench` console script; exits with the command's code."""
+    from .checkout import shadowed_checkout
+
+    shadowed = shadowed_checkout()
+    if shadowed is not None:        # another checkout's code would run under this one's name
+        print(f"error: {shadowed}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
     sys.exit(run_cli(list(sys.argv[1:] if argv is None else argv)))
 
 

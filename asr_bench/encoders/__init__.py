@@ -24,7 +24,7 @@ No encoder normalises its input: normalisation belongs to the method's preset.
 from __future__ import annotations
 
 from .atd import ATD
-from .capabilities import Capabilities
+from .capabilities import DEFAULT, Capabilities
 from .catalogue import (broken_encoder_plugins, build_encoder, encoder_arguments, encoder_capabilities,
                         encoder_description, encoder_matches, encoder_spec, encoder_specs, list_encoders,
                         read_encoder)
@@ -46,6 +46,6 @@ __all__ = [
     "ATD", "EDSR", "HAT", "HiTSRF", "MambaIR", "PLKSR", "RCAN", "RDN", "SMFANet", "SRFormer", "SwinIR", "build_encoder",
     "list_encoders", "encoder_description", "load_encoder_state", "model_state_from_official", "encoder_keys",
     "encoder_state_from_official", "export_encoder_state", "schemes_for", "split_encoder_state", "Capabilities",
-    "encoder_capabilities", "EncoderSpec", "ShapeReader", "EncoderRead", "UnsupportedFamily", "encoder_spec",
+    "encoder_capabilities", "DEFAULT", "EncoderSpec", "ShapeReader", "EncoderRead", "UnsupportedFamily", "encoder_spec",
     "encoder_specs", "read_encoder", "encoder_matches", "encoder_arguments", "broken_encoder_plugins",
 ]
