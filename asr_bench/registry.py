@@ -167,6 +167,8 @@ def build_model(
     preset: str | None = None,
     dtype: str = "fp32",
     param_keys: Sequence[str] | None = None,
+    pretrained: bool | None = None,
+    checkpoint_dirs: Sequence[str | Path] = (),
     **kwargs: Any,
 ) -> Upsampler:
     """Build a method on an encoder, load its checkpoint strictly, move it to `device` and `dtype`, eval mode.
@@ -174,6 +176,11 @@ def build_model(
     `preset` ("gsasr.rdn-enhanced") alone names the method too; with neither, the checkpoint says what it is
     (the registered methods' detectors, `asr_bench.detect_checkpoint`). `param_keys` overrides the preset's order of a BasicSR container's
     `params_ema` / `params`.
+
+    `pretrained=True` (as in timm) loads the preset's official files, found where a run finds them
+    (`checkpoint_dirs`, `$ASR_BENCH_WEIGHTS`, our cache, the Hugging Face Hub cache: `asr_bench.weights`), or
+    raises one line naming the `asr-bench weights fetch` command. Without a checkpoint the default is
+    `pretrained=False`: random weights, which `weights_loaded` and the model's repr say.
     """
     if method is None and preset is None and checkpoint is not None:
         method, encoder, preset, kwargs = resolve(checkpoint, encoder, preset, kwargs, method_specs())
@@ -187,6 +194,8 @@ def build_model(
     check_options(spec, kwargs)
     check_dtype(spec, dtype)
     weights = None
+    if pretrained and checkpoint is None:
+        checkpoint = pretrained_checkpoint(spec, chosen, checkpoint_dirs)
     if checkpoint is not None:
         if isinstance(checkpoint, (str, Path)) and not Path(checkpoint).expanduser().exists():
             raise MissingFile("checkpoint file", checkpoint,
@@ -200,7 +209,27 @@ def build_model(
         load_strict(model, spec.convert(model, weights), f"{spec.name} checkpoint ({weights.source})")
         model.on_weights_loaded()
     model.weights_loaded = weights is not None or not spec.needs_weights
+    model.weights_source = (weights.source if weights is not None else
+                            "none needed" if not spec.needs_weights else "random (not pretrained)")
     return model.to(device=device, dtype=TORCH_DTYPES[dtype]).eval()
+
+
+def pretrained_checkpoint(spec: MethodSpec, preset: Preset | None, checkpoint_dirs: Sequence[str | Path]) -> str:
+    """The official checkpoint of `preset` (a file, or the folder of a pair), or a one-line error saying how to
+    get it."""
+    from .weights import resolve_preset
+
+    if preset is None:
+        raise UserError(f"{spec.name} has no preset, so no official weights: pass checkpoint=... or "
+                        "pretrained=False.")
+    found = resolve_preset(preset.name, preset, checkpoint_dirs)
+    if not found.declared:
+        raise UserError(f"preset {preset.name} has no official weights; pass checkpoint=... or pretrained=False.")
+    if not found.found:
+        raise MissingFile(f"official weights of {preset.name} ({', '.join(found.missing)})",
+                          ", ".join(found.looked_in),
+                          f"Run `{found.fetch}`, or pass checkpoint_dirs=[folder holding them].")
+    return found.checkpoint  # type: ignore[return-value]
 
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

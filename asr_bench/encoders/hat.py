@@ -6,7 +6,7 @@ channel-attention conv branch scaled by `conv_scale`) and one overlapping cross-
 from ws x ws windows, keys and values from the zero-padded (ws * (1 + overlap_ratio))^2 window around it), a 3x3
 conv and a residual. Sizes: HAT (180 dims, 6 groups) and HAT-L (`large=True`: 12 groups), window 16.
 
-`rope=True` is the variant GSASR's "ultra" model uses (research/gsasr.md §2.4): no relative-position bias, a
+`rope=True` is the variant GSASR's "ultra" model uses (docs/methods/gsasr.md §2.4): no relative-position bias, a
 learned 2-D RoPE on q and k in both attention kinds, `scaled_dot_product_attention`, and **no shift mask**
 (shifted windows attend across the wrapped seams, as the official code does). In OCAB the query tokens get the
 positions of the first ws*ws entries of the wider key grid, as officially.

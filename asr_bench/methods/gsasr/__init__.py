@@ -1,7 +1,7 @@
 """GSASR (Chen et al., ICCV 2025, "Generalized and Efficient 2D Gaussian Splatting for Arbitrary-scale
 Super-Resolution"): an encoder, the Fea2GS decoder (16 Gaussians per LR pixel) and a rasterizer. The network is
 in `net.py`, the decoder in `decoder.py`, rendering in `render.py`, the official tiling in `tiling.py`; facts in
-research/gsasr.md.
+docs/methods/gsasr.md.
 
 Official checkpoints are two files, encoder.pth and decoder.pth, each `{'params_ema': state_dict}`:
 `checkpoint={"encoder": path_or_dict, "decoder": path_or_dict}` or the folder holding both.

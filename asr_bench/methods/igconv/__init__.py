@@ -1,6 +1,6 @@
 """IGConv and IGConv+ (Lee, Yun, Ro 2024, "Implicit Grid Convolution for Multi-Scale Image Super-Resolution"):
 a hyper-network generates, per integer scale, one sub-pixel convolution; IGConv+ adds the 8-orientation kernel
-ensemble and the IGSample skip. The network is in `net.py` and `kernels.py`; facts in research/igconv.md.
+ensemble and the IGSample skip. The network is in `net.py` and `kernels.py`; facts in docs/methods/igconv.md.
 
 Only integer scales exist (the grid is s x s). The released models were trained on x2-x4; x5..x12 use the x4
 scale code (max_s = 4), extrapolation the official code computes the same way. Checkpoints are BasicSR

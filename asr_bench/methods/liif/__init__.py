@@ -1,7 +1,7 @@
 """LIIF (Chen, Liu, Wang, CVPR 2021, "Learning Continuous Image Representation with Local Implicit Image
 Function"): an MLP decodes the RGB of any continuous coordinate from the nearest LR feature (3x3-unfolded),
 the relative coordinate and the cell size; four nearest features are blended by the areas of the opposite
-rectangles. The network is in `net.py`; facts in research/liif.md.
+rectangles. The network is in `net.py`; facts in docs/methods/liif.md.
 
 Checkpoints: the official `{'model': {'name': 'liif', 'args': ..., 'sd': ...}}` (its `args` set the MLP widths
 and the three switches) or a bare `sd`. No SwinIR: the official repo has no SwinIR-LIIF.

@@ -1,6 +1,6 @@
 """Meta-SR (Hu et al., CVPR 2019, "Meta-SR: A Magnification-Arbitrary Network for Super-Resolution"): a small
 MLP predicts each output pixel's 3x3 filter from its sub-pixel phase and the scale (the meta-upscale op).
-The network and its two variants are in `net.py`; facts in research/metasr.md.
+The network and its two variants are in `net.py`; facts in docs/methods/metasr.md.
 
 Checkpoints: LIIF-repo files `{'model': {'name': 'metasr', 'args', 'sd'}}` (variant `liif`), or the official
 Meta-RDN bare state dict (`P2W.meta_block.*`, variant `official`), which selects preset metasr.meta-rdn itself.
