@@ -186,7 +186,8 @@ def one_line(exc: BaseException) -> str:
 def evaluate(case: Case, config: Config, device: torch.device, sink: Sink, protocol: Any,
              base: CaseRecord, progress: bool) -> CaseRecord:
     from ..data.catalogue import resolve_dataset
-    from ..registry import build_model, get_method
+    from ..models import build_model
+    from ..registry import get_method
 
     entry = case.entry
     dtype = DTYPES[case.precision]

@@ -71,7 +71,8 @@ def metric_weights(config: Config) -> dict[str, str | None]:
 # RESULT_CASE keys whose effect another part of the key already holds.
 SHOWN_BY = {"data_root": "datasets",      # the dataset's resolved folder and content
             "precisions": "precision",    # the axis: each case has its own precision
-            "plugins": "methods"}         # a plugin's method is named in `methods`; its code is recorded beside
+            "plugins": "methods",         # a plugin's method is named in `methods`; its code is recorded beside
+            "checkpoint_dirs": "methods"} # where a checkpoint was found: its sha256 is in `methods`
 
 
 def case_part(case: Case, checkpoint_sha256: str | None, fingerprint: Mapping[str, Any],
@@ -86,7 +87,7 @@ def case_part(case: Case, checkpoint_sha256: str | None, fingerprint: Mapping[st
         "precision": case.precision,
         "compile": case.compiled,
         "profiling.frame_rates": case.frame_rates,
-        "weights_dir": dict(weights_found),
+        "metric_weights_dir": dict(weights_found),
     }
 
 
