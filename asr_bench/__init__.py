@@ -24,7 +24,7 @@ from .errors import UnsupportedScale, UserError
 __version__ = "0.1.0"
 
 _LAZY = {
-    "build_model": ("asr_bench.registry", "build_model"),
+    "build_model": ("asr_bench.models", "build_model"),
     "list_methods": ("asr_bench.registry", "list_methods"),
     "all_presets": ("asr_bench.registry", "all_presets"),
     "get_preset": ("asr_bench.registry", "get_preset"),

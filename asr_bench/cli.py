@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .arguments import Parser as _Parser
 from .errors import UserError, cannot_write
 
 COMMANDS = ("run", "score", "prepare", "list", "report", "doctor", "weights", "reproduce", "bench-ops", "validate")
@@ -40,6 +41,12 @@ def program_name(argv0: str | None = None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of `run_bench.py` and the `asr-bench` console script; exits with the command's code."""
+    from .checkout import shadowed_checkout
+
+    shadowed = shadowed_checkout()
+    if shadowed is not None:        # another checkout's code would run under this one's name
+        print(f"error: {shadowed}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
     sys.exit(run_cli(list(sys.argv[1:] if argv is None else argv)))
 
 
@@ -75,25 +82,6 @@ def run_cli(argv: list[str]) -> int:
             raise
         print("interrupted; the results so far are stored; rerun the same command to resume.", file=sys.stderr)
         return 130
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad argument is a one-line UserError like every other mistake (exit code 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message}. See `{self.prog} --help`.")
-
-
-    lists_config_keys = False   # `run`: its --help ends with every config key of the schema (read when shown)
-
-    def format_help(self) -> str:
-        if self.lists_config_keys:
-            from .config import help_lines
-
-            self.formatter_class = argparse.RawDescriptionHelpFormatter
-            self.epilog = ("config keys (in the YAML file, or --set KEY=VALUE; dotted for sections):\n"
-                           + "\n".join(help_lines()))
-        return super().format_help()
 
 
 def build_parser() -> argparse.ArgumentParser:

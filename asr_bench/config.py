@@ -721,9 +721,9 @@ def config_hash(config: Config) -> str:
 def results_key(config: Config, device_type: str | None = None) -> dict[str, Any]:
     """The config values every stored number depends on (the schema's `result=RESULT_VALUE` keys), by dotted key.
 
-    A case's provenance key is this plus the case's own part (method, code, checkpoint, dataset, scale, precision,
-    compile, frame rates, metric weights found: the `RESULT_CASE` keys); `device_type` replaces `auto` by the
-    device the run resolved."""
+    A case's provenance key is this plus the case's own part (method, checkpoint, dataset, scale, precision,
+    compile, frame rates, metric weights found: the `RESULT_CASE` keys, `engine.provenance.case_part`);
+    `device_type` replaces `auto` by the device the run resolved."""
     data = config.to_dict()
     key: dict[str, Any] = {}
     for spec in FIELDS:

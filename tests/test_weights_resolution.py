@@ -17,7 +17,8 @@ from asr_bench import weights
 from asr_bench.cli import run_cli
 from asr_bench.config import load_config, parse_config
 from asr_bench.engine.cases import plan_cases
-from asr_bench.registry import build_model, get_method
+from asr_bench.models import build_model
+from asr_bench.registry import get_method
 from asr_bench.weightfiles import WeightFile
 
 PRESET = "liif.edsr-baseline"

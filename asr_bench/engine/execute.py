@@ -22,6 +22,7 @@ import torch
 from ..config import Config
 from ..checkpoints import trusting_checkpoints
 from ..ops import backend_log
+from .provenance import op_sources
 from ..errors import UnsupportedScale, UserError, cannot_write
 from .cases import Case, case_supported, encoder_refuses
 from .console import image_bar, ticking
@@ -124,7 +125,9 @@ def execute_case(case: Case, config: Config, device: torch.device, sink: Sink, p
         try:
             with trusting_checkpoints(config.trust_checkpoints), backend_log() as used:  # used: op -> backend
                 record = evaluate(case, config, device, sink, protocol, base, progress)
-            record = replace(record, backends=dict(used))
+            record = replace(record, backends=dict(used),
+                             provenance={**record.provenance, "code": {**record.provenance.get("code", {}),
+                                                                       "ops": op_sources(used)}})
         except UnsupportedScale as exc:
             record = unsupported(base, config, str(exc))
         except UserError:
@@ -183,7 +186,8 @@ def one_line(exc: BaseException) -> str:
 def evaluate(case: Case, config: Config, device: torch.device, sink: Sink, protocol: Any,
              base: CaseRecord, progress: bool) -> CaseRecord:
     from ..data.catalogue import resolve_dataset
-    from ..registry import build_model, get_method
+    from ..models import build_model
+    from ..registry import get_method
 
     entry = case.entry
     dtype = DTYPES[case.precision]

@@ -49,9 +49,9 @@ STEPS = (
 
 
 def build_parser(prog: str = "asr-bench validate") -> argparse.ArgumentParser:
-    from ..cli import _Parser
+    from ..arguments import Parser
 
-    parser = _Parser(prog=prog, description="Check this installation on its device (environment, op self-tests, "
+    parser = Parser(prog=prog, description="Check this installation on its device (environment, op self-tests, "
                      "the device's tests, bench-ops, quick config, GSASR cost protocol); writes validate.md and "
                      "validate.json. Exit code 0: all passed; 1: a step failed; 2: bad input.")
     parser.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available, else cpu")
