@@ -68,6 +68,8 @@ def run_benchmark(config: Config, progress: bool = True, retry_errors: bool = Fa
     the_shard = resolve_shard(shard)
     device = resolve_device(config.device, the_shard)
     store = RunStore(config.run_dir(), database_name(config.run_dir(), the_shard, db_per_shard))
+    for line in store.repairs:  # the integrity check on open: what it dropped, so it is computed again
+        print(f"repaired {line}", file=sys.stderr)
     planned = [Planned(case, provenance) for case, provenance in with_provenance(select(all_cases, the_shard),
                                                                                    config, device)]
     store.write_run(run_json(config, device, all_cases, the_shard), shard=the_shard.label if the_shard else "")
