@@ -222,6 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                            executor=args.executor, ray_address=args.ray_address, db_per_shard=args.db_per_shard)
     print(summary(result.cases))
     print(f"\nresults: {result.run_dir}/ (report.html, tables/, cases.csv, images.csv)")
+    say_partial(result.run_dir)
     if result.failed:
         failed = [c for c in result.cases if c.status == "error"]
         for case in failed:
@@ -353,7 +354,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(summary(data.cases))
     shown = paths.values() if isinstance(paths, dict) else paths
     print("\nwrote: " + ", ".join(str(p) for p in shown))
+    say_partial(run_dir, data)
     return 0
+
+
+def say_partial(run_dir: Path, data: Any = None) -> None:
+    """A run with planned cases not stored (a shard that has not run or finished) says so, one line each."""
+    if data is None:
+        from .results.reading import read_run
+
+        data = read_run(Path(run_dir))
+    for line in data.partial:
+        print(f"partial run: {line}", file=sys.stderr)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

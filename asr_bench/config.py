@@ -100,6 +100,15 @@ def as_text(value: Any, key: str, optional: bool = False) -> Any:
     return str(value)
 
 
+def as_run_name(value: Any, key: str) -> str:
+    """A run name is one folder name under results/: `../x` or `a/b` would write outside (or deep inside) it."""
+    name = as_text(value, key)
+    if name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+        raise UserError(f"config key '{key}' is {name!r}: a run name is one folder name under results/ (no '/', "
+                        "'\\', not '..', no surrounding spaces); to write elsewhere use --output PATH.")
+    return name
+
+
 def as_texts(value: Any, key: str) -> tuple[str, ...]:
     return tuple(as_text(item, f"{key}[{i}]") for i, item in enumerate(as_list(value, key)))
 
@@ -375,7 +384,7 @@ def yaml_text(value: Any) -> str:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("name", TEXT, FROM_FILE, "run name; the run folder is `results/<name>` unless `output` is set"),
+    Field("name", Kind("str", as_run_name), FROM_FILE, "run name; the run folder is `results/<name>` unless `output` is set"),
     Field("methods", Kind("`all` or list", parse_methods), REQUIRED,
           "`all` = every registered method on its default encoder and preset, random weights; or a list of names, "
           "preset names (`- rt4ksr.x2`: method, preset and label at once) or mappings "
@@ -644,6 +653,11 @@ def check_together(values: dict[str, dict[str, Any]], given: dict[str, dict[str,
     repeats = profiling["repeats"]
     if "max_repeats" not in given["profiling"]:
         profiling["max_repeats"] = max(profiling["max_repeats"], repeats)
+    tiling = values["tiling"]
+    if tiling["tile"] is not None and tiling["overlap"] >= tiling["tile"]:
+        raise UserError(f"config key 'tiling.overlap' is {tiling['overlap']} but tiling.tile is {tiling['tile']}; "
+                        "neighbouring tiles cannot share a whole tile: use an overlap smaller than the tile "
+                        "(e.g. tile/4).")
     if profiling["max_repeats"] < repeats:
         raise UserError(f"config key 'profiling.max_repeats' is {profiling['max_repeats']} but profiling.repeats is "
                         f"{repeats}; max_repeats must be >= repeats.")

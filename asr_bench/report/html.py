@@ -242,6 +242,7 @@ def render_html(data: RunData, tables: Sequence[AccuracyTable], cost: Sequence[C
         run_name=data.run_dir.name,
         protocols=protocols,
         n_cases=len(data.cases),
+        partial=data.partial,
         statuses=status_words(data.cases),
         machine=machine(data.run),
         cost_only=cost_only_summary(data.cases),

@@ -32,6 +32,11 @@ class Results:
     images: Any           # pandas.DataFrame
     data: RunData
 
+    @property
+    def partial(self) -> list[str]:
+        """What is missing from the run (a shard that has not run or finished, unfinished cases); [] if complete."""
+        return self.data.partial
+
 
 def _flat(record: Any, skip: tuple[str, ...] = ("metrics", "notes")) -> dict[str, Any]:
     row = {k: v for k, v in record.to_dict().items() if k not in skip}
@@ -65,4 +70,8 @@ def images_frame(images: list[ImageRecord]) -> Any:
 def load(run_dir: str | Path) -> Results:
     """Everything a run folder holds, as DataFrames; a folder that is not a run is a one-line UserError."""
     data = read_run(Path(run_dir))
+    if data.partial:
+        import warnings
+
+        warnings.warn(f"{run_dir} is partial: " + "; ".join(data.partial), UserWarning, stacklevel=2)
     return Results(Path(run_dir), data.run, cases_frame(data.cases), images_frame(data.images), data)
