@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import atomic
 from .errors import UserError, cannot_write
 
 COMMANDS = ("run", "score", "prepare", "list", "report", "doctor", "weights", "bench-ops")
@@ -257,8 +258,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.out:
         if Path(args.out).is_dir():
             raise UserError(f"--out {args.out} is a folder; give a file name, e.g. --out {Path(args.out) / 'scores.json'}.")
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text, encoding="utf-8")
+        try:
+            atomic.write_text(Path(args.out), text)
+        except OSError as exc:  # any reason (a missing or unwritable place): the user's to fix, one line
+            raise UserError(f"cannot write --out {args.out} ({exc.strerror or type(exc).__name__}); give a file in "
+                            "a folder you can write, e.g. --out scores.json.") from None
         print(f"wrote {args.out} ({len(result['images'])} images)")
     else:
         print(text, end="")

@@ -135,6 +135,10 @@ def as_positive(value: Any, key: str) -> float:
     return float(value)
 
 
+def as_optional_positive(value: Any, key: str) -> float | None:
+    return None if value is None else as_positive(value, key)
+
+
 def as_bool(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise UserError(f"config key '{key}' is {value!r}; allowed: true, false.")
@@ -432,13 +436,18 @@ FIELDS: tuple[Field, ...] = (
           "frames per second of a synthetic 1280x720 -> 3840x2160 (x3) and 1920x1080 -> 3840x2160 (x2) frame, for "
           "every method that supports the scale (measured in its first case; tiled when `tiling.tile` is set)",
           result=RESULT_CASE),
+    Field("profiling.case_timeout", Kind("float", as_optional_positive, "> 0", nullable=True), 3600.0,
+          "seconds one case (every image, timing included) may take in its worker process; past it the worker is "
+          "killed, the case is stored as an error 'timed out after N s' and the run goes on; null = no limit "
+          "(the limit needs a worker: not enforced with isolation off)"),
     Field("visuals.crop", whole(0), 96,
           "side of the HR crop saved per method for the first image of each dataset and scale; 0 = none"),
     Field("visuals.crop_at", Kind("`[top, left]`", parse_crop_at, nullable=True), None,
           "the crop's top-left corner in HR pixels; null = where the HR has the most detail"),
     Field("save_images", BOOL, False,
-          "write every SR output as PNG under `<run>/images/<dataset>/x<scale>/<label>/<image>.png` "
-          "(`<label> [bf16]`, `<label> [compiled]` for the other precisions and compile settings)"),
+          "write every SR output as PNG under `<run>/images/<dataset>/x<scale>/<label stem>/<image>.png`: the "
+          "label's file-safe form and 6 hex digits of its hash (of `<label> [bf16]`, `<label> [compiled]` for the "
+          "other precisions and compile settings)"),
     Field("output", PATH, None, "run folder; reruns resume there", shown_default="`results/<name>`"),
     Field("data_root", PATH, None, "where datasets live (then `$ASR_BENCH_DATA`, then `./datasets`)",
           result=RESULT_CASE),
@@ -486,6 +495,7 @@ class Profiling:
     flops: bool | str = default("profiling.flops")         # true: counted unless one call takes over FLOPS_MAX_CALL_S
     input: tuple[int, int] | None = default("profiling.input")
     frame_rates: bool = default("profiling.frame_rates")
+    case_timeout: float | None = default("profiling.case_timeout")  # enforced by the supervising process
 
 
 @dataclass(frozen=True)

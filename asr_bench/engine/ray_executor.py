@@ -18,7 +18,7 @@ from .console import show_once
 from .execute import base_record, case_supported, make_protocol, unsupported_record
 from .records import ERROR, CaseRecord, ImageRecord
 from .store import RunStore
-from .workers import Supervisor, Task, deliver
+from .workers import Supervisor, Task, deliver, died_error
 
 
 class ListSink:
@@ -145,6 +145,6 @@ def collect(ray: Any, ref: Any, item: Any, config: Config, device: torch.device,
         if result.get("died") and store.finished(case.case_id, item.key) is None:
             base = base_record(case, config, device, make_protocol(config).label, item.provenance)
             store.put_case(replace(base, status=ERROR,
-                                   error=f"worker process died ({result['died']}) before the case finished"), item.key)
+                                   error=died_error(result['died'])), item.key)
     finally:
         store.release(case.case_id)
