@@ -266,6 +266,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"wrote {args.out} ({len(result['images'])} images)")
     else:
         print(text, end="")
+    for metric, note in result["notes"].items():  # why a value is inf or empty, beside the numbers
+        print(f"note: {metric}: {note}", file=sys.stderr)
     return 0
 
 

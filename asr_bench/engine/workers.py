@@ -80,6 +80,10 @@ def deliver(message: tuple[Any, ...], sink: Sink) -> None:
         sink.put_profile(payload)
     elif kind == "case":
         sink.put_case(CaseRecord.from_dict(payload))
+    elif kind == "note":  # a line for the user (a compile starting): on its own line, above the bars
+        from .console import write
+
+        write(str(payload))
 
 
 def died_error(died: str) -> str:
@@ -218,6 +222,10 @@ class Supervisor:
 
 def worker_main(tasks: Any, results: Any, lifeline: Any) -> None:
     _exit_with_run(lifeline)
+    from ..ops import build
+
+    # The supervisor draws the progress bars: a note printed here would land on the bar's line.
+    build.compile_notice = lambda op, backend: results.send(("note", build.compile_text(op, backend)))
     while True:
         try:
             task = tasks.recv()

@@ -67,10 +67,11 @@ def images_frame(images: list[ImageRecord]) -> Any:
                         columns=None if images else ["case_id", "image", "lr_h", "lr_w", "sr_h", "sr_w"])
 
 
-def load(run_dir: str | Path) -> Results:
-    """Everything a run folder holds, as DataFrames; a folder that is not a run is a one-line UserError."""
+def load(run_dir: str | Path, warn_partial: bool = True) -> Results:
+    """Everything a run folder holds, as DataFrames; a folder that is not a run is a one-line UserError. A run
+    with planned cases missing (a shard not run) warns, and `Results.partial` lists what is missing."""
     data = read_run(Path(run_dir))
-    if data.partial:
+    if data.partial and warn_partial:
         import warnings
 
         warnings.warn(f"{run_dir} is partial: " + "; ".join(data.partial), UserWarning, stacklevel=2)
