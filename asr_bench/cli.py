@@ -6,9 +6,11 @@
     list           methods, encoders, datasets, protocols, metrics
     report         re-render tables and report.html of a stored run
     doctor         what this machine has: torch, devices, op backends, metric and method weights, data folders
-    weights        the weights zoo: `weights list`, `weights fetch PRESET...`, `weights verify FILE`
                    (--selftest: the compiled op backends checked against the reference on this device)
+    weights        the weights zoo: `weights list`, `weights fetch PRESET...`, `weights verify FILE`
+    reproduce      a paper's table in one command: `reproduce --list`, `reproduce liif-set5 --data-root ...`
     bench-ops      the custom ops' micro-benchmarks
+    validate       check this installation on its device (self-tests, tests, bench-ops, runs); one report
 
 `asr-bench`, `python -m asr_bench` and `python run_bench.py` are the same program; with no arguments it prints
 the usage and the subcommands. Every user mistake prints one line on stderr and exits with code 2; `--debug` shows the traceback.
@@ -26,7 +28,7 @@ from typing import Any
 from . import atomic
 from .errors import UserError, cannot_write
 
-COMMANDS = ("run", "score", "prepare", "list", "report", "doctor", "weights", "bench-ops")
+COMMANDS = ("run", "score", "prepare", "list", "report", "doctor", "weights", "reproduce", "bench-ops", "validate")
 
 
 def program_name(argv0: str | None = None) -> str:
@@ -52,6 +54,8 @@ def run_cli(argv: list[str]) -> int:
         argv = ["run", *argv]
     if argv[0] == "bench-ops":  # its own argument parser owns everything after the name
         return _bench_ops(argv[1:], debug)
+    if argv[0] == "validate":  # its own parser too (asr_bench/validate)
+        return _validate(argv[1:], debug)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -111,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", help="folder holding the datasets (config data_root)")
     run.add_argument("--output", "-o", help="run folder (config output); default results/<config name>")
     run.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (config device)")
+    run.add_argument("--checkpoint-dir", dest="checkpoint_dirs", action="append", default=[], metavar="DIR",
+                     help="look for method weights here first (repeatable; config checkpoint_dirs; then "
+                          "$ASR_BENCH_WEIGHTS, ~/.cache/asr_bench/weights, the Hugging Face Hub cache)")
+    run.add_argument("--require-weights", action="store_true",
+                     help="stop before any case runs when a preset's official weights are missing (config "
+                          "require_weights)")
     run.add_argument("--trust-checkpoints", action="store_true",
                      help="load checkpoints that need full pickle (they can run code; config trust_checkpoints)")
     run.add_argument("--retry-errors", action="store_true", help="rerun cases that failed in an earlier run")
@@ -138,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--suffix", default="", help="SR file stem = GT stem + suffix (e.g. _x4)")
     score.add_argument("--format", choices=("json", "csv"), default="json")
     score.add_argument("--out", help="write to this file instead of stdout")
-    score.add_argument("--weights-dir", help="LPIPS/DISTS weights folder")
+    score.add_argument("--metric-weights-dir", "--weights-dir", dest="weights_dir",
+                       help="LPIPS/DISTS weights folder (--weights-dir: the old name)")
     score.add_argument("--dataset", help="dataset name for protocol rules (liif scores div2k* on RGB); "
                                          "default: the GT folder's name")
     score.set_defaults(handler=cmd_score)
@@ -164,7 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="what this machine has")
     doctor.add_argument("--data-root", help="also check this data folder")
-    doctor.add_argument("--weights-dir", help="also look for metric weights here")
+    doctor.add_argument("--metric-weights-dir", "--weights-dir", dest="weights_dir",
+                        help="also look for LPIPS/DISTS weights here (--weights-dir: the old name)")
+    doctor.add_argument("--checkpoint-dir", dest="checkpoint_dirs", action="append", default=[],
+                        help="also look for method weights here (repeatable)")
     doctor.add_argument("--build", action="store_true", help="compile the op backends now (minutes, once)")
     doctor.add_argument("--selftest", action="store_true",
                         help="re-run the compiled op backends' self-tests against the reference (exit 1 if one fails)")
@@ -174,11 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = weights.add_subparsers(dest="weights_command", parser_class=_Parser)
     zoo_list = zoo.add_parser("list", help="every preset's files, sources, size, sha256, license, local state")
     zoo_list.add_argument("presets", nargs="*", help="only these presets (method.tag)")
-    zoo_list.add_argument("--weights-dir", help="look here first (then $ASR_BENCH_WEIGHTS, ~/.cache/asr_bench/weights)")
+    zoo_list.add_argument("--checkpoint-dir", "--weights-dir", dest="weights_dir",
+                          help="look here first (then $ASR_BENCH_WEIGHTS, ~/.cache/asr_bench/weights, the Hub cache)")
+    zoo_list.add_argument("--files", action="store_true", help="every file's sources, size, sha256, license, state")
+    zoo_list.add_argument("--json", action="store_true", help="everything, as JSON")
     zoo_list.set_defaults(handler=cmd_weights_list)
     zoo_fetch = zoo.add_parser("fetch", help="download presets' files into the cache (resumes, verifies sha256)")
     zoo_fetch.add_argument("presets", nargs="+", help="preset names (method.tag), e.g. rt4ksr.x2")
-    zoo_fetch.add_argument("--weights-dir", help="download here instead of $ASR_BENCH_WEIGHTS / the cache")
+    zoo_fetch.add_argument("--checkpoint-dir", "--weights-dir", dest="weights_dir",
+                           help="download plain-URL files here instead of $ASR_BENCH_WEIGHTS / the cache (Hub files "
+                                "go to the Hugging Face Hub cache)")
     zoo_fetch.add_argument("--variant", help="which release of a preset that has several (e.g. DF2K); default the first")
     zoo_fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
     zoo_fetch.set_defaults(handler=cmd_weights_fetch)
@@ -187,9 +206,23 @@ def build_parser() -> argparse.ArgumentParser:
     zoo_verify.add_argument("--device", default="cpu", help="where to load it (default cpu)")
     zoo_verify.set_defaults(handler=cmd_weights_verify)
     weights.set_defaults(handler=cmd_weights_usage)
+    repro = sub.add_parser("reproduce", help="a paper's table in one command: check, run, ours beside published")
+    repro.add_argument("table", nargs="?", help="e.g. liif-set5, liif-table1, gsasr-x4 (see --list)")
+    repro.add_argument("--list", action="store_true", help="name the reproducible tables")
+    repro.add_argument("--data-root", help="folder holding the datasets")
+    repro.add_argument("--checkpoint-dir", dest="checkpoint_dirs", action="append", default=[], metavar="DIR",
+                       help="a folder holding official weights (repeatable)")
+    repro.add_argument("--output", "-o", help="run folder (default results/reproduce-<table>)")
+    repro.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    repro.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key of the table's config")
+    repro.add_argument("--no-progress", action="store_true", help="no progress bars")
+    repro.set_defaults(handler=cmd_reproduce)
     # bench-ops owns its own argument parser (run_cli hands it everything after the name); listed here for --help
     sub.add_parser("bench-ops", help="the custom ops' micro-benchmarks (`bench-ops --help` for its options)",
                    add_help=False)
+    sub.add_parser("validate", help="check this installation on its device; writes validate.md/.json "
+                   "(`validate --help` for its options)", add_help=False)
     return parser
 
 
@@ -205,6 +238,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={json.dumps(value)}")  # a quoted string: paths are never YAML-typed
     if args.trust_checkpoints:
         overrides.append("trust_checkpoints=true")
+    if args.require_weights:
+        overrides.append("require_weights=true")
+    if args.checkpoint_dirs:
+        overrides.append(f"checkpoint_dirs={json.dumps(args.checkpoint_dirs)}")
     for key, values in (("methods", args.methods), ("datasets", args.datasets), ("scales", args.scales)):
         if values:
             overrides.append(f"{key}={json.dumps([int(v) if isinstance(v, float) and v.is_integer() else v for v in values])}")
@@ -222,6 +259,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run_benchmark(config, progress=not args.no_progress, retry_errors=args.retry_errors, shard=args.shard,
                            executor=args.executor, ray_address=args.ray_address, db_per_shard=args.db_per_shard)
     print(summary(result.cases))
+    from .weights import run_notes
+
+    for line in run_notes(result.cases):
+        print(line)
     print(f"\nresults: {result.run_dir}/ (report.html, tables/, cases.csv, images.csv)")
     say_partial(result.run_dir)
     if result.failed:
@@ -377,7 +418,8 @@ def say_partial(run_dir: Path, data: Any = None) -> None:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .engine.doctor import doctor_report
 
-    print(doctor_report(data_root=args.data_root, weights_dir=args.weights_dir, build=args.build))
+    print(doctor_report(data_root=args.data_root, weights_dir=args.weights_dir, build=args.build,
+                        checkpoint_dirs=args.checkpoint_dirs))
     if not args.selftest:
         return 0
     from .engine.doctor import selftest_lines
@@ -387,14 +429,32 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if passed else 1
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import list_lines, reproduce
+
+    if args.list or not args.table:
+        print("\n".join(list_lines()))
+        return 0
+    overrides = list(args.overrides)
+    for key, value in (("data_root", args.data_root), ("output", args.output), ("device", args.device)):
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    if args.checkpoint_dirs:
+        overrides.append(f"checkpoint_dirs={json.dumps(args.checkpoint_dirs)}")
+    return reproduce(args.table, overrides, progress=not args.no_progress)
+
+
 def cmd_weights_usage(args: argparse.Namespace) -> int:
     raise UserError("weights needs a subcommand: list, fetch PRESET..., or verify FILE (see `weights --help`).")
 
 
 def cmd_weights_list(args: argparse.Namespace) -> int:
-    from .zoo import list_lines
+    from .zoo import list_lines, list_records
 
-    print("\n".join(list_lines(args.weights_dir, args.presets)))
+    if args.json:
+        print(json.dumps(list_records(args.weights_dir, args.presets), indent=1))
+    else:
+        print("\n".join(list_lines(args.weights_dir, args.presets, files=args.files)))
     return 0
 
 
@@ -424,6 +484,23 @@ def _bench_ops(argv: list[str], debug: bool) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return UserError.exit_code
+
+
+def _validate(argv: list[str], debug: bool) -> int:
+    from .validate import main as validate_main
+
+    try:
+        return validate_main(argv, prog=f"{program_name()} validate")
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted; the report so far is written.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data in ../shared/data, skipped with a reason when absent."""
+"""Shared fixtures: the real data in ../shared/data (skipped with a reason when absent) and the official key tables
+in tests/data/keys (names, shapes and dtypes only; tests/data/README.md says where they come from)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
-RESEARCH = REPO.parent / "shared" / "research"
+KEY_TABLES = REPO / "tests" / "data" / "keys"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,12 +68,10 @@ def png_only_plots(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("asr_bench.report.plots.FORMATS", ("png",))
 
 
-def research_key_table(name: str) -> list[tuple[str, str, tuple[int, ...], str]]:
-    """(part, key, shape, dtype) rows of a research *_keys_*.tsv (part '' in single-file tables); skip when absent."""
-    path = RESEARCH / name
-    if not path.exists():
-        pytest.skip(f"needs {path} (the project's shared research folder beside the checkout)")
-    lines = path.read_text().splitlines()
+def key_table(name: str) -> list[tuple[str, str, tuple[int, ...], str]]:
+    """(part, key, shape, dtype) rows of an official key table tests/data/keys/*_keys_*.tsv (part '' in single-file
+    tables)."""
+    lines = (KEY_TABLES / name).read_text().splitlines()
     header = lines[0].split("\t")
     rows = []
     for line in lines[1:]:

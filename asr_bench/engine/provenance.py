@@ -77,6 +77,7 @@ def case_provenance(case: Case, config: Config, device: torch.device, dataset: A
     }
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
     return {"case_key": key, "checkpoint": entry.checkpoint, "checkpoint_sha256": ckpt,
+            "weights": case.weights.provenance() if case.weights is not None else None,
             "dataset_folder": fingerprint["folder"], "dataset_fingerprint": fingerprint["digest"],
             "dataset_files": n_files, "protocol_version": PROTOCOL_VERSION, "versions": versions()}
 
