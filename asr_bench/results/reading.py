@@ -10,7 +10,7 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .schema import CaseRecord, ImageRecord
+from .schema import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, ImageRecord
 from ..errors import MissingFile, UserError
 
 
@@ -28,7 +28,7 @@ class RunData:
         return missing_parts(self.run, self.cases)
 
 
-FINISHED = ("ok", "error", "unsupported", "no-weights")  # a case stored with one of these is done
+FINISHED = (OK, ERROR, UNSUPPORTED, NO_WEIGHTS)  # a case stored with one of these is done
 
 
 def missing_parts(run: dict[str, Any], cases: list[CaseRecord]) -> list[str]:
