@@ -9,6 +9,7 @@ Public API (everything else is internal)::
     ab.metrics.psnr(sr, hr, crop=4, y_channel=True)
     ab.data.imresize(img, scale=1 / 4)
     ab.detect_checkpoint("file.pth")          # Detection(method, encoder, preset, reason)
+    ab.results.load("results/quick")          # a run folder's cases and images as DataFrames
     model = ab.build_model(checkpoint="file.pth")
 
 Submodules (and torch with them) are imported on first use, so importing the package is cheap (`asr-bench
@@ -32,6 +33,7 @@ _LAZY = {
     "metrics": ("asr_bench.metrics", None),
     "data": ("asr_bench.data", None),
     "ops": ("asr_bench.ops", None),
+    "results": ("asr_bench.results", None),
     "list_encoders": ("asr_bench.encoders", "list_encoders"),
     "list_datasets": ("asr_bench.data.catalogue", "list_datasets"),
     "list_protocols": ("asr_bench.protocols", "list_protocols"),

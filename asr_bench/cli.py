@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import Parser as _Parser
+from . import atomic
 from .errors import UserError, cannot_write
 
 COMMANDS = ("run", "score", "prepare", "list", "report", "doctor", "weights", "reproduce", "bench-ops", "validate")
@@ -251,6 +252,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for line in run_notes(result.cases):
         print(line)
     print(f"\nresults: {result.run_dir}/ (report.html, tables/, cases.csv, images.csv)")
+    say_partial(result.run_dir)
     if result.failed:
         failed = [c for c in result.cases if c.status == "error"]
         for case in failed:
@@ -285,11 +287,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.out:
         if Path(args.out).is_dir():
             raise UserError(f"--out {args.out} is a folder; give a file name, e.g. --out {Path(args.out) / 'scores.json'}.")
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text, encoding="utf-8")
+        try:
+            atomic.write_text(Path(args.out), text)
+        except OSError as exc:  # any reason (a missing or unwritable place): the user's to fix, one line
+            raise UserError(f"cannot write --out {args.out} ({exc.strerror or type(exc).__name__}); give a file in "
+                            "a folder you can write, e.g. --out scores.json.") from None
         print(f"wrote {args.out} ({len(result['images'])} images)")
     else:
         print(text, end="")
+    for metric, note in result["notes"].items():  # why a value is inf or empty, beside the numbers
+        print(f"note: {metric}: {note}", file=sys.stderr)
     return 0
 
 
@@ -382,7 +389,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(summary(data.cases))
     shown = paths.values() if isinstance(paths, dict) else paths
     print("\nwrote: " + ", ".join(str(p) for p in shown))
+    say_partial(run_dir, data)
     return 0
+
+
+def say_partial(run_dir: Path, data: Any = None) -> None:
+    """A run with planned cases not stored (a shard that has not run or finished) says so, one line each."""
+    if data is None:
+        from .results.reading import read_run
+
+        data = read_run(Path(run_dir))
+    for line in data.partial:
+        print(f"partial run: {line}", file=sys.stderr)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

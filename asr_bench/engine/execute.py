@@ -385,7 +385,7 @@ def score_images(case: Case, config: Config, device: torch.device, sink: Sink, p
         lr, hr = protocol.lr_hr(dataset, image_id, case.scale, config.cache_dir)
         size = tuple(protocol.output_size(tuple(lr.shape[-2:]), tuple(hr.shape[-2:]), case.scale))
         raw = reused.pop(image_id) if reused and image_id in reused else upscale(lr.to(device, dtype), size)
-        sr = protocol.finalize(raw.float().cpu())
+        sr = protocol.finalize(not_a_number_where_infinite(raw.float().cpu()))
         with method_failures():  # e.g. an output of the wrong size: this method's fault, not the input's
             values, notes = protocol.score(sr, hr, case.scale, list(config.metrics), case.dataset, config.weights_dir)
         if index == 0 and config.visuals.crop:
@@ -399,6 +399,13 @@ def score_images(case: Case, config: Config, device: torch.device, sink: Sink, p
         done[image_id] = record
         bar.update(1)
     return done
+
+
+def not_a_number_where_infinite(output: torch.Tensor) -> torch.Tensor:
+    """+-inf becomes NaN: the protocol's clamp to [0, 1] would turn an infinite output into a plausible image (a
+    method that output +inf everywhere scored 6.08 dB); as NaN it reads n/a (not finite) like a NaN output."""
+    infinite = torch.isinf(output)
+    return output.masked_fill(infinite, float("nan")) if bool(infinite.any()) else output
 
 
 def finite_record(record: ImageRecord) -> ImageRecord:

@@ -12,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from ..atomic import write_text
+from .. import atomic
 
 
 def main(argv: list[str]) -> int:
@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
         text = str(error).strip().splitlines()
         result = {"status": "FAIL", "summary": f"{type(error).__name__}: {text[0][:300] if text else ''}".rstrip(": ")}
         code = 1
-    write_text(answer, json.dumps(result, default=str))
+    atomic.write_text(answer, json.dumps(result, default=str))
     sys.stdout.flush()
     return code
 

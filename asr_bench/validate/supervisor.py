@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import atomic
+
 PASS, FAIL, SKIP, TIMEOUT, PENDING = "pass", "FAIL", "skip", "TIMEOUT", "pending"
 MIN_STEP_S = 5.0  # no step is given less, whatever the budget (an interpreter and torch take seconds to start)
 
@@ -174,9 +176,7 @@ def _finite(value: Any) -> Any:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    from ..atomic import write_text  # temp file + fsync + rename, the package's one way
-
-    write_text(path, text)
+    atomic.write_text(path, text)  # the package's one atomic writer (owner-tagged temp, fsync, umask mode)
 
 
 def _cell(value: Any) -> str:
