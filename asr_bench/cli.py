@@ -6,10 +6,11 @@
     list           methods, encoders, datasets, protocols, metrics
     report         re-render tables and report.html of a stored run
     doctor         what this machine has: torch, devices, op backends, metric and method weights, data folders
+                   (--selftest: the compiled op backends checked against the reference on this device)
     weights        the weights zoo: `weights list`, `weights fetch PRESET...`, `weights verify FILE`
     reproduce      a paper's table in one command: `reproduce --list`, `reproduce liif-set5 --data-root ...`
-                   (--selftest: the compiled op backends checked against the reference on this device)
     bench-ops      the custom ops' micro-benchmarks
+    validate       check this installation on its device (self-tests, tests, bench-ops, runs); one report
 
 `asr-bench`, `python -m asr_bench` and `python run_bench.py` are the same program; with no arguments it prints
 the usage and the subcommands. Every user mistake prints one line on stderr and exits with code 2; `--debug` shows the traceback.
@@ -26,7 +27,7 @@ from typing import Any
 
 from .errors import UserError, cannot_write
 
-COMMANDS = ("run", "score", "prepare", "list", "report", "doctor", "weights", "reproduce", "bench-ops")
+COMMANDS = ("run", "score", "prepare", "list", "report", "doctor", "weights", "reproduce", "bench-ops", "validate")
 
 
 def program_name(argv0: str | None = None) -> str:
@@ -52,6 +53,8 @@ def run_cli(argv: list[str]) -> int:
         argv = ["run", *argv]
     if argv[0] == "bench-ops":  # its own argument parser owns everything after the name
         return _bench_ops(argv[1:], debug)
+    if argv[0] == "validate":  # its own parser too (asr_bench/validate)
+        return _validate(argv[1:], debug)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -217,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     # bench-ops owns its own argument parser (run_cli hands it everything after the name); listed here for --help
     sub.add_parser("bench-ops", help="the custom ops' micro-benchmarks (`bench-ops --help` for its options)",
                    add_help=False)
+    sub.add_parser("validate", help="check this installation on its device; writes validate.md/.json "
+                   "(`validate --help` for its options)", add_help=False)
     return parser
 
 
@@ -461,6 +466,23 @@ def _bench_ops(argv: list[str], debug: bool) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return UserError.exit_code
+
+
+def _validate(argv: list[str], debug: bool) -> int:
+    from .validate import main as validate_main
+
+    try:
+        return validate_main(argv, prog=f"{program_name()} validate")
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted; the report so far is written.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

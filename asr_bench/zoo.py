@@ -20,7 +20,6 @@ import http.client
 import json
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import atomic
 from .errors import MissingFile, UnknownName, UserError
 from .weightfiles import WeightFile
 from .weights import (DEFAULT_CACHE, ENV, HUB, Folder, HubFile, fetch_command, hub_cache_dir, hub_file,
@@ -119,16 +119,7 @@ def read_records() -> dict[str, dict[str, Any]]:
 def write_records(records: dict[str, dict[str, Any]]) -> None:
     """Temp file + rename: a crash never leaves a half-written record. The temp file is this writer's own, so two
     processes recording at once cannot mix their texts (the later rename wins; a lost entry is only re-hashed)."""
-    root = record_root()
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{RECORD}.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(records, indent=1, sort_keys=True))
-        os.replace(tmp, root / RECORD)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(record_root() / RECORD, json.dumps(records, indent=1, sort_keys=True))
 
 
 def sha256_of(path: Path) -> str:

@@ -14,7 +14,7 @@ from asr_bench.config import parse_config
 from asr_bench.engine.runner import run_benchmark
 
 pytestmark = pytest.mark.slow
-RT4KSR_PARAMS = {"2": 152_233, "3": 165_253}  # research/rt4ksr.md / ../shared/data/README.md
+RT4KSR_PARAMS = {"2": 152_233, "3": 165_253}  # docs/methods/rt4ksr.md §2.1 / ../shared/data/README.md
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 - `prepare_lr`: an EDSR benchmark-package layout (`HR/` + `LR_bicubic/X<s>/<id>x<s>.png`) from a folder of HR
   images. For each integer scale the HR is cropped top-left to a multiple of s first, as the package did;
   mode "uint8" (default) is MATLAB's uint8 arithmetic, which reproduces the official Set5 files bit for bit.
-- `prepare_div2k_720`: GSASR's cost-benchmark set (research/gsasr.md section 7): GT = HR[80:800, 80:800] of
+- `prepare_div2k_720`: GSASR's cost-benchmark set (docs/methods/gsasr.md §7): GT = HR[80:800, 80:800] of
   each DIV2K validation image (`scripts/data_preparation/test_time_img_generate.py` fixes top = left = 80),
   LR per scale by BasicSR's float bicubic imresize, rounded to uint8. Written as `DIV2K_GT720/<id>.png` and
   `DIV2K_LR720/X<s>/<id>.png`.

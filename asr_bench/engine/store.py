@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .. import atomic
 from ..results.csv_views import csv_text
 from ..results.database import DB_NAME, connect, dumps, read_database, transaction
 from .records import CaseRecord, ImageRecord
@@ -29,65 +29,19 @@ from .records import CaseRecord, ImageRecord
 FINAL_STATUSES = ("ok", "error", "unsupported", "no-weights")
 STALE_AFTER_S = 600.0       # a claim from another host without a heartbeat for this long is taken over
 HEARTBEAT_S = 30.0
-TMP_PREFIX = ".asr-bench-"  # our own temp files: the only ones a store ever deletes
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write temp + fsync + rename: the old or the new contents, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{temp_owner()}@{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write temp + fsync + rename (asr_bench.atomic): the old or the new contents, never a mix."""
+    atomic.write_text(path, text)
 
 
 def jsonl(rows: list[dict[str, Any]]) -> str:
     return "".join(dumps(row) + "\n" for row in rows)
 
 
-def process_start(pid: int) -> str:
-    """The start time of a process (field 22 of /proc/<pid>/stat), so a reused pid is not mistaken for the claimer."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def process_alive(pid: int, start: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return not start or not process_start(pid) or process_start(pid) == start
-
-
-def temp_owner() -> str:
-    """Who writes a temp file, in its name ("<pid>-<start>@<host>"), so another process opening the folder can
-    tell a write in progress from one cut short by a kill."""
-    pid = os.getpid()
-    return f"{pid}-{process_start(pid)}@{socket.gethostname()}"
-
-
-def abandoned_temp(path: Path, now: float) -> bool:
-    """Whether a temp file of ours was left by a dead writer: on this host its process is gone (or the pid was
-    reused); from another host, or under an older naming without an owner, it has not changed for `STALE_AFTER_S`."""
-    owner = path.name[len(TMP_PREFIX):].split("@", 2)
-    pid, _, start = owner[0].partition("-")
-    if len(owner) == 3 and pid.isdigit() and owner[1] == socket.gethostname():
-        return not process_alive(int(pid), start)
-    try:
-        return now - path.stat().st_mtime > STALE_AFTER_S
-    except OSError:  # already renamed into place or removed by its writer
-        return False
+process_start = atomic.process_start
+process_alive = atomic.process_alive
 
 
 class RunStore:
@@ -96,10 +50,7 @@ class RunStore:
     def __init__(self, run_dir: str | Path, db_name: str = DB_NAME) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        now = time.time()
-        for leftover in self.run_dir.glob(f"{TMP_PREFIX}*.tmp"):  # our writes cut short by a kill; targets intact
-            if abandoned_temp(leftover, now):  # never a concurrent writer's file in progress
-                leftover.unlink(missing_ok=True)
+        atomic.clean(self.run_dir)  # our writes cut short by a kill (targets intact); never a live writer's
         self.db_path = self.run_dir / db_name
         self.conn = connect(self.db_path)
         self.host = socket.gethostname()

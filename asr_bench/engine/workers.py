@@ -15,11 +15,12 @@ import signal
 import sys
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
+from .. import atomic
 from ..config import Config
 from ..errors import UserError, cannot_write
 from .cases import Case, load_plugins
@@ -42,6 +43,7 @@ class Task:
     done: dict[str, dict[str, Any]]
     profile: dict[str, Any] | None
     progress: bool
+    umask: int | None = None  # the run's: a worker forks from a server started earlier, perhaps under another
 
 
 class PipeSink:
@@ -134,6 +136,8 @@ class Supervisor:
         """Run one task; None when it finished, else why the worker died. A UserError in the worker is raised here."""
         if self.worker is None or not self.worker.is_alive():
             self._start()
+        if task.umask is None:
+            task = replace(task, umask=atomic.current_umask())  # files the worker writes get the run's umask
         try:
             self.tasks_out.send(task)
             outcome = self._pump(sink)
@@ -198,6 +202,8 @@ def worker_main(tasks: Any, results: Any, lifeline: Any) -> None:
             return
         if task is None:
             return
+        if task.umask is not None:
+            os.umask(task.umask)
         with warnings.catch_warnings(record=True) as caught:  # handed to the run, which shows each one once
             warnings.simplefilter("always")
             try:

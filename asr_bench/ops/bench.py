@@ -4,7 +4,7 @@
                                   [--json]
     (`python run_bench.py bench-ops ...` forwards here)
 
-Ratios are the honest figure on a shared or noisy machine (DESIGN.md "Measured figures"): each backend is timed
+Ratios are the honest figure on a shared or noisy machine (docs/architecture.md §9): each backend is timed
 in the same process as the reference, medians of `--repeats` runs after one warm-up, in wall time and in the
 calling thread's CPU time (`time.thread_time`, which another process's load does not inflate; with several
 threads it counts this thread's share only). Each row is printed as soon as it is measured (a table line, or one

@@ -6,6 +6,9 @@
                  # and `note_<metric>` holding why a metric is n/a
     run.images   # pandas DataFrame, one row per (case, image)
     run.run      # run.json as a dict (environment, resolved config)
+    run.pairwise()       # every pair of methods per dataset x scale x protocol x precision x metric: delta = a - b,
+                         # its 95 % paired bootstrap interval (low, high), p, p_adjusted (Holm), significant
+    run.time_pairwise()  # the same for the timed calls (unpaired: Mann-Whitney U, difference of medians)
 
 Nothing here imports the engine: the store's contract is `asr_bench.results.schema`.
 """
@@ -17,9 +20,10 @@ from typing import Any
 
 from .reading import RunData, read_run
 from .schema import SCHEMA_VERSION, CaseRecord, ImageRecord
+from .stats import Settings
 
 __all__ = ["load", "Results", "read_run", "RunData", "CaseRecord", "ImageRecord", "SCHEMA_VERSION",
-           "cases_frame", "images_frame"]
+           "cases_frame", "images_frame", "Settings"]
 
 
 @dataclass
@@ -31,6 +35,19 @@ class Results:
     cases: Any            # pandas.DataFrame
     images: Any           # pandas.DataFrame
     data: RunData
+
+    def pairwise(self, metrics: Any = None, settings: Settings = Settings()) -> Any:
+        """Columns method_a, method_b, delta (a - b), low, high, p, p_adjusted, significant, and the case keys
+        (protocol, precision, dataset, scale, metric), n images, the test's name, seed and resample count."""
+        from .stats import pairwise
+
+        return pairwise(self.images, self.cases, metrics, settings)
+
+    def time_pairwise(self, settings: Settings = Settings()) -> Any:
+        """The cost counterpart of `pairwise`: delta = median time a - b (ms) on the timed calls."""
+        from .stats import time_pairwise
+
+        return time_pairwise(self.cases, settings)
 
 
 def _flat(record: Any, skip: tuple[str, ...] = ("metrics", "notes")) -> dict[str, Any]:

@@ -61,6 +61,7 @@ class CaseRecord:
     time_min_ms: float | None = None
     time_max_ms: float | None = None
     time_iqr_ms: float | None = None
+    time_samples_ms: list[float] = field(default_factory=list)  # every timed call (ms); empty: stored before kept
     time_setup_ms: float | None = None  # one-time setup taken out of the timed calls; None: stored before it was
     memory_mb: float | None = None
     memory_kind: str = ""               # "cuda max_memory_allocated" or "cpu peak RSS increase"
