@@ -256,3 +256,14 @@ def test_run_notes_name_fetch_commands_and_the_small_official_files():
     assert "`asr-bench weights fetch liif.edsr-baseline rt4ksr.x2 rt4ksr.x3` (22 MB in all)" in first_run
     scored = [record("rt4ksr.x2", "ok", "official"), *cost_only]
     assert len(run_notes(scored)) == 1                               # a real comparison already: no first-run hint
+
+
+def test_a_two_file_preset_among_other_files_loads_from_a_folder_of_just_its_files(tmp_path, liif_checkpoint,
+                                                                                  rt4ksr_weights):
+    folder = flat(tmp_path, liif_checkpoint)                      # the LIIF file beside RT4KSR's two
+    for name in ("rt4ksr_x2.pth", "rt4ksr_x3.pth"):
+        (folder / name).symlink_to(rt4ksr_weights / name)
+    found = weights.resolve_named_preset("rt4ksr.all", [folder])
+    assert sorted(p.name for p in Path(found.checkpoint).iterdir()) == ["rt4ksr_x2.pth", "rt4ksr_x3.pth"]
+    model = build_model(preset="rt4ksr.all", pretrained=True, checkpoint_dirs=[folder])
+    assert model.weights_loaded and sorted(map(float, model.scales)) == [2.0, 3.0]
