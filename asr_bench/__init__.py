@@ -3,6 +3,8 @@
 Public API (everything else is internal)::
 
     import asr_bench as ab
+    model = ab.build_model("liif", preset="liif.edsr-baseline", pretrained=True)   # the official file, found
+    #   where a run finds it (checkpoint_dirs=[...], $ASR_BENCH_WEIGHTS, the cache, the Hugging Face Hub cache)
     model = ab.build_model("liif", "edsr-baseline", checkpoint="edsr-baseline-liif.pth")
     model = ab.build_model(preset="rt4ksr.x2", checkpoint="rt4ksr_x2.pth")   # presets: ab.all_presets()
     sr = model.upscale(lr, scale=3.5)

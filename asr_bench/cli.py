@@ -1,4 +1,4 @@
-"""Command line: `python run_bench.py [run] --config configs/quick.yml` and the helper subcommands.
+"""Command line: `asr-bench [run] --config quick` (a shipped config by name, or a YAML path) and the helper subcommands.
 
     run (default)  run or resume a benchmark config; prints a progress bar per case and a summary table
     score          score a folder of SR images against a folder of GT images (per image + mean; JSON or CSV)
@@ -90,14 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     prog = program_name()
     parser = _Parser(prog=prog, description="asr-bench: benchmark arbitrary-scale super-resolution.",
-                     epilog=f"Without a subcommand, `run` is meant: `{prog} --config configs/quick.yml`. "
+                     epilog=f"Without a subcommand, `run` is meant: `{prog} --config quick`. "
                             "Add --debug anywhere to see tracebacks.")
     parser.add_argument("--version", action="version", version=f"asr-bench {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, title="subcommands", metavar="<subcommand>")
 
     run = sub.add_parser("run", help="run or resume a benchmark config (the default command)")
     run.lists_config_keys = True
-    run.add_argument("--config", "-c", required=True, help="YAML config, e.g. configs/quick.yml")
+    run.add_argument("--config", "-c", required=True, help="a YAML file, or a shipped config by name: quick, x4, set5_liif, paper/liif_table1, ...")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key (dotted, YAML-typed), e.g. --set profiling.repeats=3")
     run.add_argument("--data-root", help="folder holding the datasets (config data_root)")

@@ -311,11 +311,16 @@ def folder_of(preset_name: str, release: str, paths: Sequence[Path]) -> Path:
     if all(p.parent == parent for p in paths) and siblings == set(paths):
         return parent
     links = Path(os.environ.get(ENV) or DEFAULT_CACHE).expanduser() / ".linked" / preset_name / (release or "")
-    links.mkdir(parents=True, exist_ok=True)
-    for old in links.iterdir():
-        old.unlink()
-    for p in paths:
-        (links / p.name).symlink_to(p.resolve())
+    try:
+        links.mkdir(parents=True, exist_ok=True)
+        for old in links.iterdir():
+            old.unlink()
+        for p in paths:
+            (links / p.name).symlink_to(p.resolve())
+    except OSError as exc:
+        raise UserError(f"the files of {preset_name} ({', '.join(str(p) for p in paths)}) share their folder with "
+                        f"other checkpoints, and a folder of links could not be made at {links} ({exc.strerror}); "
+                        f"put them in <dir>/{preset_name}/ of a weights folder.") from None
     return links
 
 
