@@ -29,7 +29,8 @@ from .arguments import Parser as _Parser
 from . import atomic
 from .errors import UserError, cannot_write
 
-COMMANDS = ("run", "score", "prepare", "list", "report", "doctor", "weights", "reproduce", "bench-ops", "validate")
+COMMANDS = ("run", "score", "prepare", "list", "report", "compare", "doctor", "weights", "reproduce", "bench-ops",
+            "validate")
 
 
 def program_name(argv0: str | None = None) -> str:
@@ -160,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="re-render tables and report.html of a stored run")
     report.add_argument("run_dir", help="a run folder (holding run.json and cases.jsonl)")
     report.set_defaults(handler=cmd_report)
+
+    compare = sub.add_parser("compare", help="one report from several run folders (machines, days, shards); "
+                                             "checks they are comparable first")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more run folders")
+    compare.add_argument("--output", "-o", required=True, help="a new folder for the merged store and its report")
+    compare.set_defaults(handler=cmd_compare)
 
     doctor = sub.add_parser("doctor", help="what this machine has")
     doctor.add_argument("--data-root", help="also check this data folder")
@@ -401,6 +408,22 @@ def say_partial(run_dir: Path, data: Any = None) -> None:
         data = read_run(Path(run_dir))
     for line in data.partial:
         print(f"partial run: {line}", file=sys.stderr)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Merge comparable cases of several runs, keep the others apart (and say why), render one report."""
+    from .engine.runner import render_run
+    from .results.compare import compare_runs, write_comparison
+
+    for folder in args.run_dirs:
+        must_be_folder(Path(folder), "run folder")
+    comparison = compare_runs([Path(d) for d in args.run_dirs])
+    output = write_comparison(comparison, Path(args.output))
+    paths = render_run(output)
+    print(comparison.report())
+    shown = paths.values() if isinstance(paths, dict) else paths
+    print("wrote: " + ", ".join(str(p) for p in [output / "comparability.md", *shown]))
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from .model import (
     FRAME_RATES, AccuracyTable, Cell, CostRow, VariantRow, accuracy_tables, cost_only_summary, cost_rows,
     dataset_title, decimals, delta_places, fmt, fmt_delta, fmt_rate, footnote_mark, frame_rate_reasons,
     has_frame_rates, lower_better, metric_title, ordered_unique, scale_title, unsupported_summary, variant_label,
-    variant_rows, with_variant_labels, delta_sign, TIME_RULE,
+    variant_rows, with_variant_labels, delta_sign, TIME_RULE, few_repeats_note,
 )
 from .plots import TITLES, all_plots, stage_caption
 from .published import load_published
@@ -201,7 +201,7 @@ def _cost_view(rows: Sequence[CostRow], notes: _Footnotes) -> dict[str, Any]:
             "frames_note": frame_rate_note(rows), "frames_na": frame_rate_reasons(rows),
             "figure_notes": figure_note_lines(rows),
             "single_repeat": bool(rows) and all(r.time_repeats == 1 for r in rows if r.time_repeats),
-            "time_rule": TIME_RULE}
+            "time_rule": TIME_RULE, "few": ""}
 
 
 def _variant_view(rows: Sequence[VariantRow], names: Sequence[str]) -> dict[str, Any]:
@@ -239,6 +239,8 @@ def render_html(data: RunData, tables: Sequence[AccuracyTable], cost: Sequence[C
     notes = _Footnotes()
     accuracy = [_accuracy_view(t, i + 1) for i, t in enumerate(tables)]
     cost_view = _cost_view(cost, notes)
+    few = few_repeats_note(data.cases)
+    cost_view["few"] = few[:1].upper() + few[1:] + "." if few else ""
     published_view = []
     for e in published:
         cells = published_display(e)
@@ -303,7 +305,7 @@ def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str,
     tables = accuracy_tables(data.cases, published_numbers, metrics, images=data.images)
     cost = cost_rows(data.cases)
     published = published_rows(tables)
-    plots = all_plots(data.cases)
+    plots = all_plots(data.cases, published_numbers)
     variants = variant_rows(stored.cases, metrics)
     for folder in (data.run_dir, data.run_dir / "tables", data.run_dir / "plots"):
         atomic.clean(folder)  # temp files of a render killed midway (the files they were to replace are intact)

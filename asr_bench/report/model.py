@@ -635,6 +635,32 @@ TIME_RULE = ("fastest in bold only when its timed calls are faster than the seco
              "test, Holm-adjusted across the table, p < 0.05; ≈ = the fastest and those the timer cannot separate from it")
 
 
+def few_repeats_note(cases: Sequence[CaseRecord]) -> str:
+    """What the timed calls cannot establish: with n calls each the smallest two-sided Mann-Whitney p is
+    2 / C(2n, n); Holm over m comparisons multiplies it by m. '' when a significant difference is possible."""
+    from ..results import cases_frame
+    from ..results.stats import ALPHA, time_pairwise
+
+    measured = [c for c in cases if c.status in (OK, NO_WEIGHTS) and c.time_ms is not None]
+    if len(measured) < 2:
+        return ""
+    frame = time_pairwise(cases_frame(measured), intervals=False)
+    if not len(frame):
+        return ""
+    counts = [min(a, b) for a, b in zip(frame["n_a"], frame["n_b"])]
+    n, m = max(counts), int(frame["family_size"].max() or len(frame))
+    if n < 2:
+        return ("one timed call per case: times cannot be tested, so no time is bold; "
+                "set profiling.repeats to 7 or more for a test")
+    best = 2 / math.comb(2 * n, n) * max(m, 1)
+    if best < ALPHA:
+        return ""
+    return (f"with {n} timed calls per case the smallest Mann-Whitney p is 2/C({2 * n},{n}) = {2 / math.comb(2 * n, n):.4f}, "
+            f"and Holm over the {m} comparisons of this table makes it {min(best, 1):.3f} ≥ {ALPHA}: no time difference "
+            "here can be significant, however far apart the medians are; set profiling.repeats (and max_repeats) "
+            "higher for a test that can decide")
+
+
 def _mark_fastest(rows: list[CostRow], cases: Sequence[CaseRecord]) -> None:
     """Bold the fastest median only when it is significantly faster than the second (asr_bench.results.stats
     .time_pairwise on the stored timed calls); otherwise mark it and those not significantly slower as tied."""
@@ -644,7 +670,7 @@ def _mark_fastest(rows: list[CostRow], cases: Sequence[CaseRecord]) -> None:
     measured = [c for c in cases if c.status in (OK, NO_WEIGHTS) and c.time_ms is not None]
     if not measured:
         return
-    frame = time_pairwise(cases_frame(measured))
+    frame = time_pairwise(cases_frame(measured), intervals=False)
     verdict = {}
     for row in frame.to_dict("records"):
         key = (row["dataset"], row["scale"], row["protocol"])

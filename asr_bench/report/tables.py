@@ -16,7 +16,7 @@ from ..results.csv_views import csv_text
 from ..results.schema import CaseRecord
 from ..results.stats import ALPHA, EXACT_MAX_N, min_sign_flip_p
 from .model import (
-    FIGURE_NOTES, TIME_RULE, rank_summary, FRAME_RATES, MISSING, AccuracyTable, Cell, CostRow, VariantRow, column_chunks, cost_only_summary, dataset_title,
+    FIGURE_NOTES, TIME_RULE, few_repeats_note, rank_summary, FRAME_RATES, MISSING, AccuracyTable, Cell, CostRow, VariantRow, column_chunks, cost_only_summary, dataset_title,
     decimals, delta_places, fmt, fmt_delta, fmt_rate, footnote_mark, frame_rate_reasons, has_frame_rates,
     lower_better, metric_sort_key, metric_title, ordered_unique, scale_title, unsupported_summary,
     with_variant_labels,
@@ -62,7 +62,7 @@ def _md_table(header: list[str], rows: list[list[str]], align: list[str]) -> str
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "–": "--", "—": "---", "×": r"$\times$", "†": r"$^\dagger$", "±": r"$\pm$", "Δ": r"$\Delta$",
-                  "−": "$-$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "µ": r"$\mu$", "·": r"$\cdot$", "≈": r"$\approx$", "≥": r"$\geq$", "≤": r"$\leq$"}
+                  "−": "$-$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "µ": r"$\mu$", "·": r"$\cdot$", "≈": r"$\approx$", "<": "$<$", ">": "$>$", "≥": r"$\geq$", "≤": r"$\leq$"}
 
 
 def latex_escape(text: str) -> str:
@@ -72,12 +72,13 @@ def latex_escape(text: str) -> str:
 # The page the LaTeX tables are laid out for: A4 with 2.5 cm margins (tables.tex sets exactly that), every table in
 # \small, no \resizebox (a paper's tables share one font size). A table wider than the text is split into stacked
 # tabulars (accuracy) or turned sideways (cost and the other row tables); a float taller than the budget continues
-# in the next float. Widths are estimated from the cell texts at \small (digits 5 pt, letters about 5.2 pt).
+# in the next float. Widths are estimated from the cell texts at \small (digits 4.6 pt, letters about 4.3 pt, and a
+# margin): the compile test (tests/test_latex_compile.py) checks the estimate leaves no overfull box.
 LATEX_TEXT_WIDTH_PT = 455.0
 LATEX_TEXT_HEIGHT_PT = 700.0
 LATEX_FLOAT_BUDGET_PT = 560.0   # caption, tabulars and notes of one float; the rest is slack for LaTeX's own spacing
 LATEX_SIZE = r"\small"
-_CHAR_PT, _ROW_PT, _NOTE_LINE_PT, _PAD_PT = 5.4, 11.5, 11.0, 12.0
+_CHAR_PT, _ROW_PT, _NOTE_LINE_PT, _PAD_PT = 4.8, 11.5, 11.0, 12.0
 LATEX_LABEL_MAX_PT = 110.0      # longer method names wrap in a ragged-right column of this width
 LATEX_PREAMBLE = ("% requires \\usepackage{booktabs,array,rotating}; laid out for a 455 pt (16 cm) text width\n")
 
@@ -91,7 +92,11 @@ def _visible(text: str) -> str:
 
 
 def _text_pt(text: str) -> float:
-    return len(_visible(text)) * _CHAR_PT
+    """Estimated width at \\small: capitals are wider than digits, lower case a bit narrower."""
+    width = 0.0
+    for ch in _visible(text):
+        width += 6.6 if ch.isupper() else 4.6 if ch.isdigit() else 4.4 if ch.islower() else 3.2 if ch in ".,:;!|()[]' " else 5.0
+    return width * 1.16  # the per-character widths are 9 pt ones; \\small of an 11 pt article is 10 pt
 
 
 def _label_spec(labels: Sequence[str]) -> tuple[str, float]:
@@ -182,6 +187,8 @@ def significance_rule(table: AccuracyTable, markdown: bool = False) -> str:
         return (f"Best per column in {bold}, second best {second} (not tested for significance: no per-image values). "
                 "↑ higher is better, ↓ lower is better.")
     family = sorted({int(n) for n in table.pairs["family_size"]}) if len(table.pairs) else [0]  # type: ignore[index]
+    if family == [0]:
+        return "One method per column: nothing to compare or bold. ↑ higher is better, ↓ lower is better."
     return (f"{bold} = best in its column and better than the second best by a paired test on the per-image values "
             f"(exact sign-flip up to {EXACT_MAX_N} images, Wilcoxon signed-rank above), Holm-adjusted across the "
             f"{'/'.join(map(str, family))} comparisons of this table, p < {ALPHA}; ≈ = the best and every method it "
@@ -197,7 +204,7 @@ def few_images_note(table: AccuracyTable) -> str:
         return ""
     parts = ordered_unique(f"{dataset_title(str(d))} ({int(n)} images)" for d, n in zip(small["dataset"], small["n"]))
     n = int(small["n"].max())
-    return (f"{', '.join(parts)}: with {n} images the smallest p an exact paired test can give is 2/2^{n} = "
+    return (f"{', '.join(parts)}: with {n} images the smallest p an exact paired test can give is 2/{2 ** n} = "
             f"{min_sign_flip_p(n):.4f} ≥ {ALPHA}, so no difference there can be significant however large and "
             "consistent it is; ≈ then means not established, not equal. The paired differences table gives each "
             "mean difference with its 95 % interval, which still says how large it is.")
@@ -434,27 +441,17 @@ def paired_latex(table: AccuracyTable) -> str:
     if not entries:
         return ""
     rows = [paired_display(e) for e in entries]
-    labels = ordered_unique([latex_escape(r[1]) for r in rows] + [latex_escape(r[2]) for r in rows])
-    spec, _ = _label_spec(labels)
-    head = [rf"\begin{{tabular}}{{l{spec}{spec}rrrrr}}", r"\toprule",
-            r"Case & Best & vs & $\Delta$ & 95\,\% interval & $p$ & $p$ (Holm) & $n$ \\", r"\midrule"]
-    blocks, chunk = [], []
-    per_block = max(5, int((LATEX_FLOAT_BUDGET_PT - 120) / _ROW_PT / 1.5))
+    tabular = [r"\begin{tabular}{lllrrrrr}", r"\toprule",
+               r"Case & Best & vs & $\Delta$ & 95\,\% interval & $p$ & $p$ (Holm) & $n$ \\", r"\midrule"]
     for row in rows:
-        chunk.append(" & ".join([latex_escape(row[0]), latex_escape(row[1]), latex_escape(row[2]),
-                                 latex_escape(row[3]).replace("-", "$-$", 1) if row[3].startswith("-") else latex_escape(row[3]),
-                                 latex_escape(row[4]).replace("-", "$-$"), latex_escape(row[5]), latex_escape(row[6]),
-                                 row[7]]) + r" \\")
-        if len(chunk) == per_block:
-            blocks.append(chunk)
-            chunk = []
-    if chunk:
-        blocks.append(chunk)
-    packed = [([*head, *b, r"\bottomrule", r"\end{tabular}"], (len(b) * 1.5 + 3) * _ROW_PT) for b in blocks]
+        minus = [latex_escape(c).replace("-", "$-$") for c in row[3:5]]
+        tabular.append(" & ".join([latex_escape(row[0]), latex_escape(row[1]), latex_escape(row[2]), *minus,
+                                   latex_escape(row[5]), latex_escape(row[6]), row[7]]) + r" \\")
+    tabular += [r"\bottomrule", r"\end{tabular}"]
     tests = ordered_unique(str(e["test"]) for e in entries)
     note = latex_escape(_pairs_note(table).replace("the last column", ", ".join(tests)))
-    return latex_floats(f"Paired differences, best vs second best per column (protocol: {latex_escape(table.protocol)}).",
-                        packed, [note, latex_escape(few_images_note(table))] if few_images_note(table) else [note])
+    return _row_table(f"Paired differences, best vs second best per column (protocol: {latex_escape(table.protocol)}).",
+                      tabular, [note, latex_escape(few_images_note(table))] if few_images_note(table) else [note])
 
 
 def _csv_value(value: object) -> object:
@@ -616,15 +613,32 @@ def frame_rate_note(rows: Sequence[CostRow]) -> str:
 
 
 def figure_note_lines(rows: Sequence[CostRow]) -> list[str]:
-    """'time of GSASR, DIV2K x2: excludes 53.1 s of one-time setup ...': one line per distinct note."""
+    """One line per kind of note, each said once: notes that differ only in a number ('one call takes 36.2 s')
+    are one line, the numbers in brackets after each case ('FLOPs of gsasr: Set5 x2 (36.2 s), x3 (11.6 s); ...')."""
+    number = re.compile(r"(\d+(?:\.\d+)?) s\b")
     lines = []
     for key, title in FIGURE_NOTES.items():
-        by_note: dict[str, list[str]] = {}
+        by_note: dict[str, dict[str, list[str]]] = {}
+        varying: dict[str, bool] = {}
         for r in rows:
-            if r.figure_notes.get(key):
-                by_note.setdefault(r.figure_notes[key], []).append(f"{r.label}, {dataset_title(r.dataset)} "
-                                                                  f"{scale_title(r.scale)}")
-        lines += [f"{title} of {'; '.join(where)}: {note}" for note, where in by_note.items()]
+            note = r.figure_notes.get(key)
+            if not note:
+                continue
+            generic = number.sub("N s", note)
+            found = number.findall(note)
+            where = f"{dataset_title(r.dataset)} {scale_title(r.scale)}" + (f" ({found[0]} s)" if found else "")
+            by_note.setdefault(generic, {}).setdefault(r.label, []).append(where)
+            varying[generic] = varying.get(generic, False) or generic != note and len(
+                {n for r2 in rows for n in number.findall(r2.figure_notes.get(key) or "")}) > 1
+        for generic, per_label in by_note.items():
+            text = generic.replace("N s", "the time in brackets") if varying.get(generic) else None
+            if text is None:  # one note, said as it is
+                sample = next(r.figure_notes[key] for r in rows if r.figure_notes.get(key)
+                              and number.sub("N s", r.figure_notes[key]) == generic)
+                text = sample
+                per_label = {label: [w.split(" (")[0] for w in where] for label, where in per_label.items()}
+            where_text = "; ".join(f"{label}, {', '.join(where)}" for label, where in per_label.items())
+            lines.append(f"{title} of {where_text}: {text}")
     return lines
 
 
@@ -661,7 +675,7 @@ def cost_notes(rows: Sequence[CostRow], cases: Sequence[CaseRecord] = (), markdo
     notes = [timing_note(rows), f"memory = {', '.join(kinds)}" if kinds else "memory not measured (profiling.memory: false)",
              f"FPS = 1000 / time; time: {TIME_RULE.replace('fastest in bold', f'fastest in {bold}')}",
              f"smallest memory per dataset and scale in {bold} (one reading per case, not tested)"]
-    notes += [line for line in (frame_rate_note(rows), *frame_rate_reasons(rows)) if line]
+    notes += [line for line in (few_repeats_note(cases), frame_rate_note(rows), *frame_rate_reasons(rows)) if line]
     notes += figure_note_lines(rows)
     if any(r.random_weights for r in rows):
         notes.append("* = random weights (no checkpoint): cost only, no accuracy")

@@ -181,11 +181,13 @@ def pairwise(images: Any, cases: Any, metrics: Any = None, settings: Settings = 
                     row["p"], row["test"] = paired_test(diffs)
                     batches.setdefault(len(diffs), []).append((len(rows), diffs))
                 rows.append(row)
-    for n, items in batches.items():  # one matrix product per image count
-        low, high = bootstrap_interval(np.stack([d for _, d in items]), settings.resamples, settings.seed,
-                                       settings.level)
-        for (position, _), lo, hi in zip(items, low, high):
-            rows[position]["low"], rows[position]["high"] = float(lo), float(hi)
+    for n, items in batches.items():  # one matrix product per image count, in blocks that keep memory small
+        for start in range(0, len(items), 256):
+            block = items[start:start + 256]
+            low, high = bootstrap_interval(np.stack([d for _, d in block]), settings.resamples, settings.seed,
+                                           settings.level)
+            for (position, _), lo, hi in zip(block, low, high):
+                rows[position]["low"], rows[position]["high"] = float(lo), float(hi)
     frame = pd.DataFrame(rows, columns=[c for c in PAIR_COLUMNS if c not in ("p_adjusted", "family_size",
                                                                            "significant")])
     return _adjust(frame, settings.alpha)[PAIR_COLUMNS]
@@ -217,9 +219,10 @@ def time_test(a: Any, b: Any) -> tuple[float, str]:
     return float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue), "mann-whitney"
 
 
-def time_pairwise(cases: Any, settings: Settings = Settings()) -> Any:
+def time_pairwise(cases: Any, settings: Settings = Settings(), intervals: bool = True) -> Any:
     """Pairs of measured cases (same dataset x scale x protocol x precision x device) compared on their timed calls
-    (`time_samples_ms`); delta = median a - median b in ms. Cases stored without their timed calls have NaN p."""
+    (`time_samples_ms`); delta = median a - median b in ms. Cases stored without their timed calls have NaN p.
+    `intervals=False` skips the bootstrap (the cost table's marks need only the tests)."""
     import pandas as pd
 
     if cases is None or len(cases) == 0 or "time_samples_ms" not in cases.columns:
@@ -233,7 +236,7 @@ def time_pairwise(cases: Any, settings: Settings = Settings()) -> Any:
             sa, sb = list(sa or []), list(sb or [])
             p, test = time_test(sa, sb)
             low, high = (median_difference_interval(sa, sb, settings.resamples, settings.seed, settings.level)
-                         if len(sa) >= 2 and len(sb) >= 2 else (np.nan, np.nan))
+                         if intervals and len(sa) >= 2 and len(sb) >= 2 else (np.nan, np.nan))
             rows.append({"protocol": protocol, "precision": precision, "device": device, "dataset": dataset,
                          "scale": scale, "method_a": a, "method_b": b, "n_a": len(sa), "n_b": len(sb),
                          "median_a": float(ta), "median_b": float(tb), "delta": float(ta) - float(tb),
