@@ -1,4 +1,4 @@
-"""Command line: `python run_bench.py [run] --config configs/quick.yml` and the helper subcommands.
+"""Command line: `asr-bench [run] --config quick` (a shipped config by name, or a YAML path) and the helper subcommands.
 
     run (default)  run or resume a benchmark config; prints a progress bar per case and a summary table
     score          score a folder of SR images against a folder of GT images (per image + mean; JSON or CSV)
@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .arguments import Parser as _Parser
+from . import atomic
 from .errors import UserError, cannot_write
 
 COMMANDS = ("run", "score", "prepare", "list", "report", "compare", "doctor", "weights", "reproduce", "bench-ops",
@@ -41,6 +43,12 @@ def program_name(argv0: str | None = None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of `run_bench.py` and the `asr-bench` console script; exits with the command's code."""
+    from .checkout import shadowed_checkout
+
+    shadowed = shadowed_checkout()
+    if shadowed is not None:        # another checkout's code would run under this one's name
+        print(f"error: {shadowed}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
     sys.exit(run_cli(list(sys.argv[1:] if argv is None else argv)))
 
 
@@ -78,38 +86,19 @@ def run_cli(argv: list[str]) -> int:
         return 130
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad argument is a one-line UserError like every other mistake (exit code 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message}. See `{self.prog} --help`.")
-
-
-    lists_config_keys = False   # `run`: its --help ends with every config key of the schema (read when shown)
-
-    def format_help(self) -> str:
-        if self.lists_config_keys:
-            from .config import help_lines
-
-            self.formatter_class = argparse.RawDescriptionHelpFormatter
-            self.epilog = ("config keys (in the YAML file, or --set KEY=VALUE; dotted for sections):\n"
-                           + "\n".join(help_lines()))
-        return super().format_help()
-
-
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     prog = program_name()
     parser = _Parser(prog=prog, description="asr-bench: benchmark arbitrary-scale super-resolution.",
-                     epilog=f"Without a subcommand, `run` is meant: `{prog} --config configs/quick.yml`. "
+                     epilog=f"Without a subcommand, `run` is meant: `{prog} --config quick`. "
                             "Add --debug anywhere to see tracebacks.")
     parser.add_argument("--version", action="version", version=f"asr-bench {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, title="subcommands", metavar="<subcommand>")
 
     run = sub.add_parser("run", help="run or resume a benchmark config (the default command)")
     run.lists_config_keys = True
-    run.add_argument("--config", "-c", required=True, help="YAML config, e.g. configs/quick.yml")
+    run.add_argument("--config", "-c", required=True, help="a YAML file, or a shipped config by name: quick, x4, set5_liif, paper/liif_table1, ...")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key (dotted, YAML-typed), e.g. --set profiling.repeats=3")
     run.add_argument("--data-root", help="folder holding the datasets (config data_root)")
@@ -270,6 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for line in run_notes(result.cases):
         print(line)
     print(f"\nresults: {result.run_dir}/ (report.html, tables/, cases.csv, images.csv)")
+    say_partial(result.run_dir)
     if result.failed:
         failed = [c for c in result.cases if c.status == "error"]
         for case in failed:
@@ -304,11 +294,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.out:
         if Path(args.out).is_dir():
             raise UserError(f"--out {args.out} is a folder; give a file name, e.g. --out {Path(args.out) / 'scores.json'}.")
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text, encoding="utf-8")
+        try:
+            atomic.write_text(Path(args.out), text)
+        except OSError as exc:  # any reason (a missing or unwritable place): the user's to fix, one line
+            raise UserError(f"cannot write --out {args.out} ({exc.strerror or type(exc).__name__}); give a file in "
+                            "a folder you can write, e.g. --out scores.json.") from None
         print(f"wrote {args.out} ({len(result['images'])} images)")
     else:
         print(text, end="")
+    for metric, note in result["notes"].items():  # why a value is inf or empty, beside the numbers
+        print(f"note: {metric}: {note}", file=sys.stderr)
     return 0
 
 
@@ -401,7 +396,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(summary(data.cases))
     shown = paths.values() if isinstance(paths, dict) else paths
     print("\nwrote: " + ", ".join(str(p) for p in shown))
+    say_partial(run_dir, data)
     return 0
+
+
+def say_partial(run_dir: Path, data: Any = None) -> None:
+    """A run with planned cases not stored (a shard that has not run or finished) says so, one line each."""
+    if data is None:
+        from .results.reading import read_run
+
+        data = read_run(Path(run_dir))
+    for line in data.partial:
+        print(f"partial run: {line}", file=sys.stderr)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

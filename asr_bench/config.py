@@ -101,6 +101,15 @@ def as_text(value: Any, key: str, optional: bool = False) -> Any:
     return str(value)
 
 
+def as_run_name(value: Any, key: str) -> str:
+    """A run name is one folder name under results/: `../x` or `a/b` would write outside (or deep inside) it."""
+    name = as_text(value, key)
+    if name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+        raise UserError(f"config key '{key}' is {name!r}: a run name is one folder name under results/ (no '/', "
+                        "'\\', not '..', no surrounding spaces); to write elsewhere use --output PATH.")
+    return name
+
+
 def as_texts(value: Any, key: str) -> tuple[str, ...]:
     return tuple(as_text(item, f"{key}[{i}]") for i, item in enumerate(as_list(value, key)))
 
@@ -125,6 +134,10 @@ def as_positive(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise UserError(f"config key '{key}' is {value!r}; it must be a number > 0.")
     return float(value)
+
+
+def as_optional_positive(value: Any, key: str) -> float | None:
+    return None if value is None else as_positive(value, key)
 
 
 def as_bool(value: Any, key: str) -> bool:
@@ -377,7 +390,7 @@ def yaml_text(value: Any) -> str:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("name", TEXT, FROM_FILE, "run name; the run folder is `results/<name>` unless `output` is set"),
+    Field("name", Kind("str", as_run_name), FROM_FILE, "run name; the run folder is `results/<name>` unless `output` is set"),
     Field("methods", Kind("`all` or list", parse_methods), REQUIRED,
           "`all` = every registered method on its default encoder and preset, plus every other preset whose official "
           "weights are found; or a list of names, "
@@ -428,13 +441,18 @@ FIELDS: tuple[Field, ...] = (
           "frames per second of a synthetic 1280x720 -> 3840x2160 (x3) and 1920x1080 -> 3840x2160 (x2) frame, for "
           "every method that supports the scale (measured in its first case; tiled when `tiling.tile` is set)",
           result=RESULT_CASE),
+    Field("profiling.case_timeout", Kind("float", as_optional_positive, "> 0", nullable=True), 3600.0,
+          "seconds one case (every image, timing included) may take in its worker process; past it the worker is "
+          "killed, the case is stored as an error 'timed out after N s' and the run goes on; null = no limit "
+          "(the limit needs a worker: not enforced with isolation off)"),
     Field("visuals.crop", whole(0), 96,
           "side of the HR crop saved per method for the first image of each dataset and scale; 0 = none"),
     Field("visuals.crop_at", Kind("`[top, left]`", parse_crop_at, nullable=True), None,
           "the crop's top-left corner in HR pixels; null = where the HR has the most detail"),
     Field("save_images", BOOL, False,
-          "write every SR output as PNG under `<run>/images/<dataset>/x<scale>/<label>/<image>.png` "
-          "(`<label> [bf16]`, `<label> [compiled]` for the other precisions and compile settings)"),
+          "write every SR output as PNG under `<run>/images/<dataset>/x<scale>/<label stem>/<image>.png`: the "
+          "label's file-safe form and 6 hex digits of its hash (of `<label> [bf16]`, `<label> [compiled]` for the "
+          "other precisions and compile settings)"),
     Field("output", PATH, None, "run folder; reruns resume there", shown_default="`results/<name>`"),
     Field("data_root", PATH, None, "where datasets live (then `$ASR_BENCH_DATA`, then `./datasets`)",
           result=RESULT_CASE),
@@ -491,6 +509,7 @@ class Profiling:
     flops: bool | str = default("profiling.flops")         # true: counted unless one call takes over FLOPS_MAX_CALL_S
     input: tuple[int, int] | None = default("profiling.input")
     frame_rates: bool = default("profiling.frame_rates")
+    case_timeout: float | None = default("profiling.case_timeout")  # enforced by the supervising process
 
 
 @dataclass(frozen=True)
@@ -703,6 +722,11 @@ def check_together(values: dict[str, dict[str, Any]], given: dict[str, dict[str,
     repeats = profiling["repeats"]
     if "max_repeats" not in given["profiling"]:
         profiling["max_repeats"] = max(profiling["max_repeats"], repeats)
+    tiling = values["tiling"]
+    if tiling["tile"] is not None and tiling["overlap"] >= tiling["tile"]:
+        raise UserError(f"config key 'tiling.overlap' is {tiling['overlap']} but tiling.tile is {tiling['tile']}; "
+                        "neighbouring tiles cannot share a whole tile: use an overlap smaller than the tile "
+                        "(e.g. tile/4).")
     if profiling["max_repeats"] < repeats:
         raise UserError(f"config key 'profiling.max_repeats' is {profiling['max_repeats']} but profiling.repeats is "
                         f"{repeats}; max_repeats must be >= repeats.")
@@ -721,9 +745,9 @@ def config_hash(config: Config) -> str:
 def results_key(config: Config, device_type: str | None = None) -> dict[str, Any]:
     """The config values every stored number depends on (the schema's `result=RESULT_VALUE` keys), by dotted key.
 
-    A case's provenance key is this plus the case's own part (method, code, checkpoint, dataset, scale, precision,
-    compile, frame rates, metric weights found: the `RESULT_CASE` keys); `device_type` replaces `auto` by the
-    device the run resolved."""
+    A case's provenance key is this plus the case's own part (method, checkpoint, dataset, scale, precision,
+    compile, frame rates, metric weights found: the `RESULT_CASE` keys, `engine.provenance.case_part`);
+    `device_type` replaces `auto` by the device the run resolved."""
     data = config.to_dict()
     key: dict[str, Any] = {}
     for spec in FIELDS:

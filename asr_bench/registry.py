@@ -4,22 +4,20 @@ A plugin is a module that defines `METHODS`, a list of `MethodSpec` (`asr_bench.
 here). The packages in `asr_bench.methods` (one folder per method) are discovered by name; external packages expose a module through the entry-point
 group `asr_bench.methods`. Nothing registers itself at import time: the registry reads `METHODS` from each
 module the first time a method is asked for, so one broken plugin is reported, not fatal to the others.
+`build_model` is in `asr_bench.models` (above this, detection and the weights resolution).
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
 import warnings
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
 import torch
 
-from .checkpoints import Checkpoint, load_strict, unwrap
-from .detection import resolve
-from .errors import MissingFile, UnknownName, UserError, closest
+from .errors import UnknownName, UserError, closest
 from .methods.spec import DTYPES, TILING_POLICIES, MethodSpec, Option, Preset, no_conversion  # noqa: F401 - re-exported
 from .plugins import entry_point_modules
 from .upsampler import ANY_SCALE, Upsampler
@@ -157,79 +155,6 @@ def check_dtype(spec: MethodSpec, dtype: str) -> None:
     if dtype not in spec.dtypes:
         raise UserError(f"method '{spec.name}' is not tested in {dtype} (it runs in {', '.join(spec.dtypes)}); "
                         "set precision to one of those.")
-
-
-def build_model(
-    method: str | None = None,
-    encoder: str | None = None,
-    checkpoint: Checkpoint = None,
-    device: str = "cpu",
-    preset: str | None = None,
-    dtype: str = "fp32",
-    param_keys: Sequence[str] | None = None,
-    pretrained: bool | None = None,
-    checkpoint_dirs: Sequence[str | Path] = (),
-    **kwargs: Any,
-) -> Upsampler:
-    """Build a method on an encoder, load its checkpoint strictly, move it to `device` and `dtype`, eval mode.
-
-    `preset` ("gsasr.rdn-enhanced") alone names the method too; with neither, the checkpoint says what it is
-    (the registered methods' detectors, `asr_bench.detect_checkpoint`). `param_keys` overrides the preset's order of a BasicSR container's
-    `params_ema` / `params`.
-
-    `pretrained=True` (as in timm) loads the preset's official files, found where a run finds them
-    (`checkpoint_dirs`, `$ASR_BENCH_WEIGHTS`, our cache, the Hugging Face Hub cache: `asr_bench.weights`), or
-    raises one line naming the `asr-bench weights fetch` command. Without a checkpoint the default is
-    `pretrained=False`: random weights, which `weights_loaded` and the model's repr say.
-    """
-    if method is None and preset is None and checkpoint is not None:
-        method, encoder, preset, kwargs = resolve(checkpoint, encoder, preset, kwargs, method_specs())
-    if method is None:
-        if preset is None:
-            raise UserError("name a method or a preset, e.g. build_model('liif') or "
-                            "build_model(preset='rt4ksr.x2'); `asr-bench list` shows them.")
-        method = preset.split(".", 1)[0]
-    spec = get_method(method)
-    encoder, chosen = choose_preset(spec, encoder, preset)
-    check_options(spec, kwargs)
-    check_dtype(spec, dtype)
-    weights = None
-    if pretrained and checkpoint is None:
-        checkpoint = pretrained_checkpoint(spec, chosen, checkpoint_dirs)
-    if checkpoint is not None:
-        if isinstance(checkpoint, (str, Path)) and not Path(checkpoint).expanduser().exists():
-            raise MissingFile("checkpoint file", checkpoint,
-                              "Check the path, or omit the checkpoint to benchmark random weights.")
-        keys = tuple(param_keys) if param_keys is not None else (
-            chosen.checkpoint_keys if chosen is not None else ("params_ema", "params"))
-        weights = unwrap(checkpoint, keys)
-    model = spec.builder(encoder=encoder, preset=chosen, weights=weights, **kwargs)
-    declare(model, spec, chosen)
-    if weights is not None:
-        load_strict(model, spec.convert(model, weights), f"{spec.name} checkpoint ({weights.source})")
-        model.on_weights_loaded()
-    model.weights_loaded = weights is not None or not spec.needs_weights
-    model.weights_source = (weights.source if weights is not None else
-                            "none needed" if not spec.needs_weights else "random (not pretrained)")
-    return model.to(device=device, dtype=TORCH_DTYPES[dtype]).eval()
-
-
-def pretrained_checkpoint(spec: MethodSpec, preset: Preset | None, checkpoint_dirs: Sequence[str | Path]) -> str:
-    """The official checkpoint of `preset` (a file, or the folder of a pair), or a one-line error saying how to
-    get it."""
-    from .weights import resolve_preset
-
-    if preset is None:
-        raise UserError(f"{spec.name} has no preset, so no official weights: pass checkpoint=... or "
-                        "pretrained=False.")
-    found = resolve_preset(preset.name, preset, checkpoint_dirs)
-    if not found.declared:
-        raise UserError(f"preset {preset.name} has no official weights; pass checkpoint=... or pretrained=False.")
-    if not found.found:
-        raise MissingFile(f"official weights of {preset.name} ({', '.join(found.missing)})",
-                          ", ".join(found.looked_in),
-                          f"Run `{found.fetch}`, or pass checkpoint_dirs=[folder holding them].")
-    return found.checkpoint  # type: ignore[return-value]
 
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -17,6 +17,8 @@ current folder.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import atomic
 from .errors import MissingFile, UserError
 from .weightfiles import WeightFile
 
@@ -135,13 +138,75 @@ def locate(preset_name: str, wf: WeightFile, folders: Sequence[Folder]) -> Found
     return Found(cached, HUB) if cached is not None else None
 
 
+# ------------------------------------------------------------------------------------------ hashes
+
+RECORD = "sha256.json"
+
+
+def record_root() -> Path:
+    """The folder whose `sha256.json` remembers hashes: the cache ($ASR_BENCH_WEIGHTS or the default), never a
+    user's own weights folder, so `list` and `doctor` write nowhere else."""
+    return Path(os.environ.get(ENV) or DEFAULT_CACHE).expanduser()
+
+
+def read_records() -> dict[str, dict[str, Any]]:
+    path = record_root() / RECORD
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}   # a damaged record only costs a re-hash
+    return data if isinstance(data, dict) else {}
+
+
+def write_records(records: dict[str, dict[str, Any]]) -> None:
+    """Temp file + rename: a crash never leaves a half-written record. The temp file is this writer's own, so two
+    processes recording at once cannot mix their texts (the later rename wins; a lost entry is only re-hashed)."""
+    atomic.write_text(record_root() / RECORD, json.dumps(records, indent=1, sort_keys=True))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_key(path: Path) -> str:
+    """A file's key in the record: relative inside the cache (which may move), absolute elsewhere."""
+    resolved, base = path.resolve(), record_root().resolve()
+    return str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(resolved)
+
+
+def cached_sha256(path: Path) -> str:
+    """sha256 of a file, remembered by size and mtime (a 256 MB checkpoint is hashed once, not per `list`)."""
+    records = read_records()
+    key = record_key(path)
+    stat = path.stat()
+    entry = records.get(key, {})
+    if entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns and entry.get("sha256"):
+        return entry["sha256"]
+    digest = sha256_of(path)
+    records[key] = {**entry, "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    try:
+        write_records(records)
+    except OSError:
+        pass   # an unwritable cache: the hash is still right, only not remembered
+    return digest
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The sha256 fetch recorded for a file whose source publishes none."""
+    return read_records().get(record_key(path), {}).get("fetched_sha256")
+
+
 # ------------------------------------------------------------------------------------------ checks
 
 
 def problem(preset_name: str, wf: WeightFile, path: Path) -> str | None:
     """Why a found file is not the official one (size, published sha256, or the sha256 recorded at fetch), or None."""
-    from .zoo import cached_sha256, recorded_sha256
-
     size = path.stat().st_size
     if wf.size is not None and size != wf.size:
         return (f"{path} is not the official {preset_name} {wf.filename}: {size} bytes, published {wf.size}; "
@@ -246,11 +311,16 @@ def folder_of(preset_name: str, release: str, paths: Sequence[Path]) -> Path:
     if all(p.parent == parent for p in paths) and siblings == set(paths):
         return parent
     links = Path(os.environ.get(ENV) or DEFAULT_CACHE).expanduser() / ".linked" / preset_name / (release or "")
-    links.mkdir(parents=True, exist_ok=True)
-    for old in links.iterdir():
-        old.unlink()
-    for p in paths:
-        (links / p.name).symlink_to(p.resolve())
+    try:
+        links.mkdir(parents=True, exist_ok=True)
+        for old in links.iterdir():
+            old.unlink()
+        for p in paths:
+            (links / p.name).symlink_to(p.resolve())
+    except OSError as exc:
+        raise UserError(f"the files of {preset_name} ({', '.join(str(p) for p in paths)}) share their folder with "
+                        f"other checkpoints, and a folder of links could not be made at {links} ({exc.strerror}); "
+                        f"put them in <dir>/{preset_name}/ of a weights folder.") from None
     return links
 
 

@@ -15,9 +15,7 @@ so a file whose source publishes none is still checked on every later use.
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
-import json
 import os
 import sys
 import urllib.error
@@ -27,15 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import atomic
 from .errors import MissingFile, UnknownName, UserError
 from .weightfiles import WeightFile
 from .weights import (DEFAULT_CACHE, ENV, HUB, Folder, HubFile, fetch_command, hub_cache_dir, hub_file,
                       in_hub_cache, local_path, search_folders, variant_of)
 from .weights import locate as _locate
+from .weights import (RECORD, cached_sha256, read_records, record_key, record_root,  # noqa: F401 - zoo's names
+                      recorded_sha256, sha256_of, write_records)
 from .weights import variants as _variants
 
-RECORD = "sha256.json"
 CHUNK = 1 << 16
 ATTEMPTS = 4                     # per URL: the first request and three resumes after a cut connection
 MANUAL_HOSTS = ("drive.google.com", "pan.baidu.com")   # need a browser (confirmation pages, logins)
@@ -97,65 +95,6 @@ def locate(preset_name: str, wf: WeightFile, dirs: Iterable[Path]) -> Path | Non
 
 
 # ------------------------------------------------------------------------------------------ hashes
-
-
-def record_root() -> Path:
-    """The folder whose `sha256.json` remembers hashes: the cache ($ASR_BENCH_WEIGHTS or the default), never a
-    user's own weights folder, so `list` and `doctor` write nowhere else."""
-    return Path(os.environ.get(ENV) or DEFAULT_CACHE).expanduser()
-
-
-def read_records() -> dict[str, dict[str, Any]]:
-    path = record_root() / RECORD
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}   # a damaged record only costs a re-hash
-    return data if isinstance(data, dict) else {}
-
-
-def write_records(records: dict[str, dict[str, Any]]) -> None:
-    """Temp file + rename: a crash never leaves a half-written record. The temp file is this writer's own, so two
-    processes recording at once cannot mix their texts (the later rename wins; a lost entry is only re-hashed)."""
-    atomic.write_text(record_root() / RECORD, json.dumps(records, indent=1, sort_keys=True))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _record_key(path: Path) -> str:
-    """A file's key in the record: relative inside the cache (which may move), absolute elsewhere."""
-    resolved, base = path.resolve(), record_root().resolve()
-    return str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(resolved)
-
-
-def cached_sha256(path: Path) -> str:
-    """sha256 of a file, remembered by size and mtime (a 256 MB checkpoint is hashed once, not per `list`)."""
-    records = read_records()
-    key = _record_key(path)
-    stat = path.stat()
-    entry = records.get(key, {})
-    if entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns and entry.get("sha256"):
-        return entry["sha256"]
-    digest = sha256_of(path)
-    records[key] = {**entry, "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    try:
-        write_records(records)
-    except OSError:
-        pass   # an unwritable cache: the hash is still right, only not remembered
-    return digest
-
-
-def recorded_sha256(path: Path) -> str | None:
-    """The sha256 fetch recorded for a file whose source publishes none."""
-    return read_records().get(_record_key(path), {}).get("fetched_sha256")
 
 
 # ------------------------------------------------------------------------------------------ status
@@ -400,7 +339,7 @@ def _install(preset_name: str, wf: WeightFile, part: Path, target: Path, urls: l
     entry = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "url": urls[0]}
     if not wf.sha256:
         entry["fetched_sha256"] = digest
-    records[_record_key(target)] = entry
+    records[record_key(target)] = entry
     write_records(records)
     how = "verified" if wf.sha256 else "sha256 recorded (none published)"
     say(f"{preset_name}: {wf.filename} -> {target} ({how}: {digest})")
@@ -441,7 +380,7 @@ def fetch_hub(preset_name: str, wf: WeightFile, hub: HubFile, progress: bool = T
              "url": f"hf://{hub.repo_id}/{hub.path}@{hub.revision}"}
     if not wf.sha256:
         entry["fetched_sha256"] = digest
-    records[_record_key(path)] = entry
+    records[record_key(path)] = entry
     write_records(records)
     how = "verified" if wf.sha256 else "sha256 recorded (none published)"
     say(f"{preset_name}: {wf.filename} -> {path} ({how}: {digest})")
@@ -545,7 +484,7 @@ def verify(checkpoint: str | Path, device: str = "cpu") -> list[str]:
     """`weights verify FILE`: detect, strict-load through build_model, parameters and sha256 of each file."""
     from .checkpoints import CHECKPOINT_SUFFIXES
     from .detect import detect_checkpoint
-    from .registry import build_model
+    from .models import build_model
 
     path = Path(checkpoint).expanduser()
     if not path.exists():

@@ -96,6 +96,17 @@ def test_score_of_identical_images_writes_null_and_a_note_not_infinity(images, t
     assert result["mean"]["ssim"] == 1.0
 
 
+def test_score_of_identical_images_reads_inf_with_a_note_in_csv_and_on_the_console(images, tmp_path, capsys):
+    """A user met an empty PSNR cell: an SR equal to its GT has zero error, so its PSNR is +inf (and the mean too)."""
+    assert run_cli(["score", "--sr", str(images), "--gt", str(images), "--scale", "2", "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    table = [line.split(",") for line in captured.out.splitlines()]
+    assert table[0] == ["image", "psnr", "ssim"]
+    assert [row[1] for row in table[1:]] == ["inf", "inf", "inf"]  # two images, then the mean
+    assert all(float(row[1]) == float("inf") for row in table[1:])
+    assert "note: psnr: inf on image" in captured.err and "SR equals GT" in captured.err
+
+
 def test_json_helper_writes_null_for_every_non_finite_number():
     text = dumps({"a": float("nan"), "b": [float("inf"), -float("inf"), 1.5], "c": {"d": (2.0, float("nan"))}})
     assert strict_loads(text) == {"a": None, "b": [None, None, 1.5], "c": {"d": [2.0, None]}}

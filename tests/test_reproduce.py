@@ -1,6 +1,6 @@
 """`asr-bench reproduce`: the LIIF Set5 rows reproduce the official code's numbers (37.9877 / 34.3997 / 32.2375 dB,
-research/README.md, asr_bench/published/reference.csv) with exit 0; a different checkpoint exits 1 naming the rows
-outside the published precision; with nothing in place, one message lists everything missing."""
+docs/methods/liif.md §6.5, asr_bench/published/reference.csv) with exit 0; a different checkpoint exits 1 naming
+the rows outside the published precision; with nothing in place, one message lists everything missing."""
 from __future__ import annotations
 
 import re

@@ -15,9 +15,22 @@ import pytest
 import torch
 
 from asr_bench.cli import run_cli
+from asr_bench.ops.rasterize.reference import rasterize_reference_unchunked
 from asr_bench.validate import STEPS, run_validation
-from asr_bench.validate.steps import find_official_sources
-from asr_bench.validate.supervisor import MIN_STEP_S, Step, StepResult, markdown, step_limits, write_report
+from asr_bench.validate.steps import (
+    _synthetic_div2k_720,
+    compare_with_official,
+    cost_config,
+    find_official_sources,
+)
+from asr_bench.validate.supervisor import (
+    MIN_STEP_S,
+    Step,
+    StepResult,
+    markdown,
+    step_limits,
+    write_report,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 def validate(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
     """The command as a user runs it: its own process, our checkout first on the path."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "asr_bench", "validate", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "asr_bench", "validate", *args], capture_output=True, text=True, check=False,
                           cwd=cwd, env=env, timeout=timeout)
 
 
@@ -77,7 +90,7 @@ def test_out_that_is_a_file_is_bad_input(tmp_path, capsys):
 def test_help_imports_no_torch(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "asr_bench", "validate", "--help"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+                          capture_output=True, text=True, check=False, cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 0 and "--official-gsasr" in done.stdout
     modules = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert "asr_bench.validate" in modules
@@ -188,6 +201,60 @@ def test_official_sources_are_found_in_a_checkout_and_not_elsewhere(tmp_path):
     (folder / "gs.cu").write_text("// kernel")
     (folder / "gswrapper.cpp").write_text("// wrapper")
     assert find_official_sources(tmp_path / "GSASR") == (folder / "gswrapper.cpp", folder / "gs.cu")
+
+
+class OfficialABI:
+    """The official kernel's calling convention (in-place HWC image, sigmas packed (N, 3), gradients written
+    into zeroed tensors), computed by the torch reference; `swapped` pairs the sigma slots the wrong way round."""
+
+    def __init__(self, swapped: bool = False):
+        self.x, self.y = (1, 0) if swapped else (0, 1)
+
+    def _image(self, sigmas, coords, colours, height, width, dmax):
+        return rasterize_reference_unchunked(sigmas[:, self.x], sigmas[:, self.y], sigmas[:, 2], coords, colours,
+                                             height, width, dmax)
+
+    def gs_render(self, sigmas, coords, colours, image, n, height, width, channels, dmax):
+        assert image.shape == (height, width, channels) and n == sigmas.shape[0] and not image.any()
+        image += self._image(sigmas, coords, colours, height, width, dmax).permute(1, 2, 0)
+
+    def gs_render_backward(self, sigmas, coords, colours, grad, d_sigmas, d_coords, d_colours, n, height, width,
+                           channels, dmax):
+        leaves = [t.clone().requires_grad_() for t in (sigmas, coords, colours)]
+        image = self._image(*leaves, height, width, dmax)
+        for into, value in zip((d_sigmas, d_coords, d_colours),
+                               torch.autograd.grad(image, leaves, grad.permute(2, 0, 1)), strict=True):
+            into += value
+
+
+def test_the_official_comparison_passes_a_faithful_kernel_and_fails_a_swapped_one():
+    """The official-gsasr step's plumbing (argument packing, HWC layout, gradient slots), checked without a GPU
+    on a kernel with the official ABI: the same maths agree, sigma slots the wrong way round do not."""
+    device = torch.device("cpu")
+    good = compare_with_official(OfficialABI(), device, "torch", lr=6)
+    assert good["status"] == "pass" and good["details"]["worst"] < 1e-5, good["summary"]
+    assert [row[0] for row in good["tables"][1]["rows"]] == ["image", "dsigma_x", "dsigma_y", "drho", "dcoords",
+                                                             "dcolours"]
+    bad = compare_with_official(OfficialABI(swapped=True), device, "torch", lr=6)
+    assert bad["status"] == "FAIL" and bad["details"]["worst"] > 1e-3
+
+
+def test_the_gpu_form_cost_config_plans_the_paper_grid_on_720_crops(tmp_path):
+    """What the gsasr-cost step runs on a GPU, checked here without one: a valid config, GSASR (dmax 0.1 and the
+    paper's x2 setting 0.05), LIIF and Meta-SR at x2/x4/x12, on a 720x720 crop that the catalogue finds."""
+    from PIL import Image
+
+    from asr_bench.config import load_config
+    from asr_bench.engine.dry_run import dry_run_lines
+
+    data, size = cost_config({"reduced": False, "work_dir": str(tmp_path), "device": "cuda"})
+    _synthetic_div2k_720(tmp_path / "data", size, 1)
+    assert Image.open(tmp_path / "data" / "DIV2K" / "DIV2K_GT720" / "0801.png").size == (720, 720)
+    lines = dry_run_lines(load_config(data={**data, "name": "cost"}))
+    cases = [line for line in lines if "div2k-720" in line]
+    assert len(cases) == 12 and all("data: found" in line for line in cases)
+    assert sum("(dmax 0.05)" in line for line in cases) == 3
+    assert {scale for line in cases for scale in ("x2 ", "x4 ", "x12 ") if scale in line} == {"x2 ", "x4 ", "x12 "}
 
 
 # ------------------------------------------------------------------------------------------- the CPU form

@@ -17,7 +17,8 @@ from asr_bench import weights
 from asr_bench.cli import run_cli
 from asr_bench.config import load_config, parse_config
 from asr_bench.engine.cases import plan_cases
-from asr_bench.registry import build_model, get_method
+from asr_bench.models import build_model
+from asr_bench.registry import get_method
 from asr_bench.weightfiles import WeightFile
 
 PRESET = "liif.edsr-baseline"
@@ -108,7 +109,7 @@ def test_the_official_file_is_found_in_each_layout_and_dry_run_says_where(layout
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_a_run_of_the_preset_loads_the_found_file_and_scores_the_reference(layout, tmp_path, monkeypatch,
                                                                           liif_checkpoint, set5):
-    """research/README.md: the official code gives 32.2375 dB on Set5 x4 (liif protocol)."""
+    """docs/methods/liif.md §6.5: the official code gives 32.2375 dB on Set5 x4 (liif protocol)."""
     from asr_bench.engine.runner import run_benchmark
 
     args, where = LAYOUTS[layout](tmp_path, liif_checkpoint, monkeypatch)
@@ -232,3 +233,38 @@ def test_methods_all_adds_every_preset_whose_weights_are_found(tmp_path, rt4ksr_
 def test_the_declared_weight_files_say_where_hub_files_live():
     wf = WeightFile("encoder.pth", ("https://huggingface.co/mutou0308/GSASR/resolve/main/GSASR_paper/EDSR/encoder.pth",))
     assert weights.hub_file(wf) == weights.HubFile("mutou0308/GSASR", "main", "GSASR_paper/EDSR/encoder.pth")
+
+
+def test_doctor_finds_the_preset_where_the_run_does(tmp_path, liif_checkpoint):
+    from asr_bench.engine.doctor import _method_weights_lines
+
+    lines = _method_weights_lines([str(flat(tmp_path, liif_checkpoint))])
+    assert f"  {PRESET}: present" in lines and "  rt4ksr.x2: missing" in lines
+
+
+def test_run_notes_name_fetch_commands_and_the_small_official_files():
+    from types import SimpleNamespace
+
+    from asr_bench.weights import run_notes
+
+    def record(label, status, state):
+        fetch = f"asr-bench weights fetch {label}" if state == "missing" else None
+        return SimpleNamespace(label=label, status=status, provenance={"weights": {"state": state, "fetch": fetch}})
+
+    cost_only = [record("liif.edsr-baseline", "no-weights", "missing"), record("bicubic", "ok", "not-needed")]
+    missing, first_run = run_notes(cost_only)
+    assert "liif.edsr-baseline: `asr-bench weights fetch liif.edsr-baseline`" in missing
+    assert "`asr-bench weights fetch liif.edsr-baseline rt4ksr.x2 rt4ksr.x3` (22 MB in all)" in first_run
+    scored = [record("rt4ksr.x2", "ok", "official"), *cost_only]
+    assert len(run_notes(scored)) == 1                               # a real comparison already: no first-run hint
+
+
+def test_a_two_file_preset_among_other_files_loads_from_a_folder_of_just_its_files(tmp_path, liif_checkpoint,
+                                                                                  rt4ksr_weights):
+    folder = flat(tmp_path, liif_checkpoint)                      # the LIIF file beside RT4KSR's two
+    for name in ("rt4ksr_x2.pth", "rt4ksr_x3.pth"):
+        (folder / name).symlink_to(rt4ksr_weights / name)
+    found = weights.resolve_named_preset("rt4ksr.all", [folder])
+    assert sorted(p.name for p in Path(found.checkpoint).iterdir()) == ["rt4ksr_x2.pth", "rt4ksr_x3.pth"]
+    model = build_model(preset="rt4ksr.all", pretrained=True, checkpoint_dirs=[folder])
+    assert model.weights_loaded and sorted(map(float, model.scales)) == [2.0, 3.0]

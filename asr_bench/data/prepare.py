@@ -75,6 +75,10 @@ def prepare_lr(hr_dir: str | Path, scales: Iterable[float], out_dir: str | Path,
                 continue
             hr = read_image(path) if hr is None else hr
             h, w = hr.shape[0] // s * s, hr.shape[1] // s * s
+            if min(h, w) == 0:
+                raise UserError(f"image {path} is {hr.shape[0]}x{hr.shape[1]} (h x w): too small for scale {s} (its LR "
+                                f"would be {hr.shape[0] // s}x{hr.shape[1] // s} px); remove it from {hr_dir} or drop "
+                                "that scale.")
             write_image(target, imresize(np.ascontiguousarray(hr[:h, :w]), scale=1 / s, mode=mode))
             written.append(target)
     return written

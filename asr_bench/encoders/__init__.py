@@ -46,6 +46,6 @@ __all__ = [
     "ATD", "EDSR", "HAT", "HiTSRF", "MambaIR", "PLKSR", "RCAN", "RDN", "SMFANet", "SRFormer", "SwinIR", "build_encoder",
     "list_encoders", "encoder_description", "load_encoder_state", "model_state_from_official", "encoder_keys",
     "encoder_state_from_official", "export_encoder_state", "schemes_for", "split_encoder_state", "Capabilities",
-    "encoder_capabilities", "EncoderSpec", "ShapeReader", "EncoderRead", "UnsupportedFamily", "encoder_spec",
+    "encoder_capabilities", "DEFAULT", "EncoderSpec", "ShapeReader", "EncoderRead", "UnsupportedFamily", "encoder_spec",
     "encoder_specs", "read_encoder", "encoder_matches", "encoder_arguments", "broken_encoder_plugins",
 ]

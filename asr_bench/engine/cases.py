@@ -198,7 +198,8 @@ def encoder_refuses(case: Case) -> str | None:
     """Why the case's encoder cannot run its precision, or None. Only encoders whose dtypes a test has checked
     (a capability list other than the float32-only default) refuse: HiT-SRF overflows in fp16, for one, and a
     NaN output must read n/a, not a number."""
-    from ..encoders import DEFAULT, encoder_capabilities, list_encoders
+    from ..encoders import encoder_capabilities, list_encoders
+    from ..encoders.capabilities import DEFAULT
 
     name = case.entry.encoder
     if name not in list_encoders():

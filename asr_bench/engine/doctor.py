@@ -75,7 +75,7 @@ def _weights_lines(weights_dir: str | None) -> list[str]:
         return ["metric weights: (asr_bench.metrics not in this checkout)"]
     heads = {h.relpath: h for h in (LPIPS_ALEX_HEAD, DISTS_HEAD)}
     folders = ([str(weights_dir)] if weights_dir else []) + [str(torch_hub_checkpoints())]
-    lines = [f"perceptual-metric weights (looked in {', '.join(folders)}; pass --weights-dir or config weights_dir):"]
+    lines = [f"perceptual-metric weights (looked in {', '.join(folders)}; pass --metric-weights-dir or config metric_weights_dir):"]
     for info in METRICS.values():
         if not info.needs_weights:
             continue

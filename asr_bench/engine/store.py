@@ -23,7 +23,8 @@ from typing import Any
 
 from .. import atomic
 from ..results.csv_views import csv_text
-from ..results.database import DB_NAME, connect, dumps, read_database, transaction
+from ..results.database import (DB_NAME, UnreadableRow, connect, dumps, missing_tables, parse_row, read_database,
+                                transaction)
 from .records import CaseRecord, ImageRecord
 
 FINAL_STATUSES = ("ok", "error", "unsupported", "no-weights")
@@ -52,13 +53,56 @@ class RunStore:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic.clean(self.run_dir)  # our writes cut short by a kill (targets intact); never a live writer's
         self.db_path = self.run_dir / db_name
-        self.conn = connect(self.db_path)
+        missing = missing_tables(self.db_path)
+        self.conn = connect(self.db_path)  # creates any table that is missing
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.pid_start = process_start(self.pid)
         self.run_seq: int | None = None
         self._lock = threading.Lock()
         self._heartbeat: threading.Thread | None = None
+        self.repairs = [f"{self.db_path}: table {t} was missing: created empty" for t in missing]
+        self.repairs += self.check_and_repair()
+
+    def check_and_repair(self) -> list[str]:
+        """The integrity check on open: what cannot be trusted is dropped, so a rerun computes it again, and each
+        repair is said (one line each, for the console). Dropped: rows that are not strict JSON objects (torn or
+        edited; 1e999, NaN), case rows of an unknown status (e.g. 'running'), `ok` cases with fewer image rows
+        than their `n_images` (their images stay: the recompute resumes from them), and claims whose process is
+        dead (this host: pid gone or reused; another host: no heartbeat for STALE_AFTER_S)."""
+        said: list[str] = []
+        now = time.time()
+        with self._lock, transaction(self.conn):
+            for table, column, key in (("runs", "run_json", "seq"), ("cases", "record", "case_id"),
+                                       ("images", "record", "case_id || ' image ' || image"),
+                                       ("profiles", "profile", "case_id")):
+                for rowid, name, text in self.conn.execute(f"SELECT rowid, {key}, {column} FROM {table}").fetchall():
+                    try:
+                        parse_row(text)
+                    except UnreadableRow as exc:
+                        self.conn.execute(f"DELETE FROM {table} WHERE rowid = ?", (rowid,))
+                        said.append(f"dropped the unreadable {table} row of {name} (it {exc})")
+            for case_id, status in self.conn.execute(
+                    "SELECT case_id, status FROM cases WHERE status NOT IN (%s)" % ",".join("?" * len(FINAL_STATUSES)),
+                    FINAL_STATUSES).fetchall():
+                self.conn.execute("DELETE FROM cases WHERE case_id = ?", (case_id,))
+                said.append(f"case {case_id} was left '{status}': it will be computed again")
+            for case_id, key, text in self.conn.execute(
+                    "SELECT case_id, case_key, record FROM cases WHERE status = 'ok'").fetchall():
+                expected = parse_row(text).get("n_images")
+                stored = self.conn.execute("SELECT COUNT(*) FROM images WHERE case_id = ? AND case_key = ?",
+                                           (case_id, key)).fetchone()[0]
+                if isinstance(expected, int) and stored < expected:
+                    self.conn.execute("DELETE FROM cases WHERE case_id = ?", (case_id,))
+                    said.append(f"case {case_id} records {expected} images but {stored} are stored: "
+                                "the missing ones will be computed")
+            for case_id, host, pid, start, beat in self.conn.execute(
+                    "SELECT case_id, host, pid, pid_start, heartbeat FROM claims").fetchall():
+                alive = process_alive(pid, start) if host == self.host else now - beat < STALE_AFTER_S
+                if not alive and not (host == self.host and pid == self.pid):
+                    self.conn.execute("DELETE FROM claims WHERE case_id = ?", (case_id,))
+                    said.append(f"case {case_id} was claimed by {host} pid {pid}, which is gone: claim released")
+        return [f"{self.db_path}: {line}" for line in said]
 
     def path(self, name: str) -> Path:
         return self.run_dir / name
@@ -70,7 +114,7 @@ class RunStore:
 
     def record(self, case_id: str) -> tuple[str, CaseRecord] | None:
         row = self.conn.execute("SELECT case_key, record FROM cases WHERE case_id = ?", (case_id,)).fetchone()
-        return (row[0], CaseRecord.from_dict(json.loads(row[1]))) if row else None
+        return (row[0], CaseRecord.from_dict(parse_row(row[1]))) if row else None
 
     def finished(self, case_id: str, case_key: str | None = None) -> CaseRecord | None:
         """The stored final record of a case; with `case_key`, only if it was computed under that provenance."""
@@ -82,16 +126,16 @@ class RunStore:
     def images_of(self, case_id: str, case_key: str) -> dict[str, ImageRecord]:
         rows = self.conn.execute("SELECT image, record FROM images WHERE case_id = ? AND case_key = ?",
                                  (case_id, case_key)).fetchall()
-        return {image: ImageRecord.from_dict(json.loads(text)) for image, text in rows}
+        return {image: ImageRecord.from_dict(parse_row(text)) for image, text in rows}
 
     def profile_of(self, case_id: str, case_key: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT profile FROM profiles WHERE case_id = ? AND case_key = ?",
                                 (case_id, case_key)).fetchone()
-        return json.loads(row[0]) if row else None
+        return parse_row(row[0]) if row else None
 
     @property
     def cases(self) -> dict[str, CaseRecord]:
-        return {case_id: CaseRecord.from_dict(json.loads(text))
+        return {case_id: CaseRecord.from_dict(parse_row(text))
                 for case_id, text in self.conn.execute("SELECT case_id, record FROM cases ORDER BY rowid")}
 
     # ---- claims
@@ -206,7 +250,7 @@ class RunStore:
         if self.run_seq is None:
             return {}
         row = self.conn.execute("SELECT run_json FROM runs WHERE seq = ?", (self.run_seq,)).fetchone()
-        return json.loads(row[0]) if row else {}
+        return parse_row(row[0]) if row else {}
 
     # ---- exported views
 

@@ -211,10 +211,15 @@ def load_extension(op: str, backend: str) -> ModuleType:
     return module
 
 
-def _default_compile_notice(op: str, backend: str) -> None:
-    """A minute of silence looks like a hang: say what is happening (above any tqdm bars, via tqdm.write)."""
-    text = (f"compiling the {'C++' if backend == 'cpp' else backend.upper()} {op} backend "
+def compile_text(op: str, backend: str) -> str:
+    return (f"compiling the {'C++' if backend == 'cpp' else backend.upper()} {op} backend "
             "(once, about a minute; cached afterwards)...")
+
+
+def _default_compile_notice(op: str, backend: str) -> None:
+    """A minute of silence looks like a hang: say what is happening (above any tqdm bars, via tqdm.write). A run's
+    worker process replaces this with a message to its supervisor, which owns the console and its bars."""
+    text = compile_text(op, backend)
     try:
         from tqdm import tqdm
 

@@ -257,6 +257,7 @@ def render_html(data: RunData, tables: Sequence[AccuracyTable], cost: Sequence[C
         run_name=data.run_dir.name,
         protocols=protocols,
         n_cases=len(data.cases),
+        partial=data.partial,
         statuses=status_words(data.cases),
         machine=machine(data.run),
         cost_only=cost_only_summary(data.cases),
@@ -295,7 +296,8 @@ def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str,
     given), 'precision.md|tex|csv' (when the run has several precisions or compile settings), 'tables.tex' (a complete LaTeX document inputting the .tex tables), 'plots/<name>.png|pdf|svg'
     (including one 'visual_<dataset>_x<scale>_<image>.png' figure per crop folder), 'report.html'.
     """
-    results = load(Path(run_dir))  # the public reading API: DataFrames + the records they were built from
+    # the public reading API: DataFrames + the records they were built from (a partial run: the header says it)
+    results = load(Path(run_dir), warn_partial=False)
     stored = results.data
     data = dataclasses.replace(stored, cases=with_variant_labels(stored.cases))  # fp32 and bf16 rows kept apart
     published_numbers = load_published(published_dir)

@@ -36,6 +36,11 @@ class Results:
     images: Any           # pandas.DataFrame
     data: RunData
 
+    @property
+    def partial(self) -> list[str]:
+        """What is missing from the run (a shard that has not run or finished, unfinished cases); [] if complete."""
+        return self.data.partial
+
     def pairwise(self, metrics: Any = None, settings: Settings = Settings()) -> Any:
         """Columns method_a, method_b, delta (a - b), low, high, p, p_adjusted, significant, and the case keys
         (protocol, precision, dataset, scale, metric), n images, the test's name, seed and resample count."""
@@ -79,7 +84,12 @@ def images_frame(images: list[ImageRecord]) -> Any:
                         columns=None if images else ["case_id", "image", "lr_h", "lr_w", "sr_h", "sr_w"])
 
 
-def load(run_dir: str | Path) -> Results:
-    """Everything a run folder holds, as DataFrames; a folder that is not a run is a one-line UserError."""
+def load(run_dir: str | Path, warn_partial: bool = True) -> Results:
+    """Everything a run folder holds, as DataFrames; a folder that is not a run is a one-line UserError. A run
+    with planned cases missing (a shard not run) warns, and `Results.partial` lists what is missing."""
     data = read_run(Path(run_dir))
+    if data.partial and warn_partial:
+        import warnings
+
+        warnings.warn(f"{run_dir} is partial: " + "; ".join(data.partial), UserWarning, stacklevel=2)
     return Results(Path(run_dir), data.run, cases_frame(data.cases), images_frame(data.images), data)

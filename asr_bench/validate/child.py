@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
 import traceback
 from pathlib import Path
+
+from .. import atomic
 
 
 def main(argv: list[str]) -> int:
@@ -26,9 +27,7 @@ def main(argv: list[str]) -> int:
         text = str(error).strip().splitlines()
         result = {"status": "FAIL", "summary": f"{type(error).__name__}: {text[0][:300] if text else ''}".rstrip(": ")}
         code = 1
-    scratch = answer.with_name(f".{answer.name}.{os.getpid()}.tmp")
-    scratch.write_text(json.dumps(result, default=str), encoding="utf-8")
-    scratch.replace(answer)
+    atomic.write_text(answer, json.dumps(result, default=str))
     sys.stdout.flush()
     return code
 

@@ -24,8 +24,9 @@ PASS, FAIL, SKIP = "pass", "FAIL", "skip"
 
 # Targets of the CUDA rasterizer on the x4 720x720 GSASR workload (H100/H200 class GPU), issue 26.
 RASTERIZE_TARGETS_MS = {"fwd x4 720x720 dmax0.1": 2.0, "bwd x4 720x720 dmax0.1": 5.0}
-# The CPU form's pytest selection: fast tests of the op machinery and the references (no compiling).
-CPU_TESTS = ("tests/test_op_spec.py", "tests/test_rasterize_reference.py", "tests/test_timing.py")
+# The CPU form's pytest selection: fast tests of the op machinery, the rasterizer reference and the self-test
+# of the compiled backends (built by the op-selftest step before it).
+CPU_TESTS = ("tests/test_op_spec.py", "tests/test_rasterize_reference.py", "tests/test_selftest.py")
 COST_SCALES = (2, 4, 12)
 
 
@@ -43,7 +44,7 @@ def _first_line(command: list[str]) -> str | None:
     if shutil.which(command[0]) is None:
         return None
     try:
-        out = subprocess.run(command, capture_output=True, text=True, timeout=20)
+        out = subprocess.run(command, capture_output=True, text=True, check=False, timeout=20)
     except (OSError, subprocess.SubprocessError):
         return None
     lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
@@ -82,10 +83,10 @@ def environment(params: dict[str, Any]) -> dict[str, Any]:
         nvcc = shutil.which("nvcc") or (str(Path(cuda_home) / "bin" / "nvcc") if cuda_home else "nvcc")
         nvcc_line = None
         if Path(nvcc).is_file() or shutil.which(nvcc):
-            out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=20).stdout
+            out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False, timeout=20).stdout
             nvcc_line = next((line for line in out.splitlines() if "release" in line), out.strip()[-80:])
-        rows += [["GPU", f"{props.name} (sm_{props.major}{props.minor}, {props.total_memory / 2**30:.1f} GiB, "
-                         f"{props.multi_processor_count} SMs)"],
+        rows += [["GPU", (f"{props.name} (sm_{props.major}{props.minor}, {props.total_memory / 2**30:.1f} GiB, "
+                          f"{props.multi_processor_count} SMs)")],
                  ["cuDNN", str(torch.backends.cudnn.version())],
                  ["nvcc", nvcc_line or "not found (the CUDA backends cannot compile)"],
                  ["GPUs visible", str(torch.cuda.device_count())]]
@@ -95,7 +96,7 @@ def environment(params: dict[str, Any]) -> dict[str, Any]:
     else:
         summary = f"{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
     try:
-        import mamba_ssm  # noqa: F401
+        import mamba_ssm
         rows.append(["mamba_ssm", getattr(mamba_ssm, "__version__", "installed")])
     except ImportError:
         rows.append(["mamba_ssm", "not installed (MambaIR uses the built-in scans)"])
@@ -185,7 +186,7 @@ def device_tests(params: dict[str, Any]) -> dict[str, Any]:
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *present]
     limit = max(5.0, float(params["limit_s"]) - 5)
     try:
-        done = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=limit)
+        done = subprocess.run(command, cwd=repo, capture_output=True, text=True, check=False, timeout=limit)
     except subprocess.TimeoutExpired as stopped:
         output = (stopped.stdout or b"").decode() if isinstance(stopped.stdout, bytes) else (stopped.stdout or "")
         print(output)
@@ -318,23 +319,31 @@ def official_gsasr(params: dict[str, Any]) -> dict[str, Any]:
         return {"status": SKIP, "summary": f"found {sources[1]}; the official kernel is CUDA-only (use --device cuda)"}
     import hashlib
 
-    import torch
-
-    from ..ops.bench import time_call
     from ..ops.build import cache_root, cpp_extension
-    from ..ops.rasterize import rasterize
-    from ..ops.rasterize.cases import gsasr_like_gaussians
-    from ..ops.selftest import relative_error
 
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
     build_dir = cache_root() / f"official_gscuda_{digest}"
     build_dir.mkdir(parents=True, exist_ok=True)
     module = cpp_extension().load(name="gscuda", sources=[str(p) for p in sources], build_directory=str(build_dir),
                                   verbose=True)
-    device = _device(params)
-    (sx, sy, rho, coords, colours), height, width = gsasr_like_gaussians(180, 180, 4.0, device)
-    dmax = 0.1
-    sigmas = torch.stack([sx, sy, rho], 1).contiguous()
+    return compare_with_official(module, _device(params), "cuda")
+
+
+def compare_with_official(module: Any, device: Any, backend: str, lr: int = 180, scale: float = 4.0,
+                          dmax: float = 0.1) -> dict[str, Any]:
+    """Our `backend` against a module with the official ABI (`gs_render(sigmas (N,3), coords, colours, image
+    (H,W,3) zeros, N, H, W, 3, dmax)` in place; `gs_render_backward(..., grad (H,W,3), grad_sigmas, grad_coords,
+    grad_colours, N, H, W, 3, dmax)` into zeros) on GSASR-like Gaussians of an lr x lr input: the image and the
+    five gradients, and the times of both."""
+    import torch
+
+    from ..ops.bench import time_call
+    from ..ops.rasterize import rasterize
+    from ..ops.rasterize.cases import gsasr_like_gaussians
+    from ..ops.selftest import relative_error
+
+    (sx, sy, rho, coords, colours), height, width = gsasr_like_gaussians(lr, lr, scale, device)
+    sigmas = torch.stack([sx, sy, rho], 1).contiguous()  # the official slot 0 pairs with the width axis
 
     def official_forward() -> torch.Tensor:
         image = torch.zeros(height, width, 3, device=device)
@@ -344,22 +353,23 @@ def official_gsasr(params: dict[str, Any]) -> dict[str, Any]:
     grad_image = torch.randn(3, height, width, generator=torch.Generator().manual_seed(7)).to(device)
     grad_hwc = grad_image.permute(1, 2, 0).contiguous()
 
-    def official_backward():
+    def official_backward() -> list[torch.Tensor]:
         grads = [torch.zeros_like(sigmas), torch.zeros_like(coords), torch.zeros_like(colours)]
         module.gs_render_backward(sigmas, coords, colours, grad_hwc, *grads, sigmas.shape[0], height, width, 3, dmax)
         return grads
 
-    leaves = [t.clone().requires_grad_() for t in (sx, sy, rho, coords, colours)]
-    ours = rasterize(*leaves, height, width, dmax, backend="cuda")
+    def our_forward() -> torch.Tensor:
+        return rasterize(sx, sy, rho, coords, colours, height, width, dmax, backend=backend)
 
-    def our_backward():
+    leaves = [t.clone().requires_grad_() for t in (sx, sy, rho, coords, colours)]
+    ours = rasterize(*leaves, height, width, dmax, backend=backend)
+
+    def our_backward() -> tuple[torch.Tensor, ...]:
         return torch.autograd.grad(ours, leaves, grad_image, retain_graph=True)
 
     with torch.no_grad():
-        forward_error = relative_error(rasterize(sx, sy, rho, coords, colours, height, width, dmax, backend="cuda"),
-                                       official_forward().permute(2, 0, 1))
-    mine = our_backward()
-    theirs = official_backward()
+        forward_error = relative_error(our_forward(), official_forward().permute(2, 0, 1))
+    mine, theirs = our_backward(), official_backward()
     gradient_errors = {
         "sigma_x": relative_error(mine[0], theirs[0][:, 0]), "sigma_y": relative_error(mine[1], theirs[0][:, 1]),
         "rho": relative_error(mine[2], theirs[0][:, 2]), "coords": relative_error(mine[3], theirs[1]),
@@ -367,8 +377,7 @@ def official_gsasr(params: dict[str, Any]) -> dict[str, Any]:
     times = {}
     with torch.no_grad():
         times["official forward"] = time_call(official_forward, device, 10)[0]
-        times["ours forward"] = time_call(lambda: rasterize(sx, sy, rho, coords, colours, height, width, dmax,
-                                                            backend="cuda"), device, 10)[0]
+        times["ours forward"] = time_call(our_forward, device, 10)[0]
     # one thread per Gaussian over every pixel (research notes on the official backward): slow, so 3 calls after
     # the one above rather than a warm-up and 10
     times["official backward"] = time_call(official_backward, device, 3, warmup=0)[0]
@@ -377,12 +386,15 @@ def official_gsasr(params: dict[str, Any]) -> dict[str, Any]:
     agreement = [["image", f"{forward_error:.1e}"], *[[f"d{k}", f"{v:.1e}"] for k, v in gradient_errors.items()]]
     worst = max([forward_error, *gradient_errors.values()])
     ok = worst <= 1e-4  # float atomics (theirs) and a different summation order (ours): not bit-equal
-    summary = (f"x4 720x720: ours {times['ours forward'] * 1e3:.2f} / {times['ours backward'] * 1e3:.2f} ms, "
+    size = f"x{scale:g} {height}x{width}"
+    summary = (f"{size}: ours {times['ours forward'] * 1e3:.2f} / {times['ours backward'] * 1e3:.2f} ms, "
                f"official {times['official forward'] * 1e3:.2f} / {times['official backward'] * 1e3:.2f} ms "
                f"(fwd / bwd); worst relative difference {worst:.1e}")
     return {"status": PASS if ok else FAIL, "summary": summary,
-            "tables": [_table("time (ms, median)", ["kernel", "ms"], rows),
-                       _table("ours vs official (max |difference| / max |official|)", ["tensor", "relative"], agreement)]}
+            "tables": [_table(f"time at {size}, dmax {dmax:g} (ms, median)", ["kernel", "ms"], rows),
+                       _table("ours vs official (max |difference| / max |official|)", ["tensor", "relative"],
+                              agreement)],
+            "details": {"worst": worst}}
 
 
 # ------------------------------------------------------------------------------------------- runs
@@ -399,11 +411,11 @@ def _run_config(config_data: dict[str, Any], name: str) -> Any:
 def quick_config(params: dict[str, Any]) -> dict[str, Any]:
     """configs/quick.yml on the device (every method, the embedded pictures); the CPU form at x4 only and with
     PSNR/SSIM, so it fits its limit."""
-    from ..config import read_yaml
+    from ..config import find_config, read_yaml
 
-    path = Path(params["repo"]) / "configs" / "quick.yml"
+    path = find_config("quick")  # the shipped config: found from an installed package too
     if not path.is_file():
-        return {"status": SKIP, "summary": f"{path} not found (run from a checkout)"}
+        return {"status": SKIP, "summary": "the shipped config 'quick' is not in this installation"}
     data = read_yaml(path)
     data.update(device=params["device"], output=str(Path(params["work_dir"]) / "run"),
                 cache_dir=str(Path(params["work_dir"]) / "cache"))
@@ -435,15 +447,11 @@ def _synthetic_div2k_720(root: Path, size: int, count: int) -> None:
         picture.save(folder / f"{801 + index:04d}.png")
 
 
-def gsasr_cost(params: dict[str, Any]) -> dict[str, Any]:
-    """The GSASR cost protocol (configs/paper/gsasr_cost.yml cut to EDSR-baseline): GSASR, LIIF and Meta-SR at
-    x2/x4/x12 on DIV2K-720-style crops, batch 1, no tiling, with the stage breakdown (encoder / decoder /
-    render; encoder / upsampler). The CPU form times 96x96 crops once; on a GPU 720x720 crops, warm-up 2,
-    repeats 5."""
+def cost_config(params: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The cost step's config (as YAML data) and its crop size: 720 on a GPU, 96 in the CPU form."""
     reduced = bool(params["reduced"])
     work = Path(params["work_dir"])
     size = 96 if reduced else 720
-    _synthetic_div2k_720(work / "data", size, 1)
     methods = [
         {"method": "gsasr", "encoder": "edsr-baseline", "preset": "gsasr.edsr-baseline-paper", "label": "GSASR EDSR"},
         {"method": "liif", "encoder": "edsr-baseline", "label": "LIIF EDSR"},
@@ -458,6 +466,17 @@ def gsasr_cost(params: dict[str, Any]) -> dict[str, Any]:
                           else {"warmup": 2, "repeats": 5, "max_repeats": 10, "max_seconds": 5.0, "memory": True,
                                 "flops": False}),
             "visuals": {"crop": 0}}
+    return data, size
+
+
+def gsasr_cost(params: dict[str, Any]) -> dict[str, Any]:
+    """The GSASR cost protocol (configs/paper/gsasr_cost.yml cut to EDSR-baseline): GSASR, LIIF and Meta-SR at
+    x2/x4/x12 on DIV2K-720-style crops, batch 1, no tiling, with the stage breakdown (encoder / decoder /
+    render; encoder / upsampler). The CPU form times 96x96 crops once; on a GPU 720x720 crops, warm-up 2,
+    repeats 5."""
+    work = Path(params["work_dir"])
+    data, size = cost_config(params)
+    _synthetic_div2k_720(work / "data", size, 1)
     result = _run_config(data, "validate-gsasr-cost")
     rows = []
     for case in result.cases:

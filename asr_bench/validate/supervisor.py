@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import atomic
+
 PASS, FAIL, SKIP, TIMEOUT, PENDING = "pass", "FAIL", "skip", "TIMEOUT", "pending"
 MIN_STEP_S = 5.0  # no step is given less, whatever the budget (an interpreter and torch take seconds to start)
 
@@ -174,9 +176,7 @@ def _finite(value: Any) -> Any:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    scratch.write_text(text, encoding="utf-8")
-    scratch.replace(path)
+    atomic.write_text(path, text)  # the package's one atomic writer (owner-tagged temp, fsync, umask mode)
 
 
 def _cell(value: Any) -> str:
@@ -198,9 +198,9 @@ def markdown(data: dict[str, Any]) -> str:
     state = ("finished" if data["finished"] else "running") + f", exit code {data['exit_code']}"
     lines = [f"# asr-bench validate: {data.get('device_name', data.get('device', '?'))}", "",
              f"`{data.get('command', '')}`", "",
-             f"device {data.get('device')}, budget {data.get('budget_s')} s, "
-             f"{'reduced sizes (CPU form)' if data.get('reduced') else 'full sizes'}; "
-             f"started {data.get('started')}, updated {data['updated']} ({state})", "",
+             (f"device {data.get('device')}, budget {data.get('budget_s')} s, "
+              f"{'reduced sizes (CPU form)' if data.get('reduced') else 'full sizes'}; "
+              f"started {data.get('started')}, updated {data['updated']} ({state})"), "",
              *markdown_table(("step", "status", "time", "limit", "summary"),
                              [(r["name"], r["status"], None if r["seconds"] is None else f"{r['seconds']:.1f} s",
                                None if r["limit_s"] is None else f"{r['limit_s']:.0f} s", r["summary"])
