@@ -1,4 +1,4 @@
-"""Command line: `python run_bench.py [run] --config configs/quick.yml` and the helper subcommands.
+"""Command line: `asr-bench [run] --config quick` (a shipped config by name, or a YAML path) and the helper subcommands.
 
     run (default)  run or resume a benchmark config; prints a progress bar per case and a summary table
     score          score a folder of SR images against a folder of GT images (per image + mean; JSON or CSV)
@@ -6,9 +6,11 @@
     list           methods, encoders, datasets, protocols, metrics
     report         re-render tables and report.html of a stored run
     doctor         what this machine has: torch, devices, op backends, metric and method weights, data folders
-    weights        the weights zoo: `weights list`, `weights fetch PRESET...`, `weights verify FILE`
                    (--selftest: the compiled op backends checked against the reference on this device)
+    weights        the weights zoo: `weights list`, `weights fetch PRESET...`, `weights verify FILE`
+    reproduce      a paper's table in one command: `reproduce --list`, `reproduce liif-set5 --data-root ...`
     bench-ops      the custom ops' micro-benchmarks
+    validate       check this installation on its device (self-tests, tests, bench-ops, runs); one report
 
 `asr-bench`, `python -m asr_bench` and `python run_bench.py` are the same program; with no arguments it prints
 the usage and the subcommands. Every user mistake prints one line on stderr and exits with code 2; `--debug` shows the traceback.
@@ -23,9 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .arguments import Parser as _Parser
+from . import atomic
 from .errors import UserError, cannot_write
 
-COMMANDS = ("run", "score", "prepare", "list", "report", "doctor", "weights", "bench-ops")
+COMMANDS = ("run", "score", "prepare", "list", "report", "compare", "doctor", "weights", "reproduce", "bench-ops",
+            "validate")
 
 
 def program_name(argv0: str | None = None) -> str:
@@ -38,6 +43,12 @@ def program_name(argv0: str | None = None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of `run_bench.py` and the `asr-bench` console script; exits with the command's code."""
+    from .checkout import shadowed_checkout
+
+    shadowed = shadowed_checkout()
+    if shadowed is not None:        # another checkout's code would run under this one's name
+        print(f"error: {shadowed}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
     sys.exit(run_cli(list(sys.argv[1:] if argv is None else argv)))
 
 
@@ -51,6 +62,8 @@ def run_cli(argv: list[str]) -> int:
         argv = ["run", *argv]
     if argv[0] == "bench-ops":  # its own argument parser owns everything after the name
         return _bench_ops(argv[1:], debug)
+    if argv[0] == "validate":  # its own parser too (asr_bench/validate)
+        return _validate(argv[1:], debug)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -73,43 +86,30 @@ def run_cli(argv: list[str]) -> int:
         return 130
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad argument is a one-line UserError like every other mistake (exit code 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message}. See `{self.prog} --help`.")
-
-
-    lists_config_keys = False   # `run`: its --help ends with every config key of the schema (read when shown)
-
-    def format_help(self) -> str:
-        if self.lists_config_keys:
-            from .config import help_lines
-
-            self.formatter_class = argparse.RawDescriptionHelpFormatter
-            self.epilog = ("config keys (in the YAML file, or --set KEY=VALUE; dotted for sections):\n"
-                           + "\n".join(help_lines()))
-        return super().format_help()
-
-
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     prog = program_name()
     parser = _Parser(prog=prog, description="asr-bench: benchmark arbitrary-scale super-resolution.",
-                     epilog=f"Without a subcommand, `run` is meant: `{prog} --config configs/quick.yml`. "
+                     epilog=f"Without a subcommand, `run` is meant: `{prog} --config quick`. "
                             "Add --debug anywhere to see tracebacks.")
     parser.add_argument("--version", action="version", version=f"asr-bench {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, title="subcommands", metavar="<subcommand>")
 
     run = sub.add_parser("run", help="run or resume a benchmark config (the default command)")
     run.lists_config_keys = True
-    run.add_argument("--config", "-c", required=True, help="YAML config, e.g. configs/quick.yml")
+    run.add_argument("--config", "-c", required=True, help="a YAML file, or a shipped config by name: quick, x4, set5_liif, paper/liif_table1, ...")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key (dotted, YAML-typed), e.g. --set profiling.repeats=3")
     run.add_argument("--data-root", help="folder holding the datasets (config data_root)")
     run.add_argument("--output", "-o", help="run folder (config output); default results/<config name>")
     run.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (config device)")
+    run.add_argument("--checkpoint-dir", dest="checkpoint_dirs", action="append", default=[], metavar="DIR",
+                     help="look for method weights here first (repeatable; config checkpoint_dirs; then "
+                          "$ASR_BENCH_WEIGHTS, ~/.cache/asr_bench/weights, the Hugging Face Hub cache)")
+    run.add_argument("--require-weights", action="store_true",
+                     help="stop before any case runs when a preset's official weights are missing (config "
+                          "require_weights)")
     run.add_argument("--trust-checkpoints", action="store_true",
                      help="load checkpoints that need full pickle (they can run code; config trust_checkpoints)")
     run.add_argument("--retry-errors", action="store_true", help="rerun cases that failed in an earlier run")
@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--suffix", default="", help="SR file stem = GT stem + suffix (e.g. _x4)")
     score.add_argument("--format", choices=("json", "csv"), default="json")
     score.add_argument("--out", help="write to this file instead of stdout")
-    score.add_argument("--weights-dir", help="LPIPS/DISTS weights folder")
+    score.add_argument("--metric-weights-dir", "--weights-dir", dest="weights_dir",
+                       help="LPIPS/DISTS weights folder (--weights-dir: the old name)")
     score.add_argument("--dataset", help="dataset name for protocol rules (liif scores div2k* on RGB); "
                                          "default: the GT folder's name")
     score.set_defaults(handler=cmd_score)
@@ -161,9 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", help="a run folder (holding run.json and cases.jsonl)")
     report.set_defaults(handler=cmd_report)
 
+    compare = sub.add_parser("compare", help="one report from several run folders (machines, days, shards); "
+                                             "checks they are comparable first")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more run folders")
+    compare.add_argument("--output", "-o", required=True, help="a new folder for the merged store and its report")
+    compare.set_defaults(handler=cmd_compare)
+
     doctor = sub.add_parser("doctor", help="what this machine has")
     doctor.add_argument("--data-root", help="also check this data folder")
-    doctor.add_argument("--weights-dir", help="also look for metric weights here")
+    doctor.add_argument("--metric-weights-dir", "--weights-dir", dest="weights_dir",
+                        help="also look for LPIPS/DISTS weights here (--weights-dir: the old name)")
+    doctor.add_argument("--checkpoint-dir", dest="checkpoint_dirs", action="append", default=[],
+                        help="also look for method weights here (repeatable)")
     doctor.add_argument("--build", action="store_true", help="compile the op backends now (minutes, once)")
     doctor.add_argument("--selftest", action="store_true",
                         help="re-run the compiled op backends' self-tests against the reference (exit 1 if one fails)")
@@ -173,11 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = weights.add_subparsers(dest="weights_command", parser_class=_Parser)
     zoo_list = zoo.add_parser("list", help="every preset's files, sources, size, sha256, license, local state")
     zoo_list.add_argument("presets", nargs="*", help="only these presets (method.tag)")
-    zoo_list.add_argument("--weights-dir", help="look here first (then $ASR_BENCH_WEIGHTS, ~/.cache/asr_bench/weights)")
+    zoo_list.add_argument("--checkpoint-dir", "--weights-dir", dest="weights_dir",
+                          help="look here first (then $ASR_BENCH_WEIGHTS, ~/.cache/asr_bench/weights, the Hub cache)")
+    zoo_list.add_argument("--files", action="store_true", help="every file's sources, size, sha256, license, state")
+    zoo_list.add_argument("--json", action="store_true", help="everything, as JSON")
     zoo_list.set_defaults(handler=cmd_weights_list)
     zoo_fetch = zoo.add_parser("fetch", help="download presets' files into the cache (resumes, verifies sha256)")
     zoo_fetch.add_argument("presets", nargs="+", help="preset names (method.tag), e.g. rt4ksr.x2")
-    zoo_fetch.add_argument("--weights-dir", help="download here instead of $ASR_BENCH_WEIGHTS / the cache")
+    zoo_fetch.add_argument("--checkpoint-dir", "--weights-dir", dest="weights_dir",
+                           help="download plain-URL files here instead of $ASR_BENCH_WEIGHTS / the cache (Hub files "
+                                "go to the Hugging Face Hub cache)")
     zoo_fetch.add_argument("--variant", help="which release of a preset that has several (e.g. DF2K); default the first")
     zoo_fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
     zoo_fetch.set_defaults(handler=cmd_weights_fetch)
@@ -186,9 +201,23 @@ def build_parser() -> argparse.ArgumentParser:
     zoo_verify.add_argument("--device", default="cpu", help="where to load it (default cpu)")
     zoo_verify.set_defaults(handler=cmd_weights_verify)
     weights.set_defaults(handler=cmd_weights_usage)
+    repro = sub.add_parser("reproduce", help="a paper's table in one command: check, run, ours beside published")
+    repro.add_argument("table", nargs="?", help="e.g. liif-set5, liif-table1, gsasr-x4 (see --list)")
+    repro.add_argument("--list", action="store_true", help="name the reproducible tables")
+    repro.add_argument("--data-root", help="folder holding the datasets")
+    repro.add_argument("--checkpoint-dir", dest="checkpoint_dirs", action="append", default=[], metavar="DIR",
+                       help="a folder holding official weights (repeatable)")
+    repro.add_argument("--output", "-o", help="run folder (default results/reproduce-<table>)")
+    repro.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    repro.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key of the table's config")
+    repro.add_argument("--no-progress", action="store_true", help="no progress bars")
+    repro.set_defaults(handler=cmd_reproduce)
     # bench-ops owns its own argument parser (run_cli hands it everything after the name); listed here for --help
     sub.add_parser("bench-ops", help="the custom ops' micro-benchmarks (`bench-ops --help` for its options)",
                    add_help=False)
+    sub.add_parser("validate", help="check this installation on its device; writes validate.md/.json "
+                   "(`validate --help` for its options)", add_help=False)
     return parser
 
 
@@ -204,6 +233,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={json.dumps(value)}")  # a quoted string: paths are never YAML-typed
     if args.trust_checkpoints:
         overrides.append("trust_checkpoints=true")
+    if args.require_weights:
+        overrides.append("require_weights=true")
+    if args.checkpoint_dirs:
+        overrides.append(f"checkpoint_dirs={json.dumps(args.checkpoint_dirs)}")
     for key, values in (("methods", args.methods), ("datasets", args.datasets), ("scales", args.scales)):
         if values:
             overrides.append(f"{key}={json.dumps([int(v) if isinstance(v, float) and v.is_integer() else v for v in values])}")
@@ -221,7 +254,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run_benchmark(config, progress=not args.no_progress, retry_errors=args.retry_errors, shard=args.shard,
                            executor=args.executor, ray_address=args.ray_address, db_per_shard=args.db_per_shard)
     print(summary(result.cases))
+    from .weights import run_notes
+
+    for line in run_notes(result.cases):
+        print(line)
     print(f"\nresults: {result.run_dir}/ (report.html, tables/, cases.csv, images.csv)")
+    say_partial(result.run_dir)
     if result.failed:
         failed = [c for c in result.cases if c.status == "error"]
         for case in failed:
@@ -256,11 +294,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.out:
         if Path(args.out).is_dir():
             raise UserError(f"--out {args.out} is a folder; give a file name, e.g. --out {Path(args.out) / 'scores.json'}.")
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text, encoding="utf-8")
+        try:
+            atomic.write_text(Path(args.out), text)
+        except OSError as exc:  # any reason (a missing or unwritable place): the user's to fix, one line
+            raise UserError(f"cannot write --out {args.out} ({exc.strerror or type(exc).__name__}); give a file in "
+                            "a folder you can write, e.g. --out scores.json.") from None
         print(f"wrote {args.out} ({len(result['images'])} images)")
     else:
         print(text, end="")
+    for metric, note in result["notes"].items():  # why a value is inf or empty, beside the numbers
+        print(f"note: {metric}: {note}", file=sys.stderr)
     return 0
 
 
@@ -353,13 +396,41 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(summary(data.cases))
     shown = paths.values() if isinstance(paths, dict) else paths
     print("\nwrote: " + ", ".join(str(p) for p in shown))
+    say_partial(run_dir, data)
+    return 0
+
+
+def say_partial(run_dir: Path, data: Any = None) -> None:
+    """A run with planned cases not stored (a shard that has not run or finished) says so, one line each."""
+    if data is None:
+        from .results.reading import read_run
+
+        data = read_run(Path(run_dir))
+    for line in data.partial:
+        print(f"partial run: {line}", file=sys.stderr)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Merge comparable cases of several runs, keep the others apart (and say why), render one report."""
+    from .engine.runner import render_run
+    from .results.compare import compare_runs, write_comparison
+
+    for folder in args.run_dirs:
+        must_be_folder(Path(folder), "run folder")
+    comparison = compare_runs([Path(d) for d in args.run_dirs])
+    output = write_comparison(comparison, Path(args.output))
+    paths = render_run(output)
+    print(comparison.report())
+    shown = paths.values() if isinstance(paths, dict) else paths
+    print("wrote: " + ", ".join(str(p) for p in [output / "comparability.md", *shown]))
     return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .engine.doctor import doctor_report
 
-    print(doctor_report(data_root=args.data_root, weights_dir=args.weights_dir, build=args.build))
+    print(doctor_report(data_root=args.data_root, weights_dir=args.weights_dir, build=args.build,
+                        checkpoint_dirs=args.checkpoint_dirs))
     if not args.selftest:
         return 0
     from .engine.doctor import selftest_lines
@@ -369,14 +440,32 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if passed else 1
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import list_lines, reproduce
+
+    if args.list or not args.table:
+        print("\n".join(list_lines()))
+        return 0
+    overrides = list(args.overrides)
+    for key, value in (("data_root", args.data_root), ("output", args.output), ("device", args.device)):
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    if args.checkpoint_dirs:
+        overrides.append(f"checkpoint_dirs={json.dumps(args.checkpoint_dirs)}")
+    return reproduce(args.table, overrides, progress=not args.no_progress)
+
+
 def cmd_weights_usage(args: argparse.Namespace) -> int:
     raise UserError("weights needs a subcommand: list, fetch PRESET..., or verify FILE (see `weights --help`).")
 
 
 def cmd_weights_list(args: argparse.Namespace) -> int:
-    from .zoo import list_lines
+    from .zoo import list_lines, list_records
 
-    print("\n".join(list_lines(args.weights_dir, args.presets)))
+    if args.json:
+        print(json.dumps(list_records(args.weights_dir, args.presets), indent=1))
+    else:
+        print("\n".join(list_lines(args.weights_dir, args.presets, files=args.files)))
     return 0
 
 
@@ -406,6 +495,23 @@ def _bench_ops(argv: list[str], debug: bool) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return UserError.exit_code
+
+
+def _validate(argv: list[str], debug: bool) -> int:
+    from .validate import main as validate_main
+
+    try:
+        return validate_main(argv, prog=f"{program_name()} validate")
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted; the report so far is written.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

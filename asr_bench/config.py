@@ -35,7 +35,7 @@ from .sizes import Scale, as_pair
 ALL = "all"
 DEVICES = "auto, cpu, cuda, cuda:N, mps"
 PRECISIONS = tuple(p.value for p in CONFIG_PRECISIONS)
-METHOD_KEYS = ("method", "encoder", "checkpoint", "preset", "kwargs", "label")
+METHOD_KEYS = ("method", "encoder", "checkpoint", "preset", "variant", "kwargs", "label")
 DEFAULT_CACHE = ".cache/asr_bench"
 DETECT = "detect"   # the method of a `- {checkpoint: path}` entry: read from the file when cases are resolved
 
@@ -50,6 +50,7 @@ class MethodEntry:
     preset: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
+    variant: str | None = None      # which release of a preset that has several (GSASR enhanced: DIV2K, DF2K)
 
     def display(self) -> str:
         """The table row name: the given label, else '<method> (<encoder>)' once the encoder is known."""
@@ -100,6 +101,15 @@ def as_text(value: Any, key: str, optional: bool = False) -> Any:
     return str(value)
 
 
+def as_run_name(value: Any, key: str) -> str:
+    """A run name is one folder name under results/: `../x` or `a/b` would write outside (or deep inside) it."""
+    name = as_text(value, key)
+    if name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+        raise UserError(f"config key '{key}' is {name!r}: a run name is one folder name under results/ (no '/', "
+                        "'\\', not '..', no surrounding spaces); to write elsewhere use --output PATH.")
+    return name
+
+
 def as_texts(value: Any, key: str) -> tuple[str, ...]:
     return tuple(as_text(item, f"{key}[{i}]") for i, item in enumerate(as_list(value, key)))
 
@@ -124,6 +134,10 @@ def as_positive(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise UserError(f"config key '{key}' is {value!r}; it must be a number > 0.")
     return float(value)
+
+
+def as_optional_positive(value: Any, key: str) -> float | None:
+    return None if value is None else as_positive(value, key)
 
 
 def as_bool(value: Any, key: str) -> bool:
@@ -170,6 +184,7 @@ def parse_methods(value: Any, key: str = "methods") -> tuple[MethodEntry, ...] |
             preset=as_text(item.get("preset"), f"{where}.preset", optional=True),
             kwargs=finite_values(dict(as_mapping(item.get("kwargs"), f"{where}.kwargs")), f"{where}.kwargs"),
             label=as_text(item.get("label"), f"{where}.label", optional=True),
+            variant=as_text(item.get("variant"), f"{where}.variant", optional=True),
         ))
     return tuple(entries)
 
@@ -375,13 +390,16 @@ def yaml_text(value: Any) -> str:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("name", TEXT, FROM_FILE, "run name; the run folder is `results/<name>` unless `output` is set"),
+    Field("name", Kind("str", as_run_name), FROM_FILE, "run name; the run folder is `results/<name>` unless `output` is set"),
     Field("methods", Kind("`all` or list", parse_methods), REQUIRED,
-          "`all` = every registered method on its default encoder and preset, random weights; or a list of names, "
+          "`all` = every registered method on its default encoder and preset, plus every other preset whose official "
+          "weights are found; or a list of names, "
           "preset names (`- rt4ksr.x2`: method, preset and label at once) or mappings "
-          "`{method, encoder, checkpoint, preset, kwargs, label}` (`method` may be left out when `preset` is given: "
+          "`{method, encoder, checkpoint, preset, variant, kwargs, label}` (`method` may be left out when `preset` is given: "
           "`- {preset: gsasr.rdn-enhanced, checkpoint: ...}`); `- {checkpoint: path}` alone detects method, encoder "
-          "and preset from the file", result=RESULT_CASE),
+          "and preset from the file. A preset uses its official weights when found (see `checkpoint_dirs`), else it "
+          "runs cost only; `checkpoint:` is a path or a bare file name searched like a preset's files; "
+          "`checkpoint: none` = random weights on purpose", result=RESULT_CASE),
     Field("datasets", Kind("list of str", parse_datasets), ["embedded"],
           "catalogue names (`python run_bench.py list`) or folders of images", result=RESULT_CASE),
     Field("scales", Kind("list", parse_scales), [4], "numbers > 1 (2, 3.5, 12) or `[sy, sx]` pairs",
@@ -423,20 +441,34 @@ FIELDS: tuple[Field, ...] = (
           "frames per second of a synthetic 1280x720 -> 3840x2160 (x3) and 1920x1080 -> 3840x2160 (x2) frame, for "
           "every method that supports the scale (measured in its first case; tiled when `tiling.tile` is set)",
           result=RESULT_CASE),
+    Field("profiling.case_timeout", Kind("float", as_optional_positive, "> 0", nullable=True), 3600.0,
+          "seconds one case (every image, timing included) may take in its worker process; past it the worker is "
+          "killed, the case is stored as an error 'timed out after N s' and the run goes on; null = no limit "
+          "(the limit needs a worker: not enforced with isolation off)"),
     Field("visuals.crop", whole(0), 96,
           "side of the HR crop saved per method for the first image of each dataset and scale; 0 = none"),
     Field("visuals.crop_at", Kind("`[top, left]`", parse_crop_at, nullable=True), None,
           "the crop's top-left corner in HR pixels; null = where the HR has the most detail"),
     Field("save_images", BOOL, False,
-          "write every SR output as PNG under `<run>/images/<dataset>/x<scale>/<label>/<image>.png` "
-          "(`<label> [bf16]`, `<label> [compiled]` for the other precisions and compile settings)"),
+          "write every SR output as PNG under `<run>/images/<dataset>/x<scale>/<label stem>/<image>.png`: the "
+          "label's file-safe form and 6 hex digits of its hash (of `<label> [bf16]`, `<label> [compiled]` for the "
+          "other precisions and compile settings)"),
     Field("output", PATH, None, "run folder; reruns resume there", shown_default="`results/<name>`"),
     Field("data_root", PATH, None, "where datasets live (then `$ASR_BENCH_DATA`, then `./datasets`)",
           result=RESULT_CASE),
     Field("cache_dir", Kind("str", lambda v, k: as_path(v, k) or DEFAULT_CACHE), DEFAULT_CACHE,
           "generated LR images"),
-    Field("weights_dir", PATH, None,
-          "perceptual-metric weights (LPIPS/DISTS); null = the metrics' default search", result=RESULT_CASE),
+    Field("checkpoint_dirs", Kind("list of str", lambda v, k: tuple(as_path(x, f"{k}[{i}]") for i, x in
+                                                                  enumerate(as_list(v, k)))), [],
+          "folders holding method weights (`--checkpoint-dir`), searched before `$ASR_BENCH_WEIGHTS`, "
+          "`~/.cache/asr_bench/weights` and the Hugging Face Hub cache, as `<dir>/<file>` or `<dir>/<preset>/<file>`",
+          result=RESULT_CASE),
+    Field("require_weights", BOOL, False,
+          "`true` (`--require-weights`): a preset whose official weights are not found stops the run before any "
+          "case, naming every missing preset and its `asr-bench weights fetch` command; `false`: it runs cost only"),
+    Field("metric_weights_dir", PATH, None,
+          "perceptual-metric weights (LPIPS/DISTS backbones); null = the metrics' default search (the old name "
+          "`weights_dir` still works, with a note)", result=RESULT_CASE),
     Field("plugins", TEXTS, [],
           "extra method modules (import names or .py files) whose `METHODS` are registered", result=RESULT_CASE),
     Field("trust_checkpoints", BOOL, False,
@@ -477,6 +509,7 @@ class Profiling:
     flops: bool | str = default("profiling.flops")         # true: counted unless one call takes over FLOPS_MAX_CALL_S
     input: tuple[int, int] | None = default("profiling.input")
     frame_rates: bool = default("profiling.frame_rates")
+    case_timeout: float | None = default("profiling.case_timeout")  # enforced by the supervising process
 
 
 @dataclass(frozen=True)
@@ -504,9 +537,16 @@ class Config:
     output: str | None = default("output")
     data_root: str | None = default("data_root")
     cache_dir: str = default("cache_dir")
-    weights_dir: str | None = default("weights_dir")
+    checkpoint_dirs: tuple[str, ...] = default("checkpoint_dirs")
+    require_weights: bool = default("require_weights")
+    metric_weights_dir: str | None = default("metric_weights_dir")
     plugins: tuple[str, ...] = default("plugins")
     trust_checkpoints: bool = default("trust_checkpoints")   # plugins are code; checkpoints are data unless trusted
+
+    @property
+    def weights_dir(self) -> str | None:
+        """The perceptual-metric weights folder (`metric_weights_dir`; `weights_dir` was its old name)."""
+        return self.metric_weights_dir
 
     def run_dir(self) -> Path:
         """Stable per config, so a rerun finds (and resumes) its own results."""
@@ -529,7 +569,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     raw: dict[str, Any] = copy.deepcopy(data) if data is not None else {}
     name = "run"
     if path is not None:
-        path = Path(path)
+        path = find_config(path)
         raw = read_yaml(path)
         name = path.stem
     for item in overrides:
@@ -537,9 +577,31 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return parse_config(raw, default_name=name)
 
 
+SHIPPED = Path(__file__).resolve().parent / "configs"   # the configs installed with the package
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs that ship in the package: 'quick', 'x4', 'paper/liif_table1', ..."""
+    return sorted(p.relative_to(SHIPPED).with_suffix("").as_posix() for p in SHIPPED.rglob("*.yml"))
+
+
+def find_config(path: str | Path) -> Path:
+    """A config file: the path as given, else a shipped config by name (`quick`, `paper/liif_table1`, with or
+    without `.yml`, or `configs/quick.yml` as the README once wrote it), from any folder."""
+    given = Path(path).expanduser()
+    if given.is_file():
+        return given
+    text = given.as_posix().removeprefix("configs/")
+    for candidate in (SHIPPED / text, SHIPPED / f"{text}.yml"):
+        if candidate.is_file():
+            return candidate
+    return given
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise MissingFile("config file", path, "Check the path; the shipped configs are in configs/ (e.g. configs/quick.yml).")
+        raise MissingFile("config file", path, "Give a YAML file's path or the name of a shipped config: "
+                                               f"{', '.join(shipped_configs())} (e.g. `--config quick`).")
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except UnicodeDecodeError as exc:
@@ -625,6 +687,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 def parse_config(raw: dict[str, Any], default_name: str = "run") -> Config:
     """Check every key against the schema, read each value with its field's reader, then the rules that tie keys."""
+    raw = renamed_keys(raw)
     check_keys(raw, TOP_KEYS, where="config")
     sections = {name: as_mapping(raw.get(name), name) for name in SECTIONS}
     for name, mapping in sections.items():
@@ -638,12 +701,32 @@ def parse_config(raw: dict[str, Any], default_name: str = "run") -> Config:
     return Config(**values[""], **{name: SECTION_TYPES[name](**values[name]) for name in SECTIONS})
 
 
+RENAMED = {"weights_dir": "metric_weights_dir"}   # old key -> new key: still read, with a one-line note
+
+
+def renamed_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """Old key names read as their new ones (a note on stderr); both given is an error."""
+    for old, new in RENAMED.items():
+        if old in raw:
+            if new in raw:
+                raise UserError(f"config keys '{old}' and '{new}' are both given; '{old}' is the old name of "
+                                f"'{new}': keep only '{new}'.")
+            print(f"note: config key '{old}' is now '{new}' (the old name still works); rename it.", file=sys.stderr)
+            raw = {(new if k == old else k): v for k, v in raw.items()}
+    return raw
+
+
 def check_together(values: dict[str, dict[str, Any]], given: dict[str, dict[str, Any]]) -> None:
     """Rules that tie keys to each other (after each key's own check); may fill a default that depends on another."""
     profiling = values["profiling"]
     repeats = profiling["repeats"]
     if "max_repeats" not in given["profiling"]:
         profiling["max_repeats"] = max(profiling["max_repeats"], repeats)
+    tiling = values["tiling"]
+    if tiling["tile"] is not None and tiling["overlap"] >= tiling["tile"]:
+        raise UserError(f"config key 'tiling.overlap' is {tiling['overlap']} but tiling.tile is {tiling['tile']}; "
+                        "neighbouring tiles cannot share a whole tile: use an overlap smaller than the tile "
+                        "(e.g. tile/4).")
     if profiling["max_repeats"] < repeats:
         raise UserError(f"config key 'profiling.max_repeats' is {profiling['max_repeats']} but profiling.repeats is "
                         f"{repeats}; max_repeats must be >= repeats.")
@@ -662,9 +745,9 @@ def config_hash(config: Config) -> str:
 def results_key(config: Config, device_type: str | None = None) -> dict[str, Any]:
     """The config values every stored number depends on (the schema's `result=RESULT_VALUE` keys), by dotted key.
 
-    A case's provenance key is this plus the case's own part (method, code, checkpoint, dataset, scale, precision,
-    compile, frame rates, metric weights found: the `RESULT_CASE` keys); `device_type` replaces `auto` by the
-    device the run resolved."""
+    A case's provenance key is this plus the case's own part (method, checkpoint, dataset, scale, precision,
+    compile, frame rates, metric weights found: the `RESULT_CASE` keys, `engine.provenance.case_part`);
+    `device_type` replaces `auto` by the device the run resolved."""
     data = config.to_dict()
     key: dict[str, Any] = {}
     for spec in FIELDS:

@@ -11,8 +11,8 @@
 
 Premade LR files (the dataset's `LR_bicubic/X<s>` etc.) are used wherever they exist, for every protocol.
 SSIM is always BasicSR's, on the protocol's colour space (Y unless RGB) and border; LPIPS/DISTS and piq's
-metrics (ms-ssim, fsim, vif, gmsd, haarpsi) on RGB [0,1] with the same border. Sources: research/gsasr.md section 7, liif.md section 5, metasr.md section 2.4,
-rt4ksr.md section 4.
+metrics (ms-ssim, fsim, vif, gmsd, haarpsi) on RGB [0,1] with the same border. Sources: docs/methods/gsasr.md §7,
+docs/methods/liif.md §5, docs/methods/metasr.md §2.4, docs/methods/rt4ksr.md §4.
 
 Choices where the official code is silent (written down here and tested):
 - border for a non-integer scale: liif -> ceil(s) (Meta-SR's rule, the only official code with one);

@@ -1,140 +1,28 @@
 """The method registry.
 
-A plugin is a module that defines `METHODS`, a list of `MethodSpec`. Modules in `asr_bench.methods` (one
-folder per method) are discovered by name; external packages expose a module through the entry-point
+A plugin is a module that defines `METHODS`, a list of `MethodSpec` (`asr_bench.methods.spec`, re-exported
+here). The packages in `asr_bench.methods` (one folder per method) are discovered by name; external packages expose a module through the entry-point
 group `asr_bench.methods`. Nothing registers itself at import time: the registry reads `METHODS` from each
 module the first time a method is asked for, so one broken plugin is reported, not fatal to the others.
+`build_model` is in `asr_bench.models` (above this, detection and the weights resolution).
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
 import warnings
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from importlib.metadata import entry_points
-from pathlib import Path
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
 import torch
 
-from .blocks import InputRange
-from .checkpoints import Checkpoint, Weights, load_strict, unwrap
-from .errors import MissingFile, UnknownName, UserError, closest
+from .errors import UnknownName, UserError, closest
+from .methods.spec import DTYPES, TILING_POLICIES, MethodSpec, Option, Preset, no_conversion  # noqa: F401 - re-exported
+from .plugins import entry_point_modules
 from .upsampler import ANY_SCALE, Upsampler
-from .weightfiles import WeightFile
 
 ENTRY_POINT_GROUP = "asr_bench.methods"
-
-
-TILING_POLICIES = ("allowed", "internal", "discouraged")
-DTYPES = ("fp32", "bf16", "fp16")
-
-
-@dataclass(frozen=True)
-class Option:
-    """One keyword a method's builder accepts: a line of help and, where the values are few, the allowed ones."""
-
-    help: str
-    choices: tuple[Any, ...] | None = None
-
-
-@dataclass(frozen=True)
-class Preset:
-    """One official checkpoint family, as data: `method.tag`, the encoder and its args, the method's args, the
-    input normalisation and where the official weights come from.
-
-    `multiple` overrides the method's LR-size multiple (SwinIR's window, GSASR's denominator);
-    `checkpoint_keys` is the order in which a BasicSR container's `params_ema` / `params` are tried (the
-    official test configs differ per family); `aliases` are old names, accepted with a DeprecationWarning.
-    """
-
-    name: str
-    encoder: str
-    encoder_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    method_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    description: str = ""
-    normalisation: InputRange = InputRange()
-    weights: tuple[WeightFile, ...] = ()
-    multiple: int | None = None
-    checkpoint_keys: tuple[str, ...] = ("params_ema", "params")
-    aliases: tuple[str, ...] = ()
-
-    @property
-    def method(self) -> str:
-        return self.name.split(".", 1)[0]
-
-    @property
-    def tag(self) -> str:
-        return self.name.split(".", 1)[-1]
-
-
-def no_conversion(model: Upsampler, weights: Weights) -> Mapping[str, torch.Tensor]:
-    """The default `MethodSpec.convert`: the checkpoint already uses the model's own key names."""
-    return weights.single()
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """What a plugin declares, and the one place each of these facts is written.
-
-    - `builder(encoder, preset, weights, **options) -> Upsampler` makes the network (random init); `weights`
-      (an unwrapped `Weights`, or None) is there only to read shapes from (e.g. which scales a file has).
-    - `convert(model, weights) -> state dict` renames the official keys to the model's own; `build_model`
-      then loads it strictly and sets `weights_loaded`.
-    - `options`: the keywords the builder takes; anything else is refused before the builder runs.
-    - `scales`, `dtypes`, `min_size`, `multiple` (a preset may override it), `tiling`: copied onto the
-      model, checked by its `upscale` and by the runner; the smoke and precision tests check each claim.
-    """
-
-    name: str
-    builder: Callable[..., Upsampler]
-    encoders: tuple[str, ...]
-    scales: str | Collection[float] = ANY_SCALE
-    presets: Mapping[str, Preset] | Sequence[Preset] = field(default_factory=dict)
-    options: Mapping[str, Option] = field(default_factory=dict)
-    convert: Callable[[Upsampler, Weights], Mapping[str, torch.Tensor]] = no_conversion
-    dtypes: tuple[str, ...] = ("fp32",)
-    min_size: int = 1
-    multiple: int = 1
-    tiling: str = "allowed"
-    needs_weights: bool = True
-    description: str = ""
-    citation: str = ""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.presets, Mapping):
-            object.__setattr__(self, "presets", {p.name: p for p in self.presets})
-        if "." in self.name:
-            raise UserError(f"method name '{self.name}' must not contain '.' (presets are named 'method.tag').")
-        for preset in self.presets.values():
-            if preset.method != self.name or "." not in preset.name:
-                raise UserError(f"preset '{preset.name}' of {self.name} must be named '{self.name}.<tag>'.")
-        bad = [d for d in self.dtypes if d not in DTYPES]
-        if bad or self.tiling not in TILING_POLICIES:
-            raise UserError(f"method {self.name}: dtypes must be among {DTYPES} and tiling one of "
-                            f"{TILING_POLICIES}; got dtypes {self.dtypes}, tiling '{self.tiling}'.")
-
-    def preset_named(self, name: str) -> Preset:
-        """A preset by its name, or (deprecated, for one release) by its old name or bare tag."""
-        if name in self.presets:
-            return self.presets[name]
-        old = {alias: p for p in self.presets.values() for alias in (*p.aliases, p.tag)}
-        if name in old:
-            warnings.warn(f"preset name '{name}' is deprecated; use '{old[name].name}'.", DeprecationWarning,
-                          stacklevel=3)
-            return old[name]
-        raise UnknownName(f"preset of {self.name}", name, self.presets)
-
-    def preset_for(self, encoder: str | None, preset: str | None) -> Preset | None:
-        """The named preset, else the first whose encoder matches, else None."""
-        if preset is not None:
-            return self.preset_named(preset)
-        return next((p for p in self.presets.values() if p.encoder == encoder), None)
-
-    def size_multiple(self, preset: Preset | None) -> int:
-        return preset.multiple if preset is not None and preset.multiple is not None else self.multiple
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -145,7 +33,8 @@ _LOADED = False
 def _builtin_modules() -> list[ModuleType]:
     """The built-in methods, `asr_bench.methods.<name>`: always from the same tree as this module."""
     package = importlib.import_module("asr_bench.methods")
-    names = sorted(info.name for info in pkgutil.iter_modules(package.__path__) if not info.name.startswith("_"))
+    names = sorted(info.name for info in pkgutil.iter_modules(package.__path__)
+                   if info.ispkg and not info.name.startswith("_"))
     modules = []
     for name in names:
         try:
@@ -156,12 +45,8 @@ def _builtin_modules() -> list[ModuleType]:
 
 
 def _entry_point_modules() -> list[ModuleType]:
-    modules = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            modules.append(ep.load())
-        except Exception as exc:  # noqa: BLE001
-            _BROKEN[ep.name] = f"{type(exc).__name__}: {exc}"
+    modules, broken = entry_point_modules(ENTRY_POINT_GROUP)
+    _BROKEN.update(broken)
     return modules
 
 
@@ -270,52 +155,6 @@ def check_dtype(spec: MethodSpec, dtype: str) -> None:
     if dtype not in spec.dtypes:
         raise UserError(f"method '{spec.name}' is not tested in {dtype} (it runs in {', '.join(spec.dtypes)}); "
                         "set precision to one of those.")
-
-
-def build_model(
-    method: str | None = None,
-    encoder: str | None = None,
-    checkpoint: Checkpoint = None,
-    device: str = "cpu",
-    preset: str | None = None,
-    dtype: str = "fp32",
-    param_keys: Sequence[str] | None = None,
-    **kwargs: Any,
-) -> Upsampler:
-    """Build a method on an encoder, load its checkpoint strictly, move it to `device` and `dtype`, eval mode.
-
-    `preset` ("gsasr.rdn-enhanced") alone names the method too; with neither, the checkpoint says what it is
-    (`asr_bench.detect_checkpoint`). `param_keys` overrides the preset's order of a BasicSR container's
-    `params_ema` / `params`.
-    """
-    if method is None and preset is None and checkpoint is not None:
-        from .detect import resolve
-
-        method, encoder, preset, kwargs = resolve(checkpoint, encoder, preset, kwargs)
-    if method is None:
-        if preset is None:
-            raise UserError("name a method or a preset, e.g. build_model('liif') or "
-                            "build_model(preset='rt4ksr.x2'); `asr-bench list` shows them.")
-        method = preset.split(".", 1)[0]
-    spec = get_method(method)
-    encoder, chosen = choose_preset(spec, encoder, preset)
-    check_options(spec, kwargs)
-    check_dtype(spec, dtype)
-    weights = None
-    if checkpoint is not None:
-        if isinstance(checkpoint, (str, Path)) and not Path(checkpoint).expanduser().exists():
-            raise MissingFile("checkpoint file", checkpoint,
-                              "Check the path, or omit the checkpoint to benchmark random weights.")
-        keys = tuple(param_keys) if param_keys is not None else (
-            chosen.checkpoint_keys if chosen is not None else ("params_ema", "params"))
-        weights = unwrap(checkpoint, keys)
-    model = spec.builder(encoder=encoder, preset=chosen, weights=weights, **kwargs)
-    declare(model, spec, chosen)
-    if weights is not None:
-        load_strict(model, spec.convert(model, weights), f"{spec.name} checkpoint ({weights.source})")
-        model.on_weights_loaded()
-    model.weights_loaded = weights is not None or not spec.needs_weights
-    return model.to(device=device, dtype=TORCH_DTYPES[dtype]).eval()
 
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -40,6 +40,11 @@ class Upsampler(nn.Module):
     tiling: str = "allowed"
     dtypes: tuple[str, ...] = ("fp32",)
     weights_loaded: bool = False
+    weights_source: str = "random (not pretrained)"   # set by `build_model`: the file loaded, or why none was
+
+    def extra_repr(self) -> str:
+        """The first line of `repr(model)` says whether the weights are real (`weights_loaded`) and from where."""
+        return f"weights_loaded={self.weights_loaded}, weights={self.weights_source!r}"
 
     def forward_size(self, lr: torch.Tensor, size: tuple[int, int], scale: tuple[float, float]) -> torch.Tensor:
         """The raw network output for `lr` (B,3,h,w) in [0,1], exactly `size` = (H, W), unclamped.

@@ -1,22 +1,23 @@
 """The weights zoo: each preset's official files, whether they are here and intact, and fetching them.
 
-Presets carry their sources as data (`Preset.weights`, a tuple of `WeightFile`); the zoo only reads them. Files
-are looked for in `--weights-dir`, then `$ASR_BENCH_WEIGHTS`, then `~/.cache/asr_bench/weights`, each as
-`<dir>/<preset>/<file>` (GSASR's parts are all called encoder.pth / decoder.pth) or `<dir>/<file>`.
+Presets carry their sources as data (`Preset.weights`, a tuple of `WeightFile`); the zoo only reads them. Where a
+file is looked for is `asr_bench.weights` (the one resolution the run, `--dry-run`, `doctor` and `build_model`
+share): `--checkpoint-dir`, `$ASR_BENCH_WEIGHTS`, `~/.cache/asr_bench/weights`, then the Hugging Face Hub cache.
 
 `fetch` is the only code in asr-bench that touches the network, and only when the user asks for it: a run never
-downloads. Downloads go to `<file>.part` beside the target, resume with an HTTP Range request after a cut
-connection, are checked against the published size and sha256 (the sha256 is recorded in `sha256.json` where
-none is published), and are renamed into place only when complete and intact. urllib only: no new dependency.
+downloads. Files hosted on the Hugging Face Hub (GSASR, IGConv) are fetched with `huggingface_hub` itself (its
+cache, its resume, a pinned revision where the preset names one), so they land where GSASR's official code also
+looks, and a file already in that cache costs no request. The small downloader below is kept only for plain URLs
+that no maintained client serves (GitHub raw files, Dropbox links): it writes `<file>.part` beside the target,
+resumes with an HTTP Range request after a cut connection, checks size and sha256 and renames into place only
+when complete and intact. Either way the sha256 of every fetched file is recorded (`sha256.json` in the cache),
+so a file whose source publishes none is still checked on every later use.
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
-import json
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -26,10 +27,13 @@ from typing import Any
 
 from .errors import MissingFile, UnknownName, UserError
 from .weightfiles import WeightFile
+from .weights import (DEFAULT_CACHE, ENV, HUB, Folder, HubFile, fetch_command, hub_cache_dir, hub_file,
+                      in_hub_cache, local_path, search_folders, variant_of)
+from .weights import locate as _locate
+from .weights import (RECORD, cached_sha256, read_records, record_key, record_root,  # noqa: F401 - zoo's names
+                      recorded_sha256, sha256_of, write_records)
+from .weights import variants as _variants
 
-ENV = "ASR_BENCH_WEIGHTS"
-DEFAULT_CACHE = Path("~/.cache/asr_bench/weights")
-RECORD = "sha256.json"
 CHUNK = 1 << 16
 ATTEMPTS = 4                     # per URL: the first request and three resumes after a cut connection
 MANUAL_HOSTS = ("drive.google.com", "pan.baidu.com")   # need a browser (confirmation pages, logins)
@@ -70,120 +74,27 @@ def weight_files(preset: Any) -> tuple[WeightFile, ...]:
 
 
 def search_dirs(weights_dir: str | Path | None = None) -> list[Path]:
-    """--weights-dir, $ASR_BENCH_WEIGHTS, ~/.cache/asr_bench/weights: in this order, each once."""
-    dirs = [weights_dir, os.environ.get(ENV) or None, DEFAULT_CACHE]
-    out: list[Path] = []
-    for d in dirs:
-        if d is not None and Path(d).expanduser() not in out:
-            out.append(Path(d).expanduser())
-    return out
+    """--checkpoint-dir, $ASR_BENCH_WEIGHTS, ~/.cache/asr_bench/weights: in this order, each once."""
+    return [f.path for f in search_folders([weights_dir] if weights_dir else [])]
 
 
 def cache_dir(weights_dir: str | Path | None = None) -> Path:
-    """Where fetch writes: the first of the search folders."""
+    """Where fetch writes plain-URL files: the first of the search folders."""
     return search_dirs(weights_dir)[0]
-
-
-def variant_of(wf: WeightFile) -> str:
-    """Which alternative release a file belongs to (GSASR's enhanced models: DIV2K- or DF2K-trained pairs);
-    '' where a preset has one release. Read from `extra['variant']` (or `extra['train']`)."""
-    return wf.extra.get("variant") or wf.extra.get("train") or ""
 
 
 def variants(preset: Any) -> list[str]:
     """The preset's alternative releases in declaration order (the first is the default); [''] for one."""
-    out: list[str] = []
-    for wf in weight_files(preset):
-        if variant_of(wf) not in out:
-            out.append(variant_of(wf))
-    return out
-
-
-def local_path(root: Path, preset_name: str, wf: WeightFile) -> Path:
-    """Where a file lives in a weights folder: <root>/<preset>[/<variant>]/<file>."""
-    variant = variant_of(wf)
-    return root / preset_name / variant / wf.filename if variant else root / preset_name / wf.filename
+    return _variants(weight_files(preset))
 
 
 def locate(preset_name: str, wf: WeightFile, dirs: Iterable[Path]) -> Path | None:
-    """The first copy found; a flat <dir>/<file> counts only for files whose name says which they are."""
-    for d in dirs:
-        candidates = [local_path(d, preset_name, wf)] + ([] if variant_of(wf) else [d / wf.filename])
-        for candidate in candidates:
-            if candidate.is_file():
-                return candidate
-    return None
+    """The first copy found (folders in order, both layouts, then the Hub cache)."""
+    found = _locate(preset_name, wf, [Folder(Path(d), str(d)) for d in dirs])
+    return None if found is None else found.path
 
 
 # ------------------------------------------------------------------------------------------ hashes
-
-
-def record_root() -> Path:
-    """The folder whose `sha256.json` remembers hashes: the cache ($ASR_BENCH_WEIGHTS or the default), never a
-    user's own weights folder, so `list` and `doctor` write nowhere else."""
-    return Path(os.environ.get(ENV) or DEFAULT_CACHE).expanduser()
-
-
-def read_records() -> dict[str, dict[str, Any]]:
-    path = record_root() / RECORD
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}   # a damaged record only costs a re-hash
-    return data if isinstance(data, dict) else {}
-
-
-def write_records(records: dict[str, dict[str, Any]]) -> None:
-    """Temp file + rename: a crash never leaves a half-written record. The temp file is this writer's own, so two
-    processes recording at once cannot mix their texts (the later rename wins; a lost entry is only re-hashed)."""
-    root = record_root()
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{RECORD}.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(records, indent=1, sort_keys=True))
-        os.replace(tmp, root / RECORD)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _record_key(path: Path) -> str:
-    """A file's key in the record: relative inside the cache (which may move), absolute elsewhere."""
-    resolved, base = path.resolve(), record_root().resolve()
-    return str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(resolved)
-
-
-def cached_sha256(path: Path) -> str:
-    """sha256 of a file, remembered by size and mtime (a 256 MB checkpoint is hashed once, not per `list`)."""
-    records = read_records()
-    key = _record_key(path)
-    stat = path.stat()
-    entry = records.get(key, {})
-    if entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns and entry.get("sha256"):
-        return entry["sha256"]
-    digest = sha256_of(path)
-    records[key] = {**entry, "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    try:
-        write_records(records)
-    except OSError:
-        pass   # an unwritable cache: the hash is still right, only not remembered
-    return digest
-
-
-def recorded_sha256(path: Path) -> str | None:
-    """The sha256 fetch recorded for a file whose source publishes none."""
-    return read_records().get(_record_key(path), {}).get("fetched_sha256")
 
 
 # ------------------------------------------------------------------------------------------ status
@@ -196,6 +107,7 @@ class FileStatus:
     path: Path | None
     state: str            # missing | verified | mismatch | recorded | changed | unverified
     sha256: str | None    # of the local file, when there is one
+    where: str = ""       # which search place it was found in
 
     @property
     def present(self) -> bool:
@@ -205,28 +117,37 @@ class FileStatus:
     def ok(self) -> bool:
         return self.state in ("verified", "recorded", "unverified")
 
+    @property
+    def known_sha256(self) -> str | None:
+        """The sha256 this file is checked against: published, else recorded when it was fetched."""
+        return (self.file.sha256 or "").lower() or (recorded_sha256(self.path) if self.path else None)
 
-def file_status(preset_name: str, wf: WeightFile, dirs: list[Path]) -> FileStatus:
-    path = locate(preset_name, wf, dirs)
-    if path is None:
+
+def file_status(preset_name: str, wf: WeightFile, dirs: list[Path] | list[Folder]) -> FileStatus:
+    folders = [d if isinstance(d, Folder) else Folder(Path(d), str(d)) for d in dirs]
+    found = _locate(preset_name, wf, folders)
+    if found is None:
         return FileStatus(preset_name, wf, None, "missing", None)
+    path = found.path
     digest = cached_sha256(path)
     if wf.sha256:
         state = "verified" if digest == wf.sha256.lower() else "mismatch"
     else:
         fetched = recorded_sha256(path)
         state = "unverified" if fetched is None else ("recorded" if fetched == digest else "changed")
-    return FileStatus(preset_name, wf, path, state, digest)
+    if wf.size is not None and path.stat().st_size != wf.size:
+        state = "mismatch"
+    return FileStatus(preset_name, wf, path, state, digest, found.where)
 
 
-def preset_state(preset_name: str, preset: Any, dirs: list[Path]) -> str:
+def preset_state(preset_name: str, preset: Any, dirs: list[Path] | list[Folder]) -> str:
     """One word per preset for `list` and `doctor`: present, missing, partial, damaged, or none declared."""
     files = weight_files(preset)
     if not files:
         return "no weights declared"
     states = [file_status(preset_name, wf, dirs) for wf in files]
     if any(s.present and not s.ok for s in states):
-        return "damaged (run `asr-bench weights list`)"
+        return "damaged (run `asr-bench weights list --files`)"
     complete = [v for v in variants(preset)
                 if all(s.present for s in states if variant_of(s.file) == v)]
     if complete:
@@ -241,39 +162,86 @@ def _size(n: int | None) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} B"
 
 
-def list_lines(weights_dir: str | Path | None = None, names: Iterable[str] = ()) -> list[str]:
-    """`weights list`: every preset, its files, sources, size, sha256, license and local state."""
-    dirs = search_dirs(weights_dir)
+def _wanted(names: Iterable[str]) -> list[str]:
     presets = named_presets()
     wanted = list(names) or sorted(presets)
     for name in wanted:
         find_preset(name)
-    lines = [f"weights looked for in: {', '.join(str(d) for d in dirs)} (as <dir>/<preset>/<file> or <dir>/<file>)"]
-    for name in wanted:
+    return wanted
+
+
+def list_records(weights_dir: str | Path | None = None, names: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """`weights list --json`: per preset, its state and per file the source, size, sha256 (and whether it is
+    known: published, or recorded at fetch), license, where it was found."""
+    folders = search_folders([weights_dir] if weights_dir else [])
+    presets = named_presets()
+    out = []
+    for name in _wanted(names):
         spec, preset = presets[name]
-        encoder = getattr(preset, "encoder", "")
-        files = weight_files(preset)
-        lines.append(f"{name} ({spec.name}{', encoder ' + encoder if encoder and encoder != 'none' else ''})")
+        files = []
+        for wf in weight_files(preset):
+            status = file_status(name, wf, folders)
+            hub = hub_file(wf)
+            files.append({"file": wf.filename, "variant": variant_of(wf) or None, "size": wf.size,
+                          "sha256": status.known_sha256, "sha256_known": bool(status.known_sha256),
+                          "sha256_source": "published" if wf.sha256 else ("recorded" if status.known_sha256 else None),
+                          "license": wf.license or None, "urls": list(wf.urls),
+                          "hub": None if hub is None else {"repo": hub.repo_id, "revision": hub.revision,
+                                                           "path": hub.path},
+                          "manual": wf.manual or None, "state": status.state,
+                          "path": None if status.path is None else str(status.path), "where": status.where or None,
+                          "local_sha256": status.sha256})
+        out.append({"preset": name, "method": spec.name, "encoder": getattr(preset, "encoder", "") or None,
+                    "state": preset_state(name, preset, folders), "fetch": fetch_command(name) if files else None,
+                    "files": files})
+    return out
+
+
+def list_lines(weights_dir: str | Path | None = None, names: Iterable[str] = (), files: bool = False) -> list[str]:
+    """`weights list`: one line per preset (here / missing, size, where); `files=True` adds every file's
+    source, size, sha256 (known or unknown), license and local state."""
+    folders = search_folders([weights_dir] if weights_dir else [])
+    lines = [f"weights looked for in: {', '.join(f'{f.path} ({f.where})' for f in folders)}, {hub_cache_dir()} "
+             "(Hugging Face Hub cache); as <dir>/<preset>/<file> or <dir>/<file>"]
+    records = list_records(weights_dir, names)
+    width = max((len(r["preset"]) for r in records), default=0)
+    for record in records:
+        sizes = [f["size"] for f in record["files"]]
+        size = "" if not sizes else (_size(sum(sizes)) if all(s is not None for s in sizes) else "size unknown")
+        state = record["state"]
+        here = "here" if state.startswith("present") else state
+        where = ", ".join(dict.fromkeys(f["where"] for f in record["files"] if f["where"]))
+        tail = (f"  in {where}" if where else "") + (f"  `{record['fetch']}`" if here == "missing" else "")
+        lines.append(f"{record['preset']:<{width}}  {here}  {size}{tail}".rstrip())
         if not files:
-            needs = getattr(spec, "needs_weights", True)
-            lines.append("  no official weights declared" + ("" if needs else " (the method needs none)"))
             continue
-        for wf in files:
-            status = file_status(name, wf, dirs)
-            variant = f"[{variant_of(wf)}] " if variant_of(wf) else ""
-            lines.append(f"  {variant}{wf.filename}: {_size(wf.size)}, sha256 {wf.sha256 or 'unknown'}, "
-                         f"license {wf.license or 'unknown'}")
-            for url in wf.urls:
-                lines.append(f"    source {url}")
-            if wf.manual:
-                lines.append(f"    manual: {wf.manual}")
-            lines.append(f"    local: {_state_text(status)}")
+        for f in record["files"]:
+            variant = f"[{f['variant']}] " if f["variant"] else ""
+            known = f"sha256 {f['sha256']} ({f['sha256_source']})" if f["sha256_known"] else "sha256 unknown"
+            lines.append(f"    {variant}{f['file']}: {_size(f['size'])}, {known}, license {f['license'] or 'unknown'}")
+            for url in f["urls"]:
+                lines.append(f"      source {url}")
+            if f["manual"]:
+                lines.append(f"      manual: {f['manual']}")
+            status = FileStatus(record["preset"], _declared(record["preset"], f["file"], f["variant"]),
+                                Path(f["path"]) if f["path"] else None, f["state"], f["local_sha256"], f["where"] or "")
+            lines.append(f"      local: {_state_text(status)}")
+    if not files:
+        known = sum(f["sha256_known"] for r in records for f in r["files"])
+        total = sum(len(r["files"]) for r in records)
+        lines.append(f"({total} files, sha256 known for {known}; `weights list --files` for sources and hashes, "
+                     "`--json` for all of it)")
     return lines
+
+
+def _declared(preset_name: str, filename: str, variant: str | None) -> WeightFile:
+    _, preset = find_preset(preset_name)
+    return next(wf for wf in weight_files(preset) if wf.filename == filename and (variant_of(wf) or None) == variant)
 
 
 def _state_text(status: FileStatus) -> str:
     if status.path is None:
-        return "missing (`asr-bench weights fetch " + status.preset + "`)"
+        return "missing (`" + fetch_command(status.preset) + "`)"
     text = {
         "verified": "verified (sha256 matches the published one)",
         "mismatch": f"SHA256 MISMATCH (file has {status.sha256}); delete it and fetch again",
@@ -281,7 +249,7 @@ def _state_text(status: FileStatus) -> str:
         "changed": f"CHANGED since it was fetched (now {status.sha256}); fetch again",
         "unverified": f"present, not verifiable (no published sha256; file has {status.sha256})",
     }[status.state]
-    return f"{status.path} {text}"
+    return f"{status.path} {text}" + (f" [found in {status.where}]" if status.where else "")
 
 
 # ------------------------------------------------------------------------------------------ fetch
@@ -323,6 +291,9 @@ def fetch(names: Iterable[str], weights_dir: str | Path | None = None, progress:
 
 def fetch_file(preset_name: str, wf: WeightFile, root: Path, progress: bool = True,
                say: Callable[[str], None] = print) -> Path | None:
+    hub = hub_file(wf)
+    if hub is not None:
+        return fetch_hub(preset_name, wf, hub, progress, say)
     target = local_path(root, preset_name, wf)
     existing = file_status(preset_name, wf, [root])
     if existing.present and existing.ok:
@@ -368,11 +339,68 @@ def _install(preset_name: str, wf: WeightFile, part: Path, target: Path, urls: l
     entry = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "url": urls[0]}
     if not wf.sha256:
         entry["fetched_sha256"] = digest
-    records[_record_key(target)] = entry
+    records[record_key(target)] = entry
     write_records(records)
     how = "verified" if wf.sha256 else "sha256 recorded (none published)"
     say(f"{preset_name}: {wf.filename} -> {target} ({how}: {digest})")
     return target
+
+
+def fetch_hub(preset_name: str, wf: WeightFile, hub: HubFile, progress: bool = True,
+              say: Callable[[str], None] = print) -> Path:
+    """A Hub-hosted file through huggingface_hub, into the Hub cache (`$HF_ENDPOINT` is honoured, read now).
+
+    A copy already in the cache is used without a request; huggingface_hub resumes a cut transfer from its
+    `.incomplete` file (also on a rerun). The result is checked like any download: a wrong size or sha256 is
+    deleted from the cache and refused, never used."""
+    cached = in_hub_cache(wf)
+    if cached is not None:
+        say(f"{preset_name}: {wf.filename} already in the {HUB} at {cached}")
+        _check_hub(preset_name, wf, cached)
+        return cached
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+    except ImportError:
+        raise UserError(f"{preset_name}/{wf.filename} is hosted on the Hugging Face Hub; install its client: "
+                        "pip install huggingface_hub.") from None
+    (enable_progress_bars if progress else disable_progress_bars)()
+    try:
+        path = Path(hf_hub_download(hub.repo_id, hub.path, revision=hub.revision, cache_dir=str(hub_cache_dir()),
+                                    endpoint=os.environ.get("HF_ENDPOINT") or None))
+    except Exception as exc:  # noqa: BLE001 - network, 404, auth: one line; the partial file is kept to resume
+        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise UserError(f"could not fetch {preset_name}/{wf.filename} from the Hugging Face Hub ({hub.repo_id} "
+                        f"{hub.path} @ {hub.revision}: {type(exc).__name__}: {text}); rerun to resume.") from None
+    _check_hub(preset_name, wf, path)
+    digest = sha256_of(path)
+    records = read_records()
+    stat = path.stat()
+    entry = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+             "url": f"hf://{hub.repo_id}/{hub.path}@{hub.revision}"}
+    if not wf.sha256:
+        entry["fetched_sha256"] = digest
+    records[record_key(path)] = entry
+    write_records(records)
+    how = "verified" if wf.sha256 else "sha256 recorded (none published)"
+    say(f"{preset_name}: {wf.filename} -> {path} ({how}: {digest})")
+    return path
+
+
+def _check_hub(preset_name: str, wf: WeightFile, path: Path) -> None:
+    """Refuse (and delete from the Hub cache) a file whose size or sha256 is not the published one."""
+    size = path.stat().st_size
+    digest = sha256_of(path)
+    bad = (wf.size is not None and size != wf.size) or (wf.sha256 and digest != wf.sha256.lower())
+    if not bad:
+        return
+    blob = path.resolve()
+    path.unlink(missing_ok=True)
+    if blob != path:
+        blob.unlink(missing_ok=True)
+    raise UserError(f"sha256 mismatch for {preset_name}/{wf.filename} from the Hugging Face Hub: got {digest} "
+                    f"({size} bytes), published {wf.sha256 or '-'} ({wf.size if wf.size is not None else '-'} bytes); "
+                    "deleted from the cache, nothing installed; try again or report the source.")
 
 
 class _Retryable(Exception):
@@ -456,7 +484,7 @@ def verify(checkpoint: str | Path, device: str = "cpu") -> list[str]:
     """`weights verify FILE`: detect, strict-load through build_model, parameters and sha256 of each file."""
     from .checkpoints import CHECKPOINT_SUFFIXES
     from .detect import detect_checkpoint
-    from .registry import build_model
+    from .models import build_model
 
     path = Path(checkpoint).expanduser()
     if not path.exists():

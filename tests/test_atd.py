@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_igconv import research_file, tsv_state_dict
+from test_igconv import key_table_file, tsv_state_dict
 
 import asr_bench as ab
 from asr_bench.encoders import build_encoder, load_encoder_state
@@ -19,7 +19,7 @@ TINY = dict(img_size=8, window_size=4, embed_dim=12, depths=(2, 3), num_heads=(2
 @pytest.mark.parametrize("method", ["igconv-plus", "igconv"])
 def test_official_key_table_loads_strictly_through_build_model(method):
     """The released IGConv+ table; plain IGConv (not released) is the same encoder without the skip keys."""
-    sd = tsv_state_dict(research_file("igconv_keys_ATD_IGPlus.tsv"))
+    sd = tsv_state_dict(key_table_file("igconv_keys_ATD_IGPlus.tsv"))
     if method == "igconv":
         sd = {k: v for k, v in sd.items() if not k.startswith("skip.")}
     model = ab.build_model(method, "atd", preset=f"{method}.atd", checkpoint={"params_ema": sd})

@@ -91,9 +91,10 @@ def test_loading_an_extension_leaves_every_cache_key_unchanged(monkeypatch):
     assert {op: build.extension(op, "cpp").key for op in build.list_ops()} == before
 
 
-def test_a_cached_build_older_than_its_sources_or_headers_counts_as_a_compile(monkeypatch, tmp_path):
-    """A fresh clone of the same code has the same cache key but newer files, and ninja rebuilds by mtime: the
-    setup must be named 'compiling', not 'loading' (seen: 30 s of 'loading the cpp rasterize backend')."""
+def test_a_cached_build_older_than_its_staged_inputs_or_missing_them_counts_as_a_compile(monkeypatch, tmp_path):
+    """ninja rebuilds when an input is newer than the build or the recorded source path changed: the setup must
+    then be named 'compiling', not 'loading' (seen: 30 s of 'loading the cpp rasterize backend'). The inputs are
+    the copies staged in the build folder, so a checkout's own mtimes and paths do not matter."""
     import os
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
@@ -102,17 +103,32 @@ def test_a_cached_build_older_than_its_sources_or_headers_counts_as_a_compile(mo
     ext = build.extension("toy", "cpp", root)
     assert build.will_compile(ext)  # nothing cached
     ext.build_dir.mkdir(parents=True)
-    (ext.build_dir / "build.ninja").write_text(f"build cpu.o: compile {root / 'toy' / 'cpu.cpp'}\n")
+    build.stage_inputs(ext)
+    staged = [ext.staged_root / "toy" / "cpu.cpp", ext.staged_root / "toy" / "helper.h",
+              ext.staged_root / "common" / "shared.h"]
+    assert sorted(p for p, _ in ext.inputs) == sorted(staged) and all(p.is_file() for p in staged)
+    (ext.build_dir / "build.ninja").write_text(f"build cpu.o: compile {staged[0]}\n")
     so = ext.build_dir / f"{ext.name}.so"
     so.write_bytes(b"")
-    for path in (root / "toy" / "cpu.cpp", root / "toy" / "helper.h", root / "common" / "shared.h"):
+    for path in staged:
         os.utime(path, (1_000_000, 1_000_000))
     os.utime(so, (2_000_000, 2_000_000))
     assert not build.will_compile(ext)  # built after every input: a load
-    for path in (root / "toy" / "cpu.cpp", root / "toy" / "helper.h", root / "common" / "shared.h"):
+    for path in (root / "toy" / "cpu.cpp", root / "common" / "shared.h"):
+        os.utime(path, (3_000_000, 3_000_000))  # a checkout's file touched (a fresh clone): still a load
+    assert not build.will_compile(ext)
+    build.stage_inputs(ext)  # same bytes: the staged copies are left alone
+    assert all(p.stat().st_mtime == 1_000_000 for p in staged)
+    for path in staged:
         os.utime(path, (3_000_000, 3_000_000))
         assert build.will_compile(ext), path
         os.utime(path, (1_000_000, 1_000_000))
+    staged[1].unlink()
+    assert build.will_compile(ext)  # staging writes it anew, newer than the build
+    (ext.build_dir / "build.ninja").write_text(f"build cpu.o: compile {root / 'toy' / 'cpu.cpp'}\n")
+    build.stage_inputs(ext)
+    os.utime(staged[1], (1_000_000, 1_000_000))
+    assert build.will_compile(ext)  # built from a checkout's path (before staging): ninja rebuilds
 
 
 def test_missing_source_is_reported(monkeypatch):
@@ -175,3 +191,65 @@ def test_a_lock_left_by_a_build_killed_midway_does_not_hang_the_next_load(tmp_pa
         lock = str(tmp_path / ".asr-bench-build.lock")
         assert subprocess.run([sys.executable, "-c", probe, lock], capture_output=True, text=True).stdout.strip() == "held"
     assert subprocess.run([sys.executable, "-c", probe, lock], capture_output=True, text=True).stdout.strip() == "free"
+
+
+TOY_CPP = """
+// A toy extension: a Python module named TORCH_EXTENSION_NAME without torch's headers (compiles in a second).
+#include <Python.h>
+#include "common/toy_common.h"
+#include "toy_helper.h"
+#define ASR_CAT2(a, b) a##b
+#define ASR_CAT(a, b) ASR_CAT2(a, b)
+#define ASR_STR2(a) #a
+#define ASR_STR(a) ASR_STR2(a)
+static PyObject* answer(PyObject*, PyObject*) { return PyLong_FromLong(TOY_BASE + TOY_OFFSET); }
+static PyMethodDef methods[] = {{"answer", answer, METH_NOARGS, nullptr}, {nullptr, nullptr, 0, nullptr}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, ASR_STR(TORCH_EXTENSION_NAME), nullptr, -1, methods};
+PyMODINIT_FUNC ASR_CAT(PyInit_, TORCH_EXTENSION_NAME)(void) { return PyModule_Create(&module); }
+"""
+
+LOAD_TOY = """
+import json, sys
+from pathlib import Path
+from asr_bench.ops import build
+from asr_bench.stages import setup_events
+notices = []
+build.compile_notice = lambda op, backend: notices.append(op)
+root = Path(sys.argv[1])
+module = build._compile("toy", "cpp", root)
+ext = build.extension("toy", "cpp", root)
+so = next(ext.build_dir.glob(ext.name + "*.so"))
+print(json.dumps({"answer": module.answer(), "notices": notices, "setup": [e.what for e in setup_events()],
+                  "so_mtime_ns": so.stat().st_mtime_ns, "build_dir": str(ext.build_dir),
+                  "ninja_log": (ext.build_dir / ".ninja_log").read_text()}))
+"""
+
+
+@pytest.mark.skipif(not build.has_compiler(), reason="needs a C++ compiler")
+def test_two_checkouts_of_one_commit_share_a_build_without_rebuilding_each_other(tmp_path):
+    """Checkout B (same sources, another path, newer files) loads the build A made, and A loads it back after B:
+    no compile either way (before the sources were staged in the build folder, each switch rebuilt, 80-100 s)."""
+    import json
+    import os
+
+    files = {"toy/cpu.cpp": TOY_CPP, "toy/toy_helper.h": "#pragma once\n#define TOY_OFFSET 2\n",
+             "common/toy_common.h": "#pragma once\n#define TOY_BASE 40\n"}
+    first, second = make_csrc(tmp_path / "a", files), make_csrc(tmp_path / "b", files)
+    for path in second.rglob("*"):
+        os.utime(path, (2_000_000_000, 2_000_000_000))  # a later clone: every file newer than the first's build
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "shared-cache")}
+
+    def load(root):
+        done = subprocess.run([sys.executable, "-c", LOAD_TOY, str(root)], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.splitlines()[-1])
+
+    built = load(first)
+    assert built["answer"] == 42 and built["notices"] == ["toy"] and built["setup"] == ["compiling the cpp toy backend"]
+    for root in (second, first):
+        again = load(root)
+        assert again["answer"] == 42 and again["build_dir"] == built["build_dir"]
+        assert again["notices"] == [] and again["setup"] == ["loading the cpp toy backend"]
+        assert again["so_mtime_ns"] == built["so_mtime_ns"]  # the library was not relinked
+        assert again["ninja_log"] == built["ninja_log"]  # ninja ran no compile or link step
+    assert str(first) not in (Path(built["build_dir"]) / "build.ninja").read_text()  # it compiled the staged copy

@@ -89,7 +89,7 @@ def test_user_mistakes_are_one_line_with_exit_code_2(tmp_path, folder, capsys, a
 
 def test_malformed_yaml_and_missing_config(tmp_path, capsys):
     assert "line 2" in error_of(capsys, ["--config", config_file(tmp_path, "methods: [bicubic\nscales: [2]\n")])
-    assert "configs/quick.yml" in error_of(capsys, ["--config", str(tmp_path / "none.yml")])
+    assert "quick, " in error_of(capsys, ["--config", str(tmp_path / "none.yml")])
 
 
 def test_corrupt_image_is_a_user_error_naming_the_file(tmp_path, folder, capsys):

@@ -62,7 +62,8 @@ def test_dry_run_lists_cases_with_weights_and_data_and_writes_nothing(tmp_path, 
     lines = out.splitlines()
     assert lines[0] == "4 cases (dry run: nothing is run or written)"
     assert re.match(r"\s+1/4  bicubic\s+imgs  x2  weights: not needed; data: found \(3 images\)", lines[1])
-    assert re.match(r"\s+3/4  rt4ksr\s+imgs  x2  weights: random weights \(cost only\)", lines[3])
+    assert re.match(r"\s+3/4  rt4ksr\s+imgs  x2  weights: cost only \(random weights\): "
+                    r"`asr-bench weights fetch rt4ksr.all`", lines[3])
     assert "unsupported scale" in lines[4]
     assert not out_dir.exists()
     code = run_cli(["run", "--config", str(config), "--dry-run"])

@@ -86,7 +86,7 @@ def test_malformed_yaml_names_the_line(tmp_path):
 
 
 def test_missing_config_file():
-    with pytest.raises(MissingFile, match="configs/quick.yml"):
+    with pytest.raises(MissingFile, match="paper/liif_table1"):
         load_config("no/such.yml")
 
 

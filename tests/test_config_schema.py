@@ -21,8 +21,9 @@ BAD_VALUES = {
     "device": "gpu", "precision": "fp64", "precisions": ["half"], "compile": "yes", "tiling.tile": 0,
     "tiling.overlap": -1, "profiling.warmup": -1, "profiling.repeats": 0, "profiling.max_repeats": 0,
     "profiling.rel_ci": 0, "profiling.max_seconds": -2.0, "profiling.memory": "yes", "profiling.flops": "sometimes",
-    "profiling.input": [1, 2, 3], "profiling.frame_rates": 1, "visuals.crop": 2.5, "visuals.crop_at": [1],
-    "save_images": "no", "output": {}, "data_root": [], "cache_dir": True, "weights_dir": {}, "plugins": {"x": 1},
+    "profiling.input": [1, 2, 3], "profiling.frame_rates": 1, "profiling.case_timeout": 0, "visuals.crop": 2.5, "visuals.crop_at": [1],
+    "save_images": "no", "output": {}, "data_root": [], "cache_dir": True, "metric_weights_dir": {}, "plugins": {"x": 1},
+    "checkpoint_dirs": {"a": 1}, "require_weights": "yes",
     "trust_checkpoints": "true",
 }
 

@@ -3,6 +3,7 @@ case k/N bar on a terminal, no per-image bar for cost-only cases, a ticking time
 from __future__ import annotations
 
 import io
+import os
 import threading
 from pathlib import Path
 
@@ -93,8 +94,10 @@ def test_a_first_compile_is_announced_and_a_cached_one_is_not(monkeypatch, tmp_p
     assert "compiling the C++ rasterize backend (once, about a minute" in capsys.readouterr().err
     (ext.build_dir / f"{ext.name}.so").write_text("")  # cached, but built from another checkout's sources:
     (ext.build_dir / "build.ninja").write_text("build cpu.o: compile /elsewhere/csrc/rasterize/cpu.cpp\n")
-    build._compile("rasterize", "cpp")  # ninja will rebuild: say so
+    build._compile("rasterize", "cpp")  # built before sources were staged, from a checkout's path: ninja rebuilds
     assert "compiling the C++ rasterize backend" in capsys.readouterr().err
-    (ext.build_dir / "build.ninja").write_text(f"build cpu.o: compile {source}\n")  # cached from these sources
+    staged = ext.staged_sources[0]
+    (ext.build_dir / "build.ninja").write_text(f"build cpu.o: compile {staged}\n")  # cached from its staged copy
+    os.utime(staged, (1_000_000, 1_000_000))
     build._compile("rasterize", "cpp")
     assert "compiling" not in capsys.readouterr().err

@@ -1,17 +1,17 @@
-"""detect_checkpoint: every official key table (../shared/research/*_keys_*.tsv) and every real file in
+"""detect_checkpoint: every official key table (tests/data/keys/*_keys_*.tsv) and every real file in
 ../shared/data/weights names its method, encoder and preset; the families we do not implement say so; and a
 detected file builds and loads strictly through build_model(checkpoint=...) and a `{checkpoint: path}` config entry.
 
 State dicts are built from the tables (keys and shapes as the official classes save them; meta tensors where only
-shapes are read) and from the dossiers' key lists (liif.md §4, metasr.md §1.2 and §2.1) for files without a table.
+shapes are read) and from the key lists of docs/methods/liif.md §4 and docs/methods/metasr.md §1.2, §2.1 for files
+without a table.
 """
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
-from conftest import research_key_table
+from conftest import KEY_TABLES, key_table
 import torch
 
 import asr_bench as ab
@@ -20,8 +20,6 @@ from asr_bench.detect import UnsupportedFamily
 from asr_bench.engine.cases import resolve_methods
 from asr_bench.errors import UserError
 
-
-RESEARCH = Path(__file__).resolve().parent.parent.parent / "shared" / "research"
 
 # every key table -> (method, encoder, preset)
 EXPECTED = {
@@ -62,8 +60,8 @@ EXPECTED = {
 
 
 def table_rows(name: str) -> list[tuple[str, str, tuple[int, ...], str]]:
-    """(part, key, shape, dtype) of a research table; part is '' for single-file (IGConv) tables."""
-    return research_key_table(name)
+    """(part, key, shape, dtype) of an official key table; part is '' for single-file (IGConv) tables."""
+    return key_table(name)
 
 
 def tensor(shape, dtype="float32", device="meta", gen=None):
@@ -86,9 +84,7 @@ def official_container(name: str, device: str = "meta") -> dict:
 
 
 def test_every_key_table_is_covered():
-    if not RESEARCH.is_dir():
-        pytest.skip(f"needs {RESEARCH}")
-    assert sorted(p.name for p in RESEARCH.glob("*_keys_*.tsv")) == sorted(EXPECTED)
+    assert sorted(p.name for p in KEY_TABLES.glob("*_keys_*.tsv")) == sorted(EXPECTED)
 
 
 @pytest.mark.parametrize("table", sorted(EXPECTED))
@@ -113,7 +109,7 @@ def test_hyperparameters_come_from_the_shapes():
 
 
 def test_the_new_families_hyperparameters_come_from_the_shapes():
-    """Numbers from the research dossiers (igconv.md §3, gsasr.md) and the encoders' docs, not from the presets."""
+    """Numbers from docs/methods/igconv.md §3, docs/methods/gsasr.md and the encoders' docs, not from the presets."""
     def hyper(table):
         return ab.detect_checkpoint(official_container(table)).hyperparameters
 

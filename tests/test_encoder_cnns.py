@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_encoder_hat import research_rows, table_state
+from test_encoder_hat import official_rows, table_state
 
 import asr_bench as ab
 from asr_bench.encoders import build_encoder, encoder_capabilities, encoder_keys, load_encoder_state
@@ -213,7 +213,7 @@ TABLES = [  # RCAN (200 blocks) and PLKSR (28 big kernels) build in seconds each
 @pytest.mark.parametrize("method,encoder,table,param_key", TABLES,
                          ids=lambda v: v[12:-4] if str(v).endswith(".tsv") else None)
 def test_official_table_loads_strictly_and_round_trips(method, encoder, table, param_key):
-    rows = research_rows(table)
+    rows = official_rows(table)
     sd = table_state(rows)
     model = ab.build_model(method, encoder, preset=f"{method}.{encoder}", checkpoint={param_key: sd})
     assert model.weights_loaded

@@ -1,7 +1,7 @@
 """HAT / HAT-L / HAT-RoPE encoder: equals a slow per-window re-derivation of its definition; official key tables
 (IGConv's HAT, GSASR's ultra HAT-L) load strictly through build_model; capability flags are what the tests show.
 
-The reference below is written from the definitions only (research/gsasr.md §2.4, the HAT paper): per-token
+The reference below is written from the definitions only (docs/methods/gsasr.md §2.4, the HAT paper): per-token
 attention over its (shifted) window with the region rule of the shift mask evaluated per token pair, the
 overlapping cross-attention over an explicitly zero-padded neighbourhood, channel attention as explicit means,
 RoPE as real cos/sin rotations of channel pairs, all in float64.
@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import research_key_table
+from conftest import key_table
 import torch
 import torch.nn.functional as F
 
@@ -22,8 +22,8 @@ from asr_bench.errors import UserError
 
 
 
-def research_rows(name: str, part: str | None = None) -> list[tuple[str, tuple[int, ...], str]]:
-    return [(key, shape, dtype) for p, key, shape, dtype in research_key_table(name) if part is None or p == part]
+def official_rows(name: str, part: str | None = None) -> list[tuple[str, tuple[int, ...], str]]:
+    return [(key, shape, dtype) for p, key, shape, dtype in key_table(name) if part is None or p == part]
 
 
 # ------------------------------------------------------------------ structural constants from their definitions
@@ -257,7 +257,7 @@ def table_state(rows, seed: int = 0) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow  # full-size HAT + IGConv+ head: ~10 s on a busy CPU
 def test_igconv_plus_hat_table_loads_strictly_and_round_trips():
-    rows = research_rows("igconv_keys_HAT_IGPlus.tsv")
+    rows = official_rows("igconv_keys_HAT_IGPlus.tsv")
     sd = table_state(rows)
     model = ab.build_model("igconv-plus", "hat", preset="igconv-plus.hat", checkpoint={"params_ema": sd})
     assert model.weights_loaded and model.pad_multiple == 16 and model.upsample.geo_ensemble
@@ -271,7 +271,7 @@ def test_igconv_plus_hat_table_loads_strictly_and_round_trips():
 
 def test_gsasr_ultra_encoder_table_matches_our_keys():
     """Cheap half of the ultra strict load (the whole model is in test_gsasr.py, slow): key names, order, shapes."""
-    rows = research_rows("gsasr_keys_ultra_hatl.tsv", part="encoder")
+    rows = official_rows("gsasr_keys_ultra_hatl.tsv", part="encoder")
     kwargs = ab.registry.get_preset("gsasr.hatl-ultra").encoder_kwargs
     with torch.device("meta"):
         enc = build_encoder("hat", **kwargs)

@@ -1,6 +1,6 @@
 """The shared encoders: strict loading under every official naming, checked against hand-written forwards.
 
-Key names and shapes come from the research tables (../shared/research/*.tsv, liif.md) and the real LIIF
+Key names and shapes come from the official key tables (tests/data/keys/*.tsv, docs/encoders.md) and the real LIIF
 checkpoint; each output is compared with a functional forward written here with F.conv2d over the *official*
 state dict, so a wrong key map, a missing skip or a wrong block order fails.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 
 import pytest
-from conftest import research_key_table
+from conftest import key_table
 import torch
 import torch.nn.functional as F
 
@@ -19,9 +19,9 @@ from asr_bench.errors import UnknownName, UserError
 
 
 
-def research_table(name: str) -> list[tuple[str, tuple[int, ...], str]]:
-    """(key, shape, dtype) encoder rows of a research .tsv (both column layouts); skip when absent."""
-    return [(key, shape, dtype) for part, key, shape, dtype in research_key_table(name) if part in ("", "encoder")]
+def official_table(name: str) -> list[tuple[str, tuple[int, ...], str]]:
+    """(key, shape, dtype) encoder rows of an official key table (both column layouts)."""
+    return [(key, shape, dtype) for part, key, shape, dtype in key_table(name) if part in ("", "encoder")]
 
 
 def random_state(rows, seed: int = 0, buffers: dict | None = None) -> dict[str, torch.Tensor]:
@@ -45,7 +45,7 @@ def conv(x, sd, name, pad=None):
 
 
 def edsr_reference(x, sd, naming: str, n_blocks: int, res_scale: float, global_skip: bool):
-    """EDSR written from liif.md §2.1 / gsasr.md §2.1 with the official key names."""
+    """EDSR written from docs/methods/liif.md §2.1 / docs/methods/gsasr.md §2.1 with the official key names."""
     if naming == "liif":
         first, c1, c2, last = "head.0", "body.{}.body.0", "body.{}.body.2", f"body.{n_blocks}"
     else:
@@ -90,7 +90,7 @@ def test_edsr_baseline_real_liif_checkpoint(liif_checkpoint):
     ("igconv_keys_EDSR_IGConv_DIV2K.tsv", "edsr", {}, True, 0.1, 32),
 ])
 def test_edsr_basicsr_naming(table, name, kwargs, global_skip, res_scale, n_blocks):
-    rows = [r for r in research_table(table) if not r[0].startswith(("upsample.", "skip."))]
+    rows = [r for r in official_table(table) if not r[0].startswith(("upsample.", "skip."))]
     sd = random_state(rows)
     enc = build_encoder(name, **kwargs).eval()
     scheme = "gsasr" if table.startswith("gsasr") else "igconv"
@@ -131,7 +131,7 @@ def test_edsr_liif_naming_round_trip_and_strictness():
 
 
 def rdn_reference(x, sd, n_blocks: int, n_convs: int):
-    """RDN written from liif.md §2.2 with the official key names."""
+    """RDN written from docs/methods/liif.md §2.2 with the official key names."""
     f1 = conv(x, sd, "SFENet1")
     y = conv(f1, sd, "SFENet2")
     outs = []
@@ -145,7 +145,7 @@ def rdn_reference(x, sd, n_blocks: int, n_convs: int):
 
 
 def liif_rdn_rows(config: str):
-    """The key table of liif.md §2.2 (configs B and A), written out from the dossier's text."""
+    """The key table of docs/methods/liif.md §2.2 (configs B and A), written out from that page's text."""
     n_blocks, n_convs, growth = {"B": (16, 8, 64), "A": (20, 6, 32)}[config]
     rows = [("SFENet1.weight", (64, 3, 3, 3)), ("SFENet1.bias", (64,)),
             ("SFENet2.weight", (64, 64, 3, 3)), ("SFENet2.bias", (64,))]
@@ -168,7 +168,7 @@ def liif_rdn_rows(config: str):
 ])
 def test_rdn_namings(source, scheme, config):
     if source.endswith(".tsv"):
-        rows = [r for r in research_table(source) if not r[0].startswith(("UPNet.", "skip."))]
+        rows = [r for r in official_table(source) if not r[0].startswith(("UPNet.", "skip."))]
     else:
         rows = liif_rdn_rows(config)
     sd = random_state(rows, seed=3)
@@ -331,7 +331,7 @@ def test_swinir_rejects_mismatched_depths():
     ("igconv_keys_SwinIR_IGConvPlus_DIV2K.tsv", "igconv", None),
 ])
 def test_swinir_official_tables_load_strictly(table, scheme, out_features):
-    rows = [r for r in research_table(table) if not r[0].startswith(("upsample.", "skip."))]
+    rows = [r for r in official_table(table) if not r[0].startswith(("upsample.", "skip."))]
     enc = build_encoder("swinir", out_features=out_features).eval()
     assert encoder_keys(enc, scheme) == [r[0] for r in rows]
     sd = random_state(rows, seed=7, buffers=swin_buffers(8))

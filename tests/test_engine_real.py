@@ -7,7 +7,7 @@ from asr_bench.engine.runner import run_benchmark
 
 @pytest.mark.slow
 def test_liif_set5_through_the_harness_equals_the_official_code(tmp_path, set5, liif_checkpoint):
-    """research/README.md: official LIIF code + edsr-baseline-liif.pth on Set5 (premade LR, LIIF protocol)
+    """docs/methods/liif.md §6.5: official LIIF code + edsr-baseline-liif.pth on Set5 (premade LR, LIIF protocol)
     gives 34.3997 / 32.2375 dB at x3 / x4."""
     config = parse_config({
         "methods": [{"method": "liif", "encoder": "edsr-baseline", "checkpoint": str(liif_checkpoint), "label": "LIIF"}],

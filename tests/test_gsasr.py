@@ -1,7 +1,7 @@
 """GSASR: official-format checkpoints load strictly; the decoder, RoPE, render prep and tiling match independent
 computations written here (the dossier's numbers, per-pixel loops, nn.MultiheadAttention itself).
 
-Key names and shapes come from ../shared/research/gsasr_keys_*.tsv (the official classes' state_dict()).
+Key names and shapes come from tests/data/keys/gsasr_keys_*.tsv (the official classes' state_dict()).
 Fidelity against the official code on random weights was checked outside the repo (see the GSASR report).
 """
 from __future__ import annotations
@@ -25,9 +25,9 @@ from asr_bench.methods.gsasr.decoder import (Fea2GS, WindowCrossAttn, apply_rope
 from asr_bench.methods.gsasr.render import kernel_inputs, render
 from asr_bench.methods.gsasr.tiling import edges_to_skip, tiled_upscale
 
-RESEARCH = Path(__file__).resolve().parent.parent.parent / "shared" / "research"
+KEY_TABLES = Path(__file__).resolve().parent / "data" / "keys"
 
-# research table -> (encoder, preset)
+# key table -> (encoder, preset)
 VARIANTS = {
     "paper_edsr": ("edsr-baseline", "gsasr.edsr-baseline-paper"),
     "paper_rdn": ("rdn", "gsasr.rdn-paper"),
@@ -39,10 +39,8 @@ VARIANTS = {
 
 
 def key_table(variant: str) -> dict[str, dict[str, tuple[tuple[int, ...], str, bool]]]:
-    """{'encoder': {key: (shape, dtype, persistent)}, 'decoder': {...}} from a research .tsv; skip when absent."""
-    path = RESEARCH / f"gsasr_keys_{variant}.tsv"
-    if not path.exists():
-        pytest.skip(f"needs {path} (the project's shared research folder beside the checkout)")
+    """{'encoder': {key: (shape, dtype, persistent)}, 'decoder': {...}} from an official key table."""
+    path = KEY_TABLES / f"gsasr_keys_{variant}.tsv"
     parts: dict[str, dict] = {"encoder": {}, "decoder": {}}
     for line in path.read_text().splitlines()[1:]:
         part, key, shape, dtype, persistent = line.split("\t")
@@ -260,7 +258,7 @@ def _attend(q, k, v, heads, bias=None, cis=None):
 
 
 def reference_fea2gs(sd, feat, scale, ws, heads, n_cross, n_cross_layers, n_self, n_self_layers, rope):
-    """The Fea2GS forward of research/gsasr.md §3.2-3.3, functional, on the official state dict (float64)."""
+    """The Fea2GS forward of docs/methods/gsasr.md §3.2-3.3, functional, on the official state dict (float64)."""
     b, _, h, w = feat.shape
     hc, wc = h // ws, w // ws
     nwin = hc * wc

@@ -1,5 +1,5 @@
 """GSASR's paper configs validate against the config schema and the registries; its published CSV parses and
-holds the README table as printed (spot values checked against research/gsasr.md §8.1)."""
+holds the README table as printed (spot values checked against docs/methods/gsasr.md §8.1)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import research_key_table
+from conftest import key_table
 
 import asr_bench as ab
 from asr_bench.encoders import build_encoder, load_encoder_state
@@ -16,7 +16,7 @@ from asr_bench.encoders import build_encoder, load_encoder_state
 # per cell); embed 80 gives the position MLP 5 hidden units (dim // 16), as the released 60 gives it 3
 TINY = dict(embed_dim=80, depths=(3, 4), num_heads=(2, 4), base_win_size=(4, 4), hier_win_ratios=(0.5, 1, 2, 3),
             mlp_ratio=2.0)
-# research/igconv.md §4: keys and parameters of the released HiT-SRF models
+# docs/methods/igconv.md §4: keys and parameters of the released HiT-SRF models
 RELEASED = {"igconv": ("igconv_keys_HiT_SRF_IGConv_DIV2K.tsv", 894, 1_381_127),
             "igconv-plus": ("igconv_keys_HiT_SRF_IGConvPlus_DIV2K.tsv", 903, 1_725_447)}
 
@@ -25,7 +25,7 @@ RELEASED = {"igconv": ("igconv_keys_HiT_SRF_IGConv_DIV2K.tsv", 894, 1_381_127),
 def test_official_key_table_loads_strictly_through_build_model(method):
     table, n_keys, n_params = RELEASED[method]
     gen = torch.Generator().manual_seed(0)
-    sd = {key: torch.randn(shape, generator=gen) for _, key, shape, _ in research_key_table(table)}
+    sd = {key: torch.randn(shape, generator=gen) for _, key, shape, _ in key_table(table)}
     assert len(sd) == n_keys and sum(v.numel() for v in sd.values()) == n_params
     model = ab.build_model(method, preset=f"{method}.hit-srf", checkpoint={"params": sd})
     assert model.weights_loaded and model.pad_multiple == 1
@@ -35,7 +35,7 @@ def test_official_key_table_loads_strictly_through_build_model(method):
 
 
 def test_a_plain_igconv_checkpoint_is_refused_by_igconv_plus():
-    sd = {key: torch.zeros(shape) for _, key, shape, _ in research_key_table(RELEASED["igconv"][0])}
+    sd = {key: torch.zeros(shape) for _, key, shape, _ in key_table(RELEASED["igconv"][0])}
     with pytest.raises(ab.UserError, match="plain IGConv checkpoint"):
         ab.build_model("igconv-plus", preset="igconv-plus.hit-srf", checkpoint={"params": sd})
 

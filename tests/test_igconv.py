@@ -1,5 +1,5 @@
 """IGConv / IGConv+: official key tables load strictly, outputs equal a slow float64 re-derivation of the method
-from research/igconv.md, the kernel cache, scale checks and the published numbers."""
+from docs/methods/igconv.md, the kernel cache, scale checks and the published numbers."""
 from __future__ import annotations
 
 import csv
@@ -14,16 +14,15 @@ import torch
 import asr_bench as ab
 from asr_bench.errors import UnsupportedScale, UserError
 
-RESEARCH = Path(__file__).resolve().parent.parent.parent / "shared" / "research"
+KEY_TABLE_DIR = Path(__file__).resolve().parent / "data" / "keys"
+IGCONV_DOC = Path(__file__).resolve().parent.parent / "docs" / "methods" / "igconv.md"
 PUBLISHED = Path(__file__).resolve().parent.parent / "asr_bench" / "published" / "igconv.csv"
 DIV2K_MEAN = np.array([0.4488, 0.4371, 0.4040])
 
 
-def research_file(name: str) -> Path:
-    path = RESEARCH / name
-    if not path.exists():
-        pytest.skip(f"needs {path} (the project's shared research folder beside the checkout)")
-    return path
+def key_table_file(name: str) -> Path:
+    """An official key table (tests/data/keys/*.tsv: key, shape, dtype of the released state dict)."""
+    return KEY_TABLE_DIR / name
 
 
 def tsv_state_dict(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -57,7 +56,7 @@ KEY_TABLES = [
 @pytest.mark.parametrize("method,encoder,table,param_key", KEY_TABLES,
                          ids=lambda v: v[12:-4] if str(v).endswith(".tsv") else None)
 def test_official_key_table_loads_strictly_and_round_trips(method, encoder, table, param_key):
-    sd = tsv_state_dict(research_file(table))
+    sd = tsv_state_dict(key_table_file(table))
     model = ab.build_model(method, encoder, checkpoint={param_key: sd})
     assert model.weights_loaded
     back = model.official_state_dict()
@@ -67,7 +66,7 @@ def test_official_key_table_loads_strictly_and_round_trips(method, encoder, tabl
 
 
 def test_strict_load_rejects_missing_extra_and_wrong_family_keys():
-    sd = tsv_state_dict(research_file("igconv_keys_EDSRbaseline_IGConvPlus_classdefaults_NOTRELEASED.tsv"))
+    sd = tsv_state_dict(key_table_file("igconv_keys_EDSRbaseline_IGConvPlus_classdefaults_NOTRELEASED.tsv"))
     with pytest.raises(UserError, match="missing"):
         ab.build_model("igconv-plus", "edsr-baseline",
                        checkpoint={"params": {k: v for k, v in sd.items() if k != "upsample.freq"}})
@@ -80,8 +79,8 @@ def test_strict_load_rejects_missing_extra_and_wrong_family_keys():
 
 
 def test_checkpoint_key_preference_follows_the_official_test_configs():
-    """EDSR/PLKSR/SMFANet/HAT/ATD test YAMLs load params_ema, the others params (research/igconv.md §0.8)."""
-    table = research_file("igconv_keys_EDSRbaseline_IGConv_classdefaults_NOTRELEASED.tsv")
+    """EDSR/PLKSR/SMFANet/HAT/ATD test YAMLs load params_ema, the others params (docs/methods/igconv.md §0.8)."""
+    table = key_table_file("igconv_keys_EDSRbaseline_IGConv_classdefaults_NOTRELEASED.tsv")
     ema, raw = tsv_state_dict(table, seed=1), tsv_state_dict(table, seed=2)
     both = {"params": raw, "params_ema": ema}
     model = ab.build_model("igconv", "edsr-baseline", checkpoint=both)
@@ -97,7 +96,7 @@ def test_checkpoint_key_preference_follows_the_official_test_configs():
         assert first == ("params_ema" if preset.encoder in ema_families else "params"), name
 
 
-# -- an independent float64 re-derivation of the method (research/igconv.md §1.2, §1.3, §2.1) -----------
+# -- an independent float64 re-derivation of the method (docs/methods/igconv.md §1.2, §1.3, §2.1) -----------
 def hyper_kernel(p: dict[str, np.ndarray], scale: int, channels: int, grouped: bool, max_s: int = 4) -> np.ndarray:
     """W[o, c, kh, kw] for one scale, from the dossier's formulas, row by row in float64."""
     freq, amp = p["freq"][..., 0, 0], p["amplitude"][..., 0, 0]  # [rows, D]
@@ -320,7 +319,7 @@ def test_presets_carry_the_official_normalisation_and_ensemble():
 
 # -- published numbers -----------------------------------------------------------------------------------
 def test_published_csv_equals_the_dossier_edsr_table():
-    dossier = research_file("igconv.md").read_text()
+    dossier = IGCONV_DOC.read_text()
     table = dossier.split("### 7.1")[1].split("### 7.2")[0]
     expected = {}
     for line in table.splitlines():
@@ -355,7 +354,7 @@ def test_batch_equals_images_one_by_one_and_x5_extrapolates():
 
 
 def test_checkpoint_file_with_module_prefix_loads(tmp_path):
-    sd = tsv_state_dict(research_file("igconv_keys_EDSRbaseline_IGConvPlus_classdefaults_NOTRELEASED.tsv"))
+    sd = tsv_state_dict(key_table_file("igconv_keys_EDSRbaseline_IGConvPlus_classdefaults_NOTRELEASED.tsv"))
     path = tmp_path / "EDSRbaseline_IGConvPlus.pth"
     torch.save({"params_ema": {f"module.{k}": v for k, v in sd.items()}}, path)
     model = ab.build_model("igconv-plus", "edsr-baseline", checkpoint=str(path))

@@ -1,5 +1,5 @@
 """The IGConv encoder families' paper configs name only registered things, and asr_bench/published/igconv.csv
-holds each family's table exactly as research/igconv.md §7 prints it."""
+holds each family's table exactly as docs/methods/igconv.md §7 prints it."""
 from __future__ import annotations
 
 import csv
@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_igconv import PUBLISHED, research_file
+from test_igconv import IGCONV_DOC, PUBLISHED
 
 from asr_bench.config import load_config
 from asr_bench.data.catalogue import list_datasets
@@ -45,7 +45,7 @@ def test_paper_config_names_only_known_things(family):
 
 def _dossier_rows(section: str, label: str) -> dict:
     """(method, dataset, scale, metric) -> value from a §7 table with IGConv and IGConv+ cells per scale."""
-    text = research_file("igconv.md").read_text().split(section)[1].split("\n### ")[0]
+    text = IGCONV_DOC.read_text().split(section)[1].split("\n### ")[0]
     expected = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -72,7 +72,7 @@ def test_published_rows_equal_the_dossier_table(family):
                     for scale, cells in ATD_TABLE4.items()
                     for ds, cell in zip(DATASETS, cells.split())
                     for metric, value in zip(("psnr", "ssim"), cell.split("/"))}
-        assert "28.43/0.8444" in research_file("igconv.md").read_text()
+        assert "28.43/0.8444" in IGCONV_DOC.read_text()
     else:
         expected = _dossier_rows(section, label)
     assert len(expected) == (30 if section is None else 60)

@@ -1,5 +1,5 @@
 """The IGConv paper configs of the HAT / RCAN / PLKSR / SMFANet families name only registered things, and their
-published numbers are in asr_bench/published/igconv.csv as printed (SMFANet+ checked against research/igconv.md §7.4).
+published numbers are in asr_bench/published/igconv.csv as printed (SMFANet+ checked against docs/methods/igconv.md §7.4).
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from asr_bench.registry import get_method
 from asr_bench.report.published import read_published_csv
 
 REPO = Path(__file__).resolve().parent.parent
-RESEARCH = REPO.parent / "shared" / "research"
 FAMILIES = {"hat": True, "rcan": False, "plksr": False, "smfanet": True}  # family -> has published numbers
 
 
@@ -38,10 +37,7 @@ def test_config_names_only_known_things_and_has_its_published_rows(family):
 
 
 def test_smfanet_rows_equal_the_dossier_table():
-    path = RESEARCH / "igconv.md"
-    if not path.exists():
-        pytest.skip(f"needs {path}")
-    table = path.read_text().split("### 7.4")[1].split("Also in the repo")[0]
+    table = (REPO / "docs" / "methods" / "igconv.md").read_text().split("### 7.4")[1].split("\n\n")[0]
     expected = {}
     for line in table.splitlines():
         m = re.match(r"\| SMFANet\+ \| ×(\d) \| (.*) \| (.*) \|", line)

@@ -1,5 +1,5 @@
 """LIIF: official key names load strictly, the output equals a per-pixel evaluation of the formula in
-research/liif.md §3, chunking is output-invariant, and checkpoint mistakes are one-line user errors."""
+docs/methods/liif.md §3, chunking is output-invariant, and checkpoint mistakes are one-line user errors."""
 import functools
 import math
 
@@ -13,7 +13,7 @@ MLP_HIDDEN = [256, 256, 256, 256]
 
 
 def official_encoder_keys(encoder):
-    """(key, shape) of the encoder's state dict in the LIIF repo (research/liif.md §2), in file order."""
+    """(key, shape) of the encoder's state dict in the LIIF repo (docs/methods/liif.md §2), in file order."""
     if encoder in ("edsr-baseline", "edsr"):
         n, blocks = (64, 16) if encoder == "edsr-baseline" else (256, 32)
         keys = [("sub_mean.weight", (3, 3, 1, 1)), ("sub_mean.bias", (3,)),
@@ -108,7 +108,7 @@ def mlp(sd, x):
 
 
 def slow_liif(feat, sd, size, local_ensemble=True, feat_unfold=True, cell_decode=True):
-    """research/liif.md §3.4, one output pixel at a time, in float64 (feat: (C, h, w) encoder output).
+    """docs/methods/liif.md §3.4, one output pixel at a time, in float64 (feat: (C, h, w) encoder output).
 
     The loop collects each pixel's MLP inputs (one per ensemble member) and blend weights; the MLP then runs
     on all rows at once. Without the ensemble the single member reads the nearest pixel with no shift.

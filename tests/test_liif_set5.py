@@ -1,8 +1,8 @@
 """The official EDSR-baseline-LIIF checkpoint on Set5 reproduces the published-protocol numbers.
 
-LIIF benchmark protocol (research/liif.md §5): premade MATLAB LR x2-x4, output = LR size * s (the HR cropped
+LIIF benchmark protocol (docs/methods/liif.md §5): premade MATLAB LR x2-x4, output = LR size * s (the HR cropped
 top-left to it), clamp to [0, 1], no quantisation, PSNR on Y = sum_c diff_c * (65.738, 129.057, 25.064)_c / 256
-with shave = s. Reference: 37.9877 / 34.3997 / 32.2375 dB measured with the official code (research/README.md);
+with shave = s. Reference: 37.9877 / 34.3997 / 32.2375 dB measured with the official code (docs/methods/liif.md §6.5);
 the task pins 37.99 / 34.40 / 32.24 within 0.01 dB. The PSNR here is written out independently of the harness.
 """
 import math

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_igconv import research_file, tsv_state_dict
+from test_igconv import key_table_file, tsv_state_dict
 
 import asr_bench as ab
 from asr_bench.encoders import build_encoder, load_encoder_state
@@ -24,7 +24,7 @@ TINY = dict(embed_dim=30, depths=(1, 2), d_state=3, mlp_ratio=1.5)
     pytest.param("igconv-plus.mambair-s8", "igconv_keys_MambaIR_IGConvPlus_DFL_S8.tsv", marks=pytest.mark.slow),
 ])
 def test_official_key_table_loads_strictly_through_build_model(preset, table):
-    sd = tsv_state_dict(research_file(table))
+    sd = tsv_state_dict(key_table_file(table))
     method, name = preset.split(".")
     model = ab.build_model(method, "mambair" if name.startswith("mambair-s8") else name, preset=preset,
                            checkpoint={"params": sd})

@@ -1,4 +1,4 @@
-"""Meta-SR, both variants (research/metasr.md): official key names load strictly, the output equals a per-pixel
+"""Meta-SR, both variants (docs/methods/metasr.md): official key names load strictly, the output equals a per-pixel
 evaluation of each variant's formula, the weight net runs per distinct phase, and mistakes are user errors."""
 import functools
 import math
@@ -24,7 +24,7 @@ def _random_sd(keys, seed):
 
 
 def liif_repo_checkpoint(encoder, seed=0):
-    """LIIF-repo `metasr`: encoder.* + imnet.layers.0 (256, 3) and .2 (9*C*3, 256) (metasr.md §1.2)."""
+    """LIIF-repo `metasr`: encoder.* + imnet.layers.0 (256, 3) and .2 (9*C*3, 256) (docs/methods/metasr.md §1.2)."""
     channels = 256 if encoder == "edsr" else 64
     keys = [(f"encoder.{k}", s) for k, s in official_encoder_keys(encoder)]
     keys += [("imnet.layers.0.weight", (256, 3)), ("imnet.layers.0.bias", (256,)),
@@ -34,7 +34,7 @@ def liif_repo_checkpoint(encoder, seed=0):
 
 
 def meta_rdn_state_dict(seed=0):
-    """Official Meta-RDN: a bare state dict, 304 tensors in this order (metasr.md §2.1)."""
+    """Official Meta-RDN: a bare state dict, 304 tensors in this order (docs/methods/metasr.md §2.1)."""
     keys = [("sub_mean.weight", (3, 3, 1, 1)), ("sub_mean.bias", (3,)),
             ("add_mean.weight", (3, 3, 1, 1)), ("add_mean.bias", (3,))]
     keys += official_encoder_keys("rdn")
@@ -167,7 +167,8 @@ def test_official_meta_rdn_equals_per_pixel_formula():
 
 
 def test_official_phase_arithmetic_keeps_the_float32_quirk():
-    """float32(69) * float32(1/2.3) < 30: the official LR row is 29 with offset ~1, not 30 (metasr.md §2.3)."""
+    """float32(69) * float32(1/2.3) < 30: the official LR row is 29 with offset ~1, not 30
+    (docs/methods/metasr.md §2.3)."""
     from asr_bench.methods.metasr.net import official_axis
 
     rows = official_axis(70, 2.3, torch.device("cpu"))

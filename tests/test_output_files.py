@@ -3,6 +3,7 @@ JSON (no NaN/Infinity tokens) wherever we dump JSON (issue 9 list 8)."""
 import errno
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from asr_bench import atomic
 from asr_bench.cli import run_cli
 from asr_bench.config import parse_config
 from asr_bench.errors import UserError
@@ -65,20 +67,22 @@ def test_a_render_that_fails_on_a_full_disk_leaves_no_temp_files(run_dir, monkey
     assert (run_dir / "report.html").read_bytes() == before  # the old report is intact
 
 
-def test_temp_folders_of_a_killed_render_are_removed_and_user_files_kept(run_dir):
+def test_temp_files_of_a_killed_render_are_removed_and_user_files_kept(run_dir):
+    host = socket.gethostname()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = run_dir / f"{TEMP_PREFIX}{int(dead.stdout)}-abc"
-    stale.mkdir()
-    (stale / "tmpq1w2.html").write_text("half a report")
-    live = run_dir / f"{TEMP_PREFIX}{os.getpid()}-xyz"  # a render in progress (this process): not touched
-    live.mkdir()
+    stale = [run_dir / f"{TEMP_PREFIX}{int(dead.stdout)}-9@{host}@report.html.ab12.tmp",
+             run_dir / "tables" / f"{TEMP_PREFIX}{int(dead.stdout)}-9@{host}@accuracy.md.cd34.tmp"]
+    start = atomic.process_start(os.getpid())
+    live = run_dir / f"{TEMP_PREFIX}{os.getpid()}-{start}@{host}@report.html.ef56.tmp"  # a render in progress
+    for path in (*stale, live):
+        path.write_text("half a report")
     mine = [run_dir / ".notes.tmp", run_dir / "draft.tmp"]
     for path in mine:
         path.write_text("the user's")
     render_report(run_dir)
-    assert not stale.exists() and live.is_dir()
+    assert not any(p.exists() for p in stale) and live.exists()
     assert all(p.read_text() == "the user's" for p in mine)
-    live.rmdir()
+    live.unlink()
     assert sorted(leftovers(run_dir)) == sorted(p.name for p in mine)
 
 
@@ -90,6 +94,17 @@ def test_score_of_identical_images_writes_null_and_a_note_not_infinity(images, t
     assert [row["ssim"] for row in result["images"]] == [1.0, 1.0]
     assert result["mean"]["psnr"] is None and "inf" in result["notes"]["psnr"]
     assert result["mean"]["ssim"] == 1.0
+
+
+def test_score_of_identical_images_reads_inf_with_a_note_in_csv_and_on_the_console(images, tmp_path, capsys):
+    """A user met an empty PSNR cell: an SR equal to its GT has zero error, so its PSNR is +inf (and the mean too)."""
+    assert run_cli(["score", "--sr", str(images), "--gt", str(images), "--scale", "2", "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    table = [line.split(",") for line in captured.out.splitlines()]
+    assert table[0] == ["image", "psnr", "ssim"]
+    assert [row[1] for row in table[1:]] == ["inf", "inf", "inf"]  # two images, then the mean
+    assert all(float(row[1]) == float("inf") for row in table[1:])
+    assert "note: psnr: inf on image" in captured.err and "SR equals GT" in captured.err
 
 
 def test_json_helper_writes_null_for_every_non_finite_number():

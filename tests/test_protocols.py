@@ -150,7 +150,7 @@ def test_bicubic_on_set5_matches_the_published_baseline(set5_ds, scale, psnr_pub
 
 @pytest.mark.slow
 def test_liif_protocol_reproduces_the_official_liif_number(set5_ds, liif_checkpoint):
-    """research/README.md: the official LIIF code + edsr-baseline-liif.pth on Set5 x4 gives 32.2375 dB (its
+    """docs/methods/liif.md §6.5: the official LIIF code + edsr-baseline-liif.pth on Set5 x4 gives 32.2375 dB (its
     float32 PSNR; ours is float64). ~6 min on 2 CPU cores."""
     if "liif" not in ab.list_methods():
         pytest.skip("needs the liif method")

@@ -37,7 +37,7 @@ def test_gsasr_like_gaussians_layout():
     params, height, width = gsasr_like_gaussians(3, 5, 4, torch.device("cpu"))
     sx, sy, rho, coords, colours = params
     assert (height, width) == (12, 20) and sx.shape == (16 * 15,) and coords.shape == (240, 2)
-    # std in output pixels = sigma * s / 1.2 <= s / 1.2 (research/gsasr.md §4.2)
+    # std in output pixels = sigma * s / 1.2 <= s / 1.2 (docs/methods/gsasr.md §4.2)
     assert (sx * (width - 1) / 2).max() <= 4 / 1.2 and (sy * (height - 1) / 2).max() <= 4 / 1.2
     assert rho.abs().max() < 1 and colours.min() >= 0 and colours.max() <= 1
 

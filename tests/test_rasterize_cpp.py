@@ -23,7 +23,7 @@ def cpp():
 def gsasr_gaussians(lr_h: int, lr_w: int, scale: float, dtype=torch.float32, seed: int = 0, rho_spread=1.0,
                     offset_spread=1.0):
     """Kernel inputs laid out as GSASR makes them: 16 Gaussians per LR pixel (a 4x4 sub-grid), offsets of about
-    a cell, sigmas from 0.99999 sigmoid + 1e-6 converted to NDC (research/gsasr.md §3.2 step 9, §3.5, §4.1)."""
+    a cell, sigmas from 0.99999 sigmoid + 1e-6 converted to NDC (docs/methods/gsasr.md §3.2 step 9, §3.5, §4.1)."""
     g = torch.Generator().manual_seed(seed)
     hg, wg = 4 * lr_h, 4 * lr_w
     height, width = math.floor(scale * lr_h), math.floor(scale * lr_w)

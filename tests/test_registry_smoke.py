@@ -188,7 +188,7 @@ def test_old_preset_names_still_work_with_a_warning(old, new):
 
 
 def test_rt4ksr_hashes_are_those_of_the_real_files():
-    """The published size and sha256 (research/rt4ksr.md) match the official files in ../shared/data."""
+    """The published size and sha256 (docs/methods/rt4ksr.md §3) match the official files in ../shared/data."""
     import hashlib
 
     from asr_bench.registry import get_preset

@@ -12,7 +12,7 @@ import asr_bench as ab
 from asr_bench.errors import UnsupportedScale, UserError
 from asr_bench.methods.rt4ksr import net as R
 
-PARAMS = {2: 152_233, 3: 165_253}  # research/rt4ksr.md §2.1
+PARAMS = {2: 152_233, 3: 165_253}  # docs/methods/rt4ksr.md §2.1
 
 
 def official_state(weights_dir, scale):
@@ -20,7 +20,7 @@ def official_state(weights_dir, scale):
 
 
 def reference_forward(x, sd, scale):
-    """The training-form network from rt4ksr.md §1, functionally, on the official `module.*` keys."""
+    """The training-form network from docs/methods/rt4ksr.md §1, functionally, on the official `module.*` keys."""
     p = lambda name: sd["module." + name]  # noqa: E731
 
     def layer_norm(t, name):
@@ -131,7 +131,7 @@ def _luma(img: np.ndarray) -> np.ndarray:
 
 
 def test_set5_x2_real_numbers(set5, rt4ksr_weights):
-    """RT4KSR protocol (rt4ksr.md §4): premade LR cropped to even, HR to LR*s, uint8 output, crop 0.
+    """RT4KSR protocol (docs/methods/rt4ksr.md §4): premade LR cropped to even, HR to LR*s, uint8 output, crop 0.
 
     No Set5 number is published (the README reports only the NTIRE23 4K set: RT4KSR beats bicubic there by
     0.349 dB Y at x2). We check the real weights give a plausible Set5 x2 PSNR for a 150k-parameter x2 model and
@@ -166,7 +166,8 @@ def test_frame_rate_helper():
 
 
 def test_a_folder_model_reports_the_parameters_of_the_network_that_ran(rt4ksr_weights):
-    """Both networks are held, one runs per scale: params at x2 / x3 are each file's own count (research/rt4ksr.md)."""
+    """Both networks are held, one runs per scale: params at x2 / x3 are each file's own count
+    (docs/methods/rt4ksr.md §2.1)."""
     from asr_bench.engine.params import params_that_ran
 
     model = ab.build_model("rt4ksr", "none", checkpoint=str(rt4ksr_weights), device="cpu")

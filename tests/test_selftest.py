@@ -102,7 +102,7 @@ def test_the_cpp_backends_pass_and_are_keyed_by_their_source_hash(verdicts, op):
     assert 0 <= result.max_error <= selftest.TOLERANCE
     assert result.build == build.extension(op, "cpp").name  # the name carries the hash of sources and flags
     assert result.device == selftest.device_name(CPU) and result.device.startswith("cpu")
-    stored = json.loads((verdicts / f"{result.build}--{result.device.replace(' ', '_')}.json").read_text())
+    stored = json.loads(selftest.verdict_file(result.build, result.device).read_text())
     assert stored["passed"] is True and stored["version"] == selftest.SELFTEST_VERSION
 
 
@@ -292,8 +292,7 @@ def test_a_second_process_reads_the_verdict_and_a_new_build_hash_is_tested_again
     good = fake_rasterizer("asr_bench_rasterize_cpp_aaaaaaaaaaaa", calls=calls)
     first = selftest.verdict("rasterize", "cpp", good.__name__, CPU, good.forward, good.backward)
     assert first.passed and not first.cached and "forward" in calls and "backward" in calls
-    device = selftest.device_name(CPU).replace(" ", "_")
-    assert [p.name for p in verdicts.iterdir()] == [f"{good.__name__}--{device}.json"]
+    assert list(verdicts.iterdir()) == [selftest.verdict_file(good.__name__, selftest.device_name(CPU))]
 
     monkeypatch.setattr(selftest, "_verdicts", {})  # what a second process starts with
     calls.clear()
@@ -337,6 +336,37 @@ def test_a_second_python_process_does_not_rerun_the_self_test(tmp_path):
             for _ in range(2)]
     assert runs[0].stdout.split() == ["True", "False", str(len(rasterize_cases.SELFTEST_CASES))]
     assert runs[1].stdout.split() == ["True", "True", "0"]
+
+
+@pytest.mark.parametrize("name", ["cpu Intel(R) Xeon(R) Platinum 8480+", "cpu AMD EPYC 9654 96-Core Processor",
+                                  "NVIDIA H100 80GB HBM3 (sm_90)", "gpu@node-3", "a/b/../../c", "..", "",
+                                  "cpu Ryzen™ été 漢字", "tab\there\nline"])
+def test_verdict_file_names_are_portable_and_stay_inside_the_verdict_folder(name, verdicts):
+    safe = selftest.file_safe(name)
+    assert safe and all(c.isascii() and (c.isalnum() or c in "._-") for c in safe), safe
+    assert safe not in (".", "..")
+    path = selftest.verdict_file("asr_bench_rasterize_cpp_0123456789ab", name)
+    assert path.parent == verdicts and path.name.startswith("asr_bench_rasterize_cpp_0123456789ab--")
+    assert selftest.file_safe(name) == safe  # stable across calls (and so across processes: no salted hash)
+
+
+def test_device_names_differing_only_in_unsafe_characters_get_different_files():
+    names = ["cpu Intel(R) Xeon(R)", "cpu Intel_R_ Xeon_R_", "cpu Intel[R] Xeon[R]", "cpu Intel_R__Xeon_R_",
+             "gpu@a", "gpu/a", "gpu a", "café", "cafè"]
+    assert len({selftest.file_safe(n) for n in names}) == len(names)
+    assert selftest.file_safe("NVIDIA_H100-80GB.v2") == "NVIDIA_H100-80GB.v2"  # a safe name is kept as it is
+
+
+def test_a_verdict_round_trips_under_a_device_name_with_unsafe_characters(verdicts, monkeypatch):
+    """What broke on every Intel CPU: the stored file was found by the code but not by the tests."""
+    monkeypatch.setattr(selftest, "device_name", lambda device: "cpu Intel(R) Xeon(R) @ 2.1GHz / é")
+    fake = fake_rasterizer("asr_bench_rasterize_cpp_0ff5e7000007")
+    device = selftest.device_name(CPU)
+    first = selftest.verdict("rasterize", "cpp", fake.__name__, CPU, fake.forward, fake.backward)
+    assert first.passed and first.device == device
+    assert list(verdicts.iterdir()) == [selftest.verdict_file(fake.__name__, device)]
+    monkeypatch.setattr(selftest, "_verdicts", {})  # a second process
+    assert selftest.verdict("rasterize", "cpp", fake.__name__, CPU, fake.forward, fake.backward).cached
 
 
 # -- which backend ran --------------------------------------------------------------------------------------------

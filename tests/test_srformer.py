@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_igconv import research_file, tsv_state_dict
+from test_igconv import key_table_file, tsv_state_dict
 
 import asr_bench as ab
 from asr_bench.encoders import build_encoder, load_encoder_state
@@ -22,7 +22,7 @@ TINY = dict(img_size=12, window_size=6, embed_dim=16, depths=(2, 2), num_heads=(
     ("igconv-plus", "igconv_keys_SRFormer_IGConvPlus_DF2K.tsv"),
 ])
 def test_official_key_table_loads_strictly_through_build_model(method, table):
-    sd = tsv_state_dict(research_file(table))
+    sd = tsv_state_dict(key_table_file(table))
     model = ab.build_model(method, "srformer", preset=f"{method}.srformer", checkpoint={"params": sd})
     assert model.weights_loaded and model.pad_multiple == 22
     back = model.official_state_dict()

@@ -105,8 +105,9 @@ def test_drop_case_forgets_its_images(tmp_path):
 
 
 def test_only_abandoned_temp_files_of_ours_are_cleaned_on_open(tmp_path):
-    """A write cut short by a kill leaves our temp file (its writer's pid is gone, or it is an old unowned one);
-    a live writer's temp file on this host, a fresh one from another host and a user's own `.notes.tmp` stay."""
+    """A write cut short by a kill leaves our temp file; on opening the folder it is deleted when its owner is on
+    this host and dead (pid gone, or reused by a process started later). A live writer's temp file, any from
+    another host (its writer may be alive there), an unowned one and a user's own `.notes.tmp` stay."""
     host = socket.gethostname()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
@@ -115,17 +116,19 @@ def test_only_abandoned_temp_files_of_ours_are_cleaned_on_open(tmp_path):
         from asr_bench.engine.store import process_start
         live = tmp_path / f".asr-bench-{child.pid}-{process_start(child.pid)}@{host}@run.json.x1.tmp"
         killed = tmp_path / f".asr-bench-{dead_pid}-1@{host}@images.jsonl.x2.tmp"
+        reused = tmp_path / f".asr-bench-{child.pid}-1@{host}@cases.csv.x5.tmp"  # the pid now names another process
         elsewhere = tmp_path / ".asr-bench-77-1@another-host@cases.csv.x3.tmp"
         old_elsewhere = tmp_path / ".asr-bench-78-1@another-host@cases.csv.x4.tmp"
         old_unowned = tmp_path / ".asr-bench-images.jsonl.abc123.tmp"  # named before temp files carried an owner
-        for path in (live, killed, elsewhere, old_elsewhere, old_unowned):
+        for path in (live, killed, reused, elsewhere, old_elsewhere, old_unowned):
             path.write_text('{"half": ')
         hour_ago = time.time() - 3600
         for path in (old_elsewhere, old_unowned):
             os.utime(path, (hour_ago, hour_ago))
         (tmp_path / ".notes.tmp").write_text("mine")
         RunStore(tmp_path)
-        assert sorted(p.name for p in tmp_path.glob(".asr-bench-*.tmp")) == sorted([live.name, elsewhere.name])
+        assert sorted(p.name for p in tmp_path.glob(".asr-bench-*.tmp")) == sorted(
+            [live.name, elsewhere.name, old_elsewhere.name, old_unowned.name])
         assert (tmp_path / ".notes.tmp").read_text() == "mine"
     finally:
         child.kill()

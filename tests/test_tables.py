@@ -8,13 +8,15 @@ import re
 import sys
 import types
 
+import numpy as np
 import pytest
 from test_report_store import LPIPS_NOTE, make_cases
 
 from asr_bench.engine.records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord
 from asr_bench.report import summary_table
 from asr_bench.report.model import accuracy_tables, cost_rows
-from asr_bench.report.tables import accuracy_csv, accuracy_latex, accuracy_markdown, cost_csv, cost_latex, latex_escape
+from asr_bench.report.tables import (accuracy_csv, accuracy_latex, accuracy_markdown, cost_csv, cost_latex, cost_markdown,
+                                     latex_escape)
 
 # The reference directions, written out here rather than taken from the code under test.
 HIGHER_BETTER = {"psnr": True, "ssim": True, "lpips": False, "dists": False}
@@ -32,7 +34,12 @@ def directions(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
 
 def _md_cells(markdown: str) -> dict[str, dict[str, str]]:
     """label -> column title -> cell text, from the first Markdown table."""
-    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    lines = []
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            lines.append(line)
+        elif lines:
+            break  # the rank and paired-difference tables follow
     split = lambda line: [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]  # noqa: E731
     header = split(lines[0])
     return {cells[0]: dict(zip(header[1:], cells[1:])) for cells in map(split, lines[2:])}
@@ -109,7 +116,7 @@ def test_na_reasons_are_footnotes_said_once_and_cost_only_methods_leave_the_accu
     assert len(set(marks.values())) == 3
     assert "n/a (" not in md  # no reason repeated inside cells
     tex = accuracy_latex(accuracy_tables(cases), cases)
-    assert r"--\textsuperscript{" in tex and tex.count("unsupported scale") == 1
+    assert r"--\rlap{\textsuperscript{" in tex and tex.count("unsupported scale") == 1
 
 
 def test_a_metric_no_method_has_is_dropped_with_its_reason_once() -> None:
@@ -175,18 +182,19 @@ def test_latex_is_structurally_sound(render: str) -> None:
     assert depth == 0
     assert "_" not in re.sub(r"\$[^$]*\$", "", body), "unescaped underscore outside math"
     for table in re.findall(r"\\begin\{tabular\}.*?\\end\{tabular\}", tex, flags=re.S):
-        spec = re.match(r"\\begin\{tabular\}\{([lcr]+)\}", table).group(1)
+        spec = re.match(r"\\begin\{tabular\}\{((?:[lcr]|>\{\\raggedright\\arraybackslash\}p\{\d+pt\})+)\}", table).group(1)
+        spec = re.sub(r">\{[^}]*\}p\{\d+pt\}", "p", spec)  # a wrapping method column counts as one
         lines = table.splitlines()
         rules = [l for l in lines if l in (r"\toprule", r"\midrule", r"\bottomrule")]
         assert rules[0] == r"\toprule" and rules[-1] == r"\bottomrule" and r"\midrule" in rules[1:-1]
         rows = [l[:-2] for l in lines if l.endswith(r"\\")]
         assert rows and all(_row_width(r) == len(spec) for r in rows)
     assert latex_escape("my_method & 100% #1") in tex
-    assert r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}" in tex  # only shrinks a too-wide table
+    assert r"\resizebox" not in tex and r"\shortstack" not in tex  # one font size; aligned cells
     if render == "accuracy":
         assert r"\textbf{" in tex and r"\cmidrule(lr){2-5}" in tex
     else:  # a group title row per dataset x scale, ruled off
-        assert r"\multicolumn{7}{l}{\emph{Set5 $\times$2}} \\" in tex and r"\cmidrule(lr){1-7}" in tex
+        assert r"\multicolumn{9}{l}{\emph{Set5 $\times$2}} \\" in tex and r"\cmidrule(lr){1-9}" in tex
 
 
 def test_csv_round_trips_to_the_stored_numbers() -> None:
@@ -224,12 +232,24 @@ def test_csv_round_trips_to_the_stored_numbers() -> None:
             assert row["time_ms"] == ""
 
 
-def test_cost_marks_fastest_and_leanest_per_dataset_and_scale() -> None:
-    cases = make_cases()
+def test_cost_marks_leanest_per_dataset_and_scale_and_fastest_only_when_significant() -> None:
+    cases = make_cases()  # stored without their timed calls: nothing can be tested, so no time is bold
     for row in cost_rows(cases):
         group = [c for c in cases if (c.dataset, c.scale) == (row.dataset, row.scale) and c.status in (OK, NO_WEIGHTS)]
-        assert row.best_time == (row.time_ms is not None and row.time_ms == min(c.time_ms for c in group))
+        assert not row.best_time
         assert row.best_memory == (row.memory_mb is not None and row.memory_mb == min(c.memory_mb for c in group))
+    timed = [CaseRecord(f"{n}|set5|4", n, n.lower(), "", "set5", "4", "gsasr", time_ms=float(np.median(t)),
+                        time_samples_ms=t, time_repeats=len(t), metrics={"psnr": 30.0})
+             for n, t in [("Fast", [10.0, 10.2, 9.9, 10.1, 10.3]), ("Slow", [12.0, 12.4, 11.9, 12.2, 12.1]),
+                          ("Noisy", [1.7, 547.0, 9.0, 30.0, 11.0])]]
+    rows = {r.label: r for r in cost_rows(timed)}
+    # Fast's median (10.1) is the smallest, but Noisy's calls (1.7-547 ms) overlap it: tied, not bold
+    assert not rows["Fast"].best_time and rows["Fast"].tied_time and rows["Noisy"].tied_time
+    assert not rows["Slow"].tied_time  # all five of Slow's calls are slower than all of Fast's: p = 2/252, x3 Holm
+    rows = {r.label: r for r in cost_rows(timed[:2])}
+    assert rows["Fast"].best_time and not rows["Slow"].best_time
+    md, tex = cost_markdown(list(rows.values())), cost_latex(list(rows.values()))
+    assert "**10.1 (" in md and r"\textbf{10.1}" in tex and "Mann-Whitney" in md
 
 
 def test_summary_table_has_one_aligned_line_per_case_fits_100_columns_and_lists_the_errors() -> None:

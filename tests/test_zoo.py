@@ -191,10 +191,10 @@ def test_unpublished_hash_is_recorded_and_later_checked(server, presets, cache, 
     record = json.loads((cache / "sha256.json").read_text())
     assert record["toy.nohash/w.pth"]["fetched_sha256"] == SHA
     capsys.readouterr()
-    assert run_cli(["weights", "list"]) == 0
+    assert run_cli(["weights", "list", "--files"]) == 0
     assert "matches the sha256 recorded" in capsys.readouterr().out
     (cache / "toy.nohash" / "w.pth").write_bytes(PAYLOAD[:-1] + b"\0")
-    assert run_cli(["weights", "list"]) == 0
+    assert run_cli(["weights", "list", "--files"]) == 0
     assert "CHANGED since it was fetched" in capsys.readouterr().out
 
 
@@ -242,17 +242,17 @@ def test_alternative_releases_fetch_the_first_or_the_named_one(server, presets, 
 
 
 def test_list_shows_sources_sizes_hashes_licenses_and_local_state(server, presets, cache, tmp_path, capsys):
-    assert run_cli(["weights", "list"]) == 0
+    assert run_cli(["weights", "list", "--files"]) == 0
     out = capsys.readouterr().out
     assert "toy.good" in out and server.url("w.pth") in out and "0.3 MB" in out and SHA in out and "MIT" in out
     assert "missing" in out
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "w.pth").write_bytes(PAYLOAD)                            # a file placed by hand, flat
-    assert run_cli(["weights", "list", "--weights-dir", str(mine)]) == 0
+    assert run_cli(["weights", "list", "--files", "--weights-dir", str(mine)]) == 0
     assert f"{mine / 'w.pth'} verified" in capsys.readouterr().out
     (mine / "w.pth").write_bytes(b"not the file")
-    assert run_cli(["weights", "list", "--weights-dir", str(mine)]) == 0
+    assert run_cli(["weights", "list", "--files", "--weights-dir", str(mine)]) == 0
     assert "SHA256 MISMATCH" in capsys.readouterr().out
 
 

@@ -11,14 +11,13 @@ here would hide that the file is not what the benchmark measures. Convert such f
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .. import atomic
 from ..errors import MissingFile, UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -63,16 +62,11 @@ def write_image(path: str | Path, array: np.ndarray) -> None:
     if array.dtype != np.uint8 or array.ndim not in (2, 3):
         raise UserError(f"write_image needs an HxWx3 uint8 array, got {array.dtype} {array.shape}; use to_uint8().")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)  # a temp file of this writer's own: two runs writing one visual (GT.png) cannot clash
-    tmp = Path(name)
-    try:
-        Image.fromarray(array).save(tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise UserError(f"cannot write {path}: unknown image suffix {path.suffix!r}; use .png.")
+    with atomic.open_atomic(path) as handle:  # this writer's own temp file: two runs writing GT.png cannot clash
+        Image.fromarray(array).save(handle, format=image_format)
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:

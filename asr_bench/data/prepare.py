@@ -3,7 +3,7 @@
 - `prepare_lr`: an EDSR benchmark-package layout (`HR/` + `LR_bicubic/X<s>/<id>x<s>.png`) from a folder of HR
   images. For each integer scale the HR is cropped top-left to a multiple of s first, as the package did;
   mode "uint8" (default) is MATLAB's uint8 arithmetic, which reproduces the official Set5 files bit for bit.
-- `prepare_div2k_720`: GSASR's cost-benchmark set (research/gsasr.md section 7): GT = HR[80:800, 80:800] of
+- `prepare_div2k_720`: GSASR's cost-benchmark set (docs/methods/gsasr.md §7): GT = HR[80:800, 80:800] of
   each DIV2K validation image (`scripts/data_preparation/test_time_img_generate.py` fixes top = left = 80),
   LR per scale by BasicSR's float bicubic imresize, rounded to uint8. Written as `DIV2K_GT720/<id>.png` and
   `DIV2K_LR720/X<s>/<id>.png`.
@@ -75,6 +75,10 @@ def prepare_lr(hr_dir: str | Path, scales: Iterable[float], out_dir: str | Path,
                 continue
             hr = read_image(path) if hr is None else hr
             h, w = hr.shape[0] // s * s, hr.shape[1] // s * s
+            if min(h, w) == 0:
+                raise UserError(f"image {path} is {hr.shape[0]}x{hr.shape[1]} (h x w): too small for scale {s} (its LR "
+                                f"would be {hr.shape[0] // s}x{hr.shape[1] // s} px); remove it from {hr_dir} or drop "
+                                "that scale.")
             write_image(target, imresize(np.ascontiguousarray(hr[:h, :w]), scale=1 / s, mode=mode))
             written.append(target)
     return written

@@ -31,6 +31,9 @@ from torch import nn
 from ..errors import UserError
 from .srformer import ConvFFN
 from .swinir import PatchEmbed, relative_position_index, shift_mask, window_partition, window_reverse
+from ..shapes import StateDict, dim, has_fragment, heads_per_group, residual_groups, size_text, window_side
+from .capabilities import Capabilities
+from .spec import EncoderRead, EncoderSpec, ShapeReader, official_names
 
 
 class WindowAttention(nn.Module):
@@ -238,3 +241,34 @@ class ATD(nn.Module):
 def atd(**kwargs) -> ATD:
     """ATD as IGConv released it: 210 dims, 6 blocks x 6 layers, 6 heads, window 16, 128 tokens, groups of 256."""
     return ATD(**kwargs)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+TILING = ("category attention mixes tokens across the whole input (groups of 256 after a global sort), so tiles "
+          "change the output; its memory is linear in the pixels, tile only beyond ~512x512 LR, by multiples of 16")
+
+
+def read(sd: StateDict) -> EncoderRead:
+    embed, depths = residual_groups(sd, "layers")
+    layer = "layers.0.residual_group.layers.0."
+    hyper = {
+        "embed_dim": embed, "depths": depths,
+        "num_heads": heads_per_group(sd, len(depths), "layers.0.attn_win.relative_position_bias_table"),
+        "window_size": window_side(sd, "relative_position_index_SA", layer + "attn_win.relative_position_bias_table"),
+        "num_tokens": dim(sd, "layers.0.residual_group.td"),
+        "reducted_dim": dim(sd, layer + "attn_atd.wq.weight"),
+        "convffn_kernel_size": dim(sd, layer + "convffn.dwconv.depthwise_conv.0.weight", -1),
+        "mlp_ratio": dim(sd, layer + "convffn.fc1.weight") / embed,
+    }
+    return EncoderRead("atd", hyper, size_text("ATD", embed, depths, "layers")
+                       + f", window {hyper['window_size']}, {hyper['num_tokens']} tokens")
+
+
+ENCODERS = (
+    EncoderSpec("atd", atd, "ATD, 210 dims, 6x6 layers (window 16 + token-dictionary + category attention, 19.8 M)",
+                Capabilities(("float32", "float64"), 16, TILING), network=ATD,
+                schemes=official_names("atd", "igconv"),
+                reader=ShapeReader("ATD", lambda keys: has_fragment(keys, ".attn_atd."), read, "ATD (attn_atd)")),
+)

@@ -1,7 +1,7 @@
 """EDSR and EDSR-baseline as feature encoders (no upsampling tail).
 
 Module names follow BasicSR (`conv_first`, `body.{i}.conv1/conv2`, `conv_after_body`), the naming GSASR and
-IGConv checkpoints use; LIIF's naming is mapped onto it in `keymaps.py`. The encoder does no input
+IGConv checkpoints use; LIIF's naming is its scheme `liif` (below). The encoder does no input
 normalisation (LIIF's `sub_mean`/`add_mean` are never applied by LIIF either): the method owns it.
 
 `global_skip` decides whether `conv_first`'s output is added back after `conv_after_body`: LIIF and IGConv keep
@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from ..blocks import DIV2K_MEAN
+from ..errors import UserError
+from ..shapes import StateDict, count
+from .spec import EncoderRead, EncoderSpec, Scheme, ShapeReader, identity_names, no_extras
 
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -60,3 +65,62 @@ def edsr_baseline(global_skip: bool = True, **kwargs) -> EDSR:
 def edsr(global_skip: bool = True, **kwargs) -> EDSR:
     """Full EDSR: 256 channels, 32 blocks, res_scale 0.1 (IGConv's released EDSR models)."""
     return EDSR(**{"n_feats": 256, "n_blocks": 32, "res_scale": 0.1, **kwargs}, global_skip=global_skip)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def liif_names(encoder: nn.Module) -> dict[str, str]:
+    """BasicSR names -> LIIF/EDSR-PyTorch names: conv_first=head.0, convK=body.i.body.{0,2}, conv_after_body=body.<n>."""
+    names = {}
+    for key in encoder.state_dict():
+        parts = key.split(".")
+        if parts[0] == "conv_first":
+            names[key] = "head.0." + parts[-1]
+        elif parts[0] == "conv_after_body":
+            names[key] = f"body.{encoder.n_blocks}.{parts[-1]}"
+        else:  # body.<i>.conv1|conv2.<param>
+            names[key] = f"body.{parts[1]}.body.{0 if parts[2] == 'conv1' else 2}.{parts[3]}"
+    return names
+
+
+def liif_extras(encoder: nn.Module) -> dict[str, torch.Tensor]:
+    """The unused MeanShift convs LIIF's EDSR registers: weight eye(3) (std 1), bias -/+ mean (rgb_range 1)."""
+    eye = torch.eye(3).view(3, 3, 1, 1)
+    mean = torch.tensor(DIV2K_MEAN)
+    return {"sub_mean.weight": eye.clone(), "sub_mean.bias": -mean,
+            "add_mean.weight": eye.clone(), "add_mean.bias": mean.clone()}
+
+
+SCHEMES: dict[str, Scheme] = {
+    "liif": (liif_names, liif_extras, True),
+    **{name: (identity_names, no_extras, False) for name in ("basicsr", "igconv", "gsasr")},
+}
+SIZES = {(64, 16): "edsr-baseline", (256, 32): "edsr"}     # (channels, blocks): the name is the size
+
+
+def recognise(keys: frozenset[str]) -> bool:
+    return ("conv_first.weight" in keys and "body.0.conv1.weight" in keys) or \
+        ("head.0.weight" in keys and "body.0.body.0.weight" in keys)
+
+
+def read(sd: StateDict) -> EncoderRead:
+    """Width and depth in either naming; only the two released sizes are encoders of ours."""
+    if "conv_first.weight" in sd:
+        feats, blocks, naming = sd["conv_first.weight"].shape[0], count(sd, r"body\.(\d+)\.conv1\.weight$"), "BasicSR"
+    else:
+        feats, blocks, naming = sd["head.0.weight"].shape[0], count(sd, r"body\.(\d+)\.body\.0\.weight$"), "LIIF"
+    if (feats, blocks) not in SIZES:
+        raise UserError(f"EDSR with {feats} channels x {blocks} blocks matches no encoder "
+                        "(edsr-baseline is 64 x 16, edsr 256 x 32).")
+    return EncoderRead(SIZES[feats, blocks], {"n_feats": feats, "n_blocks": blocks},
+                       f"EDSR {feats} ch x {blocks} blocks ({naming} naming)")
+
+
+READER = ShapeReader("EDSR", recognise, read, "EDSR (conv_first/body.N.conv1 or head.0/body.N.body.0)")
+ENCODERS = (
+    EncoderSpec("edsr-baseline", edsr_baseline, "EDSR-baseline, 64 ch, 16 res blocks (1.2 M params)",
+                network=EDSR, schemes=SCHEMES, reader=READER, matches=lambda read, declared: True),
+    EncoderSpec("edsr", edsr, "EDSR, 256 ch, 32 res blocks, res_scale 0.1 (38 M params)",
+                network=EDSR, schemes=SCHEMES, reader=READER, matches=lambda read, declared: True),
+)

@@ -6,7 +6,7 @@ channel-attention conv branch scaled by `conv_scale`) and one overlapping cross-
 from ws x ws windows, keys and values from the zero-padded (ws * (1 + overlap_ratio))^2 window around it), a 3x3
 conv and a residual. Sizes: HAT (180 dims, 6 groups) and HAT-L (`large=True`: 12 groups), window 16.
 
-`rope=True` is the variant GSASR's "ultra" model uses (research/gsasr.md §2.4): no relative-position bias, a
+`rope=True` is the variant GSASR's "ultra" model uses (docs/methods/gsasr.md §2.4): no relative-position bias, a
 learned 2-D RoPE on q and k in both attention kinds, `scaled_dot_product_attention`, and **no shift mask**
 (shifted windows attend across the wrapped seams, as the official code does). In OCAB the query tokens get the
 positions of the first ws*ws entries of the wider key grid, as officially.
@@ -23,6 +23,8 @@ needs the padded features pads first). No input normalisation inside. `out_featu
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,10 @@ from torch import nn
 from ..errors import UserError
 from .rope import apply_rope, random_mixed_freqs, rope_cis, rope_positions
 from .swinir import Mlp, PatchEmbed, relative_position_index, shift_mask, window_partition, window_reverse
+from ..shapes import (StateDict, dim, has_fragment, heads_per_group, residual_groups, size_text,
+                      window_side)
+from .capabilities import Capabilities
+from .spec import EncoderRead, EncoderSpec, ShapeReader, official_names
 
 
 def overlap_relative_index(ws: int, ows: int) -> torch.Tensor:
@@ -287,3 +293,41 @@ def hat_kwargs(large: bool = False, **kwargs) -> dict:
 def hat(large: bool = False, **kwargs) -> HAT:
     """HAT: 180 dims, 6 RHAGs x 6 HABs, 6 heads, window 16, squeeze 30; `large=True` (HAT-L): 12 RHAGs."""
     return HAT(**hat_kwargs(large, **kwargs))
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def read(sd: StateDict) -> EncoderRead:
+    """HAT / HAT-L / GSASR's RoPE HAT: the window from the self-attention index, the overlap window from the OCA
+    index, channel-attention ratios from the CAB convs, RoPE from `rope_freqs`."""
+    embed, depths = residual_groups(sd)
+    block = "layers.0.residual_group.blocks.0."
+    rope = any(k.endswith("rope_freqs") for k in sd)
+    window = window_side(sd, "relative_position_index_SA", block + "attn.relative_position_bias_table")
+    oca_table = "layers.0.residual_group.overlap_attn.relative_position_bias_table"   # (window + overlap - 1)^2 rows
+    overlap = (math.isqrt(dim(sd, "relative_position_index_OCA", 1)) if "relative_position_index_OCA" in sd
+               else math.isqrt(dim(sd, oca_table)) - window + 1 if oca_table in sd else None)
+    heads = heads_per_group(sd, len(depths), "blocks.0.attn.relative_position_bias_table", "blocks.0.attn.rope_freqs")
+    hyper = {
+        "embed_dim": embed, "depths": depths, "num_heads": heads, "window_size": window,
+        "compress_ratio": embed // dim(sd, block + "conv_block.cab.0.weight"),
+        "squeeze_factor": embed // dim(sd, block + "conv_block.cab.3.attention.1.weight"),
+        "overlap_ratio": None if overlap is None else (overlap - window) / window,
+        "mlp_ratio": dim(sd, block + "mlp.fc1.weight") / embed,
+        "rope": rope, "out_features": dim(sd, "conv_before_upsample.0.weight"),
+    }
+    return EncoderRead("hat", hyper, size_text("HAT", embed, depths) + f", window {window}"
+                       + (", RoPE" if rope else "") + (f", {hyper['out_features']}-ch head" if hyper["out_features"]
+                                                       else ""))
+
+
+ENCODERS = (
+    EncoderSpec("hat", hat, "HAT, 180 dims, 6 groups x 6 blocks + OCAB, window 16 (20.6 M); large=True for "
+                "HAT-L (12 groups), rope=True for GSASR's RoPE variant",
+                Capabilities(dtypes=("float32", "bfloat16"), size_multiple=16, tile_overlap=16),
+                network=HAT, schemes=official_names("hat", "basicsr", "igconv", "gsasr"),
+                reader=ShapeReader("HAT", lambda keys: "relative_position_index_OCA" in keys
+                                   or has_fragment(keys, ".overlap_attn."), read, "HAT (overlap_attn, OCA index)"),
+                arguments=lambda declared: hat_kwargs(**declared)),
+)

@@ -29,6 +29,9 @@ from torch import nn
 from ..errors import UserError
 from .srformer import ConvFFN
 from .swinir import BasicLayer, PatchEmbed
+from ..shapes import StateDict, dim, has_fragment, residual_groups, size_text
+from .capabilities import Capabilities
+from .spec import EncoderRead, EncoderSpec, ShapeReader, official_names
 
 
 def reflect_indices(size: int, target: int) -> torch.Tensor:
@@ -212,3 +215,31 @@ class HiTSRF(nn.Module):
 def hit_srf(**kwargs) -> HiTSRF:
     """HiT-SRF as IGConv released it: 60 dims, 4 groups x 6 blocks, 6 heads, base window 8, ratios 0.5..8."""
     return HiTSRF(**kwargs)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+TILING = ("windows are anchored at the top-left and reach 64x64 LR pixels (with the 48-pixel ones, the window grids "
+          "line up only every 192 pixels), and the channel correlation mixes each whole window, so tiles change the "
+          "output; the official test cuts LR images of 200+ pixels per side into pieces with a 10% overlap")
+
+
+def read(sd: StateDict) -> EncoderRead:
+    """Heads are the rows of each group's position-bias MLP output; the window hierarchy shows only as the
+    spatial_linear widths (cells per base window), which every preset's hier_win_ratios must reproduce."""
+    embed, depths = residual_groups(sd)
+    hyper = {"embed_dim": embed, "depths": depths,
+             "num_heads": tuple(dim(sd, f"layers.{i}.residual_group.blocks.0.correlation.pos.pos3.2.weight")
+                                for i in range(len(depths))),
+             "mlp_ratio": dim(sd, "layers.0.residual_group.blocks.0.mlp.fc1.weight") / embed}
+    return EncoderRead("hit-srf", hyper, size_text("HiT-SRF", embed, depths))
+
+
+ENCODERS = (
+    EncoderSpec("hit-srf", hit_srf, "HiT-SRF, 60 dims, 4x6 spatial-channel correlation blocks on hierarchical "
+                "windows 4..64 (0.8 M)", Capabilities(("float32", "float64", "bfloat16"), 1, TILING),
+                network=HiTSRF, schemes=official_names("hit-srf", "igconv"),
+                reader=ShapeReader("HiT-SRF", lambda keys: has_fragment(keys, ".correlation.spatial_linear."), read,
+                                   "HiT-SRF (correlation.spatial_linear)")),
+)

@@ -1,7 +1,7 @@
 """Official key names of each encoder in each checkpoint naming ("scheme"), and the strict loader.
 
 Our modules use one canonical naming (BasicSR's for EDSR, the common RDN names, the official SwinIR names).
-A scheme maps every canonical key to its official name, and may add *extra* official keys that the official
+Each encoder's spec (`EncoderSpec.schemes`, beside its network) lists its schemes; a scheme maps every canonical key to its official name, and may add *extra* official keys that the official
 model registers but never uses (LIIF's EDSR `sub_mean`/`add_mean` MeanShift convs): a strict load in that scheme
 requires them with the right shapes and then drops them; `export_encoder_state` writes them with the official
 constant values so that a state dict round-trips.
@@ -25,96 +25,24 @@ Schemes:
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from ..blocks import DIV2K_MEAN
 from ..checkpoints import add_prefix, check_keys_and_shapes, load_strict, split_prefix
 from ..errors import UnknownName, UserError
-from .atd import ATD
-from .edsr import EDSR
-from .hat import HAT
-from .hit_srf import HiTSRF
-from .plksr import PLKSR
-from .rcan import RCAN
-from .rdn import RDN
-from .smfanet import SMFANet
-from .mambair import MambaIR
-from .rdn import RDN
-from .srformer import SRFormer
-from .swinir import SwinIR
-
-
-
-def _identity(encoder: nn.Module) -> dict[str, str]:
-    return {k: k for k in encoder.state_dict()}
-
-
-def _edsr_liif(encoder: nn.Module) -> dict[str, str]:
-    """BasicSR names -> LIIF/EDSR-PyTorch names: conv_first=head.0, convK=body.i.body.{0,2}, conv_after_body=body.<n>."""
-    names = {}
-    for key in encoder.state_dict():
-        parts = key.split(".")
-        if parts[0] == "conv_first":
-            names[key] = "head.0." + parts[-1]
-        elif parts[0] == "conv_after_body":
-            names[key] = f"body.{encoder.n_blocks}.{parts[-1]}"
-        else:  # body.<i>.conv1|conv2.<param>
-            names[key] = f"body.{parts[1]}.body.{0 if parts[2] == 'conv1' else 2}.{parts[3]}"
-    return names
-
-
-def _edsr_liif_extras(encoder: nn.Module) -> dict[str, torch.Tensor]:
-    """The unused MeanShift convs LIIF's EDSR registers: weight eye(3) (std 1), bias -/+ mean (rgb_range 1)."""
-    eye = torch.eye(3).view(3, 3, 1, 1)
-    mean = torch.tensor(DIV2K_MEAN)
-    return {"sub_mean.weight": eye.clone(), "sub_mean.bias": -mean,
-            "add_mean.weight": eye.clone(), "add_mean.bias": mean.clone()}
-
-
-def _no_extras(encoder: nn.Module) -> dict[str, torch.Tensor]:
-    return {}
-
-
-Scheme = tuple[Callable[[nn.Module], dict[str, str]], Callable[[nn.Module], dict[str, torch.Tensor]], bool]
-# (canonical->official names, extra official keys with their official values, extras come first in the file)
-_SCHEMES: dict[type, dict[str, Scheme]] = {
-    EDSR: {
-        "liif": (_edsr_liif, _edsr_liif_extras, True),
-        "basicsr": (_identity, _no_extras, False),
-        "igconv": (_identity, _no_extras, False),
-        "gsasr": (_identity, _no_extras, False),
-    },
-    RDN: {name: (_identity, _no_extras, False) for name in ("liif", "metasr", "basicsr", "igconv", "gsasr")},
-    SwinIR: {name: (_identity, _no_extras, False) for name in ("swinir", "basicsr", "igconv", "gsasr")},
-    HAT: {name: (_identity, _no_extras, False) for name in ("hat", "basicsr", "igconv", "gsasr")},
-    RCAN: {name: (_identity, _no_extras, False) for name in ("rcan", "igconv")},
-    PLKSR: {name: (_identity, _no_extras, False) for name in ("plksr", "igconv")},
-    SMFANet: {name: (_identity, _no_extras, False) for name in ("smfanet", "igconv")},
-    SRFormer: {name: (_identity, _no_extras, False) for name in ("srformer", "igconv")},
-    ATD: {name: (_identity, _no_extras, False) for name in ("atd", "igconv")},
-    MambaIR: {name: (_identity, _no_extras, False) for name in ("mambair", "igconv")},
-    HiTSRF: {name: (_identity, _no_extras, False) for name in ("hit-srf", "igconv")},
-}
+from .catalogue import spec_of
+from .spec import Scheme
 
 
 def schemes_for(encoder: nn.Module) -> list[str]:
     """The checkpoint namings this encoder can load."""
-    return sorted(_scheme_table(encoder))
-
-
-def _scheme_table(encoder: nn.Module) -> dict[str, Scheme]:
-    for cls, table in _SCHEMES.items():
-        if isinstance(encoder, cls):
-            return table
-    raise UserError(f"{type(encoder).__name__} is not one of our encoders ({', '.join(c.__name__ for c in _SCHEMES)}); "
-                    "build it with asr_bench.encoders.build_encoder.")
+    return sorted(spec_of(encoder).schemes)
 
 
 def _scheme(encoder: nn.Module, scheme: str) -> Scheme:
-    table = _scheme_table(encoder)
+    table = spec_of(encoder).schemes
     if scheme not in table:
         raise UnknownName(f"checkpoint naming for {type(encoder).__name__}", scheme, table)
     return table[scheme]

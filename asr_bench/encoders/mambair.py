@@ -22,6 +22,9 @@ from torch import nn
 from ..errors import UserError
 from ..ops.selective_scan import selective_scan
 from .swinir import BasicLayer
+from ..shapes import StateDict, dim, has_fragment, residual_groups, same, size_text
+from .capabilities import Capabilities
+from .spec import EncoderRead, EncoderSpec, ShapeReader, official_names
 
 DIRECTIONS = 4
 LIGHT = {"embed_dim": 60, "depths": (6,) * 4, "mlp_ratio": 1.5}   # MambaIR-light's arguments over MambaIR's
@@ -168,3 +171,34 @@ def mambair(**kwargs) -> MambaIR:
 def mambair_light(**kwargs) -> MambaIR:
     """MambaIR-light as IGConv released it (DIV2K): 60 dims, 4 groups x 6 blocks, d_state 16, expansion 1.5."""
     return MambaIR(**{**LIGHT, **kwargs})
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+TILING = ("the scans run over the whole image, so tiles change the output; the official test cuts images of 200+ "
+          "pixels per side into pieces with a 10% overlap; the scan state is float32 whatever the dtype")
+
+
+def read(sd: StateDict) -> EncoderRead:
+    """MambaIR or MambaIR-light: the same network, told apart by size (width, depths, expansion)."""
+    embed, depths = residual_groups(sd)
+    ssm = "layers.0.residual_group.blocks.0.self_attention."
+    hyper = {"embed_dim": embed, "depths": depths, "d_state": dim(sd, ssm + "A_logs", 1),
+             "mlp_ratio": dim(sd, ssm + "in_proj.weight") / (2 * embed)}   # in_proj makes x and z, expand x dim each
+    name = next((spec.name for spec in ENCODERS
+                 if all(same(spec.constructor_arguments({}).get(k), v) for k, v in hyper.items())), "mambair")
+    return EncoderRead(name, hyper, size_text("MambaIR", embed, depths) + f", expansion {hyper['mlp_ratio']:g}")
+
+
+READER = ShapeReader("MambaIR", lambda keys: has_fragment(keys, ".self_attention.A_logs"), read,
+                     "MambaIR (self_attention.A_logs)")
+ENCODERS = (
+    EncoderSpec("mambair", mambair, "MambaIR, 180 dims, 6x6 state-space blocks, d_state 16 (20.2 M)",
+                Capabilities(("float32", "float64", "bfloat16"), 1, TILING), network=MambaIR,
+                schemes=official_names("mambair", "igconv"), reader=READER),
+    EncoderSpec("mambair-light", mambair_light, "MambaIR-light, 60 dims, 4x6 state-space blocks (1.6 M)",
+                Capabilities(("float32", "float64", "bfloat16"), 1, TILING), network=MambaIR,
+                schemes=official_names("mambair", "igconv"), reader=READER,
+                arguments=lambda declared: {**LIGHT, **declared}),
+)

@@ -13,6 +13,9 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..shapes import StateDict, count, dim, has_fragment
+from .capabilities import Capabilities
+from .spec import EncoderRead, EncoderSpec, ShapeReader, official_names
 
 
 CCM_KERNELS = {"CCM": (3, 1), "ICCM": (1, 3), "DCCM": (3, 3)}   # the two convs' kernel sizes of each mixer
@@ -79,3 +82,27 @@ class PLKSR(nn.Module):
 def plksr(**kwargs) -> PLKSR:
     """PLKSR: 64 ch, 28 blocks, DCCM, 17x17 partial kernel on 1/4 of the channels, EA (7.4 M params)."""
     return PLKSR(**kwargs)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def read(sd: StateDict) -> EncoderRead:
+    width = dim(sd, "feats.0.weight")
+    kernels = (dim(sd, "feats.1.channe_mixer.0.weight", -1), dim(sd, "feats.1.channe_mixer.2.weight", -1))
+    hyper = {"dim": width, "n_blocks": count(sd, r"feats\.(\d+)\.lk\.conv\.weight$"),
+             "kernel_size": dim(sd, "feats.1.lk.conv.weight", -1),
+             "split_ratio": dim(sd, "feats.1.lk.conv.weight") / width,
+             "ccm_type": next((k for k, v in CCM_KERNELS.items() if v == kernels), f"unknown {kernels}"),
+             "use_ea": "feats.1.attn.f.0.weight" in sd}
+    return EncoderRead("plksr", hyper, f"PLKSR {width} ch, {hyper['n_blocks']} blocks, {hyper['kernel_size']}x"
+                       f"{hyper['kernel_size']} kernel, {hyper['ccm_type']}")
+
+
+ENCODERS = (
+    EncoderSpec("plksr", plksr, "PLKSR, 64 ch, 28 partial-large-kernel (17x17) blocks, DCCM, EA (7.4 M)",
+                Capabilities(dtypes=("float32", "bfloat16"), receptive_radius=309, tile_overlap=309), network=PLKSR,
+                schemes=official_names("plksr", "igconv"),
+                reader=ShapeReader("PLKSR", lambda keys: has_fragment(keys, ".channe_mixer."), read,
+                                   "PLKSR (feats.N.channe_mixer)")),
+)

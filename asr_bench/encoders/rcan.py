@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from ..shapes import StateDict, count, dim
+from .capabilities import Capabilities
+from .spec import EncoderRead, EncoderSpec, ShapeReader, official_names
 
 
 class CALayer(nn.Module):
@@ -64,3 +67,23 @@ class RCAN(nn.Module):
 def rcan(**kwargs) -> RCAN:
     """RCAN: 64 ch, 10 groups x 20 blocks, channel reduction 16 (15.3 M params without the tail)."""
     return RCAN(**kwargs)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def read(sd: StateDict) -> EncoderRead:
+    feats = dim(sd, "head.0.weight")
+    hyper = {"n_feats": feats, "n_resgroups": count(sd, r"body\.(\d+)\.body\.0\.body\.0\.weight$"),
+             "n_resblocks": count(sd, r"body\.0\.body\.(\d+)\.body\.0\.weight$"),
+             "reduction": feats // dim(sd, "body.0.body.0.body.3.conv_du.0.weight")}
+    return EncoderRead("rcan", hyper, f"RCAN {feats} ch, {hyper['n_resgroups']} groups x {hyper['n_resblocks']} blocks")
+
+
+ENCODERS = (
+    EncoderSpec("rcan", rcan, "RCAN, 64 ch, 10 residual groups x 20 channel-attention blocks (15.3 M)",
+                Capabilities(dtypes=("float32", "bfloat16"), tile_overlap=16), network=RCAN,
+                schemes=official_names("rcan", "igconv"),
+                reader=ShapeReader("RCAN", lambda keys: {"head.0.weight", "body.0.body.0.body.0.weight"} <= keys, read,
+                                   "RCAN (head.0, body.N.body.M.body)")),
+)

@@ -9,6 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UserError
+from ..shapes import StateDict, count
+from .spec import EncoderRead, EncoderSpec, ShapeReader, official_names
+
 # config -> (D RDBs, C convs per RDB, G growth)
 CONFIGS = {"A": (20, 6, 32), "B": (16, 8, 64)}
 
@@ -66,3 +70,27 @@ class RDN(nn.Module):
 def rdn(config: str = "B", **kwargs) -> RDN:
     """RDN config B (D16 C8 G64, what LIIF, Meta-SR, IGConv and GSASR release) or config A (D20 C6 G32)."""
     return RDN(config=config, **kwargs)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def read(sd: StateDict) -> EncoderRead:
+    """D, C and G from the block, conv and growth counts; they name the configuration."""
+    d = count(sd, r"RDBs\.(\d+)\.LFF\.weight$")
+    c = count(sd, r"RDBs\.0\.convs\.(\d+)\.conv\.0\.weight$")
+    g = sd["RDBs.0.convs.0.conv.0.weight"].shape[0] if "RDBs.0.convs.0.conv.0.weight" in sd else 0
+    config = next((name for name, dcg in CONFIGS.items() if dcg == (d, c, g)), None)
+    if config is None:
+        raise UserError(f"RDN with D={d} C={c} G={g} matches no configuration "
+                        f"({', '.join(f'{n}: D={x} C={y} G={z}' for n, (x, y, z) in CONFIGS.items())}).")
+    return EncoderRead("rdn", {"D": d, "C": c, "G": g, "G0": sd["SFENet1.weight"].shape[0], "config": config},
+                       f"RDN config {config} (D{d} C{c} G{g})")
+
+
+ENCODERS = (
+    EncoderSpec("rdn", rdn, "RDN config B (D16 C8 G64, 22 M params); config='A' for D20 C6 G32", network=RDN,
+                schemes=official_names("liif", "metasr", "basicsr", "igconv", "gsasr"),
+                reader=ShapeReader("RDN", lambda keys: "SFENet1.weight" in keys, read, "RDN (SFENet1, RDBs)"),
+                matches=lambda read, declared: declared.get("config", "B") == read.hyper["config"]),
+)

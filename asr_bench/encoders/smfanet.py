@@ -16,6 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..shapes import StateDict, count, dim, has_fragment
+from .capabilities import Capabilities
+from .spec import EncoderRead, EncoderSpec, ShapeReader, official_names
 
 
 class LocalMlp(nn.Module):
@@ -103,3 +106,22 @@ class SMFANet(nn.Module):
 def smfanet(**kwargs) -> SMFANet:
     """SMFANet+ as IGConv released it: 48 ch, 12 blocks, FFN scale 2."""
     return SMFANet(**kwargs)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def read(sd: StateDict) -> EncoderRead:
+    width = dim(sd, "to_feat.weight")
+    hyper = {"dim": width, "n_blocks": count(sd, r"feats\.(\d+)\.smfa\.alpha$"),
+             "ffn_scale": dim(sd, "feats.0.pcfn.conv_0.weight") / width}
+    return EncoderRead("smfanet", hyper, f"SMFANet {width} ch, {hyper['n_blocks']} blocks")
+
+
+ENCODERS = (
+    EncoderSpec("smfanet", smfanet, "SMFANet+, 48 ch, 12 self-modulation feature aggregation blocks (0.5 M)",
+                Capabilities(dtypes=("float32", "bfloat16"), tile_overlap=16), network=SMFANet,
+                schemes=official_names("smfanet", "igconv"),
+                reader=ShapeReader("SMFANet", lambda keys: "to_feat.weight" in keys and has_fragment(keys, ".smfa."),
+                                   read, "SMFANet (to_feat, feats.N.smfa)")),
+)

@@ -15,12 +15,17 @@ Any input size: reflect-padded on the bottom/right to a multiple of the window (
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
 from .swinir import BasicLayer, PatchEmbed, relative_position_index, window_partition, window_reverse
+from ..shapes import StateDict, dim, has_fragment, heads_per_group, residual_groups, size_text
+from .capabilities import Capabilities
+from .spec import EncoderRead, EncoderSpec, ShapeReader, official_names
 
 
 def aligned_position_index(ws: int) -> torch.Tensor:
@@ -217,3 +222,29 @@ class SRFormer(nn.Module):
 def srformer(**kwargs) -> SRFormer:
     """SRFormer as IGConv released it: 180 dims, 6 groups x 6 blocks, 6 heads, window 22, img_size 64."""
     return SRFormer(**kwargs)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def read(sd: StateDict) -> EncoderRead:
+    embed, depths = residual_groups(sd)
+    block = "layers.0.residual_group.blocks.0."
+    hyper = {
+        "embed_dim": embed, "depths": depths,
+        "num_heads": heads_per_group(sd, len(depths), "blocks.0.attn.relative_position_bias_table"),
+        "window_size": math.isqrt(dim(sd, block + "attn.aligned_relative_position_index")),
+        "mlp_ratio": dim(sd, block + "mlp.fc1.weight") / embed,
+    }
+    return EncoderRead("srformer", hyper, size_text("SRFormer", embed, depths) + f", window {hyper['window_size']}")
+
+
+ENCODERS = (
+    EncoderSpec("srformer", srformer, "SRFormer, 180 dims, 6x6 permuted-attention blocks, window 22 (10.1 M)",
+                Capabilities(("float32", "float64", "float16", "bfloat16"), 22,
+                             "attention memory grows with the window (22x22 queries x 11x11 keys per head); "
+                             "tile by multiples of 22 LR pixels with a 22-pixel overlap"),
+                network=SRFormer, schemes=official_names("srformer", "igconv"),
+                reader=ShapeReader("SRFormer", lambda keys: has_fragment(keys, ".attn.aligned_relative_position_index"),
+                                   read, "SRFormer (aligned_relative_position_index)")),
+)

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..shapes import StateDict, dim, heads_per_group, residual_groups, window_side
+from .spec import EncoderRead, EncoderSpec, ShapeReader, official_names
 
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
@@ -258,3 +260,31 @@ class SwinIR(nn.Module):
 def swinir(**kwargs) -> SwinIR:
     """Classical SwinIR body: 180 dims, 6 RSTBs x 6 blocks, 6 heads, window 8, img_size 48, MLP ratio 2."""
     return SwinIR(**kwargs)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def read(sd: StateDict) -> EncoderRead:
+    embed, depths = residual_groups(sd)
+    hyper = {
+        "embed_dim": embed, "depths": depths,
+        "num_heads": heads_per_group(sd, len(depths), "blocks.0.attn.relative_position_bias_table"),
+        "window_size": window_side(sd, "", "layers.0.residual_group.blocks.0.attn.relative_position_bias_table"),
+        "mlp_ratio": sd["layers.0.residual_group.blocks.0.mlp.fc1.weight"].shape[0] / embed,
+        "out_features": dim(sd, "conv_before_upsample.0.weight"),
+    }
+    return EncoderRead("swinir", hyper, f"SwinIR {embed} dims, depths {list(depths)}, window {hyper['window_size']}")
+
+
+def recognise(keys: frozenset[str]) -> bool:
+    return {"conv_first.weight", "patch_embed.norm.weight", "layers.0.residual_group.blocks.0.attn.qkv.weight"} <= keys
+
+
+ENCODERS = (
+    EncoderSpec("swinir", swinir, "SwinIR classical body, 180 dims, 6x6 Swin blocks, window 8 (11.5 M)",
+                network=SwinIR, schemes=official_names("swinir", "basicsr", "igconv", "gsasr"),
+                # HAT, SRFormer (and others) share these keys: tried after every specific reader
+                reader=ShapeReader("SwinIR", recognise, read, "SwinIR (conv_first, patch_embed, "
+                                   "layers.N.residual_group)", fallback=True)),
+)

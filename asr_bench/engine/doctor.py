@@ -10,12 +10,13 @@ import torch
 PERCEPTUAL = ("lpips", "dists")
 
 
-def doctor_report(data_root: str | None = None, weights_dir: str | None = None, build: bool = False) -> str:
+def doctor_report(data_root: str | None = None, weights_dir: str | None = None, build: bool = False,
+                  checkpoint_dirs: list[str] | tuple[str, ...] = ()) -> str:
     lines = ["asr-bench doctor", ""]
     lines += _torch_lines()
     lines += [""] + _backend_lines(build)
     lines += [""] + _weights_lines(weights_dir)
-    lines += [""] + _method_weights_lines(weights_dir)
+    lines += [""] + _method_weights_lines(checkpoint_dirs)
     lines += [""] + _data_lines(data_root)
     return "\n".join(lines)
 
@@ -74,7 +75,7 @@ def _weights_lines(weights_dir: str | None) -> list[str]:
         return ["metric weights: (asr_bench.metrics not in this checkout)"]
     heads = {h.relpath: h for h in (LPIPS_ALEX_HEAD, DISTS_HEAD)}
     folders = ([str(weights_dir)] if weights_dir else []) + [str(torch_hub_checkpoints())]
-    lines = [f"perceptual-metric weights (looked in {', '.join(folders)}; pass --weights-dir or config weights_dir):"]
+    lines = [f"perceptual-metric weights (looked in {', '.join(folders)}; pass --metric-weights-dir or config metric_weights_dir):"]
     for info in METRICS.values():
         if not info.needs_weights:
             continue
@@ -89,18 +90,21 @@ def _weights_lines(weights_dir: str | None) -> list[str]:
     return lines
 
 
-def _method_weights_lines(weights_dir: str | None) -> list[str]:
-    """Each preset's official weights: present, missing, damaged, or none declared (`asr-bench weights list`)."""
-    from ..zoo import named_presets, preset_state, search_dirs
+def _method_weights_lines(checkpoint_dirs: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Each preset's official weights: present (where), missing, damaged, or none declared; found by the same
+    resolution a run uses (`asr_bench.weights`)."""
+    from ..weights import hub_cache_dir, search_folders
+    from ..zoo import named_presets, preset_state
 
-    dirs = search_dirs(weights_dir)
-    lines = [f"method weights per preset (looked in {', '.join(str(d) for d in dirs)}; "
-             "`asr-bench weights fetch PRESET` downloads, `weights list` shows sources):"]
+    folders = search_folders(checkpoint_dirs)
+    lines = [f"method weights per preset (looked in {', '.join(f'{f.path} ({f.where})' for f in folders)}, "
+             f"{hub_cache_dir()} (Hugging Face Hub cache); `asr-bench weights fetch PRESET` downloads, "
+             "`weights list --files` shows sources):"]
     try:
         presets = named_presets()
     except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
         return [f"method weights: the registry could not be read ({type(exc).__name__}: {exc})"]
-    lines += [f"  {name}: {preset_state(name, preset, dirs)}" for name, (_, preset) in sorted(presets.items())]
+    lines += [f"  {name}: {preset_state(name, preset, folders)}" for name, (_, preset) in sorted(presets.items())]
     return lines
 
 

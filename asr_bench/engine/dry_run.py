@@ -7,16 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config
-from .cases import Case, plan_cases, resolve_methods
+from .cases import Case, plan_cases
 
 
 def _weights(case: Case) -> str:
-    from ..registry import get_method
-
+    """What the run would load, from the same resolution (`asr_bench.weights`): file and where it was found."""
+    if case.weights is not None:
+        return case.weights.text()
     checkpoint = case.entry.checkpoint
-    if checkpoint:
-        return "found" if Path(str(checkpoint)).expanduser().exists() else f"MISSING ({checkpoint})"
-    return "random weights (cost only)" if get_method(case.entry.method).needs_weights else "not needed"
+    return "found" if checkpoint and Path(str(checkpoint)).expanduser().exists() else "random weights (cost only)"
 
 
 def _data(case: Case, config: Config, seen: dict[str, str]) -> str:
@@ -36,7 +35,6 @@ def dry_run_lines(config: Config) -> list[str]:
     from ..registry import get_method
     from ..upsampler import supports
 
-    resolve_methods(config)
     cases = plan_cases(config)
     seen: dict[str, str] = {}
     width = max((len(c.label) for c in cases), default=0)

@@ -22,6 +22,7 @@ import torch
 from ..config import Config
 from ..checkpoints import trusting_checkpoints
 from ..ops import backend_log
+from .provenance import op_sources
 from ..errors import UnsupportedScale, UserError, cannot_write
 from .cases import Case, case_supported, encoder_refuses
 from .console import image_bar, ticking
@@ -127,7 +128,9 @@ def execute_case(case: Case, config: Config, device: torch.device, sink: Sink, p
         try:
             with trusting_checkpoints(config.trust_checkpoints), backend_log() as used:  # used: op -> backend
                 record = evaluate(case, config, device, sink, protocol, base, progress)
-            record = replace(record, backends=dict(used))
+            record = replace(record, backends=dict(used),
+                             provenance={**record.provenance, "code": {**record.provenance.get("code", {}),
+                                                                       "ops": op_sources(used)}})
         except UnsupportedScale as exc:
             record = unsupported(base, config, str(exc))
         except UserError:
@@ -186,7 +189,8 @@ def one_line(exc: BaseException) -> str:
 def evaluate(case: Case, config: Config, device: torch.device, sink: Sink, protocol: Any,
              base: CaseRecord, progress: bool) -> CaseRecord:
     from ..data.catalogue import resolve_dataset
-    from ..registry import build_model, get_method
+    from ..models import build_model
+    from ..registry import get_method
 
     entry = case.entry
     dtype = DTYPES[case.precision]
@@ -426,7 +430,7 @@ def score_images(case: Case, config: Config, device: torch.device, sink: Sink, p
         lr, hr = protocol.lr_hr(dataset, image_id, case.scale, config.cache_dir)
         size = tuple(protocol.output_size(tuple(lr.shape[-2:]), tuple(hr.shape[-2:]), case.scale))
         raw = reused.pop(image_id) if reused and image_id in reused else upscale(lr.to(device, dtype), size)
-        sr = protocol.finalize(raw.float().cpu())
+        sr = protocol.finalize(not_a_number_where_infinite(raw.float().cpu()))
         with method_failures():  # e.g. an output of the wrong size: this method's fault, not the input's
             values, notes = protocol.score(sr, hr, case.scale, list(config.metrics), case.dataset, config.weights_dir)
         if index == 0 and config.visuals.crop:
@@ -440,6 +444,13 @@ def score_images(case: Case, config: Config, device: torch.device, sink: Sink, p
         done[image_id] = record
         bar.update(1)
     return done
+
+
+def not_a_number_where_infinite(output: torch.Tensor) -> torch.Tensor:
+    """+-inf becomes NaN: the protocol's clamp to [0, 1] would turn an infinite output into a plausible image (a
+    method that output +inf everywhere scored 6.08 dB); as NaN it reads n/a (not finite) like a NaN output."""
+    infinite = torch.isinf(output)
+    return output.masked_fill(infinite, float("nan")) if bool(infinite.any()) else output
 
 
 def finite_record(record: ImageRecord) -> ImageRecord:

@@ -18,7 +18,7 @@ from .console import show_once
 from .execute import base_record, case_supported, make_protocol, unsupported_record
 from .records import ERROR, CaseRecord, ImageRecord
 from .store import RunStore
-from .workers import Supervisor, Task, deliver
+from .workers import Supervisor, Task, deliver, died_error
 
 
 class ListSink:
@@ -50,6 +50,30 @@ def ray_case(task: Task, fresh: bool) -> dict[str, Any]:
     return {"messages": sink.messages, "died": died, "warnings": supervisor.warnings}
 
 
+CONNECT_TIMEOUT_S = 3.0
+
+
+def check_reachable(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast, in one line, when nothing listens at `--ray-address host:port` (`ray://host:port` too): ray.init
+    would retry for minutes, logging as it goes. 'auto' and no address are Ray's to resolve."""
+    import socket
+
+    if not address or address == "auto":
+        return
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UserError(f"--ray-address {address!r} is not host:port (e.g. 127.0.0.1:6379, as `ray start --head` "
+                        "prints it) or 'auto'.")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise UserError(f"no Ray cluster answers at {address} ({why} within {timeout:g} s); start one with "
+                        "`ray start --head` and pass the address it prints, or run without --executor ray.") from None
+
+
 def run_on_ray(todo: list[Any], config: Config, device: torch.device, store: RunStore, progress: bool,
                address: str | None, console: Any) -> None:
     from .execute import StoreSink
@@ -61,6 +85,7 @@ def run_on_ray(todo: list[Any], config: Config, device: torch.device, store: Run
                         "or run without --executor.") from None
     started_here = not ray.is_initialized()
     if started_here:
+        check_reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=progress)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -120,6 +145,6 @@ def collect(ray: Any, ref: Any, item: Any, config: Config, device: torch.device,
         if result.get("died") and store.finished(case.case_id, item.key) is None:
             base = base_record(case, config, device, make_protocol(config).label, item.provenance)
             store.put_case(replace(base, status=ERROR,
-                                   error=f"worker process died ({result['died']}) before the case finished"), item.key)
+                                   error=died_error(result['died'])), item.key)
     finally:
         store.release(case.case_id)

@@ -33,7 +33,7 @@ from .console import RunConsole, forget_shown, show_once
 from .records import ERROR, CaseRecord
 from .shards import Shard, database_name, resolve_shard, select
 from .store import RunStore
-from .workers import Supervisor, Task, exit_reason  # noqa: F401 - exit_reason: part of the runner's API
+from .workers import Supervisor, Task, died_error, exit_reason  # noqa: F401 - exit_reason: part of the runner's API
 
 WAIT_POLL_S = 1.0
 
@@ -69,6 +69,8 @@ def run_benchmark(config: Config, progress: bool = True, retry_errors: bool = Fa
     the_shard = resolve_shard(shard)
     device = resolve_device(config.device, the_shard)
     store = RunStore(config.run_dir(), database_name(config.run_dir(), the_shard, db_per_shard))
+    for line in store.repairs:  # the integrity check on open: what it dropped, so it is computed again
+        print(f"repaired {line}", file=sys.stderr)
     planned = [Planned(case, provenance) for case, provenance in with_provenance(select(all_cases, the_shard),
                                                                                    config, device)]
     store.write_run(run_json(config, device, all_cases, the_shard), shard=the_shard.label if the_shard else "")
@@ -199,8 +201,7 @@ def compute(item: Planned, config: Config, device: torch.device, store: RunStore
         store.release(case.case_id)
     if died is not None and store.finished(case.case_id, item.key) is None:
         base = base_record(case, config, device, make_protocol(config).label, item.provenance)
-        store.put_case(replace(base, status=ERROR, error=f"worker process died ({died}) before the case finished"),
-                       item.key)
+        store.put_case(replace(base, status=ERROR, error=died_error(died)), item.key)
 
 
 def run_json(config: Config, device: torch.device, cases: list[Case], shard: Shard | None) -> dict[str, Any]:

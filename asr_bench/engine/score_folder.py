@@ -73,16 +73,21 @@ def score_folders(sr_dir: Path, gt_dir: Path, scale: float, protocol: str = "gsa
         gt = matched_gt(sr, to_tensor(read_image(gt_path)), scale, image_id)
         values, why = proto.score(sr, gt, scale, list(metrics), dataset, weights_dir)
         for metric, value in values.items():
-            if value is not None and not math.isfinite(value):  # PSNR of an SR equal to its GT is +inf
+            if value == math.inf and metric == "psnr":  # an SR equal to its GT: the error is 0, PSNR is +inf
+                notes.setdefault(metric, f"inf on image '{image_id}': SR equals GT there (zero error), so PSNR is "
+                                         "infinite, and so is the mean (JSON has no inf: written as null there)")
+            elif value is not None and not math.isfinite(value):
                 values[metric] = None
-                notes.setdefault(metric, f"{value} on image '{image_id}' (written as null; PSNR is infinite "
-                                         "where SR equals GT), so the mean is null too")
+                notes.setdefault(metric, f"{value} on image '{image_id}' (written as null), so the mean is null too")
         rows.append({"image": image_id, **values})
         notes.update(why)
     mean: dict[str, float | None] = {}
     for metric in metrics:
         values = [row[metric] for row in rows]
-        mean[metric] = statistics.fmean(values) if all(v is not None for v in values) else None
+        if all(v is not None for v in values):
+            mean[metric] = math.inf if math.inf in values else statistics.fmean(values)
+        else:
+            mean[metric] = None
     return {"protocol": proto.label, "scale": scale, "dataset": dataset, "metrics": list(metrics),
             "images": rows, "mean": mean, "notes": notes}
 

@@ -15,79 +15,34 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .. import atomic
 from ..results.csv_views import csv_text
-from ..results.database import DB_NAME, connect, dumps, read_database, transaction
+from ..results.database import (DB_NAME, UnreadableRow, connect, dumps, missing_tables, parse_row, read_database,
+                                transaction)
 from .records import CaseRecord, ImageRecord
 
 FINAL_STATUSES = ("ok", "error", "unsupported", "no-weights")
 STALE_AFTER_S = 600.0       # a claim from another host without a heartbeat for this long is taken over
 HEARTBEAT_S = 30.0
-TMP_PREFIX = ".asr-bench-"  # our own temp files: the only ones a store ever deletes
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write temp + fsync + rename: the old or the new contents, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{temp_owner()}@{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write temp + fsync + rename (asr_bench.atomic): the old or the new contents, never a mix."""
+    atomic.write_text(path, text)
 
 
 def jsonl(rows: list[dict[str, Any]]) -> str:
     return "".join(dumps(row) + "\n" for row in rows)
 
 
-def process_start(pid: int) -> str:
-    """The start time of a process (field 22 of /proc/<pid>/stat), so a reused pid is not mistaken for the claimer."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def process_alive(pid: int, start: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return not start or not process_start(pid) or process_start(pid) == start
-
-
-def temp_owner() -> str:
-    """Who writes a temp file, in its name ("<pid>-<start>@<host>"), so another process opening the folder can
-    tell a write in progress from one cut short by a kill."""
-    pid = os.getpid()
-    return f"{pid}-{process_start(pid)}@{socket.gethostname()}"
-
-
-def abandoned_temp(path: Path, now: float) -> bool:
-    """Whether a temp file of ours was left by a dead writer: on this host its process is gone (or the pid was
-    reused); from another host, or under an older naming without an owner, it has not changed for `STALE_AFTER_S`."""
-    owner = path.name[len(TMP_PREFIX):].split("@", 2)
-    pid, _, start = owner[0].partition("-")
-    if len(owner) == 3 and pid.isdigit() and owner[1] == socket.gethostname():
-        return not process_alive(int(pid), start)
-    try:
-        return now - path.stat().st_mtime > STALE_AFTER_S
-    except OSError:  # already renamed into place or removed by its writer
-        return False
+process_start = atomic.process_start
+process_alive = atomic.process_alive
 
 
 class RunStore:
@@ -96,18 +51,58 @@ class RunStore:
     def __init__(self, run_dir: str | Path, db_name: str = DB_NAME) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        now = time.time()
-        for leftover in self.run_dir.glob(f"{TMP_PREFIX}*.tmp"):  # our writes cut short by a kill; targets intact
-            if abandoned_temp(leftover, now):  # never a concurrent writer's file in progress
-                leftover.unlink(missing_ok=True)
+        atomic.clean(self.run_dir)  # our writes cut short by a kill (targets intact); never a live writer's
         self.db_path = self.run_dir / db_name
-        self.conn = connect(self.db_path)
+        missing = missing_tables(self.db_path)
+        self.conn = connect(self.db_path)  # creates any table that is missing
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.pid_start = process_start(self.pid)
         self.run_seq: int | None = None
         self._lock = threading.Lock()
         self._heartbeat: threading.Thread | None = None
+        self.repairs = [f"{self.db_path}: table {t} was missing: created empty" for t in missing]
+        self.repairs += self.check_and_repair()
+
+    def check_and_repair(self) -> list[str]:
+        """The integrity check on open: what cannot be trusted is dropped, so a rerun computes it again, and each
+        repair is said (one line each, for the console). Dropped: rows that are not strict JSON objects (torn or
+        edited; 1e999, NaN), case rows of an unknown status (e.g. 'running'), `ok` cases with fewer image rows
+        than their `n_images` (their images stay: the recompute resumes from them), and claims whose process is
+        dead (this host: pid gone or reused; another host: no heartbeat for STALE_AFTER_S)."""
+        said: list[str] = []
+        now = time.time()
+        with self._lock, transaction(self.conn):
+            for table, column, key in (("runs", "run_json", "seq"), ("cases", "record", "case_id"),
+                                       ("images", "record", "case_id || ' image ' || image"),
+                                       ("profiles", "profile", "case_id")):
+                for rowid, name, text in self.conn.execute(f"SELECT rowid, {key}, {column} FROM {table}").fetchall():
+                    try:
+                        parse_row(text)
+                    except UnreadableRow as exc:
+                        self.conn.execute(f"DELETE FROM {table} WHERE rowid = ?", (rowid,))
+                        said.append(f"dropped the unreadable {table} row of {name} (it {exc})")
+            for case_id, status in self.conn.execute(
+                    "SELECT case_id, status FROM cases WHERE status NOT IN (%s)" % ",".join("?" * len(FINAL_STATUSES)),
+                    FINAL_STATUSES).fetchall():
+                self.conn.execute("DELETE FROM cases WHERE case_id = ?", (case_id,))
+                said.append(f"case {case_id} was left '{status}': it will be computed again")
+            for case_id, key, text in self.conn.execute(
+                    "SELECT case_id, case_key, record FROM cases WHERE status = 'ok'").fetchall():
+                expected = parse_row(text).get("n_images")
+                stored = self.conn.execute("SELECT COUNT(*) FROM images WHERE case_id = ? AND case_key = ?",
+                                           (case_id, key)).fetchone()[0]
+                if isinstance(expected, int) and stored < expected:
+                    self.conn.execute("DELETE FROM cases WHERE case_id = ?", (case_id,))
+                    said.append(f"case {case_id} records {expected} images but {stored} are stored: "
+                                "the missing ones will be computed")
+            for case_id, host, pid, start, beat in self.conn.execute(
+                    "SELECT case_id, host, pid, pid_start, heartbeat FROM claims").fetchall():
+                alive = process_alive(pid, start) if host == self.host else now - beat < STALE_AFTER_S
+                if not alive and not (host == self.host and pid == self.pid):
+                    self.conn.execute("DELETE FROM claims WHERE case_id = ?", (case_id,))
+                    said.append(f"case {case_id} was claimed by {host} pid {pid}, which is gone: claim released")
+        return [f"{self.db_path}: {line}" for line in said]
 
     def path(self, name: str) -> Path:
         return self.run_dir / name
@@ -119,7 +114,7 @@ class RunStore:
 
     def record(self, case_id: str) -> tuple[str, CaseRecord] | None:
         row = self.conn.execute("SELECT case_key, record FROM cases WHERE case_id = ?", (case_id,)).fetchone()
-        return (row[0], CaseRecord.from_dict(json.loads(row[1]))) if row else None
+        return (row[0], CaseRecord.from_dict(parse_row(row[1]))) if row else None
 
     def finished(self, case_id: str, case_key: str | None = None) -> CaseRecord | None:
         """The stored final record of a case; with `case_key`, only if it was computed under that provenance."""
@@ -131,16 +126,16 @@ class RunStore:
     def images_of(self, case_id: str, case_key: str) -> dict[str, ImageRecord]:
         rows = self.conn.execute("SELECT image, record FROM images WHERE case_id = ? AND case_key = ?",
                                  (case_id, case_key)).fetchall()
-        return {image: ImageRecord.from_dict(json.loads(text)) for image, text in rows}
+        return {image: ImageRecord.from_dict(parse_row(text)) for image, text in rows}
 
     def profile_of(self, case_id: str, case_key: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT profile FROM profiles WHERE case_id = ? AND case_key = ?",
                                 (case_id, case_key)).fetchone()
-        return json.loads(row[0]) if row else None
+        return parse_row(row[0]) if row else None
 
     @property
     def cases(self) -> dict[str, CaseRecord]:
-        return {case_id: CaseRecord.from_dict(json.loads(text))
+        return {case_id: CaseRecord.from_dict(parse_row(text))
                 for case_id, text in self.conn.execute("SELECT case_id, record FROM cases ORDER BY rowid")}
 
     # ---- claims
@@ -255,7 +250,7 @@ class RunStore:
         if self.run_seq is None:
             return {}
         row = self.conn.execute("SELECT run_json FROM runs WHERE seq = ?", (self.run_seq,)).fetchone()
-        return json.loads(row[0]) if row else {}
+        return parse_row(row[0]) if row else {}
 
     # ---- exported views
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .. import atomic
 from ..results.schema import label_stem
 from .records import slug
 
@@ -87,6 +88,6 @@ def save_crops(folder: Path, name: str, sr: torch.Tensor, hr: torch.Tensor, lr: 
         else:
             thumb = hr.float().cpu()
         write_image(folder / "thumb.png", to_uint8(thumb))
-        folder.mkdir(parents=True, exist_ok=True)
-        box_file.write_text(json.dumps({"box": [top, left, bottom, right], "hr_size": [int(hr_h), int(hr_w)],
-                                        "chosen": "crop_at" if crop_at is not None else "most detail"}))
+        box = {"box": [top, left, bottom, right], "hr_size": [int(hr_h), int(hr_w)],
+               "chosen": "crop_at" if crop_at is not None else "most detail"}
+        atomic.write_text(box_file, json.dumps(box))

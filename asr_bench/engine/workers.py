@@ -14,12 +14,14 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
+from .. import atomic
 from ..config import Config
 from ..errors import UserError, cannot_write
 from .cases import Case, load_plugins
@@ -27,6 +29,7 @@ from .execute import Sink, execute_case
 from .records import CaseRecord, ImageRecord
 
 POLL_S = 0.1
+TIMED_OUT = "timed out after"  # how a case killed at profiling.case_timeout is recorded: "timed out after N s"
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Task:
     done: dict[str, dict[str, Any]]
     profile: dict[str, Any] | None
     progress: bool
+    umask: int | None = None  # the run's: a worker forks from a server started earlier, perhaps under another
 
 
 class PipeSink:
@@ -76,6 +80,17 @@ def deliver(message: tuple[Any, ...], sink: Sink) -> None:
         sink.put_profile(payload)
     elif kind == "case":
         sink.put_case(CaseRecord.from_dict(payload))
+    elif kind == "note":  # a line for the user (a compile starting): on its own line, above the bars
+        from .console import write
+
+        write(str(payload))
+
+
+def died_error(died: str) -> str:
+    """The error a case is stored with when its worker did not finish it (`Supervisor.run`'s reason)."""
+    if died.startswith(TIMED_OUT):
+        return f"{died} (profiling.case_timeout): its worker was stopped and the run went on"
+    return f"worker process died ({died}) before the case finished"
 
 
 def exit_reason(code: int | None) -> str:
@@ -134,9 +149,11 @@ class Supervisor:
         """Run one task; None when it finished, else why the worker died. A UserError in the worker is raised here."""
         if self.worker is None or not self.worker.is_alive():
             self._start()
+        if task.umask is None:
+            task = replace(task, umask=atomic.current_umask())  # files the worker writes get the run's umask
         try:
             self.tasks_out.send(task)
-            outcome = self._pump(sink)
+            outcome = self._pump(sink, task.config.profiling.case_timeout)
         except BaseException:
             self.stop(kill=True)
             raise
@@ -144,8 +161,22 @@ class Supervisor:
             self.stop(kill=outcome is not None)
         return outcome
 
-    def _pump(self, sink: Sink) -> str | None:
+    def _pump(self, sink: Sink, timeout: float | None = None) -> str | None:
+        """Forward the worker's messages until it says done; why it died otherwise. Past `timeout` seconds the
+        worker is killed (a method that never returns must not hold the run): 'timed out after N s'."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if deadline is not None and time.monotonic() > deadline and self.worker.is_alive():
+                self.worker.kill()
+                self.worker.join()
+                while self.results_in.poll(0):  # what it sent before it was killed (images scored so far)
+                    try:
+                        message = self.results_in.recv()
+                    except EOFError:
+                        break
+                    if message[0] not in ("done", "user_error"):
+                        deliver(message, sink)
+                return f"{TIMED_OUT} {timeout:g} s"
             if self.results_in.poll(POLL_S):
                 try:
                     message = self.results_in.recv()
@@ -191,6 +222,10 @@ class Supervisor:
 
 def worker_main(tasks: Any, results: Any, lifeline: Any) -> None:
     _exit_with_run(lifeline)
+    from ..ops import build
+
+    # The supervisor draws the progress bars: a note printed here would land on the bar's line.
+    build.compile_notice = lambda op, backend: results.send(("note", build.compile_text(op, backend)))
     while True:
         try:
             task = tasks.recv()
@@ -198,6 +233,8 @@ def worker_main(tasks: Any, results: Any, lifeline: Any) -> None:
             return
         if task is None:
             return
+        if task.umask is not None:
+            os.umask(task.umask)
         with warnings.catch_warnings(record=True) as caught:  # handed to the run, which shows each one once
             warnings.simplefilter("always")
             try:

@@ -4,7 +4,7 @@
                                   [--json]
     (`python run_bench.py bench-ops ...` forwards here)
 
-Ratios are the honest figure on a shared or noisy machine (DESIGN.md "Measured figures"): each backend is timed
+Ratios are the honest figure on a shared or noisy machine (docs/architecture.md §9): each backend is timed
 in the same process as the reference, medians of `--repeats` runs after one warm-up, in wall time and in the
 calling thread's CPU time (`time.thread_time`, which another process's load does not inflate; with several
 threads it counts this thread's share only). Each row is printed as soon as it is measured (a table line, or one
@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from ..errors import UserError
 from ..jsontext import dumps
 from ..memory import cpu_peak_increase_mb, cuda_peak_mb
 from .spec import OpSpec, Workload, get_op, op_specs
@@ -226,8 +227,15 @@ def format_table(measured: list[dict[str, Any]]) -> str:
     return "\n".join([table_header(memory), *(table_line(row, memory) for row in measured)])
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad argument is a one-line UserError (exit 2), as in every other command, not a 5-line usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message}. See `{self.prog} --help`.")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench-ops", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="bench-ops", description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--only", help="one op, e.g. rasterize")
     parser.add_argument("--workload", help="only workloads whose name contains this text")
@@ -262,4 +270,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(UserError.exit_code)

@@ -39,6 +39,7 @@ from types import ModuleType
 
 import torch
 
+from ..atomic import write_bytes as atomic_write_bytes
 from ..errors import UnknownName, UserError
 from ..resources import csrc_dir
 from ..stages import one_time_setup
@@ -61,12 +62,19 @@ class ExtensionUnavailable(UserError):
 
 @dataclass(frozen=True)
 class Extension:
-    """Where one op's backend comes from and where its build is cached."""
+    """Where one op's backend comes from and where its build is cached.
+
+    The build compiles copies of the inputs staged in the build folder (`<build dir>/src/<op>/cpu.cpp`,
+    `<build dir>/src/common/*.h`), not the checkout's files: ninja records the paths it compiled and rebuilds when
+    they change (or are newer than the build), so building from the checkout would make two checkouts of one commit
+    that share the cache rebuild each other's builds at every switch. The folder is keyed by the inputs' content,
+    so the staged copies are the same bytes whichever checkout staged them."""
 
     op: str
     backend: str
-    sources: tuple[Path, ...]
+    sources: tuple[Path, ...]  # in the checkout (or installed package)
     key: str
+    headers: tuple[tuple[str, Path], ...] = ()  # (path under the staged src/, file in the checkout)
 
     @property
     def name(self) -> str:
@@ -75,6 +83,21 @@ class Extension:
     @property
     def build_dir(self) -> Path:
         return cache_root() / self.name
+
+    @property
+    def staged_root(self) -> Path:
+        """The build's own copy of csrc/ (this op's folder and common/): what the compiler reads."""
+        return self.build_dir / "src"
+
+    @property
+    def inputs(self) -> tuple[tuple[Path, Path], ...]:
+        """(staged copy, original) of every source and header the build reads."""
+        pairs = [(self.staged_root / self.op / s.name, s) for s in self.sources]
+        return (*pairs, *((self.staged_root / relative, origin) for relative, origin in self.headers))
+
+    @property
+    def staged_sources(self) -> tuple[Path, ...]:
+        return tuple(self.staged_root / self.op / s.name for s in self.sources)
 
     @property
     def is_cached(self) -> bool:
@@ -121,7 +144,22 @@ def extension(op: str, backend: str, root: Path = CSRC) -> Extension | None:
         digest.update(f"{COMMON}/{path.name}".encode() + path.read_bytes())
     flags = CXX_FLAGS + LD_FLAGS + (NVCC_FLAGS if backend == "cuda" else [])
     digest.update(" ".join([*flags, torch.__version__, sys.version, _cpu_signature()]).encode())
-    return Extension(op, backend, (source,), digest.hexdigest()[:12])
+    headers = [*((f"{op}/{h.name}", h) for h in _headers(root / op)),
+               *((f"{COMMON}/{h.name}", h) for h in _headers(root / COMMON))]
+    return Extension(op, backend, (source,), digest.hexdigest()[:12], tuple(headers))
+
+
+def stage_inputs(ext: Extension) -> None:
+    """Copy the sources and headers into the build folder where missing or different (call under `build_lock`).
+    An unchanged copy keeps its old mtime, so ninja sees nothing newer than the build and only loads it."""
+    for staged, origin in ext.inputs:
+        data = origin.read_bytes()
+        try:
+            if staged.read_bytes() == data:
+                continue
+        except OSError:
+            pass
+        atomic_write_bytes(staged, data)
 
 
 def has_compiler() -> bool:
@@ -173,10 +211,15 @@ def load_extension(op: str, backend: str) -> ModuleType:
     return module
 
 
-def _default_compile_notice(op: str, backend: str) -> None:
-    """A minute of silence looks like a hang: say what is happening (above any tqdm bars, via tqdm.write)."""
-    text = (f"compiling the {'C++' if backend == 'cpp' else backend.upper()} {op} backend "
+def compile_text(op: str, backend: str) -> str:
+    return (f"compiling the {'C++' if backend == 'cpp' else backend.upper()} {op} backend "
             "(once, about a minute; cached afterwards)...")
+
+
+def _default_compile_notice(op: str, backend: str) -> None:
+    """A minute of silence looks like a hang: say what is happening (above any tqdm bars, via tqdm.write). A run's
+    worker process replaces this with a message to its supervisor, which owns the console and its bars."""
+    text = compile_text(op, backend)
     try:
         from tqdm import tqdm
 
@@ -199,16 +242,20 @@ def will_compile(ext: Extension) -> bool:
     if not ninja.exists():
         return True
     text = ninja.read_text(encoding="utf-8", errors="replace")
-    if not all(str(source) in text for source in ext.sources):
-        return True
+    if not all(str(source) in text for source in ext.staged_sources):
+        return True  # built before sources were staged (from a checkout's path): ninja rebuilds
     built = min(p.stat().st_mtime for p in ext.build_dir.glob(f"{ext.name}*.so"))
-    folders = {source.parent for source in ext.sources} | {source.parent.parent / COMMON for source in ext.sources}
-    inputs = [*ext.sources, *(h for folder in folders for h in _headers(folder))]
-    return any(path.stat().st_mtime > built for path in inputs)
+    for staged, origin in ext.inputs:
+        try:
+            if staged.stat().st_mtime > built or staged.read_bytes() != origin.read_bytes():
+                return True
+        except OSError:
+            return True  # a staged copy is missing: staging writes it anew, newer than the build
+    return False
 
 
-def _compile(op: str, backend: str) -> ModuleType:
-    ext = extension(op, backend)
+def _compile(op: str, backend: str, root: Path | None = None) -> ModuleType:
+    ext = extension(op, backend) if root is None else extension(op, backend, root)
     if ext is None:
         raise ExtensionUnavailable(
             f"op '{op}' has no {backend} backend (no csrc/{op}/{SOURCE_OF_BACKEND[backend]}); use backend='torch'."
@@ -220,14 +267,15 @@ def _compile(op: str, backend: str) -> ModuleType:
     if compiling:
         compile_notice(op, backend)
     ext.build_dir.mkdir(parents=True, exist_ok=True)
-    include = [str(CSRC / op), str(CSRC)]  # csrc/ so that "common/<name>.h" resolves
+    include = [str(ext.staged_root / op), str(ext.staged_root)]  # src/ so that "common/<name>.h" resolves
     setup = f"{'compiling' if compiling else 'loading'} the {backend} {op} backend"
     try:
         with one_time_setup(setup), build_lock(ext.build_dir):
+            stage_inputs(ext)
             load = cpp_extension().load
             return load(
                 name=ext.name,
-                sources=[str(s) for s in ext.sources],
+                sources=[str(s) for s in ext.staged_sources],
                 extra_cflags=list(CXX_FLAGS),  # copies: torch appends its libraries to these lists, and the flags
                 extra_cuda_cflags=list(NVCC_FLAGS),  # are part of every later cache key
                 extra_ldflags=list(LD_FLAGS),

@@ -18,9 +18,9 @@ every self-test and prints the verdicts.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
-import os
 import platform
 import re
 import time
@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from .. import atomic
 from ..stages import one_time_setup
 from .build import (
     ExtensionUnavailable,
@@ -165,9 +166,24 @@ def _with(result: Verdict, **changes: Any) -> Verdict:
     return Verdict(**{**asdict(result), **changes})
 
 
+def file_safe(name: str) -> str:
+    """`name` as a portable file-name part: runs of anything but ASCII letters, digits, '.', '_' and '-' become one
+    '_' ('cpu Intel(R) Xeon(R)' -> 'cpu_Intel_R_Xeon_R_'), plus 8 hex digits of the name's sha256 when anything
+    was replaced, so two device names that differ only in such characters never share a verdict file."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    if safe == name and safe not in ("", ".", ".."):
+        return safe
+    return f"{safe}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+
+
+def verdict_file(build: str, device: str) -> Path:
+    """The file a verdict of `build` on the device named `device` (as `device_name` gives it) is stored in."""
+    return verdict_dir() / f"{build}--{file_safe(device)}.json"
+
+
 def _file(key: tuple[str, str, str, str]) -> Path:
     op, backend, build, name = key
-    return verdict_dir() / f"{build}--{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}.json"
+    return verdict_file(build, name)
 
 
 def _read(key: tuple[str, str, str, str]) -> Verdict | None:
@@ -187,10 +203,7 @@ def _write(result: Verdict) -> None:
     if not math.isfinite(record["max_error"]):
         record["max_error"] = 1e300  # JSON has no inf; anything above the tolerance reads the same
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        scratch.write_text(json.dumps(record, indent=1))
-        scratch.replace(path)  # atomic: a concurrent worker reads the old file or the new one, never half
+        atomic.write_text(path, json.dumps(record, indent=1))  # a concurrent worker reads the old or the new file
     except OSError:
         pass  # a read-only cache only costs a re-run in the next process
 

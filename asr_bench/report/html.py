@@ -6,18 +6,15 @@ CDNs), so the file works offline and can be mailed or archived with the run.
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import yaml
 
+from .. import atomic
 from ..jsontext import dumps
 from ..resources import templates_dir
 from ..results.schema import slug
@@ -28,7 +25,7 @@ from .model import (
     FRAME_RATES, AccuracyTable, Cell, CostRow, VariantRow, accuracy_tables, cost_only_summary, cost_rows,
     dataset_title, decimals, delta_places, fmt, fmt_delta, fmt_rate, footnote_mark, frame_rate_reasons,
     has_frame_rates, lower_better, metric_title, ordered_unique, scale_title, unsupported_summary, variant_label,
-    variant_rows, with_variant_labels,
+    variant_rows, with_variant_labels, delta_sign, TIME_RULE, few_repeats_note,
 )
 from .plots import TITLES, all_plots, stage_caption
 from .published import load_published
@@ -37,6 +34,8 @@ from .tables import (
     accuracy_csv, accuracy_latex, accuracy_markdown, cost_csv, cost_header, cost_latex, cost_markdown, has_peak,
     figure_note_lines, frame_rate_note, latex_document, published_csv, published_display, published_latex, published_markdown,
     published_rows, variant_cells, variant_csv, variant_header, variant_latex, variant_markdown, variant_notes,
+    pairwise_csv, time_pairwise_csv, paired_entries, paired_display, rank_rows, significance_rule, few_images_note,
+    RANK_NOTE, _pairs_note,
 )
 from .visuals import VisualRow, figure_png, visual_rows
 
@@ -100,10 +99,9 @@ class _Footnotes:
 def _published_view(match: Any, metric: str) -> dict[str, Any]:
     places = delta_places(match.row.places, metric)
     shown = match.row.places if match.row.places is not None else decimals(metric)
-    better = (match.delta < 0) if lower_better(metric) else (match.delta > 0)
     return {
         "value": f"{match.row.value:.{shown}f}", "delta": fmt_delta(match.delta, places),
-        "sign": "same" if round(match.delta, places) == 0 else ("better" if better else "worse"),
+        "sign": delta_sign(match.delta, match.row.places, metric),
         "same_protocol": match.same_protocol, "protocol": match.row.protocol,
         "kind": "ref" if match.row.kind == "reference" else "pub",
         "title": f"{match.row.kind}: {match.row.value} ({match.row.source}; protocol {match.row.protocol or '?'})",
@@ -111,7 +109,7 @@ def _published_view(match: Any, metric: str) -> dict[str, Any]:
 
 
 def _cell_view(cell: Cell, metric: str, table_id: int) -> dict[str, Any]:
-    return {"text": cell.text, "kind": cell.kind, "best": cell.best, "second": cell.second,
+    return {"text": cell.text, "kind": cell.kind, "best": cell.best, "second": cell.second, "tied": cell.tied,
             "note": footnote_mark(cell.note) if cell.note is not None else None,
             "anchor": f"t{table_id}-{cell.note}" if cell.note is not None else "",
             "published": [_published_view(m, metric) for m in cell.published]}
@@ -160,7 +158,18 @@ def _accuracy_view(table: AccuracyTable, table_id: int) -> dict[str, Any]:
         "footnotes": [{"mark": footnote_mark(i + 1), "anchor": f"t{table_id}-{i + 1}", "text": text}
                       for i, text in enumerate(table.footnotes)],
         "dropped": table.dropped,
+        "rule": significance_rule(table), "few": few_images_note(table),
+        "ranks": _rank_view(table),
+        "pairs": [paired_display(e) for e in paired_entries(table)],
+        "pairs_note": _pairs_note(table) if table.tested else "",
     }
+
+
+def _rank_view(table: AccuracyTable) -> dict[str, Any] | None:
+    if len({(c.dataset, c.scale) for c in table.columns}) < 2 or len(table.rows) < 2:
+        return None
+    metrics, body = rank_rows(table)
+    return {"header": ["Method", *(f"{metric_title(m)} rank" for m in metrics)], "rows": body, "note": RANK_NOTE}
 
 
 def _cost_view(rows: Sequence[CostRow], notes: _Footnotes) -> dict[str, Any]:
@@ -182,7 +191,7 @@ def _cost_view(rows: Sequence[CostRow], notes: _Footnotes) -> dict[str, Any]:
             "params": fmt(r.params / 1e6 if r.params is not None else None, 3),
             "flops": fmt(r.flops / 1e9 if r.flops is not None else None, 2),
             "peak": fmt(r.peak_percent, 0),
-            "best_time": r.best_time, "best_memory": r.best_memory,
+            "best_time": r.best_time, "tied_time": r.tied_time, "best_memory": r.best_memory,
         })
     warmups = ordered_unique(str(r.time_warmup) for r in rows if r.time_repeats)
     timing = (f"the median after {'/'.join(warmups)} warm-up call{'s' if warmups != ['1'] else ''}" if warmups else "")
@@ -192,7 +201,8 @@ def _cost_view(rows: Sequence[CostRow], notes: _Footnotes) -> dict[str, Any]:
             "has_count": any(r.spread_text for r in rows),
             "frames_note": frame_rate_note(rows), "frames_na": frame_rate_reasons(rows),
             "figure_notes": figure_note_lines(rows),
-            "single_repeat": bool(rows) and all(r.time_repeats == 1 for r in rows if r.time_repeats)}
+            "single_repeat": bool(rows) and all(r.time_repeats == 1 for r in rows if r.time_repeats),
+            "time_rule": TIME_RULE, "few": ""}
 
 
 def _variant_view(rows: Sequence[VariantRow], names: Sequence[str]) -> dict[str, Any]:
@@ -230,22 +240,25 @@ def render_html(data: RunData, tables: Sequence[AccuracyTable], cost: Sequence[C
     notes = _Footnotes()
     accuracy = [_accuracy_view(t, i + 1) for i, t in enumerate(tables)]
     cost_view = _cost_view(cost, notes)
+    few = few_repeats_note(data.cases)
+    cost_view["few"] = few[:1].upper() + few[1:] + "." if few else ""
     published_view = []
     for e in published:
         cells = published_display(e)
         dplaces = delta_places(e.get("places") if isinstance(e.get("places"), int) else None, str(e["metric"]))
-        better = (float(e["delta"]) < 0) if lower_better(str(e["metric"])) else (float(e["delta"]) > 0)
         published_view.append({
             "label": cells[0], "dataset": cells[1], "scale": cells[2], "metric": cells[3], "ours": cells[4],
             "published": cells[5], "delta": cells[6], "kind": cells[7], "protocol": cells[8],
             "published_protocol": e["published_protocol"], "same_protocol": e["same_protocol"], "source": e["source"],
-            "sign": "same" if round(float(e["delta"]), dplaces) == 0 else ("better" if better else "worse")})
+            "sign": delta_sign(float(e["delta"]), e.get("places") if isinstance(e.get("places"), int) else None,
+                               str(e["metric"]))})
     protocols = ordered_unique(c.protocol for c in data.cases)
     return _template().render(
         title=f"asr-bench report — {data.run_dir.name}",
         run_name=data.run_dir.name,
         protocols=protocols,
         n_cases=len(data.cases),
+        partial=data.partial,
         statuses=status_words(data.cases),
         machine=machine(data.run),
         cost_only=cost_only_summary(data.cases),
@@ -268,46 +281,13 @@ def render_html(data: RunData, tables: Sequence[AccuracyTable], cost: Sequence[C
     )
 
 
-TEMP_PREFIX = ".report-tmp-"  # <run>/.report-tmp-<pid>-<random>/: the report's own temp files, nothing else
+TEMP_PREFIX = atomic.TEMP_PREFIX  # the report's temp files, as every writer's (asr_bench.atomic)
 
 
-def _write(path: Path, text: str | bytes, temp_dir: Path) -> Path:
-    """Write into `temp_dir`, then rename onto `path`: a reader never sees half a file, and a failed write
-    (a full disk) leaves no temp file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=temp_dir, suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text if isinstance(text, bytes) else text.encode("utf-8"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-@contextlib.contextmanager
-def _temp_dir(run_dir: Path) -> Iterator[Path]:
-    """A fresh temp folder for this render, removed after it; folders left by a killed render are removed."""
-    for stale in run_dir.glob(f"{TEMP_PREFIX}*"):
-        pid = stale.name[len(TEMP_PREFIX):].split("-", 1)[0]
-        if stale.is_dir() and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-    folder = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=run_dir))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
+def _write(path: Path, text: str | bytes) -> Path:
+    """Temp file + rename (asr_bench.atomic): a reader never sees half a file, a failed write (a full disk) leaves
+    the old file and no temp file, and the file gets the user's umask like any file they create."""
+    return atomic.write_bytes(path, text if isinstance(text, bytes) else text.encode("utf-8"))
 
 
 def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str, Path]:
@@ -317,29 +297,32 @@ def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str,
     given), 'precision.md|tex|csv' (when the run has several precisions or compile settings), 'tables.tex' (a complete LaTeX document inputting the .tex tables), 'plots/<name>.png|pdf|svg'
     (including one 'visual_<dataset>_x<scale>_<image>.png' figure per crop folder), 'report.html'.
     """
-    results = load(Path(run_dir))  # the public reading API: DataFrames + the records they were built from
+    # the public reading API: DataFrames + the records they were built from (a partial run: the header says it)
+    results = load(Path(run_dir), warn_partial=False)
     stored = results.data
     data = dataclasses.replace(stored, cases=with_variant_labels(stored.cases))  # fp32 and bf16 rows kept apart
     published_numbers = load_published(published_dir)
     metrics = configured_metrics(data.run)
-    tables = accuracy_tables(data.cases, published_numbers, metrics)
+    tables = accuracy_tables(data.cases, published_numbers, metrics, images=data.images)
     peak = data.run.get("gemm_peak") if isinstance(data.run.get("gemm_peak"), dict) else {}
     cost = cost_rows(data.cases, peak.get("gflops"))
     published = published_rows(tables)
-    plots = all_plots(data.cases)
+    plots = all_plots(data.cases, published_numbers)
     variants = variant_rows(stored.cases, metrics)
-    with _temp_dir(data.run_dir) as temp_dir:
-        return _write_all(data, published_dir, tables, cost, published, plots, temp_dir, variants, stored)
+    for folder in (data.run_dir, data.run_dir / "tables", data.run_dir / "plots"):
+        atomic.clean(folder)  # temp files of a render killed midway (the files they were to replace are intact)
+    return _write_all(data, published_dir, tables, cost, published, plots, variants, stored)
 
 
 def _write_all(data: RunData, published_dir: Path | None, tables: Any, cost: Any, published: Any,
-               plots: dict[str, bytes], temp_dir: Path, variants: tuple[Any, Any] = ((), ()),
+               plots: dict[str, bytes], variants: tuple[Any, Any] = ((), ()),
                stored: RunData | None = None) -> dict[str, Path]:
     out: dict[str, Path] = {}
     tables_dir = data.run_dir / "tables"
     texts = {"accuracy.md": accuracy_markdown(tables, data.cases), "accuracy.tex": accuracy_latex(tables, data.cases),
              "accuracy.csv": accuracy_csv(tables), "cost.md": cost_markdown(cost, data.cases),
-             "cost.tex": cost_latex(cost, data.cases), "cost.csv": cost_csv(cost)}
+             "cost.tex": cost_latex(cost, data.cases), "cost.csv": cost_csv(cost),
+             "pairwise.csv": pairwise_csv(tables), "time_pairwise.csv": time_pairwise_csv(data.cases)}
     inputs = [name for name, has in (("accuracy", bool(tables)), ("cost", bool(cost))) if has]
     if variants[0]:
         texts |= {"precision.md": variant_markdown(*variants), "precision.tex": variant_latex(*variants),
@@ -352,16 +335,16 @@ def _write_all(data: RunData, published_dir: Path | None, tables: Any, cost: Any
             inputs.append("published")
     texts["tables.tex"] = latex_document(inputs)
     for name, text in texts.items():
-        out[name] = _write(tables_dir / name, text, temp_dir)
+        out[name] = _write(tables_dir / name, text)
     for name, files in plots.items():
         for fmt_name, payload in files.items():
-            out[f"plots/{name}.{fmt_name}"] = _write(data.run_dir / "plots" / f"{name}.{fmt_name}", payload, temp_dir)
+            out[f"plots/{name}.{fmt_name}"] = _write(data.run_dir / "plots" / f"{name}.{fmt_name}", payload)
     # the engine names a crop by the case's variant label (the plain label for fp32 eager), in every run
     crop_cases = [dataclasses.replace(c, label=variant_label(c)) for c in (stored or data).cases]
     visuals = visual_rows(data.run_dir, crop_cases, data.images)
     for row in visuals:
         name = f"plots/visual_{slug(row.dataset)}_x{row.scale}_{row.image}.png"
-        out[name] = _write(data.run_dir / name, figure_png(row), temp_dir)
+        out[name] = _write(data.run_dir / name, figure_png(row))
     out["report.html"] = _write(data.run_dir / "report.html",
-                                render_html(data, tables, cost, published, plots, visuals, variants), temp_dir)
+                                render_html(data, tables, cost, published, plots, visuals, variants))
     return out

@@ -107,6 +107,15 @@ def fmt_delta(value: float, places: int) -> str:
     return f"{value:+.{places}f}"
 
 
+def delta_sign(delta: float, places: int | None, metric: str) -> str:
+    """'same' when |delta| is below half the last printed digit of the published number (rounding cannot tell them
+    apart: 32.38 printed stands for 32.375..32.385), else 'better' / 'worse' for us. Unknown precision: the metric's."""
+    digits = places if places is not None and places >= 0 else decimals(metric)
+    if abs(delta) < 0.5 * 10 ** (-digits):
+        return "same"
+    return "better" if ((delta < 0) if lower_better(metric) else (delta > 0)) else "worse"
+
+
 def delta_places(published_places: int | None, metric: str) -> int:
     """A delta is shown to the published value's precision plus two digits, so a 4-decimal reproduction of a
     2-decimal paper number is visible; the metric's own decimals where the precision is not known."""
@@ -165,6 +174,8 @@ class Cell:
     kind: str = "missing"
     best: bool = False
     second: bool = False
+    tied: bool = False        # best, or not significantly worse than the best: the data cannot separate them
+    rank: float | None = None  # rank in its column (1 = best; ties share the average rank)
     note: int | None = None
     message: str = ""
     published: list[PublishedMatch] = field(default_factory=list)
@@ -191,6 +202,12 @@ class AccuracyTable:
     rows: list[Row]
     footnotes: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    pairs: object = None          # the pairwise frame (asr_bench.results.stats.pairwise) of this table; None: untested
+
+    @property
+    def tested(self) -> bool:
+        """Whether bold means "significantly better than the second" (per-image values were there to test)."""
+        return self.pairs is not None
 
     def groups(self) -> list[tuple[str, str, int]]:
         """(dataset, scale, number of metric columns) in column order, for spanning headers."""
@@ -266,8 +283,8 @@ def _value_grid(cases: Sequence[CaseRecord], names: Sequence[str]) -> dict[tuple
 
 
 def _mark_best(rows: list[Row], index: int, metric: str) -> None:
-    """Bold every cell equal (at display precision) to the best one, so visible ties are all bold; with three or
-    more values, underline the second best the same way."""
+    """Without per-image values (nothing to test): bold every cell equal at display precision to the best one, and
+    with three or more values underline the second best the same way."""
     places = decimals(metric)
     shown = sorted({round(row.cells[index].value, places) for row in rows if row.cells[index].kind == "value"},
                    reverse=not lower_better(metric))
@@ -282,9 +299,90 @@ def _mark_best(rows: list[Row], index: int, metric: str) -> None:
         cell.second = count >= 3 and len(shown) > 1 and round(cell.value, places) == shown[1]
 
 
+def _pair_lookup(pairs: object, protocol: str, column: "Column") -> dict[tuple[str, str], dict[str, object]]:
+    """(a, b) -> pairwise row (both orders; delta and interval flipped for b, a) of one table column."""
+    frame = pairs  # a pandas DataFrame
+    mine = frame[(frame["protocol"] == protocol) & (frame["dataset"] == column.dataset)
+                 & (frame["scale"] == column.scale) & (frame["metric"] == column.metric)]
+    out: dict[tuple[str, str], dict[str, object]] = {}
+    for row in mine.to_dict("records"):
+        out[(row["method_a"], row["method_b"])] = row
+        out[(row["method_b"], row["method_a"])] = {**row, "method_a": row["method_b"], "method_b": row["method_a"],
+                                                   "delta": -row["delta"], "low": -row["high"], "high": -row["low"],
+                                                   "mean_a": row["mean_b"], "mean_b": row["mean_a"]}
+    return out
+
+
+def significantly_better(pair: dict[str, object] | None, metric: str) -> bool:
+    """Whether method a beats method b in this pair row: Holm-adjusted p below alpha and the mean difference on the
+    better side (the interval then excludes zero on that side as well)."""
+    if not pair or not bool(pair.get("significant")):
+        return False
+    delta = float(pair["delta"])  # type: ignore[arg-type]
+    return delta < 0 if lower_better(metric) else delta > 0
+
+
+def _mark_significant(rows: list[Row], index: int, column: "Column", lookup: dict) -> None:
+    """Bold the best only when it beats the second best significantly; else the best and every method it does not
+    beat significantly are marked tied. Ranks (1 = best, ties averaged) feed the average-rank summary."""
+    present = [row for row in rows if row.cells[index].kind == "value"]
+    order = sorted(present, key=lambda r: r.cells[index].value, reverse=not lower_better(column.metric))
+    _rank(order, index, column.metric)
+    if len(order) < 2:
+        return
+    best = order[0]
+    beaten = {row.label for row in order[1:]
+              if significantly_better(lookup.get((best.label, row.label)), column.metric)}
+    if order[1].label in beaten:
+        best.cells[index].best = True
+        return
+    best.cells[index].tied = True
+    for row in order[1:]:
+        if row.label not in beaten:
+            row.cells[index].tied = True
+
+
+def _rank(order: list[Row], index: int, metric: str) -> None:
+    """Rank 1 = best; equal values at display precision share the average of their ranks."""
+    places = decimals(metric)
+    position = 0
+    while position < len(order):
+        same = [r for r in order[position:] if round(r.cells[index].value, places)
+                == round(order[position].cells[index].value, places)]
+        for r in same:
+            r.cells[index].rank = position + (len(same) + 1) / 2
+        position += len(same)
+
+
+def rank_summary(table: AccuracyTable) -> list[tuple[str, dict[str, tuple[float, int]]]]:
+    """label -> metric -> (average rank over the dataset x scale columns it has a value in, number of columns)."""
+    metrics = ordered_unique(c.metric for c in table.columns)
+    out = []
+    for row in table.rows:
+        per: dict[str, tuple[float, int]] = {}
+        for metric in metrics:
+            ranks = [cell.rank for col, cell in zip(table.columns, row.cells)
+                     if col.metric == metric and cell.rank is not None]
+            if ranks:
+                per[metric] = (sum(ranks) / len(ranks), len(ranks))
+        out.append((row.label, per))
+    return out
+
+
+def table_pairs(cases: Sequence[CaseRecord], images: Sequence[object]) -> object:
+    """The pairwise frame of these cases (labels as the tables show them) from their per-image rows."""
+    from ..results import cases_frame, images_frame
+    from ..results.stats import pairwise
+
+    return pairwise(images_frame(list(images)), cases_frame(list(cases)))
+
+
 def accuracy_tables(cases: Sequence[CaseRecord], published: Sequence[PublishedRow] = (),
-                    metrics: Sequence[str] = ()) -> list[AccuracyTable]:
+                    metrics: Sequence[str] = (), images: Sequence[object] | None = None) -> list[AccuracyTable]:
     """One table per protocol, holding only the methods that have numbers (at least one scored case).
+
+    With the per-image rows (`images`), every pair of methods is tested (asr_bench.results.stats) and bold means
+    "better than the second best, Holm-adjusted p < 0.05"; without them bold is the best value, untested.
 
     Random-weight and unsupported cases belong to the cost table; a metric column with no number in any row is
     dropped and named in `dropped` with its reason; so is a dataset x scale group where no method has a number.
@@ -342,9 +440,18 @@ def accuracy_tables(cases: Sequence[CaseRecord], published: Sequence[PublishedRo
                     cells.append(Cell(text=MISSING, kind="error" if case.status == ERROR else "na",
                                       note=footnotes.index(reason) + 1, message=case.error))
             rows.append(Row(label, first.method, first.encoder, cells))
+        pairs = None
+        if images is not None:
+            pairs = table_pairs(mine, images)
+            pairs = pairs[pairs["protocol"] == protocol]
         for index, col in enumerate(columns):
-            _mark_best(rows, index, col.metric)
-        tables.append(AccuracyTable(protocol, columns, rows, footnotes, dropped))
+            if pairs is None:
+                _mark_best(rows, index, col.metric)
+                _rank(sorted([r for r in rows if r.cells[index].kind == "value"], key=lambda r: r.cells[index].value,
+                             reverse=not lower_better(col.metric)), index, col.metric)
+            else:
+                _mark_significant(rows, index, col, _pair_lookup(pairs, protocol, col))
+        tables.append(AccuracyTable(protocol, columns, rows, footnotes, dropped, pairs))
     return tables
 
 
@@ -398,7 +505,8 @@ class CostRow:
     time_repeats: int
     time_warmup: int
     message: str = ""
-    best_time: bool = False
+    best_time: bool = False    # significantly faster than the second fastest (timed calls, Holm-adjusted p < 0.05)
+    tied_time: bool = False    # fastest median, or not significantly slower than it: the timer cannot separate them
     best_memory: bool = False
     random_weights: bool = False
     time_min_ms: float | None = None
@@ -523,15 +631,75 @@ def cost_rows(cases: Sequence[CaseRecord], peak_gflops: float | None = None) -> 
             figure_notes=figure_notes(c) if measured else {},
             peak_gflops=peak_gflops,
         ))
+    _mark_fastest(rows, cases)
     for key in ordered_unique((r.dataset, r.scale, r.protocol) for r in rows):
         group = [r for r in rows if (r.dataset, r.scale, r.protocol) == key]
-        for attr, flag in (("time_ms", "best_time"), ("memory_mb", "best_memory")):
-            values = [getattr(r, attr) for r in group if getattr(r, attr) is not None]
-            if len(values) >= 2:
-                for r in group:
-                    if getattr(r, attr) == min(values):
-                        setattr(r, flag, True)
+        values = [r.memory_mb for r in group if r.memory_mb is not None]
+        if len(values) >= 2:  # peak memory is one deterministic reading, not a noisy sample: the smallest is bold
+            for r in group:
+                r.best_memory = r.memory_mb == min(values)
     return rows
+
+
+TIME_RULE = ("fastest in bold only when its timed calls are faster than the second fastest's by a Mann-Whitney U "
+             "test, Holm-adjusted across the table, p < 0.05; ≈ = the fastest and those the timer cannot separate from it")
+
+
+def few_repeats_note(cases: Sequence[CaseRecord]) -> str:
+    """What the timed calls cannot establish: with n calls each the smallest two-sided Mann-Whitney p is
+    2 / C(2n, n); Holm over m comparisons multiplies it by m. '' when a significant difference is possible."""
+    from ..results import cases_frame
+    from ..results.stats import ALPHA, time_pairwise
+
+    measured = [c for c in cases if c.status in (OK, NO_WEIGHTS) and c.time_ms is not None]
+    if len(measured) < 2:
+        return ""
+    frame = time_pairwise(cases_frame(measured), intervals=False)
+    if not len(frame):
+        return ""
+    counts = [min(a, b) for a, b in zip(frame["n_a"], frame["n_b"])]
+    n, m = max(counts), int(frame["family_size"].max() or len(frame))
+    if n < 2:
+        return ("one timed call per case: times cannot be tested, so no time is bold; "
+                "set profiling.repeats to 7 or more for a test")
+    best = 2 / math.comb(2 * n, n) * max(m, 1)
+    if best < ALPHA:
+        return ""
+    return (f"with {n} timed calls per case the smallest Mann-Whitney p is 2/C({2 * n},{n}) = {2 / math.comb(2 * n, n):.4f}, "
+            f"and Holm over the {m} comparisons of this table makes it {min(best, 1):.3f} ≥ {ALPHA}: no time difference "
+            "here can be significant, however far apart the medians are; set profiling.repeats (and max_repeats) "
+            "higher for a test that can decide")
+
+
+def _mark_fastest(rows: list[CostRow], cases: Sequence[CaseRecord]) -> None:
+    """Bold the fastest median only when it is significantly faster than the second (asr_bench.results.stats
+    .time_pairwise on the stored timed calls); otherwise mark it and those not significantly slower as tied."""
+    from ..results import cases_frame
+    from ..results.stats import time_pairwise
+
+    measured = [c for c in cases if c.status in (OK, NO_WEIGHTS) and c.time_ms is not None]
+    if not measured:
+        return
+    frame = time_pairwise(cases_frame(measured), intervals=False)
+    verdict = {}
+    for row in frame.to_dict("records"):
+        key = (row["dataset"], row["scale"], row["protocol"])
+        faster_a = bool(row["significant"]) and row["delta"] < 0
+        faster_b = bool(row["significant"]) and row["delta"] > 0
+        verdict[(key, row["method_a"], row["method_b"])] = faster_a
+        verdict[(key, row["method_b"], row["method_a"])] = faster_b
+    for key in ordered_unique((r.dataset, r.scale, r.protocol) for r in rows):
+        group = sorted((r for r in rows if (r.dataset, r.scale, r.protocol) == key and r.time_ms is not None
+                        and not r.reason), key=lambda r: r.time_ms)
+        if len(group) < 2:
+            continue
+        fastest = group[0]
+        beaten = {r.label for r in group[1:] if verdict.get((key, fastest.label, r.label), False)}
+        if group[1].label in beaten:
+            fastest.best_time = True
+            continue
+        for r in [fastest, *group[1:]]:
+            r.tied_time = r is fastest or r.label not in beaten
 
 
 @dataclass

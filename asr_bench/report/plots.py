@@ -87,7 +87,8 @@ def log_axis(axis, values: Sequence[float]) -> None:
         low, high = centre / math.sqrt(3), centre * math.sqrt(3)
     else:
         low, high = low / 1.25, high * 1.25
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    decades = math.log10(high / low)  # 1-2-5 ticks over a wide range overlap: then one tick per decade
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)))
     axis.set_major_formatter(FuncFormatter(_plain_number))
     axis.set_minor_formatter(NullFormatter())
     if axis.axis_name == "x":
@@ -108,11 +109,14 @@ def _legend(fig: Figure) -> None:
 
 
 def _per_dataset(cases: Sequence[CaseRecord], y, ylabel: str, title: str, labels: list[str],
-                 log_y: bool = False) -> dict[str, bytes] | None:
+                 log_y: bool = False, overlay: Sequence[tuple[str, str, float, str, bool]] = ()) -> dict[str, bytes] | None:
+    """One panel per dataset, metric vs scale; `overlay`: (label, dataset, scale value, kind, same protocol) points
+    of published or reference numbers, drawn hollow in the method's colour. None when every dataset has one scale
+    (a line through one point per method is no plot: the table says it all)."""
     datasets = ordered_unique(c.dataset for c in cases)
     data = {d: _series([c for c in cases if c.dataset == d], lambda c: scale_value(c.scale), y) for d in datasets}
     datasets = [d for d in datasets if data[d]]
-    if not datasets:
+    if not datasets or all(len({p[0] for pts in data[d].values() for p in pts}) < 2 for d in datasets):
         return None
     rows, cols = _panels(len(datasets))
     fig = Figure(figsize=(4.6 * cols, 3.4 * rows + 0.6), layout="constrained")
@@ -123,6 +127,11 @@ def _per_dataset(cases: Sequence[CaseRecord], y, ylabel: str, title: str, labels
             xs, ys, names = zip(*points)
             scales.update(zip(xs, names))
             ax.plot(xs, ys, label=label, color=_color(labels.index(label)), **_style(labels.index(label)))
+        for label, where, x, value, kind, same in overlay:
+            if where == dataset and label in labels:
+                ax.plot([x], [value], linestyle="none", marker="o" if kind == "reference" else "s", markersize=9,
+                        markerfacecolor="none", markeredgewidth=1.4, color=_color(labels.index(label)),
+                        label=f"{kind} numbers (hollow){'' if same else ', other protocol'}")
         ax.set_xticks(sorted(scales), [scale_title(scales[x]) for x in sorted(scales)])
         if log_y:
             log_axis(ax.yaxis, [p[1] for pts in data[dataset].values() for p in pts])
@@ -145,16 +154,27 @@ def _axis_title(metric: str) -> str:
     return f"{metric_title(metric)} (dB)" if metric.lower().startswith("psnr") else metric_title(metric)
 
 
-def accuracy_plot(cases: Sequence[CaseRecord]) -> dict[str, bytes] | None:
-    """PSNR (or the first metric present) vs scale, one panel per dataset, one line per label."""
+def accuracy_plot(cases: Sequence[CaseRecord], published: Sequence[object] = ()) -> dict[str, bytes] | None:
+    """PSNR (or the first metric present) vs scale, one panel per dataset, one line per label; the published and
+    reference numbers the tables compare with drawn hollow on top."""
+    from .published import match_published
+
     metric = _metric_shown(cases)
     if metric is None:
         return None
     ok = [c for c in cases if c.status == OK]
     protocols = ", ".join(ordered_unique(c.protocol for c in ok))
     labels = ordered_unique(c.label for c in cases)
+    overlay = []
+    for c in ok:
+        value = c.metrics.get(metric)
+        if value is None:
+            continue
+        for match in match_published(c, metric, value, published):
+            overlay.append((c.label, c.dataset, scale_value(c.scale), match.row.value, match.row.kind,
+                            match.same_protocol))
     return _per_dataset(ok, lambda c: c.metrics.get(metric), _axis_title(metric),
-                        f"{metric_title(metric)} vs scale (protocol: {protocols})", labels)
+                        f"{metric_title(metric)} vs scale (protocol: {protocols})", labels, overlay=overlay)
 
 
 def memory_plot(cases: Sequence[CaseRecord]) -> dict[str, bytes] | None:
@@ -167,31 +187,61 @@ def memory_plot(cases: Sequence[CaseRecord]) -> dict[str, bytes] | None:
                         labels, log_y=True)
 
 
+def _time_errors(case: CaseRecord) -> tuple[float, float]:
+    """(below, above) the median to the fastest and slowest timed call: the spread drawn as an error bar."""
+    if case.time_min_ms is None or case.time_max_ms is None or case.time_ms is None:
+        return 0.0, 0.0
+    return max(0.0, case.time_ms - case.time_min_ms), max(0.0, case.time_max_ms - case.time_ms)
+
+
 def time_plot(cases: Sequence[CaseRecord]) -> dict[str, bytes] | None:
-    """Median time per image vs output megapixels, log-log, one marker per method, each point labelled by scale."""
-    measured = [c for c in cases if c.status in (OK, NO_WEIGHTS)]
+    """Median time per image (bars: fastest to slowest timed call) vs output megapixels, log-log, one marker per
+    method. When every case has the same output size an x axis of sizes would be one tick: then time per method
+    (categorical), one column of points per scale."""
+    measured = [c for c in cases if c.status in (OK, NO_WEIGHTS) and c.time_ms and c.time_ms > 0]
     labels = ordered_unique(c.label for c in cases)
     data = _series(measured, lambda c: c.output_mpix, lambda c: c.time_ms if c.time_ms and c.time_ms > 0 else None)
     if not data:
         return None
+    sizes = [p[0] for pts in data.values() for p in pts]
+    by_key = {(c.label, c.scale, round(c.output_mpix or 0, 6)): c for c in measured}
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
-    labelled: set[tuple[float, str]] = set()
-    for label, points in data.items():
-        xs, ys, names = zip(*points)
-        # markers only: points come from different datasets and scales, a line between them would suggest a trend
-        index = labels.index(label)
-        ax.plot(xs, ys, linestyle="none", label=label, color=_color(index), **_style(index))
-        for x, y, scale in points:
-            if (round(x, 6), scale) not in labelled:  # one label per scale and size, not one per method
-                labelled.add((round(x, 6), scale))
-                ax.annotate(scale_title(scale), (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7,
-                            color="0.35")
-    log_axis(ax.xaxis, [p[0] for pts in data.values() for p in pts])
-    log_axis(ax.yaxis, [p[1] for pts in data.values() for p in pts])
-    ax.set_xlabel("output megapixels (log)")
-    ax.set_ylabel("time per image (ms, log)")
-    ax.set_title("time vs output size")
+    if max(sizes) / min(sizes) < 1.5:  # (nearly) one output size: a size axis would be one crowded tick
+        present = [label for label in labels if any(c.label == label for c in measured)]
+        scales = sorted(ordered_unique(c.scale for c in measured), key=scale_key)
+        for j, scale in enumerate(scales):
+            mine = [c for c in measured if c.scale == scale]
+            xs = [present.index(c.label) + (j - (len(scales) - 1) / 2) * 0.12 for c in mine]
+            errors = list(zip(*[_time_errors(c) for c in mine])) or [[], []]
+            ax.errorbar(xs, [c.time_ms for c in mine], yerr=errors, linestyle="none", capsize=2,
+                        color=f"C{j % 10}", marker=_MARKERS[j % len(_MARKERS)], label=scale_title(scale))
+        ax.set_xticks(range(len(present)), present, rotation=20, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(present) - 0.4)
+        log_axis(ax.yaxis, [v for c in measured for v in (c.time_ms, c.time_min_ms, c.time_max_ms) if v and v > 0])
+        ax.set_ylabel("time per image (ms, log)")
+        ax.set_title(f"time per method (outputs {min(sizes):.3g}–{max(sizes):.3g} MP; bars: fastest to slowest call)"
+                     if max(sizes) > min(sizes) else f"time per method (every output {sizes[0]:.3g} MP)")
+    else:
+        labelled: set[tuple[float, str]] = set()
+        for label, points in data.items():
+            xs, ys, names = zip(*points)
+            # markers only: points come from different datasets and scales, a line would suggest a trend
+            index = labels.index(label)
+            errors = list(zip(*[_time_errors(by_key[(label, n, round(x, 6))]) if (label, n, round(x, 6)) in by_key
+                                else (0.0, 0.0) for x, n in zip(xs, names)]))
+            ax.errorbar(xs, ys, yerr=errors, linestyle="none", capsize=2, label=label, color=_color(index),
+                        **_style(index))
+            for x, y, scale in points:
+                if (round(x, 6), scale) not in labelled:  # one label per scale and size, not one per method
+                    labelled.add((round(x, 6), scale))
+                    ax.annotate(scale_title(scale), (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7,
+                                color="0.35")
+        log_axis(ax.xaxis, [p[0] for pts in data.values() for p in pts])
+        log_axis(ax.yaxis, [v for c in measured for v in (c.time_ms, c.time_min_ms, c.time_max_ms) if v and v > 0])
+        ax.set_xlabel("output megapixels (log)")
+        ax.set_ylabel("time per image (ms, log)")
+        ax.set_title("time vs output size (bars: fastest to slowest timed call)")
     ax.grid(alpha=0.3, which="both")
     _legend(fig)
     return _render(fig)
@@ -213,7 +263,8 @@ def pareto_plot(cases: Sequence[CaseRecord]) -> dict[str, bytes] | None:
     if metric is None:
         return None
     ok = [c for c in cases if c.status == OK and c.metrics.get(metric) is not None and c.time_ms]
-    groups = ordered_unique((c.dataset, c.scale) for c in ok)
+    groups = [g for g in ordered_unique((c.dataset, c.scale) for c in ok)
+              if len({c.label for c in ok if (c.dataset, c.scale) == g}) >= 2]  # a front of one method is no front
     groups = sorted(groups, key=lambda g: (ordered_unique(c.dataset for c in ok).index(g[0]), scale_key(g[1])))
     if not groups:
         return None
@@ -225,18 +276,20 @@ def pareto_plot(cases: Sequence[CaseRecord]) -> dict[str, bytes] | None:
         mine = [c for c in ok if (c.dataset, c.scale) == (dataset, scale)]
         for c in mine:
             index = labels.index(c.label)
-            ax.plot([c.time_ms], [c.metrics[metric]], linestyle="none", label=c.label, color=_color(index),
-                    **_style(index))
+            below, above = _time_errors(c)
+            ax.errorbar([c.time_ms], [c.metrics[metric]], xerr=[[below], [above]], linestyle="none", capsize=2,
+                        label=c.label, color=_color(index), **_style(index))
         front = pareto_front([(c.time_ms, c.metrics[metric]) for c in mine])
         if len(front) > 1:
             ax.plot(*zip(*front), color="0.5", linewidth=1, linestyle="--", zorder=0)
-        log_axis(ax.xaxis, [c.time_ms for c in mine])
+        log_axis(ax.xaxis, [v for c in mine for v in (c.time_ms, c.time_min_ms or c.time_ms, c.time_max_ms or c.time_ms)])
         ax.set_title(f"{dataset_title(dataset)} {scale_title(scale)}")
         ax.set_xlabel("time per image (ms, log)")
         ax.set_ylabel(_axis_title(metric))
         ax.grid(alpha=0.3, which="both")
     _legend(fig)
-    fig.suptitle(f"{metric_title(metric)} vs time (dashed: the Pareto frontier; up and left is better)")
+    fig.suptitle(f"{metric_title(metric)} vs time (dashed: the Pareto front across methods; up and left is better;"
+                 " bars: fastest to slowest timed call)")
     return _render(fig)
 
 
@@ -361,8 +414,8 @@ TITLES = {"accuracy_vs_scale": "Accuracy vs scale", "time_vs_mpix": "Time vs out
           "stages": "Where the time goes (stages)"}
 
 
-def all_plots(cases: Sequence[CaseRecord]) -> dict[str, dict[str, bytes]]:
+def all_plots(cases: Sequence[CaseRecord], published: Sequence[object] = ()) -> dict[str, dict[str, bytes]]:
     """name -> {'png': ..., 'pdf': ..., 'svg': ...}, only for plots that have data."""
-    plots = {"accuracy_vs_scale": accuracy_plot(cases), "pareto": pareto_plot(cases),
+    plots = {"accuracy_vs_scale": accuracy_plot(cases, published), "pareto": pareto_plot(cases),
              "time_vs_mpix": time_plot(cases), "memory_vs_scale": memory_plot(cases), "stages": stage_plot(cases)}
     return {name: files for name, files in plots.items() if files is not None}

@@ -74,6 +74,70 @@ def connect(path: Path, create: bool = True) -> sqlite3.Connection:
                         "folder afresh, or restore it from a copy.") from None
 
 
+TABLES = ("meta", "runs", "cases", "images", "profiles", "claims")
+
+
+class UnreadableRow(ValueError):
+    """A stored JSON text that is not a strict JSON object (torn, edited, or holding 1e999 / NaN / Infinity)."""
+
+
+def _refuse_constant(token: str) -> Any:
+    raise UnreadableRow(f"holds {token}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise UnreadableRow(f"holds {text}, which is not a finite number")
+    return value
+
+
+def parse_row(text: Any) -> dict[str, Any]:
+    """A stored record: strict JSON (what the store writes; a number too large for a float, NaN and Infinity are
+    refused) holding an object; UnreadableRow says why not."""
+    if not isinstance(text, str):
+        raise UnreadableRow(f"is {type(text).__name__}, not JSON text")
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except UnreadableRow:
+        raise
+    except ValueError as exc:
+        raise UnreadableRow(f"is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise UnreadableRow("is nested too deeply") from None
+    if not isinstance(value, dict):
+        raise UnreadableRow(f"holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _damaged(path: Path, what: str) -> UserError:
+    return UserError(f"{path}: {what}; rerun the same command to repair the store (unreadable rows are dropped and "
+                     "their cases recomputed), or restore the file from a copy.")
+
+
+def missing_tables(path: Path) -> list[str]:
+    """Tables an existing database lacks (a writer creates them and says so); [] for a new or unreadable file."""
+    if not Path(path).is_file():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return []  # connect() says what is wrong with it
+    return [t for t in TABLES if t not in present] if present else []
+
+
+def check_tables(conn: sqlite3.Connection, path: Path) -> None:
+    """A reader's check: every table is there (a dropped one would fail later with a traceback)."""
+    present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing = [t for t in TABLES if t not in present]
+    if missing:
+        raise _damaged(path, f"table{'s' if len(missing) > 1 else ''} {', '.join(missing)} missing")
+
+
 def check_schema(conn: sqlite3.Connection, path: Path) -> None:
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     version = int(row[0]) if row else 0
@@ -111,16 +175,26 @@ def read_database(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], 
     for path in database_files(run_dir):
         conn = connect(path, create=False)
         try:
-            for started, text in conn.execute("SELECT started, run_json FROM runs ORDER BY seq"):
-                runs.append((started, json.loads(text)))
-            for case_id, key, record, updated in conn.execute(
-                    "SELECT case_id, case_key, record, updated FROM cases ORDER BY rowid"):
-                if case_id not in cases or updated >= cases[case_id][0]:
-                    cases[case_id] = (updated, json.loads(record))
-                    keys[case_id] = key
-            for case_id, key, image, record in conn.execute(
-                    "SELECT case_id, case_key, image, record FROM images ORDER BY rowid"):
-                images[(case_id, key, image)] = json.loads(record)
+            check_tables(conn, path)
+            where = ""
+            try:
+                for seq, started, text in conn.execute("SELECT seq, started, run_json FROM runs ORDER BY seq"):
+                    where = f"the runs row {seq}"
+                    runs.append((started, parse_row(text)))
+                for case_id, key, record, updated in conn.execute(
+                        "SELECT case_id, case_key, record, updated FROM cases ORDER BY rowid"):
+                    where = f"the cases row of {case_id!r}"
+                    if case_id not in cases or updated >= cases[case_id][0]:
+                        cases[case_id] = (updated, parse_row(record))
+                        keys[case_id] = key
+                for case_id, key, image, record in conn.execute(
+                        "SELECT case_id, case_key, image, record FROM images ORDER BY rowid"):
+                    where = f"the images row of {case_id!r} image {image!r}"
+                    images[(case_id, key, image)] = parse_row(record)
+            except UnreadableRow as exc:
+                raise _damaged(path, f"{where} {exc}") from None
+            except (sqlite3.DatabaseError, TypeError) as exc:
+                raise _damaged(path, f"cannot be read ({exc})") from None
         finally:
             conn.close()
     run: dict[str, Any] = {}

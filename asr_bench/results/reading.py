@@ -10,7 +10,7 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .schema import CaseRecord, ImageRecord
+from .schema import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, ImageRecord
 from ..errors import MissingFile, UserError
 
 
@@ -20,6 +20,45 @@ class RunData:
     run: dict[str, Any] = field(default_factory=dict)
     cases: list[CaseRecord] = field(default_factory=list)
     images: list[ImageRecord] = field(default_factory=list)
+
+    @property
+    def partial(self) -> list[str]:
+        """What the run has not finished, one line each ('shard 1/2 has not run: 3 of 6 cases missing'); [] when
+        every planned case is stored."""
+        return missing_parts(self.run, self.cases)
+
+
+FINISHED = (OK, ERROR, UNSUPPORTED, NO_WEIGHTS)  # a case stored with one of these is done
+
+
+def missing_parts(run: dict[str, Any], cases: list[CaseRecord]) -> list[str]:
+    """The planned cases (run.json's `cases`: every case of the latest invocation's config, in plan order) that
+    are not stored as finished, grouped by the shard that owns them. A shard i/n owns every n-th planned case from
+    the i-th (asr_bench.engine.shards.select); the shard count is the latest invocation's, or any shard's seen."""
+    planned = run.get("cases")
+    if not isinstance(planned, list) or not planned:
+        return []
+    done = {c.case_id for c in cases if c.status in FINISHED}
+    missing = [case_id for case_id in planned if case_id not in done]
+    if not missing:
+        return []
+    labels = [run.get("shard")] + [i.get("shard") for i in reversed(run.get("invocations") or []) if isinstance(i, dict)]
+    count = next((int(str(label).split("/")[1]) for label in labels
+                  if isinstance(label, str) and label.count("/") == 1 and label.split("/")[1].isdigit()), 0)
+    if count < 2:
+        return [f"{len(missing)} of {len(planned)} planned cases not finished (e.g. {missing[0]}); rerun the same "
+                "command to complete the run"]
+    ran = {str(i.get("shard")) for i in run.get("invocations") or [] if isinstance(i, dict)} | {str(run.get("shard"))}
+    lines = []
+    for index in range(count):
+        owned = planned[index::count]
+        absent = [case_id for case_id in owned if case_id not in done]
+        if absent:
+            label = f"{index}/{count}"
+            state = "has not run" if label not in ran else "has not finished"
+            lines.append(f"shard {label} {state}: {len(absent)} of {len(owned)} of its cases missing "
+                         f"(run it with --shard {label})")
+    return lines
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

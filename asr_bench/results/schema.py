@@ -61,6 +61,7 @@ class CaseRecord:
     time_min_ms: float | None = None
     time_max_ms: float | None = None
     time_iqr_ms: float | None = None
+    time_samples_ms: list[float] = field(default_factory=list)  # every timed call (ms); empty: stored before kept
     time_setup_ms: float | None = None  # one-time setup taken out of the timed calls; None: stored before it was
     memory_mb: float | None = None
     memory_kind: str = ""               # "cuda max_memory_allocated" or "cpu peak RSS increase"
@@ -93,11 +94,22 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in data.items() if k in known})
 
 
+SLUG_MAX = 64  # characters of a slug: with a hash, a suffix and a few folder levels far below NAME_MAX (255 bytes)
+
+
 def slug(text: str) -> str:
-    """A file-name-safe form of a label: 'LIIF (edsr-baseline)' -> 'liif_edsr-baseline'."""
+    """A file-name-safe form of a label: 'LIIF (edsr-baseline)' -> 'liif_edsr-baseline'. Bounded: a longer one is
+    cut and ends in 8 hex digits of the text's sha1, so a 10,000-character label still names a file (and two long
+    labels that share their start do not share it)."""
+    import hashlib
     import re
 
-    return re.sub(r"[^a-z0-9.+-]+", "_", text.lower()).strip("_") or "unnamed"
+    name = re.sub(r"[^a-z0-9.+-]+", "_", text.lower()).strip("_") or "unnamed"
+    if name in (".", ".."):
+        name = name.replace(".", "_")
+    if len(name) <= SLUG_MAX:
+        return name
+    return f"{name[:SLUG_MAX - 9]}-{hashlib.sha1(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
 def label_stem(label: str) -> str:
@@ -105,7 +117,7 @@ def label_stem(label: str) -> str:
     ('A b' and 'a_b'), or a method labelled 'GT' or 'bicubic', would otherwise overwrite each other's file."""
     import hashlib
 
-    return f"{slug(label)}-{hashlib.sha1(label.encode('utf-8')).hexdigest()[:6]}"
+    return f"{slug(label)}-{hashlib.sha1(label.encode('utf-8', 'surrogatepass')).hexdigest()[:6]}"
 
 
 def variant(case: Any) -> str:

@@ -1,7 +1,7 @@
 // Gaussian rasterizer (GSASR): per-Gaussian setup, exact cut-offs and screen-tile binning.
 //
 // Shared by cpu.cpp and cuda.cu (every function is __host__ __device__ under nvcc), so that both backends
-// visit exactly the same pixels and use the same constants as the official kernel (research/gsasr.md §4.2).
+// visit exactly the same pixels and use the same constants as the official kernel (docs/methods/gsasr.md §4.2).
 //
 // ---- What is rendered -------------------------------------------------------------------------------
 // image[c, h, w] = sum_n colour[n, c] * exp(power_n(h, w)) over Gaussians n whose box holds the pixel:
@@ -184,7 +184,7 @@ RASTER_HD int tile_range(const Gaussian<T>& g, const TileGrid& grid, int* ty0, i
 
 // Gradients of Gaussian i from the sums its backward accumulates over its pixels: the colour sums s_* and the
 // moments m_* of v*G in dx, dy (G = sum_c grad_c * colour_c). d value / d param = value * 2 w1 * (...) with
-// w1 = -1/(2(1-rho^2)), w2 = 1/a^2, w3 = 1/(ab), w4 = 1/b^2 (research/gsasr.md §4.4), linear in the moments.
+// w1 = -1/(2(1-rho^2)), w2 = 1/a^2, w3 = 1/(ab), w4 = 1/b^2 (docs/methods/gsasr.md §4.4), linear in the moments.
 // One function for both backends, so the C++ and CUDA gradients can't drift apart.
 template <typename T>
 RASTER_HD void write_gradients(const Gaussian<T>& g, double a, double b, double r, double s_r, double s_g,

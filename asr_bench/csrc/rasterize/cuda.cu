@@ -13,7 +13,7 @@
 // Backward (Gaussian-parallel, no atomics, deterministic): one warp per Gaussian walks the pixels of its own
 //   bbox row by row (row_columns: the same exact cut as the forward), the lanes striding over a row's columns,
 //   and accumulates the colour sums and the moments of v*G in double; a fixed shuffle tree reduces the warp and
-//   lane 0 writes the five gradients (the formulas of cpu.cpp / research/gsasr.md §4.4). Every Gaussian owns its
+//   lane 0 writes the five gradients (the formulas of cpu.cpp / docs/methods/gsasr.md §4.4). Every Gaussian owns its
 //   gradient, so neither atomics nor per-tile partial buffers are needed.
 // Arithmetic: the power is evaluated in gs.cu's order with explicitly rounded operations (__fmul_rn & co., so
 // nvcc cannot contract it into FMAs) and exp is the full-precision expf/exp, as the reference; float32 and

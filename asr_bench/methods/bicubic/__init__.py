@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from asr_bench.checkpoints import Weights
 from asr_bench.errors import UserError
-from asr_bench.registry import MethodSpec, Preset
+from asr_bench.methods.spec import MethodSpec, Preset
 
 from .net import Bicubic
 

@@ -1,7 +1,7 @@
 """GSASR (Chen et al., ICCV 2025, "Generalized and Efficient 2D Gaussian Splatting for Arbitrary-scale
 Super-Resolution"): an encoder, the Fea2GS decoder (16 Gaussians per LR pixel) and a rasterizer. The network is
 in `net.py`, the decoder in `decoder.py`, rendering in `render.py`, the official tiling in `tiling.py`; facts in
-research/gsasr.md.
+docs/methods/gsasr.md.
 
 Official checkpoints are two files, encoder.pth and decoder.pth, each `{'params_ema': state_dict}`:
 `checkpoint={"encoder": path_or_dict, "decoder": path_or_dict}` or the folder holding both.
@@ -11,9 +11,10 @@ from __future__ import annotations
 from asr_bench.checkpoints import Weights, add_prefix
 from asr_bench.encoders import build_encoder, encoder_state_from_official
 from asr_bench.errors import UserError
-from asr_bench.registry import MethodSpec, Option, Preset
+from asr_bench.methods.spec import MethodSpec, Option, Preset
 from asr_bench.weightfiles import WeightFile
 
+from .detect import DETECTOR
 from .decoder import Fea2GS
 from .net import GSASR
 
@@ -121,5 +122,6 @@ METHODS = [
         },
         description="2-D Gaussian splatting decoder (Fea2GS) + exact CUDA-equivalent rasterizer",
         citation=PAPER,
+        detector=DETECTOR,
     )
 ]

@@ -1,6 +1,6 @@
 """GSASR's Fea2GS decoder: LR features -> 16 raw Gaussian parameter vectors per LR pixel.
 
-One class covers both official variants (research/gsasr.md §3):
+One class covers both official variants (docs/methods/gsasr.md §3):
 - paper (`rope=False`, C=180): relative-position bias; the cross-attention bias index is a non-standard,
   colliding table that official checkpoints carry as a persistent buffer, so it is loaded, never recomputed;
 - enhanced / ultra (`rope=True`, C=192): mixed learnable 2-D RoPE, SDPA, a 3x3 conv closing every block and a
@@ -121,7 +121,7 @@ def cross_relative_index(seeds_side: int, window: int) -> torch.Tensor:
 
     Deltas between seed centres ((i+0.5)*window) and pixel centres ((j+0.5)*seeds_side) are numbered by their
     position in CPython's iteration order of a set of floats (deterministic for float hashes), and rows use the
-    number of unique deltas minus one as stride, so indices collide: research/gsasr.md §3.2 lists both orders.
+    number of unique deltas minus one as stride, so indices collide: docs/methods/gsasr.md §3.2 lists both orders.
     """
     src = [(i + 0.5) * window for i in range(seeds_side)]
     tgt = [(j + 0.5) * seeds_side for j in range(window)]
@@ -220,7 +220,7 @@ class ScaleAttention(nn.Module):
 
     Every key and value is the same scale embedding e, so the softmax is uniform and the output is
     out_proj(W_v e + b_v) for every query; computing that once per image is exact up to float rounding
-    (research/gsasr.md §9.4) and saves a full attention per layer. Names match nn.MultiheadAttention.
+    (docs/methods/gsasr.md §9.4) and saves a full attention per layer. Names match nn.MultiheadAttention.
     """
 
     def __init__(self, dim: int) -> None:

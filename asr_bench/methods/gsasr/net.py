@@ -4,7 +4,7 @@ the network; the spec, presets and checkpoint conversion are in `__init__.py`.
 An encoder gives 64-channel LR features; the Fea2GS decoder turns every LR pixel into 16 2-D Gaussians; a
 rasterizer sums them (colour * opacity * unnormalised Gaussian, inside a +-dmax NDC box) at the output size.
 The LR is reflect-padded bottom/right to the preset's denominator, rendered at floor(s * padded) and cropped
-top-left to floor(s * LR), as the official inference does (research/gsasr.md §1). Official checkpoints are two
+top-left to floor(s * LR), as the official inference does (docs/methods/gsasr.md §1). Official checkpoints are two
 files, encoder.pth and decoder.pth, each `{'params_ema': state_dict}`:
 
     build_model("gsasr", "edsr-baseline", checkpoint={"encoder": "EDSR/encoder.pth", "decoder": "EDSR/decoder.pth"})

@@ -1,4 +1,4 @@
-"""GSASR's side of rendering: raw Gaussian parameters -> kernel inputs -> image (research/gsasr.md §3.5, §4.1).
+"""GSASR's side of rendering: raw Gaussian parameters -> kernel inputs -> image (docs/methods/gsasr.md §3.5, §4.1).
 
 The activations, the sigma-to-NDC conversion (with its swapped axes), the align_corners remap of the centres and
 colour*opacity are part of the method and live here; the splatting maths (§4.2) is the shared op

@@ -1,4 +1,4 @@
-"""GSASR's official tiled inference (research/gsasr.md §5), including its paste quirks.
+"""GSASR's official tiled inference (docs/methods/gsasr.md §5), including its paste quirks.
 
 Tiles of T x T LR pixels overlap by `overlap` LR pixels; each is rendered at ceil(T*s) SR pixels and pasted in
 raster order into a zero canvas at a*(ceil(T*s) - ceil(overlap*s)); later tiles overwrite earlier ones, after

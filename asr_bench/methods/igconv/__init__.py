@@ -1,6 +1,6 @@
 """IGConv and IGConv+ (Lee, Yun, Ro 2024, "Implicit Grid Convolution for Multi-Scale Image Super-Resolution"):
 a hyper-network generates, per integer scale, one sub-pixel convolution; IGConv+ adds the 8-orientation kernel
-ensemble and the IGSample skip. The network is in `net.py` and `kernels.py`; facts in research/igconv.md.
+ensemble and the IGSample skip. The network is in `net.py` and `kernels.py`; facts in docs/methods/igconv.md.
 
 Only integer scales exist (the grid is s x s). The released models were trained on x2-x4; x5..x12 use the x4
 scale code (max_s = 4), extrapolation the official code computes the same way. Checkpoints are BasicSR
@@ -14,9 +14,10 @@ from asr_bench.blocks import DIV2K_MEAN, InputRange
 from asr_bench.checkpoints import Weights
 from asr_bench.encoders import build_encoder, model_state_from_official
 from asr_bench.errors import UserError
-from asr_bench.registry import MethodSpec, Option, Preset
+from asr_bench.methods.spec import MethodSpec, Option, Preset
 from asr_bench.weightfiles import WeightFile
 
+from .detect import detector
 from .net import IGConvSR
 
 SCALES = tuple(range(2, 13))
@@ -159,7 +160,7 @@ def method(name: str, plus: bool, description: str) -> MethodSpec:
     """IGConv and IGConv+ share encoders, scales and builder; `plus` picks the ensemble/skip variant."""
     return MethodSpec(name=name, builder=builder(plus), convert=convert, encoders=ENCODERS, scales=SCALES,
                       presets=presets(name, plus), options=OPTIONS, dtypes=("fp32", "bf16", "fp16"),
-                      description=description, citation=PAPER)
+                      description=description, citation=PAPER, detector=detector(plus, presets("igconv-plus", True)))
 
 
 METHODS = [

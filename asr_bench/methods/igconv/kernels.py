@@ -1,6 +1,6 @@
 """IGConv's building blocks: the kernel hyper-network, the IGConv head and the IGSample skip.
 
-Written from research/igconv.md §1-§2. Parameter names equal the official ones (`freq`, `amplitude`,
+Written from docs/methods/igconv.md §1-§2. Parameter names equal the official ones (`freq`, `amplitude`,
 `phase.*`, `query_kernel.<i>.*`, and `convs.*` inside the skip), so official state dicts load strictly.
 Every float operation keeps the official order (the phase conv runs on an s x s map, the 8-orientation
 ensemble of the head averages conv *outputs*, the skip's averages *kernels*), which makes our outputs
@@ -67,7 +67,7 @@ class KernelField(nn.Module):
         self.query_kernel = nn.Sequential(*layers)
         self._cache: dict[tuple, torch.Tensor] = {}
 
-    # -- kernel generation (research/igconv.md §1.2) ---------------------------------------------------
+    # -- kernel generation (docs/methods/igconv.md §1.2) ---------------------------------------------------
     def generate(self, scale: int) -> torch.Tensor:
         """The conv weight for integer `scale`, computed afresh (no cache)."""
         device, dtype = self.freq.device, self.freq.dtype

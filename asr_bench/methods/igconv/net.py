@@ -2,7 +2,7 @@
 
 A hyper-network generates, for each integer scale s, the weights of one sub-pixel convolution (3 s^2
 outputs) that is followed by a pixel shuffle. IGConv+ adds the 8-orientation kernel ensemble and IGSample,
-a learned bilinear resampling of the raw LR image added as a skip. Facts: research/igconv.md; the blocks
+a learned bilinear resampling of the raw LR image added as a skip. Facts: docs/methods/igconv.md; the blocks
 live in `kernels.py`; the spec, presets and checkpoint conversion in `__init__.py`.
 
 Only integer scales exist (the grid is s x s). The released models were trained on x2-x4; a larger s uses

@@ -1,7 +1,7 @@
 """LIIF (Chen, Liu, Wang, CVPR 2021, "Learning Continuous Image Representation with Local Implicit Image
 Function"): an MLP decodes the RGB of any continuous coordinate from the nearest LR feature (3x3-unfolded),
 the relative coordinate and the cell size; four nearest features are blended by the areas of the opposite
-rectangles. The network is in `net.py`; facts in research/liif.md.
+rectangles. The network is in `net.py`; facts in docs/methods/liif.md.
 
 Checkpoints: the official `{'model': {'name': 'liif', 'args': ..., 'sd': ...}}` (its `args` set the MLP widths
 and the three switches) or a bare `sd`. No SwinIR: the official repo has no SwinIR-LIIF.
@@ -13,9 +13,10 @@ from typing import Any
 from asr_bench.blocks import InputRange
 from asr_bench.checkpoints import Weights, liif_repo_args
 from asr_bench.encoders import build_encoder, model_state_from_official
-from asr_bench.registry import MethodSpec, Option, Preset
+from asr_bench.methods.spec import MethodSpec, Option, Preset
 from asr_bench.weightfiles import WeightFile
 
+from .detect import DETECTOR
 from .net import LIIF
 
 ENCODERS = ("edsr-baseline", "edsr", "rdn")
@@ -84,5 +85,6 @@ METHODS = [
         },
         description="LIIF: MLP on unfolded nearest feature + relative coordinate + cell, 4-neighbour area ensemble",
         citation=PAPER,
+        detector=DETECTOR,
     ),
 ]

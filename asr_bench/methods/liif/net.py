@@ -3,7 +3,7 @@ Function"): an MLP decodes the RGB of any continuous coordinate from the nearest
 the relative coordinate and the cell size; four nearest features are blended by the areas of the opposite
 rectangles (local ensemble).
 
-Facts: research/liif.md. The coordinate arithmetic of the official `query_rgb` is reproduced in the same order
+Facts: docs/methods/liif.md. The coordinate arithmetic of the official `query_rgb` is reproduced in the same order
 (coordinates, the 1e-6 shift, the clamps, nearest sampling by `grid_sample` itself, the 1e-9 area terms, the
 diagonal swap), so every query reads the same LR pixel with the same relative coordinate. The first MLP layer
 is split by linearity: its feature part is computed once per LR pixel (a convolution) instead of once per query

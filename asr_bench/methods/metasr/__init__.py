@@ -1,6 +1,6 @@
 """Meta-SR (Hu et al., CVPR 2019, "Meta-SR: A Magnification-Arbitrary Network for Super-Resolution"): a small
 MLP predicts each output pixel's 3x3 filter from its sub-pixel phase and the scale (the meta-upscale op).
-The network and its two variants are in `net.py`; facts in research/metasr.md.
+The network and its two variants are in `net.py`; facts in docs/methods/metasr.md.
 
 Checkpoints: LIIF-repo files `{'model': {'name': 'metasr', 'args', 'sd'}}` (variant `liif`), or the official
 Meta-RDN bare state dict (`P2W.meta_block.*`, variant `official`), which selects preset metasr.meta-rdn itself.
@@ -12,9 +12,10 @@ from typing import Any
 from asr_bench.checkpoints import LIIF_CONTAINER, Weights, liif_repo_args
 from asr_bench.encoders import build_encoder, model_state_from_official
 from asr_bench.errors import UserError
-from asr_bench.registry import MethodSpec, Option, Preset
+from asr_bench.methods.spec import MethodSpec, Option, Preset
 from asr_bench.weightfiles import WeightFile
 
+from .detect import DETECTOR, META_RDN_KEY
 from .net import INPUT_RANGES, VARIANTS, MetaSR
 
 ENCODERS = ("edsr-baseline", "edsr", "rdn")
@@ -42,7 +43,6 @@ PRESETS = (
            weights=(META_RDN,),
            description="official Meta-RDN (XuecaiHu/Meta-SR-Pytorch model_1000.pt): 0..255, learned mean shift"),
 )
-META_RDN_KEY = "P2W.meta_block.0.weight"
 
 
 def build(encoder: str, preset: Preset | None, weights: Weights | None, **options: Any) -> MetaSR:
@@ -85,5 +85,6 @@ METHODS = [
         },
         description="Meta-SR: per-pixel 3x3 filters predicted from the sub-pixel phase and scale (meta-upscale op)",
         citation=PAPER,
+        detector=DETECTOR,
     ),
 ]

@@ -2,7 +2,7 @@
 MLP predicts, from each output pixel's sub-pixel position and the scale, the 3x3 filter that maps the LR
 features around it to RGB (the "meta-upscale"), run here on `asr_bench.ops.meta_upscale`.
 
-Two variants with different arithmetic and checkpoints (research/metasr.md; they are not interchangeable):
+Two variants with different arithmetic and checkpoints (docs/methods/metasr.md; they are not interchangeable):
 
 - `liif` (presets metasr.edsr-baseline, metasr.edsr, metasr.rdn): the re-implementation in the LIIF repo
   (`models/misc.py`), the "MetaSR" every paper compares against. Position input [rel_row, rel_col, 1/s_v]

@@ -1,6 +1,6 @@
 """RT4KSR (Zamfir, Conde, Timofte, CVPRW 2023): the fixed-scale real-time reference, x2 and x3, in training or
 re-parameterised form. The network, the fold and the frame-rate workloads are in `net.py`; facts in
-research/rt4ksr.md.
+docs/methods/rt4ksr.md.
 
 The checkpoint may be one official file (its scale is read from the upsampler's shape), the folder holding
 both (then scales 2 and 3), or omitted (random weights for both scales, for timing).
@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 from asr_bench.checkpoints import Weights
 from asr_bench.errors import UserError
-from asr_bench.registry import MethodSpec, Option, Preset
+from asr_bench.methods.spec import MethodSpec, Option, Preset
 from asr_bench.weightfiles import WeightFile
 
+from .detect import DETECTOR
 from .net import (RT4KSR, SCALES, RT4KSRNet, fold_network, frame_rate_workloads, is_reparameterised,
                   measure_frame_rates, scale_of_state)
 
@@ -22,7 +23,7 @@ REPO = "https://github.com/eduardzamfir/RT4KSR/raw/main/code/checkpoints/"
 
 
 def checkpoint_file(scale: int, size: int, sha256: str) -> WeightFile:
-    """The training-form files in the official git repo (rt4ksr.md §3; the hashes are of those files)."""
+    """The training-form files in the official git repo (docs/methods/rt4ksr.md §3; the hashes are of those files)."""
     name = f"rt4ksr_x{scale}.pth"
     return WeightFile(name, urls=(REPO + name,), sha256=sha256, size=size, license="Apache-2.0", paper=PAPER,
                       notes="{'state_dict': module.*} with optimizer/scheduler; training form")
@@ -86,6 +87,7 @@ METHODS = [
         },
         description="RT4KSR: real-time fixed-scale SR (x2, x3), 24 ch, 4 re-parameterisable blocks",
         citation=PAPER,
+        detector=DETECTOR,
     )
 ]
 

@@ -3,7 +3,7 @@
 Training form (what the released checkpoints hold and what the README numbers come from) and the
 re-parameterised form (each 1x1 -> 3x3 -> 1x1 residual block folded into one 3x3 conv, with the official fold's
 float32 conv order, so the folded weights equal the official `reparameterize()`); `reparameterize=True` folds
-after loading. Facts: research/rt4ksr.md.
+after loading. Facts: docs/methods/rt4ksr.md.
 
 One model serves the scales it has weights for: the checkpoint may be one official file (`rt4ksr_x2.pth` or
 `rt4ksr_x3.pth`; its scale is read from the upsampler's shape), a folder holding both (then scales 2 and 3), or
@@ -117,7 +117,7 @@ class RT4KSRNet(nn.Module):
 
 
 def fold_block(expand_w, expand_b, fea_w, fea_b, reduce_w, reduce_b) -> tuple[torch.Tensor, torch.Tensor]:
-    """One ResBlock -> (3x3 weight, bias), with the official sequence of float32 convs (rt4ksr.md §1.1)."""
+    """One ResBlock -> (3x3 weight, bias), with the official float32 conv order (docs/methods/rt4ksr.md §1.1)."""
     mid, n = expand_w.shape[:2]
     w1 = fea_w.detach().clone()
     w1[torch.arange(mid), torch.arange(mid), 1, 1] += 1.0                    # inner identity

@@ -1,6 +1,6 @@
 """GSASR's Gaussian rasterizer: one front, an autograd Function, and the choice of backend.
 
-Contract (the arguments are exactly what the official CUDA wrapper receives, research/gsasr.md §4.1-§4.2)::
+Contract (the arguments are exactly what the official CUDA wrapper receives, docs/methods/gsasr.md §4.1-§4.2)::
 
     from asr_bench.ops import rasterize
     image = rasterize(sigma_x, sigma_y, rho, coords, colours, height, width, dmax, backend="auto")

@@ -61,7 +61,7 @@ def backward_call(backward: Any, inputs: list[Any], grad_image: torch.Tensor) ->
 def gsasr_like_gaussians(lr_h: int, lr_w: int, scale: float, device: torch.device, seed: int = 0):
     """Kernel inputs shaped like GSASR's: 16 Gaussians per LR pixel on a 4x4 sub-grid with ~1 cell offsets,
     sigma = 0.99999 sigmoid(N(0,1)) + 1e-6 (std up to s/1.2 output px), rho = 0.999999 tanh(N(0,1)),
-    colour * opacity = U(0,1) * U(0,1) (research/gsasr.md §3.5, §4.1). Returns (params, height, width)."""
+    colour * opacity = U(0,1) * U(0,1) (docs/methods/gsasr.md §3.5, §4.1). Returns (params, height, width)."""
     g = torch.Generator().manual_seed(seed)
     hg, wg = 4 * lr_h, 4 * lr_w
     height, width = math.floor(scale * lr_h), math.floor(scale * lr_w)

@@ -1,6 +1,6 @@
 """PyTorch reference of GSASR's Gaussian rasterizer: the specification every other backend is tested against.
 
-It reproduces the maths of the official CUDA kernel (`utils/gs_cuda_dmax/gs.cu`, research/gsasr.md §4.2):
+It reproduces the maths of the official CUDA kernel (`utils/gs_cuda_dmax/gs.cu`, docs/methods/gsasr.md §4.2):
 unnormalised peak-1 Gaussians, a plain sum of colour * value (no compositing), each Gaussian restricted to the
 inclusive box |dx| <= dmax, |dy| <= dmax in align_corners=True NDC, pixel centres at X_w = 2w/(W-1) - 1. The
 rounding follows the kernel too: pixel positions and the reciprocal constants are computed in double and stored
