@@ -377,7 +377,7 @@ def fetch_hub(preset_name: str, wf: WeightFile, hub: HubFile, progress: bool = T
     records = read_records()
     stat = path.stat()
     entry = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-             "url": f"hf://{hub.repo_id}/{hub.path}@{hub.revision}"}
+             "url": f"hf://{hub.repo_id}/{hub.path}@{hub.revision}", "commit": _snapshot_commit(path)}
     if not wf.sha256:
         entry["fetched_sha256"] = digest
     records[record_key(path)] = entry
@@ -385,6 +385,12 @@ def fetch_hub(preset_name: str, wf: WeightFile, hub: HubFile, progress: bool = T
     how = "verified" if wf.sha256 else "sha256 recorded (none published)"
     say(f"{preset_name}: {wf.filename} -> {path} ({how}: {digest})")
     return path
+
+
+def _snapshot_commit(path: Path) -> str | None:
+    """The Hub commit a cached file belongs to (its `snapshots/<commit>/` folder): what a branch resolved to."""
+    parts = path.parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
 
 
 def _check_hub(preset_name: str, wf: WeightFile, path: Path) -> None:
