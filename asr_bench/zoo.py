@@ -27,8 +27,9 @@ from typing import Any
 
 from .errors import MissingFile, UnknownName, UserError
 from .weightfiles import WeightFile
-from .weights import (DEFAULT_CACHE, ENV, HUB, Folder, HubFile, fetch_command, hub_cache_dir, hub_file,
-                      in_hub_cache, local_path, search_folders, variant_of)
+from .weights import DEFAULT_CACHE, ENV  # noqa: F401 - zoo's names (tests and callers set zoo.ENV)
+from .weights import (HUB, Folder, HubFile, fetch_command, hub_cache_dir, hub_file, in_hub_cache, local_path,
+                      search_folders, variant_of)
 from .weights import locate as _locate
 from .weights import (RECORD, cached_sha256, read_records, record_key, record_root,  # noqa: F401 - zoo's names
                       recorded_sha256, sha256_of, write_records)
