@@ -47,6 +47,19 @@ def test_the_run_is_what_the_tables_show(real_run: Path) -> None:
     assert "| rt4ksr |" in md and "– (a)" in md and "- (a) unsupported scale" in md
 
 
+def test_five_images_give_intervals_and_ties_never_bold(real_run: Path) -> None:
+    """Set5 has 5 images: the exact sign-flip p is at least 2/32, so nothing is bold; the pairs have intervals."""
+    import asr_bench.results as results
+
+    pairs = results.load(real_run).pairwise(["psnr"])
+    assert len(pairs) == 2 and set(pairs["n"]) == {5} and set(pairs["test"]) == {"sign-flip"}
+    assert (pairs["p"] >= 2 / 32 - 1e-12).all() and not pairs["significant"].any()
+    assert (pairs["low"] <= pairs["delta"]).all() and (pairs["delta"] <= pairs["high"]).all()
+    md = (real_run / "tables" / "accuracy.md").read_text()
+    assert "**" not in md.split("\n\n")[1] and " ≈ |" in md and "2/32 = 0.0625" in md
+    assert "#### Paired differences" in md and "Paired differences" in (real_run / "report.html").read_text()
+
+
 @pytest.mark.skipif(shutil.which("pdflatex") is None,
                     reason="needs pdflatex (apt-get install texlive-latex-recommended; .ci/run installs it)")
 def test_tables_tex_compiles_without_an_overfull_box(real_run: Path) -> None:

@@ -66,7 +66,8 @@ def test_timing_summary_equals_numpy():
     stats = timing_stats(times)
     q1, q3 = np.percentile(times, [25, 75])
     assert stats == {"time_ms": float(np.median(times)), "time_min_ms": 1.0, "time_max_ms": 9.0,
-                     "time_iqr_ms": pytest.approx(q3 - q1), "time_repeats": 6}
+                     "time_iqr_ms": pytest.approx(q3 - q1), "time_repeats": 6,
+                     "time_samples_ms": times}  # every timed call kept: the paired statistics test them
     assert timing_stats([4.0])["time_iqr_ms"] == 0.0 and timing_stats([])["time_ms"] is None
 
 

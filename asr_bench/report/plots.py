@@ -208,7 +208,7 @@ def time_plot(cases: Sequence[CaseRecord]) -> dict[str, bytes] | None:
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     if max(sizes) / min(sizes) < 1.5:  # (nearly) one output size: a size axis would be one crowded tick
-        present = [label for label in labels if label in data]
+        present = [label for label in labels if any(c.label == label for c in measured)]
         scales = sorted(ordered_unique(c.scale for c in measured), key=scale_key)
         for j, scale in enumerate(scales):
             mine = [c for c in measured if c.scale == scale]

@@ -207,7 +207,8 @@ def few_images_note(table: AccuracyTable) -> str:
     return (f"{', '.join(parts)}: with {n} images the smallest p an exact paired test can give is 2/{2 ** n} = "
             f"{min_sign_flip_p(n):.4f} ≥ {ALPHA}, so no difference there can be significant however large and "
             "consistent it is; ≈ then means not established, not equal. The paired differences table gives each "
-            "mean difference with its 95 % interval, which still says how large it is.")
+            "mean difference with its 95 % interval, which says how large it is on these images; it resamples only "
+            f"these {n}, so when every difference has one sign it cannot contain 0: a description, not a test.")
 
 
 def _accuracy_notes(table: AccuracyTable, markdown: bool) -> list[str]:

@@ -59,9 +59,11 @@ class Comparison:
         if self.not_comparable:
             lines += ["## Not comparable (kept apart, one row per run)", ""]
             lines += [f"- {line}" for line in self.not_comparable] + [""]
-        else:
+        elif self.merged:
             lines += ["Every case present in several runs has the same protocol and version, dataset fingerprint,"
                       " checkpoint sha256, precision and device: merged.", ""]
+        else:
+            lines += ["No case is in more than one run: nothing to check; the runs' cases are shown side by side.", ""]
         if self.merged:
             lines += ["## Merged (identical in every checked field)", ""] + [f"- {m}" for m in self.merged] + [""]
         return "\n".join(lines)
