@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asr_bench.methods.gsasr.decoder import Fea2GS, GSSelfAttn, roll_tokens, tokens_to_image
+from asr_bench.methods.gsasr.decoder import (Fea2GS, GSSelfAttn, biased_attention, linear, linear_relu, roll_tokens,
+                                              tokens_to_image)
 
 
 def roll_by_hand(x: torch.Tensor, hc: int, wc: int, side: int, shift: int) -> torch.Tensor:
@@ -56,3 +57,41 @@ def test_fused_qkv_equals_three_linears():
     for got, lin in zip(attn.qkv(x), (attn.qhead, attn.khead, attn.vhead)):
         want = lin(x).reshape(5, 16, 3, 4).permute(0, 2, 1, 3)
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_linear_post_ops_equal_float64_definition():
+    """The CPU float32 fused calls (bias, ReLU, residual as oneDNN post-ops) equal x W^T + b, relu, + r."""
+    torch.manual_seed(2)
+    x = torch.randn(3, 7, 24)[..., :20]  # a strided slice, as the heads read it
+    w, b, r = torch.randn(9, 20), torch.randn(9), torch.randn(3, 7, 9)
+    want = x.double() @ w.double().T + b.double()
+    with torch.inference_mode():
+        torch.testing.assert_close(linear_relu(x, w, b).double(), want.relu(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(linear(x, w, b).double(), want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(linear(x, w, b, r).double(), want + r.double(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("group", [1, 3, 64])
+def test_grouped_attention_equals_the_formula(group):
+    """Window groups with contiguous copies: softmax(q*scale @ k^T + bias) @ v per window, heads merged."""
+    torch.manual_seed(3)
+    qkv = torch.randn(7, 16, 3, 2, 5).permute(2, 0, 3, 1, 4)  # (3, windows, heads, N, d), non-contiguous
+    bias = torch.randn(2, 16, 16)
+    q, k, v = (t.double() for t in qkv)
+    want = (((q * 0.3) @ k.transpose(-2, -1) + bias.double()).softmax(-1) @ v).transpose(1, 2).reshape(7, 16, 10)
+    got = biased_attention(qkv[0], qkv[1], qkv[2], bias, 0.3, group=group)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_float32_fast_decoder_equals_float64_plain_path():
+    """The whole paper decoder in float32 under inference mode (fused post-ops, grouped attention, head chunks)
+    equals the same weights in float64, which take the plain F.linear path."""
+    torch.manual_seed(4)
+    dec = Fea2GS(channel=12, num_heads=2, num_selfattn_blocks=1, num_selfattn_layers=2, window_size=4,
+                 head_chunk=37).eval()
+    feat, scale = torch.randn(2, 64, 8, 12), torch.tensor([2.0, 3.5])
+    with torch.inference_mode():
+        got = dec(feat, scale)
+        want = dec.double()(feat.double(), scale)
+    assert got.dtype == want.dtype == torch.float32  # the decoder hands out float32 whatever it ran in
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -213,3 +213,38 @@ class _Spy:
 
     def backward(self, *args):
         return self.module.backward(*args)
+
+
+@pytest.mark.parametrize("dmax", [0.1, 0.5])
+def test_vector_rows_equal_the_scalar_rows_bit_for_bit(cpp, dmax):
+    """The AVX-512 row kernel does the scalar code's operations in its order (no FMA): identical images, with
+    rows of every length mod 16 (the masked remainder), at one and two threads."""
+    if not cpp.has_vector_rows():
+        pytest.skip("this CPU build has no AVX-512 row kernel (the scalar rows run)")
+    params, height, width = gsasr_gaussians(9, 13, 3.7, seed=11)
+    threads = torch.get_num_threads()
+    try:
+        cpp.set_vector_rows(False)
+        scalar = cpp.forward(*params, height, width, dmax)
+        cpp.set_vector_rows(True)
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            assert torch.equal(cpp.forward(*params, height, width, dmax), scalar)
+    finally:
+        cpp.set_vector_rows(True)
+        torch.set_num_threads(threads)
+    assert scalar.abs().sum() > 0
+
+
+def test_evaluated_pairs_stay_inside_the_box_widened_by_the_one_pixel_slack(cpp):
+    """The kernel's row spans (box and ellipse cut, one pixel of slack per side, box test per pixel) never exceed
+    each Gaussian's dmax box widened by one pixel on every side, counted independently here."""
+    from asr_bench.ops.rasterize.cases import _pixels_in_box
+
+    params, height, width = gsasr_gaussians(6, 5, 4, seed=3)
+    for dmax in (0.05, 0.5):
+        coords = params[3]
+        columns = (_pixels_in_box(coords[:, 0], dmax, width) + 2).clamp(max=width)
+        rows = (_pixels_in_box(coords[:, 1], dmax, height) + 2).clamp(max=height)
+        widened = int((columns * rows).sum())
+        assert 0 < cpp.evaluated_pairs(*params, height, width, dmax) <= widened

@@ -99,4 +99,12 @@ def environment(device: torch.device) -> dict[str, Any]:
         **device_info(device),
         "git_commit": git_commit(),
         "op_backends": live_backends(),
+        "allocator": allocator_setting(),
     }
+
+
+def allocator_setting() -> dict[str, Any]:
+    """The malloc setting every case worker applies (asr_bench/engine/allocator.py)."""
+    from .allocator import describe
+
+    return describe()

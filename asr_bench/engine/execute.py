@@ -117,6 +117,9 @@ def unsupported_record(case: Case, config: Config, device: torch.device,
 def execute_case(case: Case, config: Config, device: torch.device, sink: Sink, progress: bool = True,
                  provenance: dict[str, Any] | None = None) -> CaseRecord:
     """Run one case to a final CaseRecord, handed to the sink before returning."""
+    from .allocator import apply_steady
+
+    apply_steady()  # every case, every method: the same malloc setting (a no-op after the first case)
     protocol = make_protocol(config)
     base = base_record(case, config, device, protocol.label, provenance)
     if not case_supported(case):
@@ -334,21 +337,63 @@ def stage_medians(calls: list[dict[str, float]]) -> dict[str, float]:
     return {name: float(statistics.median([totals.get(name, 0.0) for totals in calls])) for name in names}
 
 
+# FLOPs per element of the element-wise work torch's counter leaves out (an exp counts as one, as in the ops'
+# declarations): softmax = max, subtract, exp, sum, divide; LayerNorm = mean (1), centre (1), variance (2),
+# normalise (1), scale and shift (2).
+SOFTMAX_FLOPS_PER_ELEMENT = 5
+LAYER_NORM_FLOPS_PER_ELEMENT = 7
+
+
+def _numel(shape: Any) -> int:
+    return math.prod(shape) if shape is not None else 0
+
+
+def _linear_pointwise_flops(x_shape: Any, *args: Any, **kwargs: Any) -> int:
+    """mkldnn::_linear_pointwise(x, w, b, attr, ...) and its .binary(x, other, w, b, attr): 2 M N K."""
+    w_shape = args[0] if isinstance(args[2], str) else args[1]
+    return 2 * _numel(x_shape[:-1]) * x_shape[-1] * w_shape[0]
+
+
+def _softmax_flops(x_shape: Any, *args: Any, **kwargs: Any) -> int:
+    return SOFTMAX_FLOPS_PER_ELEMENT * _numel(x_shape)
+
+
+def _layer_norm_flops(x_shape: Any, *args: Any, **kwargs: Any) -> int:
+    return LAYER_NORM_FLOPS_PER_ELEMENT * _numel(x_shape)
+
+
+def extra_flop_formulas() -> dict[Any, Any]:
+    """Formulas for what torch's counter does not count: oneDNN's fused linear (bias/ReLU/residual as post-ops,
+    2MNK like addmm), softmax and LayerNorm."""
+    aten = torch.ops.aten
+    # Keys are overload packets: the counter looks ops up by packet.
+    formulas: dict[Any, Any] = {aten._softmax: _softmax_flops, aten._log_softmax: _softmax_flops,
+                                aten.native_layer_norm: _layer_norm_flops}
+    mkldnn = getattr(torch.ops, "mkldnn", None)
+    if mkldnn is not None and hasattr(mkldnn, "_linear_pointwise"):
+        formulas[mkldnn._linear_pointwise] = _linear_pointwise_flops
+    return formulas
+
+
 def count_flops(call: Any, model: torch.nn.Module | None = None) -> float | None:
-    """FLOPs of one call (torch's counter: matmuls and convolutions; custom ops declare their own).
+    """FLOPs of one call: torch's counter (matmuls, convolutions) plus `extra_flop_formulas` (fused linears,
+    softmax, LayerNorm), with custom ops booking what their specs declare (asr_bench.ops.usage.op_flops).
 
     The counter's module tracker hooks the autograd graph of any input that requires grad, and a parameter
     fed to a submodule (a learned query, say) has no graph in inference mode: parameters are frozen meanwhile.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    from ..ops.usage import counting_flops
+
     params = [p for p in (model.parameters() if model is not None else []) if p.requires_grad]
     try:
         for p in params:
             p.requires_grad_(False)
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping=extra_flop_formulas()) as counter, \
+                counting_flops(counter.get_total_flops) as declared:
             call()
-        return float(counter.get_total_flops())
+        return float(counter.get_total_flops() + sum(declared.values()))
     except Exception:  # noqa: BLE001 - an op the counter cannot trace leaves FLOPs unknown, not the case failed
         return None
     finally:

@@ -26,6 +26,7 @@ from ..config import Config, config_hash
 from ..errors import UserError
 from .cases import Case, check_names, plan_cases, resolve_methods
 from .environment import environment, live_backends, resolve_device
+from .peak import gemm_peak
 from .execute import (DTYPES, NO_WEIGHTS_NOTE, UNSUPPORTED_NOTE, StoreSink, aggregate, base_record,  # noqa: F401
                       case_supported, count_flops, execute_case, make_protocol, one_line, unsupported_record)
 from .console import RunConsole, forget_shown, show_once
@@ -213,6 +214,7 @@ def run_json(config: Config, device: torch.device, cases: list[Case], shard: Sha
         "config_hash": config_hash(config),
         "cases": [c.case_id for c in cases],
         "environment": environment(device),
+        "gemm_peak": gemm_peak(str(device)),  # the cost table's "% of GEMM peak" yardstick, once per run
     }
 
 

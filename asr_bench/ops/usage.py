@@ -9,7 +9,7 @@ backend a case asked for ("auto") is not the one it got. Every op front calls `r
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _used: dict[str, str] = {}
@@ -50,3 +50,34 @@ def backend_log() -> Iterator[dict[str, str]]:
         yield log
     finally:
         _open_logs.remove(log)
+
+
+# -- FLOPs of custom ops ------------------------------------------------------------------------------------------
+# torch's FLOP counter sees no FLOPs inside a compiled op (and only some of a torch fallback's): inside an open
+# count, an op call books what its spec declares instead of what the counter saw of it.
+_flop_counts: list[tuple[dict[str, float], Callable[[], float]]] = []
+
+
+@contextmanager
+def counting_flops(total: Callable[[], float]) -> Iterator[dict[str, float]]:
+    """A dict filled with {op: declared FLOPs minus what `total()` (the torch counter) saw inside its calls}."""
+    log: dict[str, float] = {}
+    entry = (log, total)
+    _flop_counts.append(entry)
+    try:
+        yield log
+    finally:
+        _flop_counts.remove(entry)
+
+
+@contextmanager
+def op_flops(op: str, declared: Callable[[], float]) -> Iterator[None]:
+    """Wrap one op call: inside an open count, the call counts `declared()` FLOPs (cheap: nothing when no count)."""
+    if not _flop_counts:
+        yield
+        return
+    before = [total() for _, total in _flop_counts]
+    yield
+    flops = declared()
+    for (log, total), start in zip(_flop_counts, before):
+        log[op] = log.get(op, 0.0) + flops - (total() - start)

@@ -31,7 +31,7 @@ from .plots import TITLES, all_plots, stage_caption
 from .published import load_published
 from .reading import RunData
 from .tables import (
-    accuracy_csv, accuracy_latex, accuracy_markdown, cost_csv, cost_header, cost_latex, cost_markdown,
+    accuracy_csv, accuracy_latex, accuracy_markdown, cost_csv, cost_header, cost_latex, cost_markdown, has_peak,
     figure_note_lines, frame_rate_note, latex_document, published_csv, published_display, published_latex, published_markdown,
     published_rows, variant_cells, variant_csv, variant_header, variant_latex, variant_markdown, variant_notes,
     pairwise_csv, time_pairwise_csv, paired_entries, paired_display, rank_rows, significance_rule, few_images_note,
@@ -190,11 +190,12 @@ def _cost_view(rows: Sequence[CostRow], notes: _Footnotes) -> dict[str, Any]:
             "memory": fmt(r.memory_mb, 1), "memory_title": r.memory_kind,
             "params": fmt(r.params / 1e6 if r.params is not None else None, 3),
             "flops": fmt(r.flops / 1e9 if r.flops is not None else None, 2),
+            "peak": fmt(r.peak_percent, 0),
             "best_time": r.best_time, "tied_time": r.tied_time, "best_memory": r.best_memory,
         })
     warmups = ordered_unique(str(r.time_warmup) for r in rows if r.time_repeats)
     timing = (f"the median after {'/'.join(warmups)} warm-up call{'s' if warmups != ['1'] else ''}" if warmups else "")
-    return {"header": cost_header(rows), "groups": groups, "protocols": protocols, "kinds": kinds,
+    return {"header": cost_header(rows), "groups": groups, "peak": has_peak(rows), "protocols": protocols, "kinds": kinds,
             "timing": timing, "devices": ordered_unique(f"{r.device} {r.precision}" for r in rows),
             "has_random": any(r.random_weights for r in rows), "has_spread": any(r.spread for r in rows),
             "has_count": any(r.spread_text for r in rows),
@@ -303,7 +304,8 @@ def render_report(run_dir: Path, published_dir: Path | None = None) -> dict[str,
     published_numbers = load_published(published_dir)
     metrics = configured_metrics(data.run)
     tables = accuracy_tables(data.cases, published_numbers, metrics, images=data.images)
-    cost = cost_rows(data.cases)
+    peak = data.run.get("gemm_peak") if isinstance(data.run.get("gemm_peak"), dict) else {}
+    cost = cost_rows(data.cases, peak.get("gflops"))
     published = published_rows(tables)
     plots = all_plots(data.cases, published_numbers)
     variants = variant_rows(stored.cases, metrics)

@@ -515,6 +515,14 @@ class CostRow:
     frames: dict[str, float | None] = field(default_factory=dict)   # FRAME_RATES key -> fps of the method
     frame_notes: dict[str, str] = field(default_factory=dict)       # FRAME_RATES key -> why n/a ('x3 unsupported')
     figure_notes: dict[str, str] = field(default_factory=dict)      # 'time' / 'flops' -> what the figure leaves out
+    peak_gflops: float | None = None  # the run's measured fp32 GEMM rate (run.json "gemm_peak"), the yardstick
+
+    @property
+    def peak_percent(self) -> float | None:
+        """FLOPs per second of the median call as a percentage of the machine's measured GEMM rate."""
+        if not (self.flops and self.time_ms and self.peak_gflops) or self.reason:
+            return None
+        return 100.0 * self.flops / (self.time_ms / 1000.0) / 1e9 / self.peak_gflops
 
     @property
     def fps(self) -> float | None:
@@ -593,9 +601,10 @@ def _method_frames(cases: Sequence[CaseRecord]) -> dict[str, tuple[dict[str, flo
     return out
 
 
-def cost_rows(cases: Sequence[CaseRecord]) -> list[CostRow]:
+def cost_rows(cases: Sequence[CaseRecord], peak_gflops: float | None = None) -> list[CostRow]:
     """One row per run case (not the unsupported ones: nothing ran), grouped by dataset (run order) then scale;
-    fastest and leanest per group marked. Timing spread comes from the record when it has one."""
+    fastest and leanest per group marked. Timing spread comes from the record when it has one. `peak_gflops`
+    (the run's measured GEMM rate) gives each row its "% of GEMM peak"."""
     datasets = ordered_unique(c.dataset for c in cases)
     labels = ordered_unique(c.label for c in cases)
     ordered = sorted(
@@ -620,6 +629,7 @@ def cost_rows(cases: Sequence[CaseRecord]) -> list[CostRow]:
             time_iqr_ms=getattr(c, "time_iqr_ms", None) if measured else None,
             frames=dict(rates), frame_notes=dict(rate_notes),
             figure_notes=figure_notes(c) if measured else {},
+            peak_gflops=peak_gflops,
         ))
     _mark_fastest(rows, cases)
     for key in ordered_unique((r.dataset, r.scale, r.protocol) for r in rows):

@@ -645,16 +645,27 @@ def figure_note_lines(rows: Sequence[CostRow]) -> list[str]:
 
 def cost_header(rows: Sequence[CostRow]) -> list[str]:
     frames = [title for title, _ in FRAME_RATES.values()] if has_frame_rates(rows) else []
-    return ["Method", "Output (MP)", "Time (ms)", "FPS", *frames, "Memory (MB)", "Params (M)", "FLOPs (G)"]
+    peak = [PEAK_TITLE] if has_peak(rows) else []
+    return ["Method", "Output (MP)", "Time (ms)", "FPS", *frames, "Memory (MB)", "Params (M)", "FLOPs (G)", *peak]
 
 
-def cost_values(row: CostRow, frames: bool = False) -> list[str]:
-    """Display strings after the method: output MP, time, fps, [frame rates], memory, params (M), GFLOPs."""
+PEAK_TITLE = "% GEMM peak"
+
+
+def has_peak(rows: Sequence[CostRow]) -> bool:
+    """Whether any row has a "% of GEMM peak" (its FLOPs counted and the run's GEMM rate measured)."""
+    return any(r.peak_percent is not None for r in rows)
+
+
+def cost_values(row: CostRow, frames: bool = False, peak: bool = False) -> list[str]:
+    """Display strings after the method: output MP, time, fps, [frame rates], memory, params (M), GFLOPs,
+    [% of the machine's GEMM peak]."""
     time_text = MISSING if row.reason else fmt(row.time_ms, 1)
     rates = [row.frame_text(k) for k in FRAME_RATES] if frames else []
     return [fmt(row.output_mpix, 3), time_text, fmt_rate(row.fps), *rates, fmt(row.memory_mb, 1),
             fmt(row.params / 1e6 if row.params is not None else None, 3),
-            fmt(row.flops / 1e9 if row.flops is not None else None, 2)]
+            fmt(row.flops / 1e9 if row.flops is not None else None, 2),
+            *([fmt(row.peak_percent, 0)] if peak else [])]
 
 
 def memory_column(rows: Sequence[CostRow]) -> int:
@@ -701,7 +712,7 @@ def cost_markdown(rows: Sequence[CostRow], cases: Sequence[CaseRecord] = ()) -> 
     for (dataset, scale, protocol), group in _cost_groups(rows):
         body.append([f"**{dataset_title(dataset)} {scale_title(scale)}**"] + [""] * (len(header) - 1))
         for r in group:
-            cells = cost_values(r, frames)
+            cells = cost_values(r, frames, has_peak(rows))
             if r.reason == "error":
                 cells[1] = f"{MISSING} ({footnote_mark(numbers[f'error in {r.label}: {r.message}'])})"
             if r.spread_text:
@@ -738,7 +749,7 @@ def cost_latex(rows: Sequence[CostRow], cases: Sequence[CaseRecord] = ()) -> str
         title = latex_escape(f"{dataset_title(dataset)} ") + rf"$\times${latex_escape(scale)}"
         lines = [rf"\multicolumn{{{width}}}{{l}}{{\emph{{{title}}}}} \\", rf"\cmidrule(lr){{1-{width}}}"]
         for r in group:
-            values = [latex_escape(c) for c in cost_values(r, frames)]
+            values = [latex_escape(c) for c in cost_values(r, frames, has_peak(rows))]
             spread = f"{r.time_min_ms:.1f}--{r.time_max_ms:.1f}" if r.spread else ""
             count = str(r.time_repeats) if r.spread_text and "n=" in r.spread_text else ""
             cells = [values[0], values[1], spread, count, *values[2:]]

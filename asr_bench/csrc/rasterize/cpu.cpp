@@ -15,6 +15,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "binning.h"
 
 namespace {
@@ -71,6 +75,89 @@ std::vector<T> pixel_axis(int n) {
   return axis;
 }
 
+// One Gaussian's contribution to the columns [first, last] of one row: the scalar definition (float64, and float32
+// where AVX-512 is absent), which GCC vectorises with a scalar remainder.
+template <typename T>
+inline void splat_row_scalar(const T* __restrict x, int first, int last, T gx, T limit, T a2, T ab, T dy,
+                             T row_term, T nh, T cr, T cg, T cb, T* __restrict red, T* __restrict green,
+                             T* __restrict blue) {
+#pragma omp simd
+  for (int w = first; w <= last; ++w) {
+    const T dx = x[w] - gx;
+    const T v = exp_of(((a2 * dx) * dx - (ab * dx) * dy + row_term) * nh);  // binning.h power_at
+    const T value = v * static_cast<T>((dx <= limit) & (dx >= -limit));
+    red[w] += value * cr;
+    green[w] += value * cg;
+    blue[w] += value * cb;
+  }
+}
+
+bool vector_rows = true;  // false: float32 rows take the scalar code too (tests compare the two bit for bit)
+
+template <typename T>
+inline void splat_row(const T* __restrict x, int first, int last, T gx, T limit, T a2, T ab, T dy, T row_term, T nh,
+                      T cr, T cg, T cb, T* __restrict red, T* __restrict green, T* __restrict blue) {
+  splat_row_scalar(x, first, last, gx, limit, a2, ab, dy, row_term, nh, cr, cg, cb, red, green, blue);
+}
+
+#if defined(__AVX512F__)
+// The same row with AVX-512 intrinsics: 16 columns per step and one masked step for the remainder (rows are
+// 10-70 columns, so a scalar remainder cost as much as the vector body). Every operation is the scalar code's,
+// in its order, without FMA (the build has -ffp-contract=off): the results are bit-identical to it.
+inline __m512 exp_approx16(__m512 x) {
+  const __mmask16 zero = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_LT_OQ);
+  x = _mm512_mask_blend_ps(zero, _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(88.0f), _CMP_GT_OQ), x,
+                                                      _mm512_set1_ps(88.0f)),
+                           _mm512_set1_ps(-104.0f));
+  const __m512 magic = _mm512_set1_ps(12582912.0f);
+  const __m512 n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), magic), magic);
+  __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
+  r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(y, r), r), r), _mm512_set1_ps(1.0f));
+  const __m512i ni = _mm512_cvttps_epi32(n);
+  const __m512i n1 = _mm512_srai_epi32(ni, 1);
+  const __m512i n2 = _mm512_sub_epi32(ni, n1);
+  const __m512i bias = _mm512_set1_epi32(127);
+  const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias), 23));
+  const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias), 23));
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~zero), _mm512_mul_ps(_mm512_mul_ps(y, s1), s2));
+}
+
+template <>
+inline void splat_row<float>(const float* __restrict x, int first, int last, float gx, float limit, float a2,
+                             float ab, float dy, float row_term, float nh, float cr, float cg, float cb,
+                             float* __restrict red, float* __restrict green, float* __restrict blue) {
+  if (!vector_rows) {
+    splat_row_scalar(x, first, last, gx, limit, a2, ab, dy, row_term, nh, cr, cg, cb, red, green, blue);
+    return;
+  }
+  const __m512 vgx = _mm512_set1_ps(gx), vlimit = _mm512_set1_ps(limit), vneg = _mm512_set1_ps(-limit);
+  const __m512 va2 = _mm512_set1_ps(a2), vab = _mm512_set1_ps(ab), vdy = _mm512_set1_ps(dy);
+  const __m512 vrow = _mm512_set1_ps(row_term), vnh = _mm512_set1_ps(nh);
+  const __m512 vr = _mm512_set1_ps(cr), vg = _mm512_set1_ps(cg), vb = _mm512_set1_ps(cb);
+  for (int w = first; w <= last; w += 16) {
+    const int left = last - w + 1;
+    const __mmask16 lanes = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+    const __m512 dx = _mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, x + w), vgx);
+    __m512 p = _mm512_sub_ps(_mm512_mul_ps(_mm512_mul_ps(va2, dx), dx), _mm512_mul_ps(_mm512_mul_ps(vab, dx), vdy));
+    p = _mm512_mul_ps(_mm512_add_ps(p, vrow), vnh);
+    const __mmask16 inside = _mm512_cmp_ps_mask(dx, vlimit, _CMP_LE_OQ) & _mm512_cmp_ps_mask(dx, vneg, _CMP_GE_OQ);
+    const __m512 value = _mm512_maskz_mov_ps(inside, exp_approx16(p));
+    _mm512_mask_storeu_ps(red + w, lanes, _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, red + w), _mm512_mul_ps(value, vr)));
+    _mm512_mask_storeu_ps(green + w, lanes,
+                          _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, green + w), _mm512_mul_ps(value, vg)));
+    _mm512_mask_storeu_ps(blue + w, lanes,
+                          _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, blue + w), _mm512_mul_ps(value, vb)));
+  }
+}
+#endif
+
 // Adds Gaussians [begin, end) into the bands. Lists are built by counting sort in index order.
 template <typename T>
 void splat_pass(const std::vector<Gaussian<T>>& gs, int64_t begin, int64_t end, const T* colours,
@@ -113,15 +200,7 @@ void splat_pass(const std::vector<Gaussian<T>>& gs, int64_t begin, int64_t end, 
         T* __restrict green = red + plane;
         T* __restrict blue = green + plane;
         const T* __restrict x = xs.data();
-#pragma omp simd
-        for (int w = first; w <= last; ++w) {
-          const T dx = x[w] - gx;
-          const T v = exp_of(((a2 * dx) * dx - (ab * dx) * dy + row_term) * nh);  // binning.h power_at
-          const T value = v * static_cast<T>((dx <= limit) & (dx >= -limit));
-          red[w] += value * cr;
-          green[w] += value * cg;
-          blue[w] += value * cb;
-        }
+        splat_row(x, first, last, gx, limit, a2, ab, dy, row_term, nh, cr, cg, cb, red, green, blue);
       }
     }
   }
@@ -220,6 +299,26 @@ torch::Tensor forward(torch::Tensor sx, torch::Tensor sy, torch::Tensor rho, tor
   return out;
 }
 
+// How many pixel-Gaussian pairs the forward evaluates (box and ellipse cut), for throughput figures.
+int64_t evaluated_pairs(torch::Tensor sx, torch::Tensor sy, torch::Tensor rho, torch::Tensor coords,
+                        torch::Tensor colours, int64_t height, int64_t width, double dmax) {
+  const int64_t n = colours.size(0);
+  check_inputs({sx, sy, rho, coords, colours}, n);
+  TORCH_CHECK(colours.scalar_type() == torch::kFloat32, "evaluated_pairs: float32 inputs");
+  const auto gs = setup(sx.data_ptr<float>(), sy.data_ptr<float>(), rho.data_ptr<float>(), coords.data_ptr<float>(),
+                        n, int(height), int(width), dmax);
+  const auto ys = pixel_axis<float>(int(height));
+  int64_t pairs = 0;
+  for (const auto& g : gs) {
+    if (asr_raster::is_empty(g)) continue;
+    for (int h = g.row0; h <= g.row1; ++h) {
+      int c0, c1;
+      if (asr_raster::row_columns(g, ys[h] - g.y, int(width), &c0, &c1)) pairs += c1 - c0 + 1;
+    }
+  }
+  return pairs;
+}
+
 std::vector<torch::Tensor> backward(torch::Tensor sx, torch::Tensor sy, torch::Tensor rho, torch::Tensor coords,
                                     torch::Tensor colours, torch::Tensor grad, int64_t height, int64_t width,
                                     double dmax) {
@@ -245,6 +344,16 @@ std::vector<torch::Tensor> backward(torch::Tensor sx, torch::Tensor sy, torch::T
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "GSASR Gaussian rasterizer, CPU backend (see csrc/rasterize/binning.h)";
   m.def("forward", &forward, "render (3, H, W)");
+  m.def("set_vector_rows", [](bool on) { vector_rows = on; },
+        "float32 rows by AVX-512 intrinsics (default, where compiled in) or by the scalar code (tests)");
+  m.def("has_vector_rows", []() {
+#if defined(__AVX512F__)
+    return true;
+#else
+    return false;
+#endif
+  }, "whether this build has the AVX-512 row kernel");
+  m.def("evaluated_pairs", &evaluated_pairs, "pixel-Gaussian pairs the forward evaluates (box and ellipse cut)");
   m.def("backward", &backward, "gradients w.r.t. sigma_x, sigma_y, rho, coords, colours");
   m.def("set_max_pairs_per_pass", [](int64_t limit) { max_pairs_per_pass = limit; },
         "split the forward into passes of at most this many (band, Gaussian) pairs (tests)");

@@ -49,7 +49,7 @@ from ..backends import warn_once
 from ..build import ExtensionUnavailable, extension, has_cuda_toolchain, load_extension
 from ..selftest import Verdict, verdict, warn_disabled
 from ..spec import Gradients, OpSpec
-from ..usage import record
+from ..usage import op_flops, record
 from . import cases
 from .reference import torch_forward
 
@@ -217,9 +217,10 @@ def meta_upscale_table(
     chosen = select_backend(backend, features.device, features.dtype)
     record("meta_upscale", chosen.name)
     args = (features, table, row_source, row_phase, col_source, col_phase)
-    if chosen.name == "torch":
-        return torch_forward(*args)
-    return _CompiledMetaUpscale.apply(chosen, *args)
+    with op_flops("meta_upscale", lambda: cases.flops(*args)):
+        if chosen.name == "torch":
+            return torch_forward(*args)
+        return _CompiledMetaUpscale.apply(chosen, *args)
 
 
 def _check(features, table, row_source, row_phase, col_source, col_phase) -> None:

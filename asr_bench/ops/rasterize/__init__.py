@@ -38,7 +38,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..spec import Gradients, OpSpec
-from ..usage import record
+from ..usage import op_flops, record
 from . import cases
 from .reference import rasterize_reference, rasterize_reference_unchunked
 
@@ -113,9 +113,10 @@ def rasterize(
             raise ValueError(f"rasterize: backend '{name}' supports {_compiled_dtypes(name)}, got {colours.dtype}")
         name, module = "torch", None
     record(OP_NAME, name)
-    if module is None:
-        return rasterize_reference(*inputs, int(height), int(width), float(dmax))
-    return _RasterizeCompiled.apply(*inputs, int(height), int(width), float(dmax), module)
+    with op_flops(OP_NAME, lambda: cases.flops(*inputs, int(height), int(width), float(dmax))):
+        if module is None:
+            return rasterize_reference(*inputs, int(height), int(width), float(dmax))
+        return _RasterizeCompiled.apply(*inputs, int(height), int(width), float(dmax), module)
 
 
 def _compiled_dtypes(backend: str) -> tuple[torch.dtype, ...]:

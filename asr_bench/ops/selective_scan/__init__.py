@@ -35,7 +35,7 @@ import torch
 
 from ...errors import UnknownName, UserError
 from ..spec import OpSpec
-from ..usage import record
+from ..usage import op_flops, record
 from . import cases
 from .scans import (
     selective_scan_chunked,
@@ -64,6 +64,12 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     args = (u, delta, A, B, C, D, delta_bias)
     name, module = _choose(backend, args)
     record(OP_NAME, name)
+    with op_flops(OP_NAME, lambda: cases.flops(*args)):
+        return _run(name, module, args)
+
+
+def _run(name: str, module, args: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    u, delta, A, B, C, D, delta_bias = args
     if name == "cpp":
         return module.forward(*args)
     if name == "mamba_ssm":
