@@ -1,9 +1,10 @@
 """Checkpoints that say what they are: `detect_checkpoint` asks every registered method's detector (and, through
 them, every registered encoder's shape reader), built-ins and entry-point plugins alike.
 
-The machinery is `asr_bench.detection` (below the registry, which uses it for `build_model(checkpoint=...)`);
-each method's detector lives beside the method (`asr_bench/methods/<name>/`), each encoder's shape reader beside
-the encoder (`asr_bench/encoders/<name>.py`), the shape-reading kit in `asr_bench.shapes`.
+The machinery is `asr_bench.detection` (below the registry; `asr_bench.models.build_model` uses it when no
+method is named); each method's detector lives beside the method (`asr_bench/methods/<name>/detect.py`), each
+encoder's shape reader in its spec beside the encoder (`asr_bench/encoders/<name>.py`), the shape-reading kit in
+`asr_bench.shapes`.
 """
 from __future__ import annotations
 

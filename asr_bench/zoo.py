@@ -27,8 +27,9 @@ from typing import Any
 
 from .errors import MissingFile, UnknownName, UserError
 from .weightfiles import WeightFile
-from .weights import (DEFAULT_CACHE, ENV, HUB, Folder, HubFile, fetch_command, hub_cache_dir, hub_file,
-                      in_hub_cache, local_path, search_folders, variant_of)
+from .weights import DEFAULT_CACHE, ENV  # noqa: F401 - zoo's names (tests and callers set zoo.ENV)
+from .weights import (HUB, Folder, HubFile, fetch_command, hub_cache_dir, hub_file, in_hub_cache, local_path,
+                      search_folders, variant_of)
 from .weights import locate as _locate
 from .weights import (RECORD, cached_sha256, read_records, record_key, record_root,  # noqa: F401 - zoo's names
                       recorded_sha256, sha256_of, write_records)
@@ -377,7 +378,7 @@ def fetch_hub(preset_name: str, wf: WeightFile, hub: HubFile, progress: bool = T
     records = read_records()
     stat = path.stat()
     entry = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-             "url": f"hf://{hub.repo_id}/{hub.path}@{hub.revision}"}
+             "url": f"hf://{hub.repo_id}/{hub.path}@{hub.revision}", "commit": _snapshot_commit(path)}
     if not wf.sha256:
         entry["fetched_sha256"] = digest
     records[record_key(path)] = entry
@@ -385,6 +386,12 @@ def fetch_hub(preset_name: str, wf: WeightFile, hub: HubFile, progress: bool = T
     how = "verified" if wf.sha256 else "sha256 recorded (none published)"
     say(f"{preset_name}: {wf.filename} -> {path} ({how}: {digest})")
     return path
+
+
+def _snapshot_commit(path: Path) -> str | None:
+    """The Hub commit a cached file belongs to (its `snapshots/<commit>/` folder): what a branch resolved to."""
+    parts = path.parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
 
 
 def _check_hub(preset_name: str, wf: WeightFile, path: Path) -> None:

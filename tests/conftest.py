@@ -18,10 +18,10 @@ KEY_TABLES = REPO / "tests" / "data" / "keys"
 def pytest_configure(config: pytest.Config) -> None:
     """The run's own extension folder, built once per run: with the user's cache (~/.cache/asr_bench/extensions)
     another process rebuilding or deleting a build while the tests run could turn a 'loading' into a 'compiling'
-    or a verdict file into a miss. A folder chosen for the tests (ASR_BENCH_TEST_EXTENSIONS_DIR) or by the user
-    (TORCH_EXTENSIONS_DIR) is used as given, so a developer can keep builds between runs. Set in os.environ, so
-    the subprocesses that tests start use it too."""
-    chosen = os.environ.get("ASR_BENCH_TEST_EXTENSIONS_DIR") or os.environ.get("TORCH_EXTENSIONS_DIR")
+    or a verdict file into a miss. The same holds for a TORCH_EXTENSIONS_DIR the user set for daily work, so only a
+    folder chosen for the tests (ASR_BENCH_TEST_EXTENSIONS_DIR) is used as given, to keep builds between runs.
+    Set in os.environ, so the subprocesses that tests start use it too."""
+    chosen = os.environ.get("ASR_BENCH_TEST_EXTENSIONS_DIR")
     if chosen:
         os.environ["TORCH_EXTENSIONS_DIR"] = chosen
         return

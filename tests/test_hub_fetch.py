@@ -144,6 +144,8 @@ def test_fetch_goes_through_huggingface_hub_and_resumes_a_cut_connection(hub, mo
     resumed_at = int(gets[1][2].removeprefix("bytes=").rstrip("-"))       # resumed from what it had, not restarted
     assert 0 < resumed_at <= hub.cut_at
     assert not list((tmp_path / "hf").rglob("*.incomplete"))
+    entry = zoo.read_records()[str(found.resolve())]
+    assert entry["sha256"] == SHA and entry["commit"] == COMMIT        # the hash and the commit "main" resolved to
     assert SHA in capsys.readouterr().out
 
 

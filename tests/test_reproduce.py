@@ -34,7 +34,7 @@ def test_every_paper_config_is_a_table_and_list_names_them(capsys):
     assert set(papers) <= set(found) and "liif-set5" in found
     assert run_cli(["reproduce", "--list"]) == 0
     out = capsys.readouterr().out
-    assert all(re.search(rf"^{name}\s", out, re.M) for name in found)
+    assert all(re.search(rf"^{name}\s", out, re.MULTILINE) for name in found)
 
 
 def test_nothing_in_place_is_one_message_listing_all_that_is_missing(tmp_path, capsys):

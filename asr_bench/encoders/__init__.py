@@ -9,12 +9,11 @@ feat = enc(x)                                            # (B, enc.out_channels,
 
 Names: `edsr-baseline` (64 ch, 16 blocks), `edsr` (256 ch, 32 blocks, res_scale 0.1), `rdn` (config B: D16 C8
 G64; `config="A"`), `swinir` (classical: 180 dims, 6x6 blocks, window 8; `out_features=64` for GSASR's head),
-`hat` (HAT, window 16; `large=True` HAT-L; `rope=True` GSASR's RoPE variant), `rcan`, `plksr`, `smfanet`.
-Each spec carries `Capabilities` (dtypes, size multiple, receptive radius, tile overlap) that its test proves.
+`hat` (HAT, window 16; `large=True` HAT-L; `rope=True` GSASR's RoPE variant), `rcan`, `plksr`, `smfanet`,
 `srformer` (180 dims, 6x6 permuted-attention blocks, window 22), `atd` (210 dims, 6x6 layers, window 16),
 `mambair` (180 dims, 6x6 state-space blocks), `mambair-light` (60 dims, 4x6) and `hit-srf` (60 dims, 4x6
-hierarchical-window blocks). `encoder_capabilities(name)` gives the dtypes,
-padding multiple and tiling advice that tests/test_encoder_capabilities.py checks.
+hierarchical-window blocks). Each spec carries `Capabilities` (dtypes, size multiple, receptive radius, tile
+overlap) that its test proves: `encoder_capabilities(name)`, checked by tests/test_encoder_capabilities.py.
 Design: each encoder module ends with its `ENCODERS` (an `EncoderSpec` each: builder, capabilities, checkpoint
 namings, the shape reader detection uses); `catalogue.py` gathers them with those of entry-point plugins (group
 `asr_bench.encoders`). Each module uses one canonical naming (BasicSR's for EDSR, the shared RDN names, the

@@ -1,6 +1,6 @@
 """What an encoder declares about itself: `EncoderSpec` (builder, capabilities, checkpoint namings, shape reader).
 
-Each encoder module ends with its `SPECS`; `asr_bench.encoders.catalogue` gathers them (and those of entry-point
+Each encoder module ends with its `ENCODERS`; `asr_bench.encoders.catalogue` gathers them (and those of entry-point
 plugins, group `asr_bench.encoders`), and detection, the key maps and `build_encoder` loop over them. Nothing
 here names a particular encoder.
 """
