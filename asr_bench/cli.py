@@ -235,12 +235,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides.append("trust_checkpoints=true")
     if args.require_weights:
         overrides.append("require_weights=true")
-    if args.checkpoint_dirs:
-        overrides.append(f"checkpoint_dirs={json.dumps(args.checkpoint_dirs)}")
     for key, values in (("methods", args.methods), ("datasets", args.datasets), ("scales", args.scales)):
         if values:
             overrides.append(f"{key}={json.dumps([int(v) if isinstance(v, float) and v.is_integer() else v for v in values])}")
     config = load_config(args.config, overrides)
+    if args.checkpoint_dirs:  # searched before the config's own folders, as --help says ("here first")
+        from dataclasses import replace
+
+        given = tuple(str(Path(d).expanduser()) for d in args.checkpoint_dirs)
+        config = replace(config, checkpoint_dirs=given + tuple(d for d in config.checkpoint_dirs if d not in given))
     if args.dry_run:
         from .engine.dry_run import dry_run_lines
 

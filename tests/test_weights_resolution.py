@@ -268,3 +268,22 @@ def test_a_two_file_preset_among_other_files_loads_from_a_folder_of_just_its_fil
     assert sorted(p.name for p in Path(found.checkpoint).iterdir()) == ["rt4ksr_x2.pth", "rt4ksr_x3.pth"]
     model = build_model(preset="rt4ksr.all", pretrained=True, checkpoint_dirs=[folder])
     assert model.weights_loaded and sorted(map(float, model.scales)) == [2.0, 3.0]
+
+
+def test_checkpoint_dir_on_the_command_line_is_searched_before_the_configs_folders_not_instead(
+        tmp_path, capsys, liif_checkpoint, set5):
+    """`--checkpoint-dir` says "here first": the config's own `checkpoint_dirs` stay searched after it."""
+    in_config = flat(tmp_path, liif_checkpoint)
+    on_command_line = tmp_path / "cli"
+    on_command_line.mkdir()
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"methods: [{PRESET}]\ndatasets: [set5]\nscales: [4]\nprotocol: liif\nmetrics: [psnr]\n"
+                   f"checkpoint_dirs: [{str(in_config)!r}]\n")
+    base = ["--config", str(cfg), "--dry-run", "--data-root", str(set5.parent.parent)]
+    assert run_cli([*base, "--checkpoint-dir", str(on_command_line)]) == 0
+    out = capsys.readouterr().out
+    assert str(in_config / FILE) in out and "random weights" not in out   # the config's folder still counts
+    (on_command_line / FILE).symlink_to(liif_checkpoint)
+    assert run_cli([*base, "--checkpoint-dir", str(on_command_line)]) == 0
+    out = capsys.readouterr().out
+    assert str(on_command_line / FILE) in out and str(in_config / FILE) not in out   # and comes after it
