@@ -39,11 +39,22 @@ def tables() -> dict[str, Table]:
     return {name: Table(name, config, _about(config)) for name, config in sorted(names.items())}
 
 
-def _about(config: str) -> str:
+def _about(config: str, limit: int = 110) -> str:
+    """The first sentence of the config's leading comment, cut at a word (with an ellipsis) past `limit` characters:
+    a comment line ends wherever the YAML was wrapped, so the first line alone stops mid-sentence."""
+    words: list[str] = []
     for line in (SHIPPED / f"{config}.yml").read_text(encoding="utf-8").splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-    return ""
+        if not line.startswith("#") or not line.lstrip("# ").strip():
+            if words:
+                break
+            continue
+        words += line.lstrip("# ").split()
+    text = " ".join(words)
+    end = text.find(". ")
+    sentence = text if end < 0 else text[:end + 1]
+    if len(sentence) <= limit:
+        return sentence
+    return sentence[:limit].rsplit(" ", 1)[0].rstrip(",;:(") + " …"
 
 
 def list_lines() -> list[str]:
