@@ -1,9 +1,12 @@
 """The cost table's "% GEMM peak": the run measures its GEMM rate once; a row's percentage is FLOPs/s over it."""
 from __future__ import annotations
 
+import csv
+import io
+
 from asr_bench.engine.peak import gemm_peak
 from asr_bench.report.model import CostRow
-from asr_bench.report.tables import PEAK_TITLE, cost_header, cost_values
+from asr_bench.report.tables import PEAK_TITLE, cost_csv, cost_header, cost_values
 
 
 def row(**changes) -> CostRow:
@@ -30,3 +33,11 @@ def test_the_peak_is_measured_once_per_process():
     first = gemm_peak("cpu")
     assert first is not None and first["gflops"] > 0 and first["device"] == "cpu"
     assert gemm_peak("cpu") is first
+
+
+def test_cost_csv_carries_the_percentage_for_scripts():
+    """cost.csv holds the same figure the tables print: 20 GFLOP in 0.25 s on a 160 GFLOP/s peak is 50 %."""
+    with_peak, without = row(peak_gflops=160.0), row(flops=None, peak_gflops=160.0)
+    rows = list(csv.DictReader(io.StringIO(cost_csv([with_peak, without]))))
+    assert abs(float(rows[0]["percent_gemm_peak"]) - 50.0) < 1e-9
+    assert rows[1]["percent_gemm_peak"] == ""

@@ -790,13 +790,13 @@ def cost_latex(rows: Sequence[CostRow], cases: Sequence[CaseRecord] = ()) -> str
 
 def cost_csv(rows: Sequence[CostRow]) -> str:
     header = ["protocol", "label", "dataset", "scale", "status", "output_mpix", "time_ms", "time_min_ms",
-              "time_max_ms", "time_iqr_ms", "fps", "memory_mb", "memory_kind", "params", "flops", "device",
-              "precision", "time_repeats", "time_warmup", *FRAME_RATES, *(f"{k}_note" for k in FRAME_RATES),
+              "time_max_ms", "time_iqr_ms", "fps", "memory_mb", "memory_kind", "params", "flops",
+              "percent_gemm_peak", "device", "precision", "time_repeats", "time_warmup", *FRAME_RATES, *(f"{k}_note" for k in FRAME_RATES),
               *(f"{k}_note" for k in FIGURE_NOTES)]
     body = [[r.protocol, r.label, r.dataset, r.scale,
              r.reason or ("random weights" if r.random_weights else "ok"), *(
         _csv_value(v) for v in (r.output_mpix, r.time_ms, r.time_min_ms, r.time_max_ms, r.time_iqr_ms, r.fps,
-                                r.memory_mb, r.memory_kind, r.params, r.flops, r.device, r.precision,
+                                r.memory_mb, r.memory_kind, r.params, r.flops, r.peak_percent, r.device, r.precision,
                                 r.time_repeats, r.time_warmup, *(r.frames.get(k) for k in FRAME_RATES),
                                 *(r.frame_notes.get(k, "") for k in FRAME_RATES),
                                 *(r.figure_notes.get(k, "") for k in FIGURE_NOTES)))] for r in rows]
