@@ -4,7 +4,9 @@ shards and Ray give the serial run's results.
 Uses the plugin methods and tiny dataset of test_engine_runner (a plugin file the config names).
 """
 import multiprocessing
+import os
 import shutil
+import stat
 import sys
 import time
 from pathlib import Path
@@ -225,3 +227,16 @@ def test_the_ray_executor_gives_the_serial_results(tmp_path, plugin, images, ray
     assert outcome(read_run(tmp_path / "ray").cases) == outcome(serial.cases)
     assert "SIGSEGV" in by_id(on_ray)["t-crash|tiny|2"].error
     assert len(read_run(tmp_path / "ray").images) == len(read_run(tmp_path / "serial").images)
+
+
+def test_files_a_ray_worker_writes_have_the_runs_umask_not_the_workers(tmp_path, plugin, images, ray_cluster):
+    """The Ray workers started under the test process's umask (the module's cluster); the run is made under 077,
+    so the outputs its workers write must be 0600, as the serial executor's are."""
+    previous = os.umask(0o077)
+    try:
+        run_benchmark(make_config(tmp_path, plugin, images, scales=[2], save_images=True,
+                                  output=str(tmp_path / "ray")), progress=False, render=False, executor="ray")
+    finally:
+        os.umask(previous)
+    written = list((tmp_path / "ray" / "images").rglob("*.png"))
+    assert written and {stat.S_IMODE(p.stat().st_mode) for p in written} == {0o600}

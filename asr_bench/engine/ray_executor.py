@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .. import atomic
 from ..config import Config
 from ..errors import UserError
 from .console import show_once
@@ -97,6 +98,7 @@ def run_on_ray(todo: list[Any], config: Config, device: torch.device, store: Run
     worker_device = "cuda" if device.type == "cuda" else str(device)  # Ray gives each task its GPU as cuda:0
     pending: dict[Any, Any] = {}
     try:
+        umask = atomic.current_umask()
         for item in todo:
             case = item.case
             if not case_supported(case):
@@ -108,7 +110,8 @@ def run_on_ray(todo: list[Any], config: Config, device: torch.device, store: Run
                 continue  # another process is computing it; it stores the result
             sink = StoreSink(store, case.case_id, item.key)
             task = Task(case, config, worker_device, item.key, str(store.run_dir), item.provenance,
-                        {k: v.to_dict() for k, v in sink.done_images().items()}, sink.profile(), False)
+                        {k: v.to_dict() for k, v in sink.done_images().items()}, sink.profile(), False,
+                        umask=umask)  # the driver's: a Ray worker was started under whatever umask its node had
             pending[remote.remote(task, fresh)] = item
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
