@@ -167,7 +167,12 @@ def stored_images(run_dir):
     import sqlite3
 
     with sqlite3.connect(Path(run_dir) / "results.sqlite") as conn:
-        return conn.execute("SELECT case_id, image FROM images ORDER BY rowid").fetchall()
+        try:
+            return conn.execute("SELECT case_id, image FROM images ORDER BY rowid").fetchall()
+        except sqlite3.OperationalError as error:  # polled while the run is still creating its tables
+            if "no such table" in str(error):
+                return []
+            raise
 
 
 def rows(path):
