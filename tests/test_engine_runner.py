@@ -308,7 +308,7 @@ def comparable(path):
     out = []
     for row in rows(path):
         for key in ("time_ms", "time_min_ms", "time_max_ms", "time_iqr_ms", "time_repeats", "time_samples_ms",
-                    "memory_mb"):
+                    "time_setup_ms", "memory_mb"):
             row.pop(key, None)
         out.append(row)
     return out
