@@ -17,7 +17,6 @@ current folder.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from typing import Any
 
 from . import atomic
 from .errors import MissingFile, UserError
+from .hashing import file_sha256, sha256_of  # noqa: F401 - sha256_of: zoo's name for a part being fetched
 from .weightfiles import WeightFile
 
 ENV = "ASR_BENCH_WEIGHTS"
@@ -166,14 +166,6 @@ def write_records(records: dict[str, dict[str, Any]]) -> None:
     atomic.write_text(record_root() / RECORD, json.dumps(records, indent=1, sort_keys=True))
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def record_key(path: Path) -> str:
     """A file's key in the record: relative inside the cache (which may move), absolute elsewhere."""
     resolved, base = path.resolve(), record_root().resolve()
@@ -181,20 +173,9 @@ def record_key(path: Path) -> str:
 
 
 def cached_sha256(path: Path) -> str:
-    """sha256 of a file, remembered by size and mtime (a 256 MB checkpoint is hashed once, not per `list`)."""
-    records = read_records()
-    key = record_key(path)
-    stat = path.stat()
-    entry = records.get(key, {})
-    if entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns and entry.get("sha256"):
-        return entry["sha256"]
-    digest = sha256_of(path)
-    records[key] = {**entry, "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    try:
-        write_records(records)
-    except OSError:
-        pass   # an unwritable cache: the hash is still right, only not remembered
-    return digest
+    """sha256 of a file through the package's one content-hash index (kept in the cache folder): a 256 MB
+    checkpoint is hashed once, not on every `list` or run. `sha256.json` keeps only what fetching recorded."""
+    return file_sha256(path, index_dir=record_root())
 
 
 def recorded_sha256(path: Path) -> str | None:

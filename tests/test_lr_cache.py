@@ -45,17 +45,17 @@ def test_file_sha256_is_the_sha256_of_the_bytes_and_follows_a_replacement(tmp_pa
 
 
 def test_the_persistent_index_is_used_by_later_processes_and_keyed_by_the_file_state(tmp_path, monkeypatch):
-    from asr_bench.data import fingerprint
+    from asr_bench import hashing
 
     path = tmp_path / "a.png"
     Image.fromarray(smooth_image(20, 24, 0)).save(path)
     truth = hashlib.sha256(path.read_bytes()).hexdigest()
     assert file_sha256(path, index_dir=tmp_path / "idx") == truth
-    monkeypatch.setattr(fingerprint, "_MEMO", {})  # a new process: only the index remembers
-    monkeypatch.setattr(fingerprint, "_hash_bytes", lambda p: pytest.fail("hashed again"))
+    monkeypatch.setattr(hashing, "_MEMO", {})  # a new process: only the index remembers
+    monkeypatch.setattr(hashing, "sha256_of", lambda p: pytest.fail("hashed again"))
     assert file_sha256(path, index_dir=tmp_path / "idx") == truth
     monkeypatch.undo()
-    monkeypatch.setattr(fingerprint, "_MEMO", {})
+    monkeypatch.setattr(hashing, "_MEMO", {})
     replace_file(path, smooth_image(20, 24, 1))
     assert file_sha256(path, index_dir=tmp_path / "idx") == hashlib.sha256(path.read_bytes()).hexdigest() != truth
 

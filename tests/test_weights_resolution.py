@@ -287,3 +287,23 @@ def test_checkpoint_dir_on_the_command_line_is_searched_before_the_configs_folde
     assert run_cli([*base, "--checkpoint-dir", str(on_command_line)]) == 0
     out = capsys.readouterr().out
     assert str(on_command_line / FILE) in out and str(in_config / FILE) not in out   # and comes after it
+
+
+def test_a_weight_file_is_hashed_once_through_the_one_content_hash_index(tmp_path, monkeypatch):
+    """Weights and dataset images share asr_bench.hashing: a later process reads a checkpoint's hash from the index
+    in the cache folder; a changed file is hashed again."""
+    from asr_bench import hashing
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(weights.ENV, str(cache))
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"weights" * 1000)
+    truth = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert weights.cached_sha256(path) == truth and (cache / hashing.INDEX_NAME).is_file()
+    monkeypatch.setattr(hashing, "_MEMO", {})  # a new process: only the index remembers
+    monkeypatch.setattr(hashing, "sha256_of", lambda p: pytest.fail("hashed again"))
+    assert weights.cached_sha256(path) == truth
+    monkeypatch.undo()
+    monkeypatch.setenv(weights.ENV, str(cache))
+    path.write_bytes(b"other" * 1000)
+    assert weights.cached_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest() != truth
