@@ -161,6 +161,16 @@ class Supervisor:
             self.stop(kill=outcome is not None)
         return outcome
 
+    def _deliver_leftovers(self, sink: Sink) -> None:
+        """Hand on the messages a worker sent before it died or was killed (its last images, a profile)."""
+        while self.results_in.poll(0):
+            try:
+                message = self.results_in.recv()
+            except EOFError:
+                return
+            if message[0] not in ("done", "user_error"):
+                deliver(message, sink)
+
     def _pump(self, sink: Sink, timeout: float | None = None) -> str | None:
         """Forward the worker's messages until it says done; why it died otherwise. Past `timeout` seconds the
         worker is killed (a method that never returns must not hold the run): 'timed out after N s'."""
@@ -169,13 +179,7 @@ class Supervisor:
             if deadline is not None and time.monotonic() > deadline and self.worker.is_alive():
                 self.worker.kill()
                 self.worker.join()
-                while self.results_in.poll(0):  # what it sent before it was killed (images scored so far)
-                    try:
-                        message = self.results_in.recv()
-                    except EOFError:
-                        break
-                    if message[0] not in ("done", "user_error"):
-                        deliver(message, sink)
+                self._deliver_leftovers(sink)  # what it sent before it was killed (images scored so far)
                 return f"{TIMED_OUT} {timeout:g} s"
             if self.results_in.poll(POLL_S):
                 try:
@@ -191,13 +195,7 @@ class Supervisor:
                     deliver(message, sink)
                     continue
             if not self.worker.is_alive():
-                while self.results_in.poll(0):  # what it sent before it died
-                    try:
-                        message = self.results_in.recv()
-                    except EOFError:
-                        break
-                    if message[0] not in ("done", "user_error"):
-                        deliver(message, sink)
+                self._deliver_leftovers(sink)  # what it sent before it died
                 self.worker.join()
                 return exit_reason(self.worker.exitcode)
 
