@@ -335,16 +335,7 @@ def _install(preset_name: str, wf: WeightFile, part: Path, target: Path, urls: l
         raise UserError(f"sha256 mismatch for {preset_name}/{wf.filename}: got {digest}, published {wf.sha256}; "
                         "the download was deleted (nothing installed); try again or report the source.")
     os.replace(part, target)
-    stat = target.stat()
-    records = read_records()
-    entry = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "url": urls[0]}
-    if not wf.sha256:
-        entry["fetched_sha256"] = digest
-    records[record_key(target)] = entry
-    write_records(records)
-    how = "verified" if wf.sha256 else "sha256 recorded (none published)"
-    say(f"{preset_name}: {wf.filename} -> {target} ({how}: {digest})")
-    return target
+    return _record_fetch(preset_name, wf, target, digest, {"url": urls[0]}, say)
 
 
 def fetch_hub(preset_name: str, wf: WeightFile, hub: HubFile, progress: bool = True,
@@ -374,13 +365,18 @@ def fetch_hub(preset_name: str, wf: WeightFile, hub: HubFile, progress: bool = T
         raise UserError(f"could not fetch {preset_name}/{wf.filename} from the Hugging Face Hub ({hub.repo_id} "
                         f"{hub.path} @ {hub.revision}: {type(exc).__name__}: {text}); rerun to resume.") from None
     _check_hub(preset_name, wf, path)
-    digest = sha256_of(path)
-    records = read_records()
+    source = {"url": f"hf://{hub.repo_id}/{hub.path}@{hub.revision}", "commit": _snapshot_commit(path)}
+    return _record_fetch(preset_name, wf, path, sha256_of(path), source, say)
+
+
+def _record_fetch(preset_name: str, wf: WeightFile, path: Path, digest: str, source: dict[str, Any],
+                  say: Callable[[str], None]) -> Path:
+    """Remember where a fetched file came from and its sha256 (the yardstick for a file with none published)."""
     stat = path.stat()
-    entry = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-             "url": f"hf://{hub.repo_id}/{hub.path}@{hub.revision}", "commit": _snapshot_commit(path)}
+    entry = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, **source}
     if not wf.sha256:
         entry["fetched_sha256"] = digest
+    records = read_records()
     records[record_key(path)] = entry
     write_records(records)
     how = "verified" if wf.sha256 else "sha256 recorded (none published)"
