@@ -10,7 +10,6 @@ and JSON) is rewritten atomically after every step, so a run that is stopped kee
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import atomic
+from .. import atomic, jsontext
 
 PASS, FAIL, SKIP, TIMEOUT, PENDING = "pass", "FAIL", "skip", "TIMEOUT", "pending"
 MIN_STEP_S = 5.0  # no step is given less, whatever the budget (an interpreter and torch take seconds to start)
@@ -160,19 +159,8 @@ def write_report(out_dir: Path, header: dict[str, Any], results: Sequence[StepRe
     data = {**header, "updated": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()) + " UTC",
             "finished": all(r.status != PENDING for r in results), "exit_code": exit_code(results),
             "steps": [asdict(r) for r in results]}
-    _atomic_write(out_dir / "validate.json", json.dumps(_finite(data), indent=1))
+    _atomic_write(out_dir / "validate.json", jsontext.dumps(data, indent=1))  # inf/NaN as null
     _atomic_write(out_dir / "validate.md", markdown(data))
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no inf/NaN: they become None (a table cell reads '-')."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _atomic_write(path: Path, text: str) -> None:
