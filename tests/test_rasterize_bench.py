@@ -13,6 +13,7 @@ from asr_bench.ops.rasterize.cases import (
     flops,
     gsasr_case,
     gsasr_like_gaussians,
+    kernel_pairs,
 )
 
 
@@ -27,6 +28,15 @@ def test_bench_rows_and_ratios(monkeypatch, capsys):
         if row["backend"] == "torch":
             assert row["speedup"] == 1.0
         assert (row["gflop_per_s"] is None) == (row["workload"] == "bwd tiny")  # FLOPs are declared per forward
+    for row in rows:  # pairs per second and their share of exp's rate: compiled forward rows only
+        if row["backend"] == "torch" or row["workload"] == "bwd tiny" or kernel_pairs(*gsasr_case(4, 4, 0.1)(
+                torch.device("cpu"))) is None:
+            assert row["elements_per_s"] is None and row["percent_of_function"] is None
+        else:
+            pairs = kernel_pairs(*gsasr_case(4, 4, 0.1)(torch.device("cpu")))
+            assert row["elements_per_s"] == pairs / row["seconds"] and row["function"] == "exp"
+            limit = bench.function_rate("exp", torch.device("cpu"))
+            assert abs(row["percent_of_function"] - 100 * pairs / row["seconds"] / limit) < 1e-9
     assert bench.main(["--json", "--repeats", "1", "--no-memory"]) == 0
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # one JSON object per row
     assert [r["workload"] for r in printed][:1] == ["fwd tiny"]
@@ -51,3 +61,27 @@ def test_the_flop_count_is_the_pairs_inside_each_box_counted_pixel_by_pixel():
     slow = sum(1 for x, y in coords.tolist() for px in xs for py in ys if abs(px - x) <= dmax and abs(py - y) <= dmax)
     assert slow > 0 and evaluated_pairs(params[3], height, width, dmax) == slow
     assert flops(*params, height, width, dmax) == 16 * slow
+
+
+def test_the_kernel_pair_count_covers_every_nonzero_pair_and_stays_in_the_boxes():
+    # Counted pixel by pixel in float64: the pairs whose exp is non-zero in float32 (power >= -103.97) must all be
+    # evaluated, and nothing beyond the dmax boxes widened by the spans' slack (under two columns each side).
+    params, height, width = gsasr_like_gaussians(3, 4, 3, torch.device("cpu"))
+    counted = kernel_pairs(*params, height, width, 0.3)
+    if counted is None:
+        import pytest
+
+        pytest.skip("the cpp rasterizer is not available here")
+    sx, sy, rho, coords, _ = [t.double() for t in params]
+    xs = torch.tensor([2 * w / (width - 1) - 1 for w in range(width)], dtype=torch.float64)
+    ys = torch.tensor([2 * h / (height - 1) - 1 for h in range(height)], dtype=torch.float64)
+    nonzero = widened = 0
+    column = 2 / (width - 1)
+    for a, b, r, (x, y) in zip(sx.tolist(), sy.tolist(), rho.tolist(), coords.tolist()):
+        dx, dy = xs[None, :] - x, ys[:, None] - y
+        inside = (dx.abs() <= 0.3) & (dy.abs() <= 0.3)
+        power = -((dx / a) ** 2 - 2 * r * dx * dy / (a * b) + (dy / b) ** 2) / (2 * (1 - r * r))
+        nonzero += int((inside & (power >= -103.97)).sum())
+        widened += int(((dx.abs() <= 0.3 + 2.001 * column) & (dy.abs() <= 0.3)).sum())
+    assert 0 < nonzero <= counted <= widened
+    assert evaluated_pairs(params[3], height, width, 0.3) < widened

@@ -14,8 +14,10 @@ reported as skipped, and the next backend runs. The limit interrupts Python betw
 call that runs long is stopped when it returns.
 
 This module knows no op: it loops over the ops' specs (asr_bench/ops/spec.py), whose `workloads` say what to
-time, `bench_backends` on which backends, and `flops` (where declared) the work of one forward call (the
-GFLOP/s column).
+time, `bench_backends` on which backends, `flops` (where declared) the work of one forward call (the
+GFLOP/s column), and `element_rate` (where declared) the evaluations of an element-wise function one call makes:
+the "elements" column gives them per second and as a share of that function's own rate (`torch.exp` on a 64 MB
+tensor, on the same device and threads, measured once per run in this process).
 """
 from __future__ import annotations
 
@@ -85,6 +87,22 @@ def time_call(call: Callable[[], Any], device: torch.device, repeats: int, warmu
         walls.append(time.perf_counter() - wall)
         cpus.append(time.thread_time() - cpu)
     return statistics.median(walls), statistics.median(cpus)
+
+
+_FUNCTION_RATES: dict[tuple[str, str, int], float] = {}
+
+
+def function_rate(name: str, device: torch.device) -> float:
+    """Elements per second of `torch.<name>` on a 64 MB float32 tensor (out= preallocated), median of 5 after a
+    warm-up, wall time, at this process's thread count: the element-wise speed limit an op is compared with."""
+    key = (name, device.type, torch.get_num_threads())
+    if key not in _FUNCTION_RATES:
+        function = getattr(torch, name)
+        source = torch.randn(1 << 24, device=device) * 4 - 8
+        target = torch.empty_like(source)
+        seconds, _ = time_call(lambda: function(source, out=target), device, repeats=5)
+        _FUNCTION_RATES[key] = source.numel() / seconds
+    return _FUNCTION_RATES[key]
 
 
 def closure(spec: OpSpec, workload: Workload, inputs: list[Any], backend: str) -> Callable[[], Any]:
@@ -162,12 +180,17 @@ def rows(device: torch.device, only: str | None = None, repeats: int = 3, max_re
 def _workload_rows(spec: OpSpec, workload: Workload, device: torch.device, repeats: int,
                    max_reference_cost: float, memory: bool, limit_s: float) -> Iterator[dict[str, Any]]:
     inputs = list(workload.make(device))
-    work = spec.flops(*inputs) if spec.flops is not None and workload.direction == "forward" else None
+    forward = workload.direction == "forward"
+    work = spec.flops(*inputs) if spec.flops is not None and forward else None
+    rate = spec.element_rate if forward else None
+    evaluations = rate.count(*inputs) if rate is not None else None
     reference = reference_peak = None
     for backend in spec.bench_backends(device):
         row: dict[str, Any] = {"op": spec.name, "workload": workload.name, "backend": backend,
                                "device": device.type, "repeats": repeats, "threads": torch.get_num_threads(),
-                               "seconds": None, "thread_seconds": None, "speedup": None, "gflop_per_s": None}
+                               "seconds": None, "thread_seconds": None, "speedup": None, "gflop_per_s": None,
+                               "elements_per_s": None, "element_unit": rate.unit if rate else None,
+                               "percent_of_function": None, "function": rate.function if rate else None}
         if backend in workload.timed_once and workload.reference_cost > max_reference_cost:
             yield {**row, "note": "reference skipped (--max-reference-cost)"}
             continue
@@ -187,6 +210,9 @@ def _workload_rows(spec: OpSpec, workload: Workload, device: torch.device, repea
         row.update(seconds=seconds, thread_seconds=thread_seconds, note="",
                    speedup=(reference / seconds) if reference else None,
                    gflop_per_s=work / seconds / 1e9 if work is not None and seconds > 0 else None)
+        if rate is not None and evaluations and seconds > 0 and backend != "torch":
+            limit = function_rate(rate.function, device)
+            row.update(elements_per_s=evaluations / seconds, percent_of_function=100.0 * evaluations / seconds / limit)
         if memory:
             peak = peak_mb(spec, workload, backend, device, inputs, limit_s)
             reference_peak = peak if backend == "torch" else reference_peak
@@ -205,7 +231,7 @@ def run(device: torch.device, only: str | None = None, repeats: int = 3, max_ref
 def table_header(memory: bool) -> str:
     extra = f" {'peak':>10s} {'mem/torch':>9s}" if memory else ""
     return (f"{'op':14s} {'workload':30s} {'backend':9s} {'time':>10s} {'cpu(thread)':>11s} {'vs torch':>9s} "
-            f"{'GFLOP/s':>8s}{extra}  note")
+            f"{'GFLOP/s':>8s} {'elements':>24s}{extra}  note")
 
 
 def table_line(row: dict[str, Any], memory: bool) -> str:
@@ -213,13 +239,17 @@ def table_line(row: dict[str, Any], memory: bool) -> str:
     cpu = "-" if row.get("thread_seconds") is None else f"{row['thread_seconds'] * 1e3:9.1f}ms"
     ratio = "-" if row["speedup"] is None else f"{row['speedup']:8.{1 if row['speedup'] >= 1 else 3}f}x"
     rate = "-" if row.get("gflop_per_s") is None else f"{row['gflop_per_s']:8.2f}"
+    elements = "-"
+    if row.get("elements_per_s") is not None:
+        elements = (f"{row['elements_per_s'] / 1e9:.2f} G{row['element_unit']}/s "
+                    f"{row['percent_of_function']:.0f}% {row['function']}")
     extra = ""
     if memory:
         peak = "-" if row.get("peak_mb") is None else f"{row['peak_mb']:8.1f}MB"
         share = "-" if row.get("memory_vs_torch") is None else f"{row['memory_vs_torch']:9.3f}"
         extra = f" {peak:>10s} {share:>9s}"
     return (f"{row['op']:14s} {row['workload']:30s} {row['backend']:9s} {secs:>10s} {cpu:>11s} {ratio:>9s} "
-            f"{rate:>8s}{extra}  {row['note']}")
+            f"{rate:>8s} {elements:>24s}{extra}  {row['note']}")
 
 
 def format_table(measured: list[dict[str, Any]]) -> str:

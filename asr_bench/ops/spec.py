@@ -58,6 +58,17 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class ElementRate:
+    """For an op whose speed limit is an element-wise function, not GEMM (the rasterizer: one exp per pixel-Gaussian
+    pair), how many of its evaluations one forward call makes: `bench-ops` prints them per second beside that
+    function's own rate on the same device, measured in the same process. `count` returns None where it can't say."""
+
+    unit: str  # what one evaluation is, e.g. "pairs"
+    count: Callable[..., int | None]  # count(*arguments) -> evaluations of one forward call
+    function: str  # the torch function whose throughput is the limit, e.g. "exp"
+
+
+@dataclass(frozen=True)
 class OpSpec:
     """Everything the core needs to know about one op (see the module docstring)."""
 
@@ -69,6 +80,7 @@ class OpSpec:
     workloads: tuple[Workload, ...] = ()
     bench_backends: Callable[[torch.device], list[str]] = lambda device: ["torch"]  # the reference first
     flops: Callable[..., float] | None = None  # flops(*arguments) -> FLOPs of one forward call
+    element_rate: ElementRate | None = None  # evaluations per call, against an element-wise function's rate
     doc: str = field(default="", compare=False)  # one line for listings
 
 

@@ -37,7 +37,7 @@ from types import ModuleType
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..spec import Gradients, OpSpec
+from ..spec import ElementRate, Gradients, OpSpec
 from ..usage import op_flops, record
 from . import cases
 from .reference import rasterize_reference, rasterize_reference_unchunked
@@ -145,5 +145,6 @@ SPEC = OpSpec(
     workloads=cases.WORKLOADS,
     bench_backends=_bench_backends,
     flops=cases.flops,
+    element_rate=ElementRate("pairs", cases.kernel_pairs, "exp"),
     doc="GSASR's Gaussian rasterizer",
 )

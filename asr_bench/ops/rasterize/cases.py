@@ -123,3 +123,20 @@ def flops(sigma_x: torch.Tensor, sigma_y: torch.Tensor, rho: torch.Tensor, coord
     """FLOPs of one forward call: `PAIR_FLOPS` per evaluated pixel-Gaussian pair (the op's definition: every
     pair in a box, also where a backend finds exp(...) to be 0 and skips it)."""
     return float(PAIR_FLOPS * evaluated_pairs(coords, int(height), int(width), float(dmax)))
+
+
+def kernel_pairs(sigma_x: torch.Tensor, sigma_y: torch.Tensor, rho: torch.Tensor, coords: torch.Tensor,
+                 colours: torch.Tensor, height: int, width: int, dmax: float) -> int | None:
+    """Pixel-Gaussian pairs the compiled backends evaluate, each an exp (the dmax box cut by the exact-zero ellipse,
+    binning.h), counted by the C++ backend's own span code; None where it can't be built or the inputs aren't
+    float32 on the CPU. Fewer than `evaluated_pairs`, which counts every pair of the boxes (the FLOP definition)."""
+    from ..build import ExtensionUnavailable, load_extension
+
+    tensors = (sigma_x, sigma_y, rho, coords, colours)
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+        return None
+    try:
+        module = load_extension("rasterize", "cpp")
+    except ExtensionUnavailable:
+        return None
+    return int(module.evaluated_pairs(*[t.contiguous() for t in tensors], int(height), int(width), float(dmax)))
