@@ -115,7 +115,8 @@ def test_inductor_compiled_decoder_equals_eager_to_float_rounding(tmp_path, monk
     float64 eager decoder with the float32 tolerance the eager fast path is held to (test_gsasr_fastpaths)."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # a cold compile, nothing reused
     torch.manual_seed(4)
-    dec = Fea2GS(channel=12, num_heads=2, num_selfattn_blocks=1, num_selfattn_layers=2, window_size=4).eval()
+    dec = Fea2GS(channel=12, num_heads=2, num_crossattn_layers=1, num_selfattn_blocks=1, num_selfattn_layers=2,
+                 window_size=4).eval()  # every kind of layer once, the shifted self-attention included
     feat, scale = torch.randn(1, 64, 8, 12), torch.tensor([3.5])
     runner = compiled_module.DecoderCompiler(True)
     before = len(setup_events())

@@ -1,16 +1,19 @@
-"""The GSASR decoder through `torch.compile`, its compiling booked as one-time setup (docs/methods/gsasr.md §6).
+"""The GSASR decoder through `torch.compile`, its compiling booked as one-time setup (docs/methods/gsasr.md §11).
 
 The option `compile` is True, False or "auto". "auto" compiles only where a measurement showed it beats eager,
 listed in `COMPILE_WINS` by (device type, dtype). Measured on this project's CPU (AMD EPYC, one thread, thread
 CPU time, eager and compiled interleaved in one process, medians of 5 rounds, torch 2.14.1 inductor), the whole
-GSASR x4 call on a 48x48 LR (paper EDSR-baseline preset):
+GSASR call, paper EDSR-baseline preset:
 
-    eager 2.137 s, whole decoder compiled 2.132 s (1.002x), cold compile 277 s wall;
-    eager 2.182 s, its 7 attention/MLP blocks compiled 2.210 s (0.987x), cold compile 55 s wall.
+    48x48 x4, whole decoder compiled:     eager 2.137 s, compiled 2.132 s (1.002x); compile 277 s cold, 24 s warm
+    48x48 x4, its 7 attention/MLP blocks: eager 2.182 s, compiled 2.210 s (0.987x); compile  55 s cold, 6.5 s warm
+    48x48 x4, whole, inductor freezing:   eager 2.054 s, compiled 2.428 s (0.846x); compile 375 s cold
+    96x96 x3, its 7 attention/MLP blocks: eager 9.661 s, compiled 10.112 s (0.955x); compile 362 s cold
 
-A tie: the eager decoder already runs its GEMMs through oneDNN with bias, ReLU and residual fused, and inductor
-adds nothing it can fuse further, while its compile costs minutes per tile shape. So "auto" is off everywhere
-(CUDA was not measured: it keeps its SDPA path, uncompiled). `compile=True` still works where a user wants it.
+No win: the eager decoder already runs its GEMMs through oneDNN with bias, ReLU and residual fused, and inductor
+adds nothing, while its compile costs minutes per tile shape (dynamo unrolls the window-group and head-chunk
+loops, so it grows with the tile). So "auto" is off everywhere (CUDA was not measured: it keeps its SDPA path,
+uncompiled). `compile=True` still works where a user wants it.
 
 torch.compile is lazy: it compiles on the first call with each new input shape. So the first call per shape
 (and dtype, device and grad mode) runs the compiled decoder once inside `one_time_setup` and then again for the
@@ -67,7 +70,10 @@ class DecoderCompiler:
         key = (tuple(feat.shape), feat.dtype, feat.device, tuple(scale.shape), torch.is_grad_enabled(),
                torch.is_inference_mode_enabled(), torch.is_autocast_enabled(feat.device.type))
         if key not in self._seen:
-            with one_time_setup(SETUP):
+            with one_time_setup(SETUP), warnings.catch_warnings():
+                # The cached roll index (decoder.roll_tokens) is a pure function of ints: tracing through its
+                # cache gives the same constant, so dynamo's generic caution about lru_cache does not apply.
+                warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
                 try:
                     if self._compiled is None:
                         self._compiled = torch.compile(decoder, dynamic=False)
