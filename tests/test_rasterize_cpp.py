@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import platform
 import warnings
 
 import pytest
@@ -89,7 +90,7 @@ def test_float64_matches_reference_to_rounding(cpp):
 
 def test_cut_skips_only_pixels_where_exp_is_zero(cpp):
     # One Gaussian per render: no summation order, so a pixel the cut skipped shows as ours == 0 while the
-    # reference is non-zero. Allowed only where the reference is in fp32's underflow range.
+    # reference is non-zero. Allowed only where the reference is below fp32's smallest normal (cut or flushed).
     g = torch.Generator().manual_seed(11)
     for trial in range(40):
         sx, sy = (torch.rand(2, generator=g) * 0.08 + 0.002).tolist()
@@ -102,6 +103,25 @@ def test_cut_skips_only_pixels_where_exp_is_zero(cpp):
         worst = ref[skipped].max().item() if skipped.any() else 0.0
         assert worst < 1e-37, trial
         assert relative_error(ours, ref) < 1e-6
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the flush uses x86's MXCSR")
+def test_float32_forward_flushes_only_subnormal_terms(cpp):
+    # One Gaussian, colour 1: each pixel holds one term. The float64 reference keeps every term; the float32
+    # forward gives 0 exactly where the term is subnormal in float32 and the term itself (to rounding) elsewhere.
+    params = [torch.tensor([0.03]), torch.tensor([0.05]), torch.tensor([0.3]), torch.tensor([[0.1, -0.2]]),
+              torch.ones(1, 3)]
+    ref = rasterize(*[p.double() for p in params], 61, 67, 0.5, backend="torch")
+    ours = rasterize(*params, 61, 67, 0.5, backend="cpp")
+    smallest_normal = torch.finfo(torch.float32).tiny
+    subnormal = (ref > 0) & (ref < smallest_normal / 2)
+    normal = ref >= 2 * smallest_normal
+    assert subnormal.sum() > 20 and normal.sum() > 100
+    assert (ours[subnormal] == 0).all()
+    # float32 rounds the power (up to ~100) to a few eps of itself, so exp(power) carries |power| * 4e-7 of it.
+    tolerance = (ref[normal].log().abs() + 1) * 4e-7 * ref[normal]
+    assert ((ours[normal].double() - ref[normal]).abs() <= tolerance).all()
+    assert math.exp(-100.0) > 0 and float(torch.tensor(math.exp(-100.0))) > 0  # float32 itself keeps subnormals
 
 
 def test_exp_approx_accuracy(cpp):

@@ -12,10 +12,11 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <cstring>
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__SSE__)
 #include <immintrin.h>
 #endif
 
@@ -94,16 +95,81 @@ inline void splat_row_scalar(const T* __restrict x, int first, int last, T gx, T
 
 bool vector_rows = true;  // false: float32 rows take the scalar code too (tests compare the two bit for bit)
 
+// The rows [r0, r1] of one Gaussian inside one band, each over its columns [first[h - r0], last[h - r0]]
+// (first > last: none). Scratch space a thread reuses for every Gaussian (only the AVX-512 rows use it).
+struct RowScratch {
+  std::vector<float> storage;     // `powers` (16 lanes per block) lies in it, 64-byte aligned
+  float* powers;
+  std::vector<int64_t> offsets;   // a block's first pixel in the output plane
+  std::vector<uint16_t> lanes;    // a block's columns inside its row's span
+  explicit RowScratch(int width) {
+    const size_t blocks = size_t(kBandRows) * ((width + 15) / 16 + 1) + 4;  // + 4: the last exp group's room
+    storage.resize(16 * blocks + 16);
+    const auto address = reinterpret_cast<uintptr_t>(storage.data());
+    powers = storage.data() + ((64 - address % 64) % 64) / sizeof(float);
+    offsets.resize(blocks);
+    lanes.resize(blocks);
+  }
+};
+
+// The float32 forward flushes subnormal results to zero (exp(power) for power < -87.3, and products with colours
+// below 2^-126): each subnormal result cost this CPU a microcode assist, and about a sixth of all pairs lie in that
+// band, which made the exps 1.5x slower (docs/kernels.md). A flushed term is below 1.2e-38, under float rounding of
+// any sum above ~1e-31; the CUDA backend keeps subnormals. Scalar and vector rows run under the same mode, so they
+// stay bit-identical to each other and at every thread count; float64 keeps its subnormals. (x86's MXCSR is a
+// per-thread register: every thread sets it and puts it back.)
 template <typename T>
-inline void splat_row(const T* __restrict x, int first, int last, T gx, T limit, T a2, T ab, T dy, T row_term, T nh,
-                      T cr, T cg, T cb, T* __restrict red, T* __restrict green, T* __restrict blue) {
-  splat_row_scalar(x, first, last, gx, limit, a2, ab, dy, row_term, nh, cr, cg, cb, red, green, blue);
+class FlushSubnormals {
+ public:
+  FlushSubnormals() {
+#if defined(__SSE__)
+    if constexpr (std::is_same_v<T, float>) {
+      saved_ = _mm_getcsr();
+      _mm_setcsr(saved_ | 0x8040u);  // FTZ (bit 15) and DAZ (bit 6)
+    }
+#endif
+  }
+  ~FlushSubnormals() {
+#if defined(__SSE__)
+    if constexpr (std::is_same_v<T, float>) _mm_setcsr(saved_);
+#endif
+  }
+  FlushSubnormals(const FlushSubnormals&) = delete;
+  FlushSubnormals& operator=(const FlushSubnormals&) = delete;
+
+ private:
+  unsigned saved_ = 0;
+};
+
+template <typename T>
+inline void splat_rows_scalar(const Gaussian<T>& g, int r0, int r1, const int* first, const int* last, const T* xs,
+                              const T* ys, T cr, T cg, T cb, T* out, int width, int64_t plane) {
+  const T gx = g.x, limit = g.dmax, a2 = g.inv_a2, ab = g.two_rho_ab, nh = g.neg_half_inv;
+  for (int h = r0; h <= r1; ++h) {
+    if (first[h - r0] > last[h - r0]) continue;
+    const T dy = ys[h] - g.y;
+    const T row_term = (g.inv_b2 * dy) * dy;
+    // Restrict pointers: the output rows cannot alias the Gaussian, so the loop vectorises.
+    T* __restrict red = out + int64_t(h) * width;
+    splat_row_scalar(xs, first[h - r0], last[h - r0], gx, limit, a2, ab, dy, row_term, nh, cr, cg, cb, red,
+                     red + plane, red + 2 * plane);
+  }
+}
+
+template <typename T>
+inline void splat_rows(const Gaussian<T>& g, int r0, int r1, const int* first, const int* last, const T* xs,
+                       const T* ys, T cr, T cg, T cb, T* out, int width, int64_t plane, RowScratch&) {
+  splat_rows_scalar(g, r0, r1, first, last, xs, ys, cr, cg, cb, out, width, plane);
 }
 
 #if defined(__AVX512F__)
-// The same row with AVX-512 intrinsics: 16 columns per step and one masked step for the remainder (rows are
+// The same rows with AVX-512 intrinsics, 16 columns per block and a masked block for a row's remainder (rows are
 // 10-70 columns, so a scalar remainder cost as much as the vector body). Every operation is the scalar code's,
 // in its order, without FMA (the build has -ffp-contract=off): the results are bit-identical to it.
+//
+// Why three passes (powers of every block, then their exps, then the sums): the exp is a chain of ~20 dependent
+// operations, and computed block by block the CPU's scheduler held little more than one chain at a time, so the
+// exps ran at their latency (~80 cycles per block). Four blocks' exps interleaved run at the units' throughput.
 inline __m512 exp_approx16(__m512 x) {
   const __mmask16 zero = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_LT_OQ);
   x = _mm512_mask_blend_ps(zero, _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(88.0f), _CMP_GT_OQ), x,
@@ -129,31 +195,85 @@ inline __m512 exp_approx16(__m512 x) {
   return _mm512_maskz_mov_ps(static_cast<__mmask16>(~zero), _mm512_mul_ps(_mm512_mul_ps(y, s1), s2));
 }
 
+
+// exp_approx16 of four blocks, written step by step across the four so that the instruction stream itself
+// interleaves four independent chains (GCC keeps this order; the CPU's scheduler only looks a few dozen operations
+// ahead). The same operations as exp_approx16, lane for lane.
+inline void exp_approx16x4(float* p) {
+  constexpr int N = 4;
+  const __m512 lowest = _mm512_set1_ps(-104.0f), highest = _mm512_set1_ps(88.0f), magic = _mm512_set1_ps(12582912.0f);
+  __m512 x[N], n[N], r[N], y[N];
+  __mmask16 zero[N];
+  for (int j = 0; j < N; ++j) x[j] = _mm512_load_ps(p + 16 * j);
+  for (int j = 0; j < N; ++j) zero[j] = _mm512_cmp_ps_mask(x[j], lowest, _CMP_LT_OQ);
+  for (int j = 0; j < N; ++j)
+    x[j] = _mm512_mask_blend_ps(zero[j], _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x[j], highest, _CMP_GT_OQ), x[j],
+                                                              highest), lowest);
+  for (int j = 0; j < N; ++j)
+    n[j] = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x[j], _mm512_set1_ps(1.44269504088896341f)), magic), magic);
+  for (int j = 0; j < N; ++j) r[j] = _mm512_sub_ps(x[j], _mm512_mul_ps(n[j], _mm512_set1_ps(0.693359375f)));
+  for (int j = 0; j < N; ++j) r[j] = _mm512_sub_ps(r[j], _mm512_mul_ps(n[j], _mm512_set1_ps(-2.12194440e-4f)));
+  for (int j = 0; j < N; ++j) y[j] = _mm512_set1_ps(1.9875691500e-4f);
+  for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f}) {
+    for (int j = 0; j < N; ++j) y[j] = _mm512_add_ps(_mm512_mul_ps(y[j], r[j]), _mm512_set1_ps(c));
+  }
+  for (int j = 0; j < N; ++j)
+    y[j] = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(y[j], r[j]), r[j]), r[j]), _mm512_set1_ps(1.0f));
+  const __m512i bias = _mm512_set1_epi32(127);
+  for (int j = 0; j < N; ++j) {
+    const __m512i ni = _mm512_cvttps_epi32(n[j]);
+    const __m512i n1 = _mm512_srai_epi32(ni, 1);
+    const __m512i n2 = _mm512_sub_epi32(ni, n1);
+    const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias), 23));
+    const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias), 23));
+    y[j] = _mm512_maskz_mov_ps(static_cast<__mmask16>(~zero[j]), _mm512_mul_ps(_mm512_mul_ps(y[j], s1), s2));
+  }
+  for (int j = 0; j < N; ++j) _mm512_store_ps(p + 16 * j, y[j]);
+}
+
 template <>
-inline void splat_row<float>(const float* __restrict x, int first, int last, float gx, float limit, float a2,
-                             float ab, float dy, float row_term, float nh, float cr, float cg, float cb,
-                             float* __restrict red, float* __restrict green, float* __restrict blue) {
+inline void splat_rows<float>(const Gaussian<float>& g, int r0, int r1, const int* first, const int* last,
+                              const float* xs, const float* ys, float cr, float cg, float cb, float* out, int width,
+                              int64_t plane, RowScratch& scratch) {
   if (!vector_rows) {
-    splat_row_scalar(x, first, last, gx, limit, a2, ab, dy, row_term, nh, cr, cg, cb, red, green, blue);
+    splat_rows_scalar(g, r0, r1, first, last, xs, ys, cr, cg, cb, out, width, plane);
     return;
   }
-  const __m512 vgx = _mm512_set1_ps(gx), vlimit = _mm512_set1_ps(limit), vneg = _mm512_set1_ps(-limit);
-  const __m512 va2 = _mm512_set1_ps(a2), vab = _mm512_set1_ps(ab), vdy = _mm512_set1_ps(dy);
-  const __m512 vrow = _mm512_set1_ps(row_term), vnh = _mm512_set1_ps(nh);
+  const __m512 vgx = _mm512_set1_ps(g.x), vlimit = _mm512_set1_ps(g.dmax), vneg = _mm512_set1_ps(-g.dmax);
+  const __m512 va2 = _mm512_set1_ps(g.inv_a2), vab = _mm512_set1_ps(g.two_rho_ab), vnh = _mm512_set1_ps(g.neg_half_inv);
+  const __m512 outside = _mm512_set1_ps(-256.0f);  // exp_approx16 gives exactly 0 here, as the mask did
+  float* powers = scratch.powers;
+  int64_t* offsets = scratch.offsets.data();
+  uint16_t* lanes_of = scratch.lanes.data();
+  int blocks = 0;
+  for (int h = r0; h <= r1; ++h) {
+    const int f = first[h - r0], l = last[h - r0];
+    if (f > l) continue;
+    const float dy = ys[h] - g.y;
+    const __m512 vdy = _mm512_set1_ps(dy), vrow = _mm512_set1_ps((g.inv_b2 * dy) * dy);
+    for (int w = f; w <= l; w += 16, ++blocks) {
+      const int left = l - w + 1;
+      const __mmask16 lanes = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+      const __m512 dx = _mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, xs + w), vgx);
+      __m512 p = _mm512_sub_ps(_mm512_mul_ps(_mm512_mul_ps(va2, dx), dx), _mm512_mul_ps(_mm512_mul_ps(vab, dx), vdy));
+      p = _mm512_mul_ps(_mm512_add_ps(p, vrow), vnh);
+      const __mmask16 inside = _mm512_cmp_ps_mask(dx, vlimit, _CMP_LE_OQ) & _mm512_cmp_ps_mask(dx, vneg, _CMP_GE_OQ);
+      _mm512_store_ps(powers + 16 * blocks, _mm512_mask_blend_ps(inside, outside, p));
+      offsets[blocks] = int64_t(h) * width + w;
+      lanes_of[blocks] = lanes;
+    }
+  }
+  for (int k = 0; k < blocks; k += 4) exp_approx16x4(powers + 16 * k);  // scratch has room for the last group
   const __m512 vr = _mm512_set1_ps(cr), vg = _mm512_set1_ps(cg), vb = _mm512_set1_ps(cb);
-  for (int w = first; w <= last; w += 16) {
-    const int left = last - w + 1;
-    const __mmask16 lanes = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
-    const __m512 dx = _mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, x + w), vgx);
-    __m512 p = _mm512_sub_ps(_mm512_mul_ps(_mm512_mul_ps(va2, dx), dx), _mm512_mul_ps(_mm512_mul_ps(vab, dx), vdy));
-    p = _mm512_mul_ps(_mm512_add_ps(p, vrow), vnh);
-    const __mmask16 inside = _mm512_cmp_ps_mask(dx, vlimit, _CMP_LE_OQ) & _mm512_cmp_ps_mask(dx, vneg, _CMP_GE_OQ);
-    const __m512 value = _mm512_maskz_mov_ps(inside, exp_approx16(p));
-    _mm512_mask_storeu_ps(red + w, lanes, _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, red + w), _mm512_mul_ps(value, vr)));
-    _mm512_mask_storeu_ps(green + w, lanes,
-                          _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, green + w), _mm512_mul_ps(value, vg)));
-    _mm512_mask_storeu_ps(blue + w, lanes,
-                          _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, blue + w), _mm512_mul_ps(value, vb)));
+  for (int k = 0; k < blocks; ++k) {
+    const __m512 value = _mm512_load_ps(powers + 16 * k);
+    const __mmask16 lanes = lanes_of[k];
+    float* red = out + offsets[k];
+    float* green = red + plane;
+    float* blue = green + plane;
+    _mm512_mask_storeu_ps(red, lanes, _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, red), _mm512_mul_ps(value, vr)));
+    _mm512_mask_storeu_ps(green, lanes, _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, green), _mm512_mul_ps(value, vg)));
+    _mm512_mask_storeu_ps(blue, lanes, _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, blue), _mm512_mul_ps(value, vb)));
   }
 }
 #endif
@@ -179,28 +299,29 @@ void splat_pass(const std::vector<Gaussian<T>>& gs, int64_t begin, int64_t end, 
   }
 
   const int64_t plane = int64_t(height) * width;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(at::get_num_threads())
-  for (int band = 0; band < grid.tiles_y; ++band) {
-    const int band_first = band * kBandRows;
-    const int band_last = std::min(height, band_first + kBandRows) - 1;
-    for (int64_t k = start[band]; k < start[band + 1]; ++k) {
-      const int64_t i = begin + ids[k];
-      const Gaussian<T>& g = gs[i];
-      const T cr = colours[3 * i], cg = colours[3 * i + 1], cb = colours[3 * i + 2];
-      const int r0 = std::max(g.row0, band_first), r1 = std::min(g.row1, band_last);
-      for (int h = r0; h <= r1; ++h) {
-        const T dy = ys[h] - g.y;
-        int c0, c1;
-        if (!asr_raster::row_columns(g, dy, width, &c0, &c1)) continue;
-        // Locals and restrict pointers: the output rows cannot alias the Gaussian, so the loop vectorises.
-        const T row_term = (g.inv_b2 * dy) * dy;
-        const T gx = g.x, limit = g.dmax, a2 = g.inv_a2, ab = g.two_rho_ab, nh = g.neg_half_inv;
-        const int first = c0, last = c1;  // copies: c0/c1 had their address taken
-        T* __restrict red = out + int64_t(h) * width;
-        T* __restrict green = red + plane;
-        T* __restrict blue = green + plane;
-        const T* __restrict x = xs.data();
-        splat_row(x, first, last, gx, limit, a2, ab, dy, row_term, nh, cr, cg, cb, red, green, blue);
+#pragma omp parallel num_threads(at::get_num_threads())
+  {
+    const FlushSubnormals<T> flush;
+    RowScratch scratch(width);
+#pragma omp for schedule(dynamic, 1)
+    for (int band = 0; band < grid.tiles_y; ++band) {
+      const int band_first = band * kBandRows;
+      const int band_last = std::min(height, band_first + kBandRows) - 1;
+      for (int64_t k = start[band]; k < start[band + 1]; ++k) {
+        const int64_t i = begin + ids[k];
+        const Gaussian<T>& g = gs[i];
+        const int r0 = std::max(g.row0, band_first), r1 = std::min(g.row1, band_last);
+        // Every row's column span first: their divisions and square roots are independent and overlap, where
+        // computing each just before its row put their latency into every row.
+        int first[kBandRows], last[kBandRows];
+        for (int h = r0; h <= r1; ++h) {
+          if (!asr_raster::row_columns(g, ys[h] - g.y, width, &first[h - r0], &last[h - r0])) {
+            first[h - r0] = 1;  // no columns (row_columns may have left them unset)
+            last[h - r0] = 0;
+          }
+        }
+        splat_rows(g, r0, r1, first, last, xs.data(), ys.data(), colours[3 * i], colours[3 * i + 1],
+                   colours[3 * i + 2], out, width, plane, scratch);
       }
     }
   }
