@@ -14,6 +14,7 @@ from asr_bench.errors import UserError
 from asr_bench.methods.spec import MethodSpec, Option, Preset
 from asr_bench.weightfiles import WeightFile
 
+from .compiled import CHOICES
 from .detect import DETECTOR
 from .decoder import Fea2GS
 from .net import GSASR
@@ -77,7 +78,7 @@ PRESETS = (
 
 def build(encoder: str, preset: Preset | None, weights: Weights | None, dmax: float = 0.1, tile: int | None = None,
           tile_overlap: int = 8, tile_crop: int = 4, amp: bool | None = None, backend: str = "auto",
-          head_chunk: int | None = None) -> GSASR:
+          head_chunk: int | None = None, compile: bool | str = "auto") -> GSASR:  # noqa: A002 - the option's name
     """The preset fixes encoder args, decoder shape and denominator; the options only how it runs."""
     if preset is None:
         raise UserError(f"GSASR has no preset for encoder '{encoder}'; use one of: "
@@ -86,7 +87,8 @@ def build(encoder: str, preset: Preset | None, weights: Weights | None, dmax: fl
     decoder_args = {**preset.method_kwargs["decoder"], **({"head_chunk": head_chunk} if head_chunk else {})}
     dec = Fea2GS(inchannel=getattr(enc, "out_channels", 64), **decoder_args)
     return GSASR(enc, dec, preset.multiple, dmax=dmax, amp=preset.method_kwargs.get("amp", False) if amp is None else amp,
-                 tile=tile, tile_overlap=tile_overlap, tile_crop=tile_crop, backend=backend)
+                 tile=tile, tile_overlap=tile_overlap, tile_crop=tile_crop, backend=backend,
+                 compile=compile)
 
 
 def convert(model: GSASR, weights: Weights) -> dict:
@@ -119,6 +121,8 @@ METHODS = [
             "amp": Option("bf16 autocast on CUDA (the enhanced presets' default, as officially)", (True, False)),
             "backend": Option("rasterizer backend", ("auto", "cuda", "cpp", "torch")),
             "head_chunk": Option("tokens per head-MLP call in the decoder (bounds memory)"),
+            "compile": Option("torch.compile the decoder, compiling booked as one-time setup; 'auto' = only where "
+                              "measured faster (nowhere yet: a tie on CPU)", CHOICES),
         },
         description="2-D Gaussian splatting decoder (Fea2GS) + exact CUDA-equivalent rasterizer",
         citation=PAPER,

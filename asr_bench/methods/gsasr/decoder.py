@@ -148,8 +148,11 @@ FUSED_LINEAR = _fused_linear_available()
 
 
 def _fused(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """The hand-fused oneDNN call, in eager only: inductor cannot lower it with weights as graph inputs, and under
+    torch.compile it fuses bias, ReLU and residual into its own kernels from the plain F.linear path."""
     return (FUSED_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+            and not torch.compiler.is_compiling())
 
 
 def linear_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

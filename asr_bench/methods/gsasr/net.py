@@ -23,6 +23,7 @@ from asr_bench.errors import UserError
 from asr_bench.upsampler import Upsampler
 from asr_bench.stages import stage
 
+from .compiled import DecoderCompiler
 from .decoder import Fea2GS
 from .render import render
 from .tiling import tiled_upscale
@@ -33,8 +34,9 @@ class GSASR(Upsampler):
 
     def __init__(self, encoder: nn.Module, decoder: Fea2GS, denominator: int, dmax: float = 0.1,
                  amp: bool = False, tile: int | None = None, tile_overlap: int = 8, tile_crop: int = 4,
-                 backend: str = "auto") -> None:
+                 backend: str = "auto", compile: bool | str = "auto") -> None:  # noqa: A002 - the option's name
         super().__init__()
+        self.compiler = DecoderCompiler(compile)  # eager unless compile=True or measured faster (compiled.py)
         self.encoder, self.decoder = encoder, decoder
         self.pad_multiple, self.dmax, self.amp, self.backend = denominator, dmax, amp, backend
         self.tile, self.tile_overlap, self.tile_crop = tile, tile_overlap, tile_crop
@@ -69,7 +71,7 @@ class GSASR(Upsampler):
             with stage("encoder"):
                 feat = self.encoder(lr)
             with stage("decoder"):
-                return self.decoder(feat, scales).float()
+                return self.compiler(self.decoder, feat, scales).float()
 
     def forward_full(self, lr: torch.Tensor, scale: tuple[float, float], size: tuple[int, int]) -> torch.Tensor:
         """Pad to the denominator, render at floor(s * padded), crop top-left to `size`."""
