@@ -58,12 +58,14 @@ def test_compiling_is_one_time_setup_and_not_in_the_timed_call(slow_compiler):
         first = upscale(model)
     events = setup_events()[before:]
     assert [e.what for e in events] == [compiled_module.SETUP] and events[0].seconds >= COMPILE_SECONDS
-    assert rec.totals["decoder"] < 1000 * COMPILE_SECONDS / 2  # the decoder stage holds no compiling
+    # The setup holds the compile and one decoder run, the decoder stage one run: without the compile it is
+    # under the setup less half a compile (what one run costs depends on what ran before in this process).
+    assert rec.totals["decoder"] < 1000 * (events[0].seconds - COMPILE_SECONDS / 2)
     # The engine's timer with no warm-up: the first call is the compiling one for a new shape, timed without it.
     times, _, setup = time_until_stable(lambda: upscale(model, 12), CPU, 0, repeats=2, max_repeats=2, rel_ci=1.0,
                                         max_seconds=60)
     assert [e.what for e in setup] == [compiled_module.SETUP] and setup[0].seconds >= COMPILE_SECONDS
-    assert all(t < 1000 * COMPILE_SECONDS / 2 for t in times)
+    assert all(t < 1000 * (setup[0].seconds - COMPILE_SECONDS / 2) for t in times)
     assert slow_compiler == [(1, 3, 8, 8), (1, 3, 12, 12)]
     before = len(setup_events())
     again = upscale(model)  # a shape seen before: nothing to compile
