@@ -464,7 +464,8 @@ std::vector<torch::Tensor> backward(torch::Tensor sx, torch::Tensor sy, torch::T
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "GSASR Gaussian rasterizer, CPU backend (see csrc/rasterize/binning.h)";
-  m.def("forward", &forward, "render (3, H, W)");
+  // The GIL is released while rendering: GSASR renders tiles on several Python threads at once (tile_workers).
+  m.def("forward", &forward, "render (3, H, W)", py::call_guard<py::gil_scoped_release>());
   m.def("set_vector_rows", [](bool on) { vector_rows = on; },
         "float32 rows by AVX-512 intrinsics (default, where compiled in) or by the scalar code (tests)");
   m.def("has_vector_rows", []() {

@@ -78,7 +78,8 @@ PRESETS = (
 
 def build(encoder: str, preset: Preset | None, weights: Weights | None, dmax: float = 0.1, tile: int | None = None,
           tile_overlap: int = 8, tile_crop: int = 4, amp: bool | None = None, backend: str = "auto",
-          head_chunk: int | None = None, compile: bool | str = "auto") -> GSASR:  # noqa: A002 - the option's name
+          head_chunk: int | None = None, compile: bool | str = "auto",  # noqa: A002 - the option's name
+          tile_workers: int = 1) -> GSASR:
     """The preset fixes encoder args, decoder shape and denominator; the options only how it runs."""
     if preset is None:
         raise UserError(f"GSASR has no preset for encoder '{encoder}'; use one of: "
@@ -88,7 +89,7 @@ def build(encoder: str, preset: Preset | None, weights: Weights | None, dmax: fl
     dec = Fea2GS(inchannel=getattr(enc, "out_channels", 64), **decoder_args)
     return GSASR(enc, dec, preset.multiple, dmax=dmax, amp=preset.method_kwargs.get("amp", False) if amp is None else amp,
                  tile=tile, tile_overlap=tile_overlap, tile_crop=tile_crop, backend=backend,
-                 compile=compile)
+                 compile=compile, tile_workers=tile_workers)
 
 
 def convert(model: GSASR, weights: Weights) -> dict:
@@ -118,6 +119,8 @@ METHODS = [
             "tile": Option("official tiled inference: LR tile side, a multiple of the denominator (e.g. 480)"),
             "tile_overlap": Option("LR pixels shared by neighbouring tiles (official 8)"),
             "tile_crop": Option("SR pixels skipped on a tile's shared edges (official 4)"),
+            "tile_workers": Option("CPU: tiles rendered at a time, one thread each (1: one tile on all threads; "
+                                   "same output; no stage breakdown when > 1)"),
             "amp": Option("bf16 autocast on CUDA (the enhanced presets' default, as officially)", (True, False)),
             "backend": Option("rasterizer backend", ("auto", "cuda", "cpp", "torch")),
             "head_chunk": Option("tokens per head-MLP call in the decoder (bounds memory)"),

@@ -20,6 +20,7 @@ from torch import nn
 
 from asr_bench.blocks import pad_to_multiple
 from asr_bench.errors import UserError
+from asr_bench.ops.backends import resolve_backend
 from asr_bench.upsampler import Upsampler
 from asr_bench.stages import stage
 
@@ -34,8 +35,13 @@ class GSASR(Upsampler):
 
     def __init__(self, encoder: nn.Module, decoder: Fea2GS, denominator: int, dmax: float = 0.1,
                  amp: bool = False, tile: int | None = None, tile_overlap: int = 8, tile_crop: int = 4,
-                 backend: str = "auto", compile: bool | str = "auto") -> None:  # noqa: A002 - the option's name
+                 backend: str = "auto", compile: bool | str = "auto",  # noqa: A002 - the option's name
+                 tile_workers: int = 1) -> None:
         super().__init__()
+        if not (isinstance(tile_workers, int) and not isinstance(tile_workers, bool) and tile_workers >= 1):
+            raise UserError(f"GSASR option tile_workers={tile_workers!r} must be a whole number >= 1 (1: tiles one "
+                            "after another on all threads; 2 or more: that many tiles at a time, one thread each).")
+        self.tile_workers = tile_workers
         self.compiler = DecoderCompiler(compile)  # eager unless compile=True or measured faster (compiled.py)
         self.encoder, self.decoder = encoder, decoder
         self.pad_multiple, self.dmax, self.amp, self.backend = denominator, dmax, amp, backend
@@ -92,5 +98,8 @@ class GSASR(Upsampler):
             with stage("render"):
                 return torch.stack([render(g, side, side, (scale, scale), self.dmax, self.backend) for g in gs])
 
-        canvas = tiled_upscale(lr, scale, self.tile, self.tile_overlap, self.tile_crop, render_tile)
+        workers = self.tile_workers if lr.device.type == "cpu" else 1  # a GPU runs one tile at a time
+        if workers > 1:  # the compiled rasterizer is built and self-tested here, once, not by two workers at once
+            resolve_backend("rasterize", self.backend, lr.device)
+        canvas = tiled_upscale(lr, scale, self.tile, self.tile_overlap, self.tile_crop, render_tile, workers)
         return canvas[:, :, : size[0], : size[1]]
