@@ -11,7 +11,6 @@ The output is the raw (B, N, 9) tensor [sigma(2), rho, alpha, rgb(3), mean(2)]; 
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 import torch.nn.functional as F
