@@ -5,7 +5,9 @@ trims the heap top back to the OS: a model whose activations are tens of MiB the
 on every call (system time of 4-10 % in a GSASR decoder, and fault counts varying 14x between two identical
 processes). The steady setting keeps freed memory in the process instead: no mmap for large blocks
 (`M_MMAP_MAX` 0), no trimming (`M_TRIM_THRESHOLD` at its maximum) and the heap grown in 64 MiB steps
-(`M_TOP_PAD`; untouched pages cost no RSS). It is applied with `mallopt` in the case's process right before its
+(`M_TOP_PAD`; untouched pages cost no RSS), and one arena for every thread (`M_ARENA_MAX` 1): a thread's own
+arena lives in mmap'd 64 MiB heaps that the first three settings do not hold, so GSASR's concurrent tiles
+(`tile_workers`, one Python thread each) faulted 158 M times (357 s of system time) in one 720p frame. It is applied with `mallopt` in the case's process right before its
 timed calls (every method alike; asr_bench/engine/execute.py measure_cost) and recorded in run.json's environment.
 
 The peak-memory call runs before it, under glibc's defaults: kept memory cannot always be reused by a later,
@@ -21,8 +23,8 @@ import sys
 from typing import Any
 
 # glibc's mallopt parameter numbers (malloc.h) and the steady values.
-_PARAMS = {"M_TRIM_THRESHOLD": -1, "M_TOP_PAD": -2, "M_MMAP_MAX": -4}
-STEADY = {"M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": 2**31 - 1, "M_TOP_PAD": 64 * 2**20}
+_PARAMS = {"M_TRIM_THRESHOLD": -1, "M_TOP_PAD": -2, "M_MMAP_MAX": -4, "M_ARENA_MAX": -8}
+STEADY = {"M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": 2**31 - 1, "M_TOP_PAD": 64 * 2**20, "M_ARENA_MAX": 1}
 
 _applied: dict[str, Any] | None = None
 
