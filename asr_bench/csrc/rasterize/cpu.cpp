@@ -169,36 +169,11 @@ inline void splat_rows(const Gaussian<T>& g, int r0, int r1, const int* first, c
 //
 // Why three passes (powers of every block, then their exps, then the sums): the exp is a chain of ~20 dependent
 // operations, and computed block by block the CPU's scheduler held little more than one chain at a time, so the
-// exps ran at their latency (~80 cycles per block). Four blocks' exps interleaved run at the units' throughput.
-inline __m512 exp_approx16(__m512 x) {
-  const __mmask16 zero = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_LT_OQ);
-  x = _mm512_mask_blend_ps(zero, _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(88.0f), _CMP_GT_OQ), x,
-                                                      _mm512_set1_ps(88.0f)),
-                           _mm512_set1_ps(-104.0f));
-  const __m512 magic = _mm512_set1_ps(12582912.0f);
-  const __m512 n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), magic), magic);
-  __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
-  r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
-  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-  y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(1.3981999507e-3f));
-  y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(8.3334519073e-3f));
-  y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(4.1665795894e-2f));
-  y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(1.6666665459e-1f));
-  y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(5.0000001201e-1f));
-  y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(y, r), r), r), _mm512_set1_ps(1.0f));
-  const __m512i ni = _mm512_cvttps_epi32(n);
-  const __m512i n1 = _mm512_srai_epi32(ni, 1);
-  const __m512i n2 = _mm512_sub_epi32(ni, n1);
-  const __m512i bias = _mm512_set1_epi32(127);
-  const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias), 23));
-  const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias), 23));
-  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~zero), _mm512_mul_ps(_mm512_mul_ps(y, s1), s2));
-}
-
-
-// exp_approx16 of four blocks, written step by step across the four so that the instruction stream itself
+// exps ran at their latency (~58 cycles per block). Four blocks' exps interleaved run at the units' throughput.
+//
+// exp_approx of four 16-lane blocks, written step by step across the four so that the instruction stream itself
 // interleaves four independent chains (GCC keeps this order; the CPU's scheduler only looks a few dozen operations
-// ahead). The same operations as exp_approx16, lane for lane.
+// ahead). The same operations as the scalar exp_approx, lane for lane.
 inline void exp_approx16x4(float* p) {
   constexpr int N = 4;
   const __m512 lowest = _mm512_set1_ps(-104.0f), highest = _mm512_set1_ps(88.0f), magic = _mm512_set1_ps(12582912.0f);
@@ -241,7 +216,7 @@ inline void splat_rows<float>(const Gaussian<float>& g, int r0, int r1, const in
   }
   const __m512 vgx = _mm512_set1_ps(g.x), vlimit = _mm512_set1_ps(g.dmax), vneg = _mm512_set1_ps(-g.dmax);
   const __m512 va2 = _mm512_set1_ps(g.inv_a2), vab = _mm512_set1_ps(g.two_rho_ab), vnh = _mm512_set1_ps(g.neg_half_inv);
-  const __m512 outside = _mm512_set1_ps(-256.0f);  // exp_approx16 gives exactly 0 here, as the mask did
+  const __m512 outside = _mm512_set1_ps(-256.0f);  // exp_approx16x4 gives exactly 0 here, as the mask did
   float* powers = scratch.powers;
   int64_t* offsets = scratch.offsets.data();
   uint16_t* lanes_of = scratch.lanes.data();
