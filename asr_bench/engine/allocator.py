@@ -7,8 +7,9 @@ processes). The steady setting keeps freed memory in the process instead: no mma
 (`M_MMAP_MAX` 0), no trimming (`M_TRIM_THRESHOLD` at its maximum) and the heap grown in 64 MiB steps
 (`M_TOP_PAD`; untouched pages cost no RSS), and one arena for every thread (`M_ARENA_MAX` 1): a thread's own
 arena lives in mmap'd 64 MiB heaps that the first three settings do not hold, so GSASR's concurrent tiles
-(`tile_workers`, one Python thread each) faulted 158 M times (357 s of system time) in one 720p frame. It is applied with `mallopt` in the case's process right before its
-timed calls (every method alike; asr_bench/engine/execute.py measure_cost) and recorded in run.json's environment.
+(`tile_workers`, one Python thread each) faulted 158 M times (357 s of system time) in one 720p frame. It is
+applied with `mallopt` in the case's process right before its timed calls (every method alike;
+asr_bench/engine/execute.py measure_cost) and recorded in run.json's environment.
 
 The peak-memory call runs before it, under glibc's defaults: kept memory cannot always be reused by a later,
 differently aligned request, which raised GSASR x4 48x48's peak RSS increase from 84-87 MB to 103-115 MB when the

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import math
 import signal
 import statistics
@@ -89,20 +90,20 @@ def time_call(call: Callable[[], Any], device: torch.device, repeats: int, warmu
     return statistics.median(walls), statistics.median(cpus)
 
 
-_FUNCTION_RATES: dict[tuple[str, str, int], float] = {}
-
-
 def function_rate(name: str, device: torch.device) -> float:
     """Elements per second of `torch.<name>` on a 64 MB float32 tensor (out= preallocated), median of 5 after a
     warm-up, wall time, at this process's thread count: the element-wise speed limit an op is compared with."""
-    key = (name, device.type, torch.get_num_threads())
-    if key not in _FUNCTION_RATES:
-        function = getattr(torch, name)
-        source = torch.randn(1 << 24, device=device) * 4 - 8
-        target = torch.empty_like(source)
-        seconds, _ = time_call(lambda: function(source, out=target), device, repeats=5)
-        _FUNCTION_RATES[key] = source.numel() / seconds
-    return _FUNCTION_RATES[key]
+    return _function_rate(name, device, torch.get_num_threads())
+
+
+@functools.lru_cache(maxsize=8)
+def _function_rate(name: str, device: torch.device, threads: int) -> float:
+    """Measured once per (function, device, thread count) in a process."""
+    function = getattr(torch, name)
+    source = torch.randn(1 << 24, device=device) * 4 - 8
+    target = torch.empty_like(source)
+    seconds, _ = time_call(lambda: function(source, out=target), device, repeats=5)
+    return source.numel() / seconds
 
 
 def closure(spec: OpSpec, workload: Workload, inputs: list[Any], backend: str) -> Callable[[], Any]:
