@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asr_bench.methods.gsasr.decoder import (Fea2GS, GSSelfAttn, biased_attention, linear, linear_relu, roll_tokens,
+from asr_bench.ops.window_attention import window_attention_torch
+from asr_bench.methods.gsasr.decoder import (Fea2GS, GSSelfAttn, linear, linear_relu, roll_tokens,
                                               tokens_to_image)
 
 
@@ -73,13 +74,15 @@ def test_fused_linear_post_ops_equal_float64_definition():
 
 @pytest.mark.parametrize("group", [1, 3, 64])
 def test_grouped_attention_equals_the_formula(group):
-    """Window groups with contiguous copies: softmax(q*scale @ k^T + bias) @ v per window, heads merged."""
+    """The op's torch path, window groups with contiguous copies: softmax(q*scale @ k^T + bias) @ v per window,
+    heads merged."""
     torch.manual_seed(3)
     qkv = torch.randn(7, 16, 3, 2, 5).permute(2, 0, 3, 1, 4)  # (3, windows, heads, N, d), non-contiguous
     bias = torch.randn(2, 16, 16)
     q, k, v = (t.double() for t in qkv)
     want = (((q * 0.3) @ k.transpose(-2, -1) + bias.double()).softmax(-1) @ v).transpose(1, 2).reshape(7, 16, 10)
-    got = biased_attention(qkv[0], qkv[1], qkv[2], bias, 0.3, group=group)
+    got = window_attention_torch(qkv[0], qkv[1], qkv[2], bias, 0.3, group=group)
+    assert torch.equal(qkv[0], q.float())  # the inputs are left as they were
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
 
 
@@ -95,3 +98,4 @@ def test_float32_fast_decoder_equals_float64_plain_path():
         want = dec.double()(feat.double(), scale)
     assert got.dtype == want.dtype == torch.float32  # the decoder hands out float32 whatever it ran in
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+

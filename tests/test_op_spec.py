@@ -52,7 +52,7 @@ def toy(monkeypatch, tmp_path):
 
 def test_every_op_package_declares_a_spec_named_after_it():
     names = [s.name for s in spec.op_specs()]
-    assert names == ["meta_upscale", "rasterize", "selective_scan"]
+    assert names == ["meta_upscale", "rasterize", "selective_scan", "window_attention"]
     for op in spec.op_specs():
         assert op.selftest and op.workloads and op.flops is not None
         assert all(w.direction in ("forward", "backward") for w in op.workloads)

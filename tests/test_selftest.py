@@ -396,15 +396,16 @@ def test_doctor_selftest_prints_the_table(verdicts, capsys):
     compiled("rasterize")
     compiled("meta_upscale")
     compiled("selective_scan")
+    compiled("window_attention")
     assert run_cli(["doctor", "--selftest"]) == 0
     out = capsys.readouterr().out
     table = out[out.index("compiled backends vs the torch reference"):].splitlines()
     assert table[1].split() == ["backend", "device", "verdict", "max", "error", "time"]
     rows = {line.split()[0]: line for line in table[3:] if line.strip()}
-    for op in ("rasterize", "meta_upscale", "selective_scan"):
+    for op in ("rasterize", "meta_upscale", "selective_scan", "window_attention"):
         assert selftest.device_name(CPU) in rows[f"{op}/cpp"] and " pass " in rows[f"{op}/cpp"]
         assert rows[f"{op}/cpp"].rstrip().endswith(" ms")
-    assert len(list(verdicts.iterdir())) == 3  # doctor re-ran all three and stored the verdicts
+    assert len(list(verdicts.iterdir())) == 4  # doctor re-ran all four and stored the verdicts
 
 
 def test_doctor_selftest_names_a_failing_backend_and_exits_1(verdicts, monkeypatch, capsys):

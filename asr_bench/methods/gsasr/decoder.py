@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asr_bench.ops.window_attention import window_attention
 from asr_bench.encoders.rope import apply_rope, random_mixed_freqs, rope_cis, rope_positions  # noqa: F401 - shared with HAT-RoPE
 
 
@@ -79,31 +80,17 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b_, n, heads * d)
 
 
-ATTENTION_GROUP = 4  # windows per CPU attention chunk: 4 x 6 heads x 144^2 fp32 scores = 2 MB, about one L2
-
-
 def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-                     scale: float, group: int = ATTENTION_GROUP) -> torch.Tensor:
-    """softmax(q*scale @ k^T + bias) @ v in the official operation order, heads merged -> (B_, N, heads*d).
+                     scale: float) -> torch.Tensor:
+    """softmax(q*scale @ k^T + bias) @ v, heads merged -> (B_, N, heads*d).
 
     SDPA on CUDA (fused; it equals the math there). On CPU, where SDPA with a float mask takes a slower generic
-    path (~1.8x measured on the 144-token windows), the explicit math runs over groups of `group` windows: each
-    group's q, k, v are copied contiguous (a strided q @ k^T costs 1.5x), and its scores stay in cache instead of
-    a (windows x heads x N x N) tensor that reaches gigabytes on a 720p tile. Every window's arithmetic is the same
-    whatever the grouping.
+    path (~1.8x measured on the 144-token windows), the window-attention op (asr_bench/ops/window_attention): its
+    compiled backend keeps each (window, head)'s scores in cache, else the explicit math over groups of windows.
     """
-    b_, heads, n, d = q.shape
     if q.is_cuda:
         return merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=scale))
-    bias = bias.to(q.dtype)
-    out = q.new_empty(b_, n, heads, d)
-    for start in range(0, b_, group):
-        rows = slice(start, start + group)
-        qg = q[rows].contiguous().mul_(scale)
-        scores = qg @ k[rows].contiguous().transpose(-2, -1)
-        scores += bias  # in place: one fewer scores buffer, same sum
-        out[rows] = (scores.softmax(-1) @ v[rows].contiguous()).transpose(1, 2)
-    return out.view(b_, n, heads * d)
+    return window_attention(q, k, v, bias, scale)
 
 
 # ----------------------------------------------------------------------------- position encodings
