@@ -22,8 +22,8 @@ from asr_bench.methods.gsasr import net as gsasr_module
 from asr_bench.encoders import build_encoder
 from asr_bench.methods.gsasr.decoder import (Fea2GS, WindowCrossAttn, apply_rope, cross_relative_index,
                                               rope_cis, rope_positions, swin_relative_index)
-from asr_bench.methods.gsasr.render import kernel_inputs, render
-from asr_bench.methods.gsasr.tiling import edges_to_skip, tiled_upscale
+from asr_bench.methods.gsasr.render import kernel_inputs, reaches, render
+from asr_bench.methods.gsasr.tiling import Region, edges_to_skip, tiled_upscale
 
 KEY_TABLES = Path(__file__).resolve().parent / "data" / "keys"
 
@@ -458,7 +458,7 @@ def test_tiles_land_at_the_official_offsets():
 
     origins = []
 
-    def render_tile(t, side):
+    def render_tile(t, side, region):
         y0, x0 = origins.pop(0)
         yy, xx = torch.meshgrid(torch.arange(side) + y0 * s, torch.arange(side) + x0 * s, indexing="ij")
         return torch.stack([yy, xx, yy * 0]).float()[None]
@@ -511,7 +511,7 @@ def test_concurrent_tiles_paste_the_same_canvas_in_order():
     lr = torch.rand(1, 3, 50, 61, generator=torch.Generator().manual_seed(1))
     seen_threads = []
 
-    def render_tile(t, side):
+    def render_tile(t, side, region):
         seen_threads.append(torch.get_num_threads())
         assert torch.is_inference_mode_enabled()
         return F.interpolate(t, size=(side, side), mode="nearest") * 2 + t.mean()
@@ -543,6 +543,70 @@ def test_tile_workers_give_the_single_threaded_frame():
         torch.set_num_threads(threads)
     got = concurrent.upscale(lr, scale=2)
     assert torch.equal(got, want) and torch.get_num_threads() == threads
+
+
+def test_tile_regions_are_the_pasted_pixels_inside_the_output():
+    """Each tile is told the pixels of its render that the paste keeps and the output crop does not cut."""
+    s, tile, ov, crop = 2, 24, 4, 4
+    lr = torch.rand(1, 3, 50, 61)
+    seen = []
+
+    def render_tile(t, side, region):
+        seen.append(region)
+        return torch.zeros(1, 3, side, side)
+
+    tiled_upscale(lr, s, tile, ov, crop, render_tile, size=(100, 122))
+    stride = (tile - ov) * s  # 40 SR px; 3 x 3 tiles of 48 px on a 128 x 128 canvas
+    assert len(seen) == 9
+    for k, region in enumerate(seen):
+        a, b = divmod(k, 3)
+        assert region == Region(crop if a else 0, min(48, 100 - a * stride), crop if b else 0, min(48, 122 - b * stride))
+    assert seen[8] == Region(4, 20, 4, 42)  # the last tile: 20 of its 48 rows and 42 columns reach the output
+
+
+def test_reaches_keeps_every_gaussian_that_adds_to_the_region():
+    """Against the render itself: each Gaussian rendered alone; any nonzero pixel inside the region must be kept."""
+    torch.manual_seed(5)
+    n, height, width, dmax = 400, 40, 36, 0.3
+    raw = torch.zeros(n, 9)
+    raw[:, 0:2] = 8.0  # wide Gaussians (sigmoid ~ 1): the dmax box, not the ellipse, bounds them
+    raw[:, 3:7] = 8.0  # opaque, bright
+    raw[:, 7:9] = torch.rand(n, 2) * 1.4 - 0.2  # centres in and around the image
+    rows, cols = (10, 25), (5, 30)
+    kept = reaches(raw[:, 7:9], height, width, dmax, rows, cols)
+    adds = torch.stack([render(raw[i:i + 1], height, width, (2.0, 2.0), dmax)[:, rows[0]:rows[1], cols[0]:cols[1]]
+                        .abs().sum() > 0 for i in range(n)])
+    assert bool((kept | ~adds).all()), "a Gaussian that adds to the region was dropped"
+    assert 0.2 * n < int(adds.sum()) and int(kept.sum()) < 0.6 * n  # both kinds present; the test can fail
+    assert int((kept & ~adds).sum()) < 0.15 * n  # the two-pixel margin keeps only a few extra
+    assert not reaches(raw[:, 7:9], height, width, dmax, (5, 5), cols).any()  # an empty region keeps nothing
+
+
+def test_tiled_upscale_decodes_only_the_gaussians_that_reach_the_output(monkeypatch):
+    """The frame with the heads run on the kept Gaussians equals the frame with every Gaussian decoded, and the
+    kept ones are fewer. Means are pushed far (several LR px) so Gaussians from outside a region do land in it."""
+    torch.manual_seed(0)
+    model = ab.build_model("gsasr", "edsr-baseline", preset="gsasr.edsr-baseline-paper", tile=24)
+    with torch.no_grad():
+        model.decoder.mlp_block_mean[4].weight.mul_(200.0)
+    lr = torch.rand(1, 3, 30, 33, generator=torch.Generator().manual_seed(2))
+    rows_decoded = []
+    full_columns = model.decoder.head_columns
+
+    def counting(flat, names):
+        rows_decoded.append((tuple(names), flat.shape[0]))
+        return full_columns(flat, names)
+
+    monkeypatch.setattr(model.decoder, "head_columns", counting)
+    got = model.upscale(lr, scale=2, clamp=False)
+    kept = sum(rows for names, rows in rows_decoded if "sigma" in names)
+    everything = sum(rows for names, rows in rows_decoded if names == ("mean",))
+    rows_decoded.clear()
+    monkeypatch.setattr(gsasr_module, "reaches", lambda means, *args: torch.ones(means.shape[:-1], dtype=torch.bool))
+    want = model.upscale(lr, scale=2, clamp=False)
+    assert sum(rows for names, rows in rows_decoded if "sigma" in names) == everything == 4 * 16 * 24 * 24
+    assert kept < 0.9 * everything
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_a_bad_tile_workers_value_is_one_line():

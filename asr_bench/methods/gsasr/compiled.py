@@ -64,9 +64,13 @@ class DecoderCompiler:
             return False
         return self.setting is True or (feat.device.type, feat.dtype) in COMPILE_WINS
 
-    def __call__(self, decoder: nn.Module, feat: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def __call__(self, decoder: nn.Module, feat: torch.Tensor, scale: torch.Tensor,
+                 keep: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """decoder(feat, scale, keep), eager or compiled. The compiled decoder computes every Gaussian (`keep` is
+        a per-tile closure: dynamo would recompile for each tile's region), which the caller's own `keep` filter
+        makes the same render."""
         if not self.wanted(feat):
-            return decoder(feat, scale)
+            return decoder(feat, scale) if keep is None else decoder(feat, scale, keep)
         key = (tuple(feat.shape), feat.dtype, feat.device, tuple(scale.shape), torch.is_grad_enabled(),
                torch.is_inference_mode_enabled(), torch.is_autocast_enabled(feat.device.type))
         if key not in self._seen:

@@ -11,6 +11,7 @@ The output is the raw (B, N, 9) tensor [sigma(2), rho, alpha, rgb(3), mean(2)]; 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -485,27 +486,33 @@ class Fea2GS(nn.Module):
         return self.UPNet(img)
 
     def heads(self, up: torch.Tensor) -> torch.Tensor:
-        """The five MLP heads on every position of the up-sampled map, in bounded row chunks -> (B, N, 9).
+        """The five MLP heads on every position of the up-sampled map -> (B, N, 9) raw columns."""
+        b, c, hg, wg = up.shape
+        flat = up.permute(0, 2, 3, 1).reshape(b * hg * wg, c)
+        return self.head_columns(flat, [name for name, _ in self.HEADS]).view(b, hg * wg, -1)
 
-        The heads' first layers read the same input, so they run as one (5C x C) matmul per chunk (the same dot
+    def head_columns(self, flat: torch.Tensor, names: list[str]) -> torch.Tensor:
+        """The named heads (in the official column order) on (rows, C) features, in bounded row chunks.
+
+        The heads' first layers read the same input, so they run as one (kC x C) matmul per chunk (the same dot
         products); each head's 4C-wide second layer and its output layer then run before the next head's, so with
         the default 1024-row chunk a head's hidden rows (2.9 MB at C = 180) are reused while still in cache (an
         8192-row chunk's 23.6 MB was not: measured 1.065x). Bias and ReLU are fused into the matmuls on CPU.
         """
-        b, c, hg, wg = up.shape
-        flat = up.permute(0, 2, 3, 1).reshape(b * hg * wg, c)
-        mlps = [getattr(self, f"mlp_block_{name}") for name, _ in self.HEADS]
+        heads = [(name, k) for name, k in self.HEADS if name in names]
+        c = flat.shape[1]
+        mlps = [getattr(self, f"mlp_block_{name}") for name, _ in heads]
         w1 = torch.cat([m[0].weight for m in mlps])
         b1 = torch.cat([m[0].bias for m in mlps])
-        out = flat.new_empty(b * hg * wg, sum(k for _, k in self.HEADS))
-        for start in range(0, b * hg * wg, self.head_chunk):
+        out = flat.new_empty(flat.shape[0], sum(k for _, k in heads))
+        for start in range(0, flat.shape[0], self.head_chunk):
             rows = slice(start, start + self.head_chunk)
             hidden = linear_relu(flat[rows], w1, b1)
             col = 0
-            for i, ((_, k), mlp) in enumerate(zip(self.HEADS, mlps)):
+            for i, ((_, k), mlp) in enumerate(zip(heads, mlps)):
                 out[rows, col:col + k] = mlp[4](linear_relu(hidden[:, i * c:(i + 1) * c], mlp[2].weight, mlp[2].bias))
                 col += k
-        return out.view(b, hg * wg, -1)
+        return out
 
     @staticmethod
     def reference_points(hg: int, wg: int, device: torch.device) -> torch.Tensor:
@@ -516,10 +523,30 @@ class Fea2GS(nn.Module):
                                 indexing="ij")
         return torch.stack((rx.reshape(-1), ry.reshape(-1)), -1)
 
-    def forward(self, feat: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def place_means(self, offsets: torch.Tensor, hg: int, wg: int) -> torch.Tensor:
+        """The mean head's (B, N, 2) offsets -> centres in [0, 1] (x, y): offset / grid size + the grid point."""
+        divisor = torch.tensor([wg, hg], device=offsets.device)  # int64, as the official: x by width, y by height
+        return (offsets / divisor + self.reference_points(hg, wg, offsets.device)).float()
+
+    def forward(self, feat: torch.Tensor, scale: torch.Tensor,
+                keep: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Raw Gaussians (B, 16HW, 9). With `keep` (centres (B, N, 2) -> bool (B, N)), the mean head runs first
+        and the other four only on the Gaussians kept: the rest get NaN in columns 0-6.
+
+        Why: tiled inference crops every tile's render, and a Gaussian whose dmax box cannot reach the kept pixels
+        adds exactly nothing to them; the heads are ~40 % of the decoder's FLOPs, and a 720p frame's six official
+        tiles are about 30 % padding and overlap (docs/methods/gsasr.md §5). A kept Gaussian's columns equal the
+        full computation's (the same dot products per row).
+        """
         up = self.trunk(feat, scale)
-        b, _, hg, wg = up.shape
-        raw = self.heads(up)
-        divisor = torch.tensor([wg, hg], device=raw.device)  # int64, as the official: x by width, y by height
-        mean = raw[..., 7:9] / divisor + self.reference_points(hg, wg, raw.device)
-        return torch.cat([raw[..., :7].float(), mean.float()], dim=-1)
+        b, c, hg, wg = up.shape
+        if keep is None:
+            raw = self.heads(up)
+            return torch.cat([raw[..., :7].float(), self.place_means(raw[..., 7:9], hg, wg)], dim=-1)
+        flat = up.permute(0, 2, 3, 1).reshape(b * hg * wg, c)
+        means = self.place_means(self.head_columns(flat, ["mean"]).view(b, hg * wg, 2), hg, wg)
+        rows = keep(means).reshape(-1).nonzero().squeeze(1)
+        out = torch.full((b * hg * wg, 7), float("nan"), dtype=torch.float32, device=flat.device)
+        others = [name for name, _ in self.HEADS if name != "mean"]
+        out[rows] = self.head_columns(flat.index_select(0, rows), others).float()
+        return torch.cat([out.view(b, hg * wg, 7), means], dim=-1)

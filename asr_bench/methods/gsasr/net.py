@@ -14,6 +14,7 @@ A folder holding both files may be given instead of the dict.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -26,8 +27,8 @@ from asr_bench.stages import stage
 
 from .compiled import DecoderCompiler
 from .decoder import Fea2GS
-from .render import render
-from .tiling import tiled_upscale
+from .render import reaches, render
+from .tiling import Region, tiled_upscale
 
 
 class GSASR(Upsampler):
@@ -66,8 +67,10 @@ class GSASR(Upsampler):
         return self.forward_full(lr, (sy, sx), size)
 
     # ------------------------------------------------------------------ pipeline
-    def gaussians(self, lr: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor:
-        """Raw decoder output (B, 16*h*w, 9) for an LR already padded to the denominator."""
+    def gaussians(self, lr: torch.Tensor, scale: tuple[float, float],
+                  keep: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Raw decoder output (B, 16*h*w, 9) for an LR already padded to the denominator; with `keep`, only the
+        kept Gaussians' columns are computed (Fea2GS.forward)."""
         net_scale = scale[0] if scale[0] == scale[1] else math.sqrt(scale[0] * scale[1])
         scales = torch.full((lr.shape[0],), net_scale, dtype=torch.float32, device=lr.device)
         amp = self.amp and lr.device.type == "cuda"
@@ -77,7 +80,7 @@ class GSASR(Upsampler):
             with stage("encoder"):
                 feat = self.encoder(lr)
             with stage("decoder"):
-                return self.compiler(self.decoder, feat, scales).float()
+                return self.compiler(self.decoder, feat, scales, keep).float()
 
     def forward_full(self, lr: torch.Tensor, scale: tuple[float, float], size: tuple[int, int]) -> torch.Tensor:
         """Pad to the denominator, render at floor(s * padded), crop top-left to `size`."""
@@ -93,13 +96,19 @@ class GSASR(Upsampler):
 
     def forward_tiled(self, lr: torch.Tensor, scale: float, size: tuple[int, int]) -> torch.Tensor:
         """Official tiled inference (§5), one image at a time."""
-        def render_tile(tile: torch.Tensor, side: int) -> torch.Tensor:
-            gs = self.gaussians(tile, (scale, scale))
+        def render_tile(tile: torch.Tensor, side: int, region: Region) -> torch.Tensor:
+            """The tile's render, exact inside `region`: Gaussians that cannot reach it are neither decoded in full
+            nor rendered (they would add exactly nothing there)."""
+            def keep(means: torch.Tensor) -> torch.Tensor:
+                return reaches(means, side, side, self.dmax, region[:2], region[2:])
+
+            gs = self.gaussians(tile, (scale, scale), keep)
             with stage("render"):
-                return torch.stack([render(g, side, side, (scale, scale), self.dmax, self.backend) for g in gs])
+                return torch.stack([render(g[keep(g[:, 7:9])], side, side, (scale, scale), self.dmax, self.backend)
+                                    for g in gs])
 
         workers = self.tile_workers if lr.device.type == "cpu" else 1  # a GPU runs one tile at a time
         if workers > 1:  # the compiled rasterizer is built and self-tested here, once, not by two workers at once
             resolve_backend("rasterize", self.backend, lr.device)
-        canvas = tiled_upscale(lr, scale, self.tile, self.tile_overlap, self.tile_crop, render_tile, workers)
+        canvas = tiled_upscale(lr, scale, self.tile, self.tile_overlap, self.tile_crop, render_tile, workers, size)
         return canvas[:, :, : size[0], : size[1]]

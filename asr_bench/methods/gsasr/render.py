@@ -42,10 +42,39 @@ def kernel_inputs(raw: torch.Tensor, height: int, width: int, scale: tuple[float
     step_h, step_v = step_size(scale[1]).to(dev), step_size(scale[0]).to(dev)
     sx = p["sigma_y"] / step_h * 2 / (w_sr - 1)
     sy = p["sigma_x"] / step_v * 2 / (h_sr - 1)
-    x = (p["coords"][:, 0] + 1 - 1 / w_sr) * w_sr / (w_sr - 1) - 1.0
-    y = (p["coords"][:, 1] + 1 - 1 / h_sr) * h_sr / (h_sr - 1) - 1.0
+    x, y = centres(p["coords"], height, width)
     return {"sigma_x": sx[:, 0].contiguous(), "sigma_y": sy[:, 0].contiguous(), "rho": p["rho"][:, 0].contiguous(),
             "coords": torch.stack([x, y], dim=-1).contiguous(), "colours": p["colours"].contiguous()}
+
+
+def centres(coords: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """NDC centres (..., 2) with align_corners=False -> the kernel's align_corners=True x and y, float32 as official."""
+    w_sr = torch.tensor(width, device=coords.device)
+    h_sr = torch.tensor(height, device=coords.device)
+    x = (coords[..., 0] + 1 - 1 / w_sr) * w_sr / (w_sr - 1) - 1.0
+    y = (coords[..., 1] + 1 - 1 / h_sr) * h_sr / (h_sr - 1) - 1.0
+    return x, y
+
+
+def reaches(means: torch.Tensor, height: int, width: int, dmax: float, rows: tuple[int, int],
+            cols: tuple[int, int]) -> torch.Tensor:
+    """Whether each Gaussian, by its centre (..., 2) in [0, 1] (the decoder's mean columns), may add to a pixel in
+    rows [start, stop) x cols [start, stop) of a height x width render -> bool (...).
+
+    The rasterizer adds a Gaussian only inside its +-dmax NDC box around the centre; this test widens the box by two
+    pixels on every side, so float rounding in the kernel's own test can never make it keep a pixel this drops.
+    Gaussians it rejects add exactly nothing to the region (NaN centres are rejected: they render nothing either).
+    """
+    x, y = centres(means.float() * 2 - 1, height, width)
+
+    def inside(t: torch.Tensor, span: tuple[int, int], n: int) -> torch.Tensor:
+        pixel = 2.0 / (n - 1)  # the NDC width of one pixel
+        low, high = span[0] * pixel - 1.0, (span[1] - 1) * pixel - 1.0
+        return (t + dmax >= low - 2 * pixel) & (t - dmax <= high + 2 * pixel)
+
+    if rows[1] <= rows[0] or cols[1] <= cols[0]:
+        return torch.zeros(x.shape, dtype=torch.bool, device=x.device)
+    return inside(x, cols, width) & inside(y, rows, height)
 
 
 def render(raw: torch.Tensor, height: int, width: int, scale: tuple[float, float], dmax: float,

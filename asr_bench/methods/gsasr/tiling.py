@@ -3,11 +3,15 @@
 Tiles of T x T LR pixels overlap by `overlap` LR pixels; each is rendered at ceil(T*s) SR pixels and pasted in
 raster order into a zero canvas at a*(ceil(T*s) - ceil(overlap*s)); later tiles overwrite earlier ones, after
 skipping `crop` SR rows/columns on their top/left edge. There is no blending.
+
+Each tile's render is told which of its pixels can reach the output (`Region`): the rest are cropped away or lie in
+the reflect padding, and the renderer may skip the work that only they need.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -38,7 +42,20 @@ def edges_to_skip(a: int, b: int, n_h: int, n_w: int, integer_scale: bool) -> tu
     return True, True
 
 
-def concurrent_tiles(tiles: list[torch.Tensor], side: int, render_tile: Callable[[torch.Tensor, int], torch.Tensor],
+class Region(NamedTuple):
+    """The pixels [row_start, row_stop) x [col_start, col_stop) of a tile's render that are pasted and not cropped
+    away (later tiles may still overwrite a few of them: the region is a superset of what survives)."""
+
+    row_start: int
+    row_stop: int
+    col_start: int
+    col_stop: int
+
+
+TileRenderer = Callable[[torch.Tensor, int, Region], torch.Tensor]
+
+
+def concurrent_tiles(tiles: list[torch.Tensor], side: int, regions: list[Region], render_tile: TileRenderer,
                      workers: int) -> Iterator[torch.Tensor]:
     """The tiles' renders in order, `workers` tiles at a time, each worker's operations on one CPU thread.
 
@@ -50,24 +67,26 @@ def concurrent_tiles(tiles: list[torch.Tensor], side: int, render_tile: Callable
     """
     threads, grad, inference = torch.get_num_threads(), torch.is_grad_enabled(), torch.is_inference_mode_enabled()
 
-    def one(tile_lr: torch.Tensor) -> torch.Tensor:
+    def one(tile_lr: torch.Tensor, region: Region) -> torch.Tensor:
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
-            return render_tile(tile_lr, side)
+            return render_tile(tile_lr, side, region)
 
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="gsasr-tile") as pool:
-            yield from pool.map(one, tiles)
+            yield from pool.map(one, tiles, regions)
     finally:
         torch.set_num_threads(threads)
 
 
-def tiled_upscale(lr: torch.Tensor, scale: float, tile: int, overlap: int, crop: int,
-                  render_tile: Callable[[torch.Tensor, int], torch.Tensor], workers: int = 1) -> torch.Tensor:
-    """The official canvas (1, 3, Hc, Wc) for one image; `render_tile(lr_tile, size_sr)` -> (3, size_sr, size_sr).
+def tiled_upscale(lr: torch.Tensor, scale: float, tile: int, overlap: int, crop: int, render_tile: TileRenderer,
+                  workers: int = 1, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """The official canvas (1, 3, Hc, Wc) for one image; `render_tile(lr_tile, size_sr, region)` ->
+    (3, size_sr, size_sr), exact at least inside `region`.
 
     With `workers` > 1, that many tiles are rendered at a time (`concurrent_tiles`); they are pasted in the same
-    order, so the canvas is the same. The caller crops the canvas top-left to the output size.
+    order, so the canvas is the same. The caller crops the canvas top-left to the output `size` (None: the whole
+    canvas is kept), which bounds the regions.
     """
     h, w = lr.shape[-2:]
     if not 0 < overlap < tile // 2:
@@ -87,13 +106,15 @@ def tiled_upscale(lr: torch.Tensor, scale: float, tile: int, overlap: int, crop:
     places = [(a, b) for a in range(n_h) for b in range(n_w)]
     step = tile - overlap
     tiles = [padded[:, :, a * step:a * step + tile, b * step:b * step + tile] for a, b in places]
+    kept_h, kept_w = size if size is not None else canvas.shape[-2:]
+    firsts = [tuple(crop if skip else 0 for skip in edges_to_skip(a, b, n_h, n_w, integer)) for a, b in places]
+    regions = [Region(r, min(tile_sr, kept_h - a * stride_sr), c, min(tile_sr, kept_w - b * stride_sr))
+               for (a, b), (r, c) in zip(places, firsts)]
     if workers > 1 and len(tiles) > 1:
-        renders = concurrent_tiles(tiles, tile_sr, render_tile, min(workers, len(tiles)))
-    else:
-        renders = (render_tile(tile_lr, tile_sr) for tile_lr in tiles)  # one at a time, as they are pasted
-    for (a, b), out in zip(places, renders):
-        skip_rows, skip_cols = edges_to_skip(a, b, n_h, n_w, integer)
-        r, c = (crop if skip_rows else 0), (crop if skip_cols else 0)
+        renders = concurrent_tiles(tiles, tile_sr, regions, render_tile, min(workers, len(tiles)))
+    else:  # one at a time, as they are pasted
+        renders = (render_tile(tile_lr, tile_sr, region) for tile_lr, region in zip(tiles, regions))
+    for (a, b), (r, c), out in zip(places, firsts, renders):
         ys, xs = a * stride_sr, b * stride_sr
         canvas[:, :, ys + r:ys + tile_sr, xs + c:xs + tile_sr] = out[..., r:, c:]
     return canvas
