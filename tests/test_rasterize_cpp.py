@@ -237,10 +237,10 @@ class _Spy:
 
 @pytest.mark.parametrize("dmax", [0.1, 0.5])
 def test_vector_rows_equal_the_scalar_rows_bit_for_bit(cpp, dmax):
-    """The AVX-512 row kernel does the scalar code's operations in its order (no FMA): identical images, with
-    rows of every length mod 16 (the masked remainder), at one and two threads."""
+    """The vector row kernel (AVX-512 or AVX2) does the scalar code's operations in its order (no FMA): identical
+    images, with rows of every length mod 16 and mod 8 (the masked remainders), at one and two threads."""
     if not cpp.has_vector_rows():
-        pytest.skip("this CPU build has no AVX-512 row kernel (the scalar rows run)")
+        pytest.skip("this CPU build has no vector row kernel (the scalar rows run)")
     params, height, width = gsasr_gaussians(9, 13, 3.7, seed=11)
     threads = torch.get_num_threads()
     try:
@@ -254,6 +254,40 @@ def test_vector_rows_equal_the_scalar_rows_bit_for_bit(cpp, dmax):
         cpp.set_vector_rows(True)
         torch.set_num_threads(threads)
     assert scalar.abs().sum() > 0
+
+
+@pytest.mark.parametrize("width", [2, 5, 7, 8, 9, 15, 17, 23])
+def test_vector_rows_on_narrow_images_and_short_spans(cpp, width):
+    """Images narrower than one vector block or not a multiple of its width, and Gaussians from a fraction of a
+    pixel to several pixels wide (spans of 1 column up to the whole row, many ending at the row's last column):
+    the vector rows equal the scalar rows bit for bit, at one and two threads, and the torch reference to
+    float rounding."""
+    if not cpp.has_vector_rows():
+        pytest.skip("this CPU build has no vector row kernel (the scalar rows run)")
+    g = torch.Generator().manual_seed(width)
+    n, height = 400, 19
+    pixel_x, pixel_y = 2 / (width - 1), 2 / (height - 1)  # NDC between pixel centres
+    sx = pixel_x * (0.1 + 3 * torch.rand(n, generator=g) ** 2)
+    sy = pixel_y * (0.1 + 3 * torch.rand(n, generator=g) ** 2)
+    rho = torch.rand(n, generator=g) * 1.8 - 0.9
+    coords = torch.rand(n, 2, generator=g) * 2.4 - 1.2
+    colours = torch.rand(n, 3, generator=g)
+    params = [sx, sy, rho, coords, colours]
+    threads = torch.get_num_threads()
+    for dmax in (0.1, 0.5, 3.0):
+        try:
+            cpp.set_vector_rows(False)
+            scalar = cpp.forward(*params, height, width, dmax)
+            cpp.set_vector_rows(True)
+            for n_threads in (1, 2):
+                torch.set_num_threads(n_threads)
+                assert torch.equal(cpp.forward(*params, height, width, dmax), scalar), (dmax, n_threads)
+        finally:
+            cpp.set_vector_rows(True)
+            torch.set_num_threads(threads)
+        ref = rasterize(*params, height, width, dmax, backend="torch")
+        assert ref.abs().max() > 0.5
+        assert relative_error(scalar, ref) < 1e-5, dmax
 
 
 def test_evaluated_pairs_stay_inside_the_box_widened_by_the_one_pixel_slack(cpp):
