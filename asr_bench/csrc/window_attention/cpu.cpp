@@ -1,7 +1,7 @@
 // Window attention with an additive bias, C++ CPU backend (forward only, float32):
 //   out[b, i, h*d:(h+1)*d] = sum_j softmax_j(scale * q[b,h,i,:] . k[b,h,j,:] + bias[h,i,j]) v[b,h,j,:]
-// One task per (window, head), the heads of a window next to each other: the head's q (scaled), k (transposed) and
-// v (padded to whole vectors) are packed into a per-thread buffer, the (Nq x Nk) scores, their softmax and the
+// One task per window: its heads' q (scaled), k (transposed) and v (padded to whole vectors) are packed into a
+// per-thread buffer in one pass over its tokens; then head by head the (Nq x Nk) scores, their softmax and the
 // product with v stay in L1/L2, and the output is written once, heads merged. Why not torch: on the CPU, GSASR's
 // windows are 144 tokens with 30-wide heads; torch runs q @ k^T, the bias sum, the softmax and p @ v as four
 // passes over a scores tensor, with copies to make operands contiguous and a transpose to merge the heads
@@ -28,7 +28,8 @@
 
 namespace {
 
-// Sizes of one (window, head) task and where its packed operands lie in the thread's buffer.
+// One head of one window: its packed operands (q pre-scaled, k transposed, v padded to whole vectors) and the
+// scratch its attention works in (shared by the window's heads, which run one after another).
 struct Head {
   int nq, nk, d;
   int nk_pad, d_pad;  // rounded up to whole 8-lane vectors
@@ -38,34 +39,61 @@ struct Head {
   float* scores;      // nq x nk_pad: scores, then exp(score - row max)
   float* acc;         // nq x d_pad: unnormalised output
   float* inv_sum;     // nq
+};
 
-  Head(int nq_, int nk_, int d_, std::vector<float>& buffer) : nq(nq_), nk(nk_), d(d_) {
-    nk_pad = (nk + 7) / 8 * 8;
-    d_pad = (d + 7) / 8 * 8;
-    const size_t need = size_t(nq) * d + size_t(d) * nk_pad + size_t(nk) * d_pad + size_t(nq) * nk_pad +
-                        size_t(nq) * d_pad + size_t(nq);
-    if (buffer.size() < need) buffer.resize(need);
-    q = buffer.data();
-    kt = q + size_t(nq) * d;
-    v = kt + size_t(d) * nk_pad;
-    scores = v + size_t(nk) * d_pad;
-    acc = scores + size_t(nq) * nk_pad;
-    inv_sum = acc + size_t(nq) * d_pad;
-  }
-
-  void pack(const float* q_in, int64_t q_step, const float* k_in, int64_t k_step, const float* v_in, int64_t v_step,
-            float scale) {
-    for (int i = 0; i < nq; ++i)
-      for (int t = 0; t < d; ++t) q[i * d + t] = q_in[i * q_step + t] * scale;
-    for (int j = 0; j < nk; ++j)
-      for (int t = 0; t < d; ++t) kt[t * nk_pad + j] = k_in[j * k_step + t];
-    for (int t = 0; t < d; ++t)
-      for (int j = nk; j < nk_pad; ++j) kt[t * nk_pad + j] = 0.0f;
-    for (int j = 0; j < nk; ++j) {
-      for (int t = 0; t < d; ++t) v[j * d_pad + t] = v_in[j * v_step + t];
-      for (int t = d; t < d_pad; ++t) v[j * d_pad + t] = 0.0f;
+// A window's heads, packed together in one pass over its tokens. Why one pass: the decoder's q, k and v are slices
+// of one projection (a token's heads side by side, 2 KB per token), and on a 480 px tile they lie in DRAM;
+// packing head by head would read each token 6 times at a 2 KB stride.
+class Window {
+ public:
+  Window(int heads, int nq, int nk, int d, std::vector<float>& buffer) : heads_(heads) {
+    Head shape{nq, nk, d, (nk + 7) / 8 * 8, (d + 7) / 8 * 8, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+    per_head_ = size_t(nq) * d + size_t(d) * shape.nk_pad + size_t(nk) * shape.d_pad;
+    const size_t shared = size_t(nq) * shape.nk_pad + size_t(nq) * shape.d_pad + size_t(nq);
+    if (buffer.size() < per_head_ * heads + shared) buffer.resize(per_head_ * heads + shared);
+    float* scratch = buffer.data() + per_head_ * heads;
+    for (int h = 0; h < heads; ++h) {
+      Head head = shape;
+      head.q = buffer.data() + per_head_ * h;
+      head.kt = head.q + size_t(nq) * d;
+      head.v = head.kt + size_t(d) * shape.nk_pad;
+      head.scores = scratch;
+      head.acc = scratch + size_t(nq) * shape.nk_pad;
+      head.inv_sum = head.acc + size_t(nq) * shape.d_pad;
+      heads_list_.push_back(head);
     }
   }
+
+  Head& head(int h) { return heads_list_[h]; }
+
+  // q, k, v of one window: token i of head h at base + h * head_step + i * token_step (d contiguous).
+  void pack(const float* q_in, int64_t q_head, int64_t q_token, const float* k_in, int64_t k_head, int64_t k_token,
+            const float* v_in, int64_t v_head, int64_t v_token, float scale) {
+    const Head& s = heads_list_[0];
+    for (int i = 0; i < s.nq; ++i)
+      for (int h = 0; h < heads_; ++h) {
+        const float* src = q_in + i * q_token + h * q_head;
+        float* dst = heads_list_[h].q + i * s.d;
+        for (int t = 0; t < s.d; ++t) dst[t] = src[t] * scale;
+      }
+    for (int j = 0; j < s.nk; ++j)
+      for (int h = 0; h < heads_; ++h) {
+        const float* k_src = k_in + j * k_token + h * k_head;
+        const float* v_src = v_in + j * v_token + h * v_head;
+        const Head& dst = heads_list_[h];
+        for (int t = 0; t < s.d; ++t) dst.kt[t * s.nk_pad + j] = k_src[t];
+        for (int t = 0; t < s.d; ++t) dst.v[j * s.d_pad + t] = v_src[t];
+        for (int t = s.d; t < s.d_pad; ++t) dst.v[j * s.d_pad + t] = 0.0f;
+      }
+    for (const Head& dst : heads_list_)
+      for (int t = 0; t < s.d; ++t)
+        for (int j = s.nk; j < s.nk_pad; ++j) dst.kt[t * s.nk_pad + j] = 0.0f;
+  }
+
+ private:
+  int heads_;
+  size_t per_head_ = 0;
+  std::vector<Head> heads_list_;
 };
 
 #if WA_AVX2
@@ -150,7 +178,7 @@ inline void value_rows(const Head& h) {
   for (; i < h.nq; ++i) value_block<1, DV>(h, i);
 }
 
-void attend(Head& h, const float* bias, float* out, int64_t out_step) {
+void attend(const Head& h, const float* bias, float* out, int64_t out_step) {
   int i = 0;
   for (; i + 3 <= h.nq; i += 3) score_rows<3>(h, bias, i);
   for (; i < h.nq; ++i) score_rows<1>(h, bias, i);
@@ -199,7 +227,7 @@ void attend(Head& h, const float* bias, float* out, int64_t out_step) {
 constexpr int kMaxHeadDim = 32;
 #else
 // The same steps as plain loops (CPUs without AVX2+FMA).
-void attend(Head& h, const float* bias, float* out, int64_t out_step) {
+void attend(const Head& h, const float* bias, float* out, int64_t out_step) {
   for (int i = 0; i < h.nq; ++i) {
     float* row = h.scores + i * h.nk_pad;
     float row_max = -INFINITY;
@@ -244,14 +272,13 @@ torch::Tensor forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::
   const float* vp = v.data_ptr<float>();
   const float* bp = bias.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, b * heads, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, b, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buffer;
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t w = task / heads, h = task % heads;
-      Head head(int(nq), int(nk), int(d), buffer);
-      head.pack(qp + w * q.stride(0) + h * q.stride(1), q.stride(2), kp + w * k.stride(0) + h * k.stride(1),
-                k.stride(2), vp + w * v.stride(0) + h * v.stride(1), v.stride(2), static_cast<float>(scale));
-      attend(head, bp + h * nq * nk, op + w * nq * heads * d + h * d, heads * d);
+    Window window(int(heads), int(nq), int(nk), int(d), buffer);
+    for (int64_t w = begin; w < end; ++w) {
+      window.pack(qp + w * q.stride(0), q.stride(1), q.stride(2), kp + w * k.stride(0), k.stride(1), k.stride(2),
+                  vp + w * v.stride(0), v.stride(1), v.stride(2), static_cast<float>(scale));
+      for (int64_t h = 0; h < heads; ++h) attend(window.head(int(h)), bp + h * nq * nk, op + w * nq * heads * d + h * d, heads * d);
     }
   });
   return out;
