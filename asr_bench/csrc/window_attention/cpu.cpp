@@ -46,54 +46,49 @@ struct Head {
 // packing head by head would read each token 6 times at a 2 KB stride.
 class Window {
  public:
-  Window(int heads, int nq, int nk, int d, std::vector<float>& buffer) : heads_(heads) {
+  Window(int heads, int nq, int nk, int d, std::vector<float>& buffer) {
     Head shape{nq, nk, d, (nk + 7) / 8 * 8, (d + 7) / 8 * 8, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
-    per_head_ = size_t(nq) * d + size_t(d) * shape.nk_pad + size_t(nk) * shape.d_pad;
+    const size_t per_head = size_t(nq) * d + size_t(d) * shape.nk_pad + size_t(nk) * shape.d_pad;
     const size_t shared = size_t(nq) * shape.nk_pad + size_t(nq) * shape.d_pad + size_t(nq);
-    if (buffer.size() < per_head_ * heads + shared) buffer.resize(per_head_ * heads + shared);
-    float* scratch = buffer.data() + per_head_ * heads;
+    // Zero-filled: the padding columns of kt and lanes of v stay 0, as `pack` writes only the real ones.
+    buffer.assign(per_head * heads + shared, 0.0f);
+    float* scratch = buffer.data() + per_head * heads;
     for (int h = 0; h < heads; ++h) {
       Head head = shape;
-      head.q = buffer.data() + per_head_ * h;
+      head.q = buffer.data() + per_head * h;
       head.kt = head.q + size_t(nq) * d;
       head.v = head.kt + size_t(d) * shape.nk_pad;
       head.scores = scratch;
       head.acc = scratch + size_t(nq) * shape.nk_pad;
       head.inv_sum = head.acc + size_t(nq) * shape.d_pad;
-      heads_list_.push_back(head);
+      heads_.push_back(head);
     }
   }
 
-  Head& head(int h) { return heads_list_[h]; }
+  const Head& head(int h) const { return heads_[h]; }
 
   // q, k, v of one window: token i of head h at base + h * head_step + i * token_step (d contiguous).
   void pack(const float* q_in, int64_t q_head, int64_t q_token, const float* k_in, int64_t k_head, int64_t k_token,
             const float* v_in, int64_t v_head, int64_t v_token, float scale) {
-    const Head& s = heads_list_[0];
-    for (int i = 0; i < s.nq; ++i)
-      for (int h = 0; h < heads_; ++h) {
-        const float* src = q_in + i * q_token + h * q_head;
-        float* dst = heads_list_[h].q + i * s.d;
-        for (int t = 0; t < s.d; ++t) dst[t] = src[t] * scale;
+    const int nq = heads_[0].nq, nk = heads_[0].nk, d = heads_[0].d;
+    for (int i = 0; i < nq; ++i)
+      for (size_t h = 0; h < heads_.size(); ++h) {
+        const float* src = q_in + i * q_token + int64_t(h) * q_head;
+        float* dst = heads_[h].q + i * d;
+        for (int t = 0; t < d; ++t) dst[t] = src[t] * scale;
       }
-    for (int j = 0; j < s.nk; ++j)
-      for (int h = 0; h < heads_; ++h) {
-        const float* k_src = k_in + j * k_token + h * k_head;
-        const float* v_src = v_in + j * v_token + h * v_head;
-        const Head& dst = heads_list_[h];
-        for (int t = 0; t < s.d; ++t) dst.kt[t * s.nk_pad + j] = k_src[t];
-        for (int t = 0; t < s.d; ++t) dst.v[j * s.d_pad + t] = v_src[t];
-        for (int t = s.d; t < s.d_pad; ++t) dst.v[j * s.d_pad + t] = 0.0f;
+    for (int j = 0; j < nk; ++j)
+      for (size_t h = 0; h < heads_.size(); ++h) {
+        const float* k_src = k_in + j * k_token + int64_t(h) * k_head;
+        const float* v_src = v_in + j * v_token + int64_t(h) * v_head;
+        const Head& dst = heads_[h];
+        for (int t = 0; t < d; ++t) dst.kt[t * dst.nk_pad + j] = k_src[t];
+        for (int t = 0; t < d; ++t) dst.v[j * dst.d_pad + t] = v_src[t];
       }
-    for (const Head& dst : heads_list_)
-      for (int t = 0; t < s.d; ++t)
-        for (int j = s.nk; j < s.nk_pad; ++j) dst.kt[t * s.nk_pad + j] = 0.0f;
   }
 
  private:
-  int heads_;
-  size_t per_head_ = 0;
-  std::vector<Head> heads_list_;
+  std::vector<Head> heads_;
 };
 
 #if WA_AVX2

@@ -65,15 +65,15 @@ def reaches(means: torch.Tensor, height: int, width: int, dmax: float, rows: tup
     pixels on every side, so float rounding in the kernel's own test can never make it keep a pixel this drops.
     Gaussians it rejects add exactly nothing to the region (NaN centres are rejected: they render nothing either).
     """
-    x, y = centres(means.float() * 2 - 1, height, width)
+    if rows[1] <= rows[0] or cols[1] <= cols[0]:
+        return torch.zeros(means.shape[:-1], dtype=torch.bool, device=means.device)
 
     def inside(t: torch.Tensor, span: tuple[int, int], n: int) -> torch.Tensor:
         pixel = 2.0 / (n - 1)  # the NDC width of one pixel
         low, high = span[0] * pixel - 1.0, (span[1] - 1) * pixel - 1.0
         return (t + dmax >= low - 2 * pixel) & (t - dmax <= high + 2 * pixel)
 
-    if rows[1] <= rows[0] or cols[1] <= cols[0]:
-        return torch.zeros(x.shape, dtype=torch.bool, device=x.device)
+    x, y = centres(means.float() * 2 - 1, height, width)
     return inside(x, cols, width) & inside(y, rows, height)
 
 
