@@ -157,19 +157,9 @@ def _child_peak_mb(op: str, name: str, backend: str) -> float:
     device = torch.device("cpu")
     spec = get_op(op)
     workload = next(w for w in spec.workloads if w.name == name)
-    timed_backends(spec, device)  # compiled modules loaded before the measurement, not during it
+    spec.bench_backends(device)  # compiled modules loaded before the measurement, not during it
     call = closure(spec, workload, list(workload.make(device)), backend)
     return cpu_peak_increase_mb(call)
-
-
-def timed_backends(spec: OpSpec, device: torch.device) -> list[str]:
-    """The backends `bench-ops` times for an op: its own list, else the torch reference and then the compiled
-    backend for `device` when it builds here (what most ops want, so they need not say it)."""
-    if spec.bench_backends is not None:
-        return spec.bench_backends(device)
-    from .backends import loadable
-
-    return ["torch", *loadable(spec.name, device)]
 
 
 def rows(device: torch.device, only: str | None = None, repeats: int = 3, max_reference_cost: float = math.inf,
@@ -196,7 +186,7 @@ def _workload_rows(spec: OpSpec, workload: Workload, device: torch.device, repea
     rate = spec.element_rate if forward else None
     evaluations = rate.count(*inputs) if rate is not None else None
     reference = reference_peak = None
-    for backend in timed_backends(spec, device):
+    for backend in spec.bench_backends(device):
         row: dict[str, Any] = {"op": spec.name, "workload": workload.name, "backend": backend,
                                "device": device.type, "repeats": repeats, "threads": torch.get_num_threads(),
                                "seconds": None, "thread_seconds": None, "speedup": None, "gflop_per_s": None,

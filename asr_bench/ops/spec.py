@@ -78,9 +78,7 @@ class OpSpec:
     selftest: tuple[SelfTestCase, ...] = ()
     gradients: Gradients | None = None  # None: forward-only compiled backends (or no gradient test)
     workloads: tuple[Workload, ...] = ()
-    # bench_backends(device) -> backend names to time, the reference first; None: "torch", then the op's compiled
-    # backend for the device when it builds here (asr_bench/ops/bench.py timed_backends)
-    bench_backends: Callable[[torch.device], list[str]] | None = None
+    bench_backends: Callable[[torch.device], list[str]] = lambda device: ["torch"]  # the reference first
     flops: Callable[..., float] | None = None  # flops(*arguments) -> FLOPs of one forward call
     element_rate: ElementRate | None = None  # evaluations per call, against an element-wise function's rate
     doc: str = field(default="", compare=False)  # one line for listings

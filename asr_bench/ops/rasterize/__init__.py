@@ -130,6 +130,12 @@ def compiled_module(backend: str) -> ModuleType | None:
     return resolve_backend(OP_NAME, backend, torch.device("cuda" if backend == "cuda" else "cpu"))[1]
 
 
+def _bench_backends(device: torch.device) -> list[str]:
+    from ..backends import loadable
+
+    return ["torch", *loadable(OP_NAME, device)]
+
+
 SPEC = OpSpec(
     name=OP_NAME,
     front=rasterize,
@@ -137,6 +143,7 @@ SPEC = OpSpec(
     selftest=cases.SELFTEST_CASES,
     gradients=Gradients((0, 1, 2, 3, 4), ("sigma_x", "sigma_y", "rho", "coords", "colours"), cases.backward_call),
     workloads=cases.WORKLOADS,
+    bench_backends=_bench_backends,
     flops=cases.flops,
     element_rate=ElementRate("pairs", cases.kernel_pairs, "exp"),
     doc="GSASR's Gaussian rasterizer",

@@ -83,6 +83,12 @@ def _choose(backend: str, tensors: tuple[torch.Tensor, ...]):
     return resolve_backend(OP_NAME, backend, q.device, fallback="the torch math (backend 'torch')")
 
 
+def _bench_backends(device: torch.device) -> list[str]:
+    from ..backends import loadable
+
+    return ["torch", *loadable(OP_NAME, device)]
+
+
 SPEC = OpSpec(
     name=OP_NAME,
     front=window_attention,
@@ -90,6 +96,7 @@ SPEC = OpSpec(
     selftest=cases.SELFTEST_CASES,
     gradients=None,  # the compiled backend is forward-only (inference)
     workloads=cases.WORKLOADS,
+    bench_backends=_bench_backends,
     flops=cases.flops,
     doc="attention inside windows with an additive bias (GSASR's paper decoder)",
 )
