@@ -46,7 +46,7 @@ def test_fused_heads_equal_five_separate_mlps(chunk):
     flat = up.permute(0, 2, 3, 1).reshape(2, 30, 12)
     expected = torch.cat([getattr(dec, f"mlp_block_{n}")(flat) for n, _ in Fea2GS.HEADS], dim=-1)
     with torch.no_grad():
-        got = dec.heads(up)
+        got = dec.head_columns(flat.reshape(60, 12), [n for n, _ in Fea2GS.HEADS]).view(2, 30, 9)
     assert got.shape == (2, 30, 9)
     torch.testing.assert_close(got, expected.detach(), rtol=1e-12, atol=1e-12)
 
@@ -99,3 +99,32 @@ def test_float32_fast_decoder_equals_float64_plain_path():
     assert got.dtype == want.dtype == torch.float32  # the decoder hands out float32 whatever it ran in
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
+
+
+@pytest.mark.parametrize("band_tokens", [1, 150, 10**9])
+def test_banded_upsampling_and_heads_equal_the_whole_map(band_tokens):
+    """The decoder's bands (one middle row each; three rows with an uneven last band; one band) give the columns
+    of the official whole-map UPNet Sequential followed by the five head MLPs and the grid's cell centres; with
+    `keep`, the kept rows are those columns and the others NaN."""
+    torch.manual_seed(3)
+    dec = Fea2GS(channel=12, num_heads=2, num_selfattn_blocks=1, num_selfattn_layers=1, window_size=4,
+                 head_chunk=7, band_tokens=band_tokens).double()
+    feat = torch.randn(2, 64, 8, 12, dtype=torch.float64)
+    scale = torch.tensor([3.0, 2.5], dtype=torch.float64)
+    with torch.no_grad():
+        got = dec(feat, scale)
+        up = dec.UPNet(dec.trunk(feat, scale))
+        hg, wg = up.shape[-2:]
+        flat = up.permute(0, 2, 3, 1).reshape(2, hg * wg, 12)
+        raw = torch.cat([getattr(dec, f"mlp_block_{n}")(flat) for n, _ in Fea2GS.HEADS], dim=-1)
+        ys, xs = torch.meshgrid((torch.arange(hg) + 0.5) / hg, (torch.arange(wg) + 0.5) / wg, indexing="ij")
+        centres = torch.stack((xs, ys), -1).reshape(1, -1, 2).double()
+        means = raw[..., 7:9] / torch.tensor([wg, hg]) + centres
+        kept = dec(feat, scale, keep=lambda m: m[..., 1] > 0.5)
+    assert got.shape == (2, 32 * 48, 9) and got.dtype == torch.float32
+    torch.testing.assert_close(got[..., :7], raw[..., :7].float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[..., 7:], means.float(), rtol=1e-5, atol=1e-6)
+    rows = got[..., 8] > 0.5  # the float32 centres the decoder handed to keep
+    assert 0 < int(rows.sum()) < rows.numel()
+    torch.testing.assert_close(kept[rows], got[rows], rtol=0, atol=0)
+    assert kept[~rows][:, :7].isnan().all() and torch.equal(kept[..., 7:], got[..., 7:])

@@ -11,7 +11,7 @@ The output is the raw (B, N, 9) tensor [sigma(2), rho, alpha, rgb(3), mean(2)]; 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,14 @@ def image_to_tokens(img: torch.Tensor, side: int) -> torch.Tensor:
     hc, wc = h // side, w // side
     x = img.reshape(b, c, hc, side, wc, side).permute(0, 2, 4, 3, 5, 1)
     return x.reshape(b * hc * wc, side * side, c)
+
+
+def shuffle_into(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """Write pixel_shuffle(src, 2) into `dst` (B, C, 2h, 2w), any strides: dst[b, c, 2y+i, 2x+j] =
+    src[b, 4c+2i+j, y, x]. One strided copy straight into its destination (a view of a bigger buffer, or the heads'
+    token rows), where F.pixel_shuffle would make a tensor that then has to be copied there."""
+    b, c4, h, w = src.shape
+    dst.unflatten(2, (h, 2)).unflatten(4, (w, 2)).copy_(src.unflatten(1, (c4 // 4, 2, 2)).permute(0, 1, 4, 2, 5, 3))
 
 
 def window_major_grid(hc: int, wc: int, side: int) -> torch.Tensor:
@@ -423,10 +431,11 @@ class Fea2GS(nn.Module):
 
     def __init__(self, inchannel: int = 64, channel: int = 180, num_heads: int = 6, num_crossattn_blocks: int = 1,
                  num_crossattn_layers: int = 2, num_selfattn_blocks: int = 6, num_selfattn_layers: int = 6,
-                 window_size: int = 12, rope: bool = False, head_chunk: int = 1024) -> None:
+                 window_size: int = 12, rope: bool = False, head_chunk: int = 1024, band_tokens: int = 65536) -> None:
         super().__init__()
         self.channel, self.window, self.rope = channel, window_size, rope
         self.head_chunk = head_chunk
+        self.band_tokens = band_tokens  # Gaussians per image in one band of the up-sampling net's second half
         seeds = window_size * window_size  # one seed per LR pixel
         self.gs_embedding = nn.Parameter(torch.randn(seeds, channel))
         self.pos_embedding = nn.Parameter(torch.randn(seeds, channel))
@@ -447,7 +456,7 @@ class Fea2GS(nn.Module):
                                    nn.Conv2d(channel, channel * 4, 3, 1, 1), nn.PixelShuffle(2))
 
     def trunk(self, feat_in: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """The token trunk, up to the (B, C, 4H, 4W) up-sampled map the heads read."""
+        """The token trunk, up to the (B, C, H, W) map the up-sampling net reads (NHWC memory on CPU)."""
         b, _, h, w = feat_in.shape
         ws = self.window
         hc, wc = h // ws, w // ws
@@ -470,13 +479,36 @@ class Fea2GS(nn.Module):
                    + tokens_to_image(resi, hc, wc, ws, nhwc))
         else:
             img = tokens_to_image(query + resi, hc, wc, ws, nhwc)
-        return self.UPNet(img)
+        return img
 
-    def heads(self, up: torch.Tensor) -> torch.Tensor:
-        """The five MLP heads on every position of the up-sampled map -> (B, N, 9) raw columns."""
-        b, c, hg, wg = up.shape
-        flat = up.permute(0, 2, 3, 1).reshape(b * hg * wg, c)
-        return self.head_columns(flat, [name for name, _ in self.HEADS]).view(b, hg * wg, -1)
+    def upsampled_bands(self, img: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """UPNet (conv, pixel shuffle, conv, pixel shuffle) on the trunk's (B, C, H, W) map, its second half in
+        bands of rows: yields (first row of the 4H x 4W grid, (B, rows * 4W, C) tokens in row-major order).
+
+        Why: at the second half the map is 16x the LR's pixels times C; a 480 px tile's is 2.65 GB before and
+        2.65 GB after the shuffle, and whole it was written, shuffled, transposed for the heads and faulted in
+        fresh each tile. In bands of about `band_tokens` Gaussians only the 2H x 2W middle map is whole. The middle
+        map is shuffled into a buffer with one zero row above and below, so each band's convolution reads its
+        rows plus one either side with no padding on that axis: every output pixel is the same 3x3 dot product
+        as the whole-map convolution's. A map that fits in one band runs as one band.
+        """
+        conv1, conv2 = self.UPNet[0], self.UPNet[2]
+        mid = conv1(img)
+        b, c4, h, w = mid.shape
+        c = c4 // 4
+        layout = torch.channels_last if mid.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        padded = mid.new_empty(b, c, 2 * h + 2, 2 * w).contiguous(memory_format=layout)
+        padded[:, :, :1].zero_()
+        padded[:, :, -1:].zero_()
+        shuffle_into(padded[:, :, 1:-1], mid)
+        del mid
+        rows_per_band = max(1, self.band_tokens // (2 * 2 * w))  # one middle row gives two grid rows of 4W
+        for start in range(0, 2 * h, rows_per_band):
+            stop = min(2 * h, start + rows_per_band)
+            out = F.conv2d(padded[:, :, start:stop + 2], conv2.weight, conv2.bias, padding=(0, 1))
+            tokens = out.new_empty(b, 2 * (stop - start), 4 * w, c)
+            shuffle_into(tokens.permute(0, 3, 1, 2), out)
+            yield 2 * start, tokens.view(b, -1, c)
 
     def head_columns(self, flat: torch.Tensor, names: list[str]) -> torch.Tensor:
         """The named heads (in the official column order) on (rows, C) features, in bounded row chunks.
@@ -510,30 +542,43 @@ class Fea2GS(nn.Module):
                                 indexing="ij")
         return torch.stack((rx.reshape(-1), ry.reshape(-1)), -1)
 
-    def place_means(self, offsets: torch.Tensor, hg: int, wg: int) -> torch.Tensor:
-        """The mean head's (B, N, 2) offsets -> centres in [0, 1] (x, y): offset / grid size + the grid point."""
+    def place_means(self, offsets: torch.Tensor, hg: int, wg: int, grid: torch.Tensor | None = None) -> torch.Tensor:
+        """The mean head's (B, N, 2) offsets -> centres in [0, 1] (x, y): offset / grid size + the grid point.
+        `grid` gives the grid points of these N (a band's rows); by default, the whole hg x wg grid's."""
         divisor = torch.tensor([wg, hg], device=offsets.device)  # int64, as the official: x by width, y by height
-        return (offsets / divisor + self.reference_points(hg, wg, offsets.device)).float()
+        grid = self.reference_points(hg, wg, offsets.device) if grid is None else grid
+        return (offsets / divisor + grid).float()
 
     def forward(self, feat: torch.Tensor, scale: torch.Tensor,
                 keep: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        """Raw Gaussians (B, 16HW, 9). With `keep` (centres (B, N, 2) -> bool (B, N)), the mean head runs first
-        and the other four only on the Gaussians kept: the rest get NaN in columns 0-6.
+        """Raw Gaussians (B, 16HW, 9), computed band by band of the up-sampled grid (`upsampled_bands`). With
+        `keep` (centres (B, N, 2) -> bool (B, N)), the mean head runs first and the other four only on the
+        Gaussians kept: the rest get NaN in columns 0-6.
 
         Why: tiled inference crops every tile's render, and a Gaussian whose dmax box cannot reach the kept pixels
         adds exactly nothing to them; the heads are ~40 % of the decoder's FLOPs, and a 720p frame's six official
         tiles are about 30 % padding and overlap (docs/methods/gsasr.md §5). A kept Gaussian's columns equal the
         full computation's (the same dot products per row).
         """
-        up = self.trunk(feat, scale)
-        b, c, hg, wg = up.shape
-        if keep is None:
-            raw = self.heads(up)
-            return torch.cat([raw[..., :7].float(), self.place_means(raw[..., 7:9], hg, wg)], dim=-1)
-        flat = up.permute(0, 2, 3, 1).reshape(b * hg * wg, c)
-        means = self.place_means(self.head_columns(flat, ["mean"]).view(b, hg * wg, 2), hg, wg)
-        rows = keep(means).reshape(-1).nonzero().squeeze(1)
-        out = torch.full((b * hg * wg, 7), float("nan"), dtype=torch.float32, device=flat.device)
-        others = [name for name, _ in self.HEADS if name != "mean"]
-        out[rows] = self.head_columns(flat.index_select(0, rows), others).float()
-        return torch.cat([out.view(b, hg * wg, 7), means], dim=-1)
+        img = self.trunk(feat, scale)
+        b, c, h, w = img.shape
+        hg, wg = 4 * h, 4 * w
+        grid = self.reference_points(hg, wg, img.device)
+        out = torch.empty(b, hg * wg, 9, dtype=torch.float32, device=img.device)
+        names = [name for name, _ in self.HEADS]
+        for row, tokens in self.upsampled_bands(img):
+            n = tokens.shape[1]
+            band = slice(row * wg, row * wg + n)
+            flat = tokens.view(b * n, c)
+            if keep is None:
+                raw = self.head_columns(flat, names).view(b, n, 9)
+                out[:, band, :7] = raw[..., :7]
+                out[:, band, 7:] = self.place_means(raw[..., 7:9], hg, wg, grid[band])
+                continue
+            means = self.place_means(self.head_columns(flat, ["mean"]).view(b, n, 2), hg, wg, grid[band])
+            out[:, band, 7:] = means
+            rows = keep(means).reshape(-1).nonzero().squeeze(1)
+            others = torch.full((b * n, 7), float("nan"), dtype=torch.float32, device=img.device)
+            others[rows] = self.head_columns(flat.index_select(0, rows), names[:-1]).float()
+            out[:, band, :7] = others.view(b, n, 7)
+        return out
