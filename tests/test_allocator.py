@@ -85,3 +85,29 @@ def test_run_json_environment_records_the_setting():
     assert record == describe()
     if record["setting"] is not None:
         assert record["setting"] == STEADY
+
+
+ARENAS = r"""
+import ctypes, sys, threading
+if sys.argv[1] == "one":
+    from asr_bench.engine.allocator import one_arena
+    assert one_arena()
+blocks = []
+worker = threading.Thread(target=lambda: blocks.append(bytearray(8 * 2**20)))  # a new thread's first mallocs
+worker.start()
+worker.join()
+ctypes.CDLL("libc.so.6").malloc_stats()  # one "Arena N:" section per arena, on stderr
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or describe()["setting"] is None,
+                    reason="glibc's malloc_stats")
+def test_one_arena_keeps_a_new_thread_on_the_main_heap():
+    """Under glibc's defaults a new thread's allocations make it an arena of its own (mmap'd heaps, which the rest
+    of the setting does not hold); after `one_arena` they come from the main one."""
+    def arenas(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, timeout=120,
+                             check=True)
+        return out.stderr.count("Arena ")
+    assert arenas("default") >= 2
+    assert arenas("one") == 1

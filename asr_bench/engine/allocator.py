@@ -11,7 +11,8 @@ multi-GiB blocks, faulted 85.9 M times, 240 s of system time in a 719 s frame) a
 arena lives in mmap'd 64 MiB heaps that the first three settings do not hold, so GSASR's concurrent tiles
 (`tile_workers`, one Python thread each) faulted 158 M times (357 s of system time) in one 720p frame. It is
 applied with `mallopt` in the case's process right before its timed calls (every method alike;
-asr_bench/engine/execute.py measure_cost) and recorded in run.json's environment.
+asr_bench/engine/execute.py measure_cost), the arena limit already when the case starts (`one_arena`), and
+recorded in run.json's environment.
 
 The peak-memory call runs before it, under glibc's defaults: kept memory cannot always be reused by a later,
 differently aligned request, which raised GSASR x4 48x48's peak RSS increase from 84-87 MB to 103-115 MB when the
@@ -40,6 +41,17 @@ def _libc() -> Any:
         return libc if hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version") else None
     except OSError:
         return None
+
+
+def one_arena() -> bool:
+    """Hold every thread of this process to glibc's main arena from now on (`M_ARENA_MAX` 1); True if applied.
+
+    Why it comes before a case's first call, not with the rest of the setting: a thread takes its arena at its
+    first malloc and keeps it, and `M_ARENA_MAX` only stops new arenas. The memory call's intra-op threads made one,
+    later threads (GSASR's tile workers) were then handed it in turn, and it serves multi-MiB blocks with mmap
+    whatever `M_MMAP_MAX` says: one 720p frame still faulted 81.8 M times (196 s of system time)."""
+    libc = _libc()
+    return libc is not None and libc.mallopt(_PARAMS["M_ARENA_MAX"], ctypes.c_int(STEADY["M_ARENA_MAX"])) == 1
 
 
 def apply_steady() -> dict[str, Any]:

@@ -27,7 +27,7 @@ from ..errors import UnsupportedScale, UserError, cannot_write
 from .cases import Case, case_supported, encoder_refuses
 from .console import image_bar, ticking
 from ..memory import peak_memory_mb
-from .allocator import apply_steady
+from .allocator import apply_steady, one_arena
 from .outputs import save_output
 from .params import params_that_ran
 from .records import ERROR, NO_WEIGHTS, OK, UNSUPPORTED, CaseRecord, ImageRecord
@@ -118,6 +118,7 @@ def unsupported_record(case: Case, config: Config, device: torch.device,
 def execute_case(case: Case, config: Config, device: torch.device, sink: Sink, progress: bool = True,
                  provenance: dict[str, Any] | None = None) -> CaseRecord:
     """Run one case to a final CaseRecord, handed to the sink before returning."""
+    one_arena()  # before any thread of the case allocates (allocator.py)
     protocol = make_protocol(config)
     base = base_record(case, config, device, protocol.label, provenance)
     if not case_supported(case):

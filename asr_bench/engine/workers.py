@@ -24,6 +24,7 @@ import torch
 from .. import atomic
 from ..config import Config
 from ..errors import UserError, cannot_write
+from .allocator import one_arena
 from .cases import Case, load_plugins
 from .execute import Sink, execute_case
 from .records import CaseRecord, ImageRecord
@@ -219,6 +220,7 @@ class Supervisor:
 
 
 def worker_main(tasks: Any, results: Any, lifeline: Any) -> None:
+    one_arena()  # before the lifeline's or any case's thread allocates (allocator.py)
     _exit_with_run(lifeline)
     from ..ops import build
 
