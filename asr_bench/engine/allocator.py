@@ -5,8 +5,8 @@ trims the heap top back to the OS: a model whose activations are tens of MiB the
 on every call (system time of 4-10 % in a GSASR decoder, and fault counts varying 14x between two identical
 processes). The steady setting keeps freed memory in the process instead: no mmap for large blocks
 (`M_MMAP_MAX` 0), no trimming (`M_TRIM_THRESHOLD` -1, which mallopt(3) defines as "never": the int maximum,
-2^31 - 1, still let every free trim a heap top above 2 GiB, and a 720p GSASR frame, whose 480 px tiles free
-multi-GiB blocks, faulted 85.9 M times, 240 s of system time in a 719 s frame) and the heap grown in 64 MiB steps
+2^31 - 1, still let a free trim a heap top above 2 GiB, and a 480 px GSASR tile frees such blocks) and the heap
+grown in 64 MiB steps
 (`M_TOP_PAD`; untouched pages cost no RSS), and one arena for every thread (`M_ARENA_MAX` 1): a thread's own
 arena lives in mmap'd 64 MiB heaps that the first three settings do not hold, so GSASR's concurrent tiles
 (`tile_workers`, one Python thread each) faulted 158 M times (357 s of system time) in one 720p frame. It is
@@ -14,9 +14,10 @@ applied with `mallopt` in the case's process right before its timed calls (every
 asr_bench/engine/execute.py measure_cost), the arena limit already when the case starts (`one_arena`), and
 recorded in run.json's environment.
 
-The peak-memory call runs before it, under glibc's defaults: kept memory cannot always be reused by a later,
-differently aligned request, which raised GSASR x4 48x48's peak RSS increase from 84-87 MB to 103-115 MB when the
-setting was on from the start. Measured on GSASR x4 48x48 (1 thread): minor faults per call 18.2k -> 1, system time
+The peak-memory call runs before the rest of it, under glibc's defaults but for the arena limit: kept memory
+cannot always be reused by a later, differently aligned request, which raised GSASR x4 48x48's peak RSS increase
+from 84-87 MB to 103-115 MB when the whole setting was on from the start. The arena limit alone does not
+inflate it: the same call at 2 threads, 114 MB under the defaults, 109-110 MB with one arena from the start. Measured on GSASR x4 48x48 (1 thread): minor faults per call 18.2k -> 1, system time
 0.04 s -> 0.0003 s.
 """
 from __future__ import annotations
