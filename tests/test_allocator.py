@@ -31,7 +31,8 @@ if mib == 64:
     held = libc.mallinfo2()
     del block
 else:  # malloc and free straight away, so the block lies at the heap's top; untouched, it costs no memory
-    libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
     block = libc.malloc(mib * 2**20)
     if not block:
         print(json.dumps(None))

@@ -17,8 +17,8 @@ recorded in run.json's environment.
 The peak-memory call runs before the rest of it, under glibc's defaults but for the arena limit: kept memory
 cannot always be reused by a later, differently aligned request, which raised GSASR x4 48x48's peak RSS increase
 from 84-87 MB to 103-115 MB when the whole setting was on from the start. The arena limit alone does not
-inflate it: the same call at 2 threads, 114 MB under the defaults, 109-110 MB with one arena from the start. Measured on GSASR x4 48x48 (1 thread): minor faults per call 18.2k -> 1, system time
-0.04 s -> 0.0003 s.
+inflate it: the same call at 2 threads, 114 MB under the defaults, 109-110 MB with one arena from the start.
+Measured on GSASR x4 48x48 (1 thread): minor faults per call 18.2k -> 1, system time 0.04 s -> 0.0003 s.
 """
 from __future__ import annotations
 
@@ -80,4 +80,5 @@ def describe() -> dict[str, Any]:
         return {"allocator": "system default", "setting": None}
     libc.gnu_get_libc_version.restype = ctypes.c_char_p
     return {"allocator": f"glibc {libc.gnu_get_libc_version().decode()} malloc", "setting": dict(STEADY),
-            "applied_by": "mallopt before each case's timed calls, after its memory call (asr_bench/engine/allocator.py)"}
+            "applied_by": "mallopt: M_ARENA_MAX when each case starts, the rest before its timed calls, after its "
+                          "memory call (asr_bench/engine/allocator.py)"}

@@ -257,7 +257,8 @@ def measure_cost(model: torch.nn.Module, upscale: Any, lr: torch.Tensor, size: t
         memory_mb, memory_kind = peak_memory_mb(call, device)
         warmup = max(0, warmup - 1)  # the memory call was the first untimed call
     # Every method's timed calls (and frame rates) run under the same steady malloc setting; the memory call
-    # above ran under the allocator's defaults, so the peak RSS is not inflated by memory kept for reuse.
+    # above ran under the allocator's defaults (but for one arena, set when the case started), so the peak RSS is
+    # not inflated by memory kept for reuse.
     apply_steady()
     per_call: list[dict[str, float]] = []
 

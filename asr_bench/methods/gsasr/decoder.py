@@ -496,7 +496,8 @@ class Fea2GS(nn.Module):
         mid = conv1(img)
         b, c4, h, w = mid.shape
         c = c4 // 4
-        layout = torch.channels_last if mid.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        nhwc = mid.is_contiguous(memory_format=torch.channels_last)
+        layout = torch.channels_last if nhwc else torch.contiguous_format
         padded = mid.new_empty(b, c, 2 * h + 2, 2 * w).contiguous(memory_format=layout)
         padded[:, :, :1].zero_()
         padded[:, :, -1:].zero_()
@@ -566,6 +567,7 @@ class Fea2GS(nn.Module):
         grid = self.reference_points(hg, wg, img.device)
         out = torch.empty(b, hg * wg, 9, dtype=torch.float32, device=img.device)
         names = [name for name, _ in self.HEADS]
+        others = [name for name in names if name != "mean"]
         for row, tokens in self.upsampled_bands(img):
             n = tokens.shape[1]
             band = slice(row * wg, row * wg + n)
@@ -578,7 +580,7 @@ class Fea2GS(nn.Module):
             means = self.place_means(self.head_columns(flat, ["mean"]).view(b, n, 2), hg, wg, grid[band])
             out[:, band, 7:] = means
             rows = keep(means).reshape(-1).nonzero().squeeze(1)
-            others = torch.full((b * n, 7), float("nan"), dtype=torch.float32, device=img.device)
-            others[rows] = self.head_columns(flat.index_select(0, rows), names[:-1]).float()
-            out[:, band, :7] = others.view(b, n, 7)
+            columns = torch.full((b * n, 7), float("nan"), dtype=torch.float32, device=img.device)
+            columns[rows] = self.head_columns(flat.index_select(0, rows), others).float()
+            out[:, band, :7] = columns.view(b, n, 7)
         return out
