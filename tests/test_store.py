@@ -259,3 +259,34 @@ def test_results_load_gives_dataframes_of_what_was_stored(tmp_path: Path) -> Non
     assert run.cases.loc[0, "psnr"] == 30.5 and run.cases["lpips"].isna().all()
     assert run.cases.loc[0, "note_lpips"] == "n/a (weights missing: x.pth)"
     assert (run.images.loc[0, "sr_h"], run.images.loc[0, "sr_w"], run.images.loc[0, "psnr"]) == (8, 12, 31.0)
+
+
+def _open_at_once(path: str, barrier: "multiprocessing.synchronize.Barrier",
+                  errors: "multiprocessing.Queue[str]") -> None:
+    from asr_bench.results.database import connect
+    barrier.wait()
+    try:
+        connect(Path(path)).close()
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        errors.put(str(exc))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork for a tight start")
+def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path):
+    """Three processes released together open one new results database, 30 times over. Before the retry, SQLite
+    refused about one open in twelve with 'database is locked' at once (WAL switch), which lost a whole writer."""
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for i in range(30):
+        barrier = ctx.Barrier(3)
+        procs = [ctx.Process(target=_open_at_once, args=(str(tmp_path / f"r{i}.sqlite"), barrier, errors))
+                 for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+            assert p.exitcode == 0
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert not found, found[:3]

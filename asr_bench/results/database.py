@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +61,24 @@ def connect(path: Path, create: bool = True) -> sqlite3.Connection:
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = %d" % int(BUSY_TIMEOUT_S * 1000))
         if create:
+            _create_tables(conn)
+        check_schema(conn, path)
+        return conn
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{path} is not a readable results database ({exc}); move it away to start the run "
+                        "folder afresh, or restore it from a copy.") from None
+
+
+def _create_tables(conn: sqlite3.Connection) -> None:
+    """WAL mode and any missing table, retried while another process does the same.
+
+    Why a loop: two processes opening a new database at once can get "database is locked" at once, not after the
+    busy timeout (switching a fresh file to WAL takes an exclusive lock, and SQLite gives up there without calling the
+    busy handler): 49 of 600 simultaneous opens failed in a scratch test, and a CI run lost a writer to it."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             with transaction(conn):
@@ -67,11 +86,12 @@ def connect(path: Path, create: bool = True) -> sqlite3.Connection:
                     conn.execute(statement)
                 conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
-        check_schema(conn, path)
-        return conn
-    except sqlite3.DatabaseError as exc:
-        raise UserError(f"{path} is not a readable results database ({exc}); move it away to start the run "
-                        "folder afresh, or restore it from a copy.") from None
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
 
 
 TABLES = ("meta", "runs", "cases", "images", "profiles", "claims")
