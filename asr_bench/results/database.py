@@ -88,7 +88,7 @@ def _create_tables(conn: sqlite3.Connection) -> None:
                              (str(SCHEMA_VERSION),))
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
                 raise
             time.sleep(pause)
             pause = min(pause * 2, 0.25)

@@ -543,11 +543,11 @@ class Fea2GS(nn.Module):
                                 indexing="ij")
         return torch.stack((rx.reshape(-1), ry.reshape(-1)), -1)
 
-    def place_means(self, offsets: torch.Tensor, hg: int, wg: int, grid: torch.Tensor | None = None) -> torch.Tensor:
-        """The mean head's (B, N, 2) offsets -> centres in [0, 1] (x, y): offset / grid size + the grid point.
-        `grid` gives the grid points of these N (a band's rows); by default, the whole hg x wg grid's."""
+    @staticmethod
+    def place_means(offsets: torch.Tensor, hg: int, wg: int, grid: torch.Tensor) -> torch.Tensor:
+        """The mean head's (B, N, 2) offsets -> centres in [0, 1] (x, y): offset / grid size + the grid point;
+        `grid` holds the `reference_points` of these N (a band's rows of the hg x wg grid)."""
         divisor = torch.tensor([wg, hg], device=offsets.device)  # int64, as the official: x by width, y by height
-        grid = self.reference_points(hg, wg, offsets.device) if grid is None else grid
         return (offsets / divisor + grid).float()
 
     def forward(self, feat: torch.Tensor, scale: torch.Tensor,
